@@ -1,0 +1,43 @@
+# The two commands: `make report` (build everything on the demo data) and `make test`.
+# Everything runs inside .venv, created from the exact pins in requirements.lock.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SOURCE_DATE_EPOCH ?= 1767225600
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: report test selfcheck benchmark lab venv clean demo
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+## Build every report on the bundled demo clinic (dvc repro: validate -> join -> model -> report).
+report: $(STAMP)
+	@test -d .dvc || $(BIN)/dvc init --quiet
+	$(BIN)/dvc repro
+
+## Run the test suite (warnings are errors; notebooks executed).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Slow statistical validation: simulation study of the primary estimator.
+selfcheck: $(STAMP)
+	$(BIN)/outcomes selfcheck
+
+## Timing of the primary fit at 1k, 5k and 20k clients (not a test).
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_fit.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,193 @@
+"""The `outcomes` command line: thin wrappers that load, call one stage, write.
+
+Every command reads its settings from ``params.yaml`` (project root, or
+``--params``); command-line options override single values. Expected problems
+(:class:`~analysis.errors.OutcomesError`) are shown as one line each and give
+a non-zero exit code; a traceback is shown only with ``--debug``.
+
+Stage modules are imported inside each command so that ``outcomes --help``
+stays fast and no command pays for another's heavy imports.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analysis.errors import OutcomesError, ValidationFailed
+
+app = typer.Typer(
+    name="outcomes",
+    help="Hip-knee outcomes: validate, join, model and report a clinic's session records.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+_STATE = {"debug": False, "params": None}
+
+ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to use (default: project root's).")]
+InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", help="Folder with the three tables.")]
+
+
+def _params(path: Path | None = None) -> dict:
+    from analysis.params import load_params
+
+    return load_params(path or _STATE["params"])
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")] = False,
+    params: ParamsOpt = None,
+) -> None:
+    _STATE["debug"] = debug
+    _STATE["params"] = params
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the synthetic clinic to.")] = Path(
+        "data/raw/demo"
+    ),
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: params simulate.seed).")] = None,
+    clients: Annotated[Optional[int], typer.Option(help="Number of clients (default: params).")] = None,
+    effect: Annotated[Optional[float], typer.Option(help="True hip-focus slope effect, NPRS/week.")] = None,
+) -> None:
+    """Generate a synthetic clinic that follows the contract, with its ground truth (truth.json)."""
+    from analysis.simulate import run_simulate
+
+    summary = run_simulate(out, _params(), seed=seed, n_clients=clients, effect=effect)
+    _echo(summary)
+
+
+@app.command()
+def template(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the blank templates.")] = Path(
+        "data/templates"
+    ),
+) -> None:
+    """Write blank CSV and XLSX templates of the three tables."""
+    from analysis.template import run_template
+
+    for path in run_template(out, _params()):
+        _echo(f"wrote {path}")
+
+
+@app.command()
+def validate(input: InputOpt = None) -> None:
+    """Check the three tables against the contract; one line per problem."""
+    from analysis.validate import run_validate
+
+    _echo(run_validate(_params(), input_dir=input))
+
+
+@app.command()
+def join(input: InputOpt = None) -> None:
+    """Join the validated tables into the long analysis dataset and the exclusion flow."""
+    from analysis.join import run_join
+
+    _echo(run_join(_params(), input_dir=input))
+
+
+@app.command()
+def model() -> None:
+    """Fit the primary mixed model and every secondary analysis; write reports/results/."""
+    from analysis.model.run import run_model
+
+    _echo(run_model(_params()))
+
+
+@app.command()
+def report() -> None:
+    """Build the therapist's report, the peer report (HTML + PDF) and the findings bundle."""
+    from analysis.report.build import run_report
+
+    _echo(run_report(_params()))
+
+
+@app.command()
+def selfcheck(
+    clinics: Annotated[Optional[int], typer.Option(help="Number of simulated clinics (default: params).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed (default: params selfcheck.seed).")] = None,
+) -> None:
+    """Simulation study: bias, SE, coverage, type-I error and power of the primary estimator."""
+    from analysis.model.selfcheck import run_selfcheck
+
+    _echo(run_selfcheck(_params(), n_clinics=clinics, seed=seed))
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Key file to create (keep it outside the repo).")],
+) -> None:
+    """Create a secret key for de-identification pseudonyms and date shifts."""
+    from analysis.deidentify import run_keygen
+
+    _echo(run_keygen(out))
+
+
+@app.command()
+def deidentify(
+    export: Annotated[list[Path], typer.Argument(help="Export file(s) from the practice software (CSV/XLSX).")],
+    mapping: Annotated[Path, typer.Option("--mapping", "-m", help="Mapping file (YAML).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the three contract tables.")],
+    key_file: Annotated[
+        Optional[Path], typer.Option("--key-file", help="Key file (else $OUTCOMES_KEY or $OUTCOMES_KEY_FILE).")
+    ] = None,
+) -> None:
+    """Turn a practice-software export into the three contract tables, de-identified."""
+    from analysis.deidentify import run_deidentify
+
+    _echo(run_deidentify(export, mapping, out, key_file=key_file, params=_params()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning expected errors into clear lines and exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    import click
+
+    try:
+        app(args=args, prog_name="outcomes", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except ValidationFailed as exc:
+        for problem in exc.problems:
+            typer.echo(problem.line(), err=True)
+        typer.echo(f"{len(exc.problems)} problem(s); nothing was changed in the input folder.", err=True)
+        return exc.exit_code
+    except OutcomesError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted; outputs are written atomically, so earlier outputs are intact", err=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+        if debug:
+            raise
+        typer.echo(
+            f"internal error: {exc.__class__.__name__}: {exc} (please report it; rerun with --debug for details)",
+            err=True,
+        )
+        return 3
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Load: read the three contract tables from an input folder, as raw text.
+
+This is the I/O edge for inputs. It reads CSV (UTF-8, with or without BOM,
+any line endings, quoted fields) or XLSX (a ``<table>.xlsx`` file, or one
+workbook holding a sheet per table) and returns every cell as a stripped
+string, indexed by the line number a person sees in a spreadsheet (header =
+line 1). Nothing is coerced or dropped here: typing and rules belong to
+:mod:`analysis.validate`. File-level problems (missing, empty, not UTF-8, wrong
+delimiter, missing/extra/duplicated columns, ragged rows) are returned as
+:class:`~analysis.errors.Problem` records, all at once, never raised.
+
+Input files are opened read-only and never modified.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.contract import TABLES, Table, identifier_reason
+from analysis.errors import InputError, Problem
+
+XLSX_MAGIC = b"PK\x03\x04"
+DEFAULT_MAX_MB = 512
+ROW_INDEX = "row"
+
+
+@dataclass
+class Inputs:
+    """The raw tables as read, with where they came from and what went wrong.
+
+    ``tables`` maps table name -> DataFrame of ``str`` (index ``row`` = the
+    spreadsheet line number); a table whose file could not be read is absent.
+    ``sources`` maps table name -> the file label used in messages (e.g.
+    ``clients.csv`` or ``clinic.xlsx[sessions]``). ``paths`` lists every file
+    read, for provenance hashes.
+    """
+
+    folder: Path
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    rejected_rows: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
+    """Read the contract tables from ``folder``.
+
+    Raises :class:`InputError` only when the folder itself is unusable; every
+    other problem is collected in ``Inputs.problems``.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder}: input folder not found; pass --input DIR with clients.csv, sessions.csv, "
+                         "measurements.csv (or an .xlsx workbook with those sheets)")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: is a file, not a folder; pass the folder that holds the three tables")
+    out = Inputs(folder=folder)
+    workbooks = sorted(p for p in folder.glob("*.xlsx") if p.stem not in TABLES and not p.name.startswith("~$"))
+    for table in TABLES.values():
+        csv_path = folder / table.filename
+        xlsx_path = folder / f"{table.name}.xlsx"
+        if csv_path.exists():
+            _read_one(out, table, csv_path, table.filename, max_mb, kind="csv")
+        elif xlsx_path.exists():
+            _read_one(out, table, xlsx_path, xlsx_path.name, max_mb, kind="xlsx", sheet=None)
+        else:
+            book = next((b for b in workbooks if table.name in _sheet_names(b)), None)
+            if book is not None:
+                _read_one(out, table, book, f"{book.name}[{table.name}]", max_mb, kind="xlsx", sheet=table.name)
+            else:
+                out.problems.append(
+                    Problem(table.filename, None, None,
+                            f"file not found in {folder}; add {table.filename} (see `outcomes template`)")
+                )
+    return out
+
+
+def _sheet_names(path: Path) -> list[str]:
+    try:
+        import openpyxl
+
+        wb = openpyxl.load_workbook(path, read_only=True)
+        try:
+            return list(wb.sheetnames)
+        finally:
+            wb.close()
+    except Exception:  # noqa: BLE001 - an unreadable workbook simply offers no sheets here
+        return []
+
+
+def _read_one(out: Inputs, table: Table, path: Path, label: str, max_mb: float, kind: str,
+              sheet: str | None = None) -> None:
+    if path.is_dir():
+        out.problems.append(Problem(label, None, None, "is a folder, not a file; put the table's file here"))
+        return
+    size = path.stat().st_size
+    if size > max_mb * 1024 * 1024:
+        out.problems.append(Problem(label, None, None,
+                                    f"file is {size / 1024 / 1024:.0f} MB, over the {max_mb:g} MB limit "
+                                    "(params validate.max_file_mb); split it or raise the limit"))
+        return
+    try:
+        with open(path, "rb") as fh:  # read-only: inputs are never modified
+            data = fh.read()
+    except OSError as exc:
+        out.problems.append(Problem(label, None, None, f"cannot be read ({exc.strerror})"))
+        return
+    out.paths.append(path)
+    if kind == "csv":
+        if data.startswith(XLSX_MAGIC):
+            out.problems.append(Problem(label, None, None,
+                                        "is an Excel workbook named .csv; save it as 'CSV UTF-8' or rename it "
+                                        f"to {table.name}.xlsx"))
+            return
+        rows, problems = _parse_csv(data, label)
+    else:
+        rows, problems = _parse_xlsx(data, label, sheet)
+    out.problems.extend(problems)
+    if rows is None:
+        return
+    frame, rejected, header_problems = _to_frame(rows, table, label)
+    out.problems.extend(header_problems)
+    if frame is not None:
+        out.tables[table.name] = frame
+        out.sources[table.name] = label
+        if rejected is not None and len(rejected):
+            out.rejected_rows[table.name] = rejected
+
+
+def _parse_csv(data: bytes, label: str) -> tuple[list[tuple[int, list[str]]] | None, list[Problem]]:
+    """Decode and split a CSV file into (line number, fields) rows."""
+    if not data.strip():
+        return None, [Problem(label, None, None, "file is empty; it needs a header row and data rows")]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [Problem(label, line, None,
+                              f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as 'CSV UTF-8'")]
+    if "\x00" in text:
+        return None, [Problem(label, None, None, "contains NUL bytes: not a text CSV file; export it as CSV UTF-8")]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for fields in reader:
+            rows.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        return None, [Problem(label, reader.line_num or start, None,
+                              f"is not well-formed CSV ({exc}); check quotes around values with commas")]
+    return rows, []
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time(0) else value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _parse_xlsx(data: bytes, label: str, sheet: str | None) -> tuple[list[tuple[int, list[str]]] | None,
+                                                                     list[Problem]]:
+    import warnings
+    import zipfile
+
+    import openpyxl
+
+    if not data.startswith(XLSX_MAGIC):
+        return None, [Problem(label, None, None, "is not an .xlsx workbook; save it as Excel Workbook or CSV")]
+    try:
+        with warnings.catch_warnings():
+            # openpyxl warns about unsupported styling/extensions, which do not affect values
+            warnings.simplefilter("ignore", UserWarning)
+            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
+        return None, [Problem(label, None, None, f"cannot be opened as a workbook ({exc.__class__.__name__})")]
+    try:
+        ws = wb[sheet] if sheet else wb.worksheets[0]
+        rows = [(i, [_cell_text(v) for v in r]) for i, r in enumerate(ws.iter_rows(values_only=True), start=1)]
+    finally:
+        wb.close()
+    # trailing empty rows and columns are common in spreadsheets
+    rows = [(i, r) for i, r in rows if any(c.strip() for c in r)]
+    if not rows:
+        return None, [Problem(label, None, None, "sheet is empty; it needs a header row and data rows")]
+    width = max((j + 1 for _, r in rows for j, c in enumerate(r) if c.strip()), default=0)
+    return [(i, r[:width] + [""] * (width - len(r))) for i, r in rows], []
+
+
+def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
+              ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, list[Problem]]:
+    """Check the header and build the string frame; ragged rows become problems + rejects."""
+    problems: list[Problem] = []
+    header_line, header = rows[0]
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    data_rows = [(i, r) for i, r in rows[1:] if any(c.strip() for c in r)]
+    if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
+        sep = next(s for s in (";", "\t", "|") if s in header[0])
+        return None, None, [Problem(label, header_line, None,
+                                    f"uses {'tab' if sep == chr(9) else repr(sep)} as delimiter; "
+                                    "the contract needs comma-separated values (save as 'CSV UTF-8')")]
+    seen: set[str] = set()
+    for h in header:
+        if h == "":
+            problems.append(Problem(label, header_line, None, "header has an empty column name"))
+        elif h in seen:
+            problems.append(Problem(label, header_line, h, "column appears more than once in the header"))
+        seen.add(h)
+    for h in header:
+        if h and h not in table.column_names:
+            reason = identifier_reason(h)
+            problems.append(Problem(label, header_line, h,
+                                    reason or f"unknown column; allowed: {', '.join(table.column_names)}",
+                                    severity="privacy" if reason else "error"))
+    for name in table.required_columns:
+        if name not in header:
+            problems.append(Problem(label, header_line, name, "required column is missing from the header"))
+    if problems:
+        return None, None, problems
+    if not data_rows:
+        return None, None, [Problem(label, None, None, "has a header but no data rows")]
+    good: list[list[str]] = []
+    good_idx: list[int] = []
+    bad: list[dict] = []
+    for line, fields in data_rows:
+        if len(fields) != len(header):
+            problems.append(Problem(label, line, None,
+                                    f"has {len(fields)} fields but the header has {len(header)}; "
+                                    "quote values that contain commas"))
+            bad.append({ROW_INDEX: line, "raw": ",".join(fields)})
+            continue
+        good.append([f.strip() for f in fields])
+        good_idx.append(line)
+    frame = pd.DataFrame(good, columns=header, index=pd.Index(good_idx, name=ROW_INDEX), dtype=object)
+    for c in table.columns:
+        if c.name not in frame.columns:
+            frame[c.name] = ""
+    frame = frame[table.column_names]
+    rejected = pd.DataFrame(bad) if bad else None
+    return frame, rejected, problems

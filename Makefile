@@ -21,12 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 ## Build every report on the bundled demo clinic (dvc repro: validate -> join -> model -> report).
 report: $(STAMP)
-	@test -d .dvc || $(BIN)/dvc init --quiet
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 ## Run the test suite (warnings are errors; notebooks executed).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 ## Slow statistical validation: simulation study of the primary estimator.
 selfcheck: $(STAMP)

@@ -206,7 +206,8 @@ def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
     problems: list[Problem] = []
     header_line, header = rows[0]
     header = [h.strip().lstrip("\ufeff") for h in header]
-    data_rows = [(i, r) for i, r in rows[1:] if any(c.strip() for c in r)]
+    # "".join(...).strip(): one C call per row, so 800k-row files stay fast
+    data_rows = [(i, r) for i, r in rows[1:] if "".join(r).strip()]
     if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
         sep = next(s for s in (";", "\t", "|") if s in header[0])
         return None, None, [Problem(label, header_line, None,
@@ -242,9 +243,11 @@ def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
                                     "quote values that contain commas"))
             bad.append({ROW_INDEX: line, "raw": ",".join(fields)})
             continue
-        good.append([f.strip() for f in fields])
+        good.append(fields)
         good_idx.append(line)
     frame = pd.DataFrame(good, columns=header, index=pd.Index(good_idx, name=ROW_INDEX), dtype=object)
+    # strip per column (vectorised) rather than per cell
+    frame = frame.apply(lambda col: col.str.strip()).astype(object) if len(frame) else frame
     for c in table.columns:
         if c.name not in frame.columns:
             frame[c.name] = ""

@@ -1,0 +1,346 @@
+"""Great Expectations suites built from the contract, and a quiet way to run them.
+
+Nothing here is written by hand per column: :func:`build_suites` walks
+:data:`analysis.contract.TABLES` and the measures registry and turns every
+rule into an expectation, so the suites, the templates and the data
+dictionary cannot disagree. Each expectation carries ``meta`` with the
+contract ``column`` it checks, the ``rule`` in words (the text a user sees)
+and a ``severity`` (``error`` rejects the row, ``warning`` does not).
+
+GX checks a *staged* frame (:func:`stage_table`): the raw text of every
+column (blank = missing) plus a parsed companion column for numbers and
+dates (``<column>__num``, ``<column>__date``), so that format rules run on
+the text and range rules on the parsed value, and a spreadsheet ``row``
+column that GX reports back for every failing row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from analysis.contract import DATE_PATTERN, EARLIEST_DATE, ID_PATTERN, ID_RULE, TABLES, Column, Registry, Table
+from analysis.load import ROW_INDEX
+
+if TYPE_CHECKING:  # pragma: no cover
+    import great_expectations as gx
+
+INTEGER_PATTERN = r"^[+-]?\d+(?:\.0*)?$"  # "26" and "26.0" (spreadsheet exports) are whole numbers
+NUMBER_PATTERN = r"^[+-]?(?:\d+\.?\d*|\.\d+)$"  # no thousands separators, no decimal comma
+NUM_SUFFIX = "__num"
+DATE_SUFFIX = "__date"
+
+
+def import_gx() -> Any:
+    """Import great_expectations, hiding the deprecation warnings its own imports raise.
+
+    GX 1.24 imports the deprecated stdlib modules ``sre_constants`` and
+    ``sre_parse``; the warning is about GX's code, not ours, and would be an
+    error under ``pytest -W error``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"module 'sre_(constants|parse)' is deprecated", category=DeprecationWarning
+        )
+        import great_expectations as gx
+    return gx
+
+
+def multi_category_pattern(categories: tuple[str, ...]) -> str:
+    """Regex for a ';'-separated list drawn from ``categories`` (spaces around ';' allowed)."""
+    alt = "|".join(re.escape(c) for c in categories)
+    return rf"^\s*(?:{alt})\s*(?:;\s*(?:{alt})\s*)*$"
+
+
+def _meta(column: str, rule: str, severity: str = "error", condition: str | None = None) -> dict[str, str]:
+    meta = {"column": column, "rule": rule, "severity": severity}
+    if condition:
+        meta["condition"] = condition
+    return meta
+
+
+def column_expectations(table: Table, column: Column, registry: Registry, today: dt.date) -> list:
+    """The expectations for one contract column, in the order a user should read them."""
+    gx = import_gx()
+    from great_expectations.expectations.row_conditions import Column as GxColumn
+
+    E = gx.expectations
+    name = column.name
+    out: list = []
+    if column.required:
+        out.append(E.ExpectColumnValuesToNotBeNull(
+            column=name, meta=_meta(name, "required value is blank; fill it in")))
+    if column.kind == "id":
+        out.append(E.ExpectColumnValuesToMatchRegex(
+            column=name, regex=ID_PATTERN, meta=_meta(name, f"not a valid pseudonym ({ID_RULE})")))
+    elif column.kind == "category":
+        out.append(E.ExpectColumnValuesToBeInSet(
+            column=name, value_set=list(column.categories),
+            meta=_meta(name, "unknown category; use one of " + ", ".join(column.categories))))
+    elif column.kind == "multi_category":
+        out.append(E.ExpectColumnValuesToMatchRegex(
+            column=name, regex=multi_category_pattern(column.categories),
+            meta=_meta(name, "not a ';'-separated subset of " + ", ".join(column.categories))))
+    elif column.kind in ("integer", "number"):
+        whole = column.kind == "integer"
+        out.append(E.ExpectColumnValuesToMatchRegex(
+            column=name, regex=INTEGER_PATTERN if whole else NUMBER_PATTERN,
+            meta=_meta(name, "not a whole number" if whole else "not a number (use '.' for decimals)")))
+        out.append(E.ExpectColumnValuesToBeBetween(
+            column=name + NUM_SUFFIX, min_value=column.minimum, max_value=column.maximum,
+            meta=_meta(name, f"outside the allowed range {column.minimum:g}-{column.maximum:g}")))
+    elif column.kind == "date":
+        out.append(E.ExpectColumnValuesToMatchRegex(
+            column=name, regex=DATE_PATTERN, meta=_meta(name, "not a date written YYYY-MM-DD")))
+        out.append(E.ExpectColumnValuesToMatchStrftimeFormat(
+            column=name, strftime_format="%Y-%m-%d", meta=_meta(name, "not a real calendar date")))
+        out.append(E.ExpectColumnValuesToBeBetween(
+            column=name + DATE_SUFFIX, min_value=dt.datetime.combine(EARLIEST_DATE, dt.time()),
+            meta=_meta(name, f"before {EARLIEST_DATE}; check the year")))
+        out.append(E.ExpectColumnValuesToBeBetween(
+            column=name + DATE_SUFFIX, max_value=dt.datetime.combine(today, dt.time()),
+            meta=_meta(name, "in the future (after the day of validation); check the date")))
+    elif column.kind == "measure":
+        out.append(E.ExpectColumnValuesToBeInSet(
+            column=name, value_set=registry.keys,
+            meta=_meta(name, "unknown measure; add it to the measures registry or use one of "
+                       + ", ".join(registry.keys))))
+    elif column.kind == "value":
+        out.append(E.ExpectColumnValuesToMatchRegex(
+            column=name, regex=NUMBER_PATTERN, meta=_meta(name, "not a number (use '.' for decimals)")))
+        for m in registry.measures.values():
+            # row_condition: each measure's range applies only to its own rows
+            is_measure = GxColumn("measure") == m.key
+            where = f"measure == {m.key}"
+            out.append(E.ExpectColumnValuesToBeBetween(
+                column=name + NUM_SUFFIX, min_value=m.minimum, max_value=m.maximum, row_condition=is_measure,
+                meta=_meta(name, f"outside the range of {m.key} ({m.minimum:g}-{m.maximum:g})", condition=where)))
+            if m.integer:
+                out.append(E.ExpectColumnValuesToMatchRegex(
+                    column=name, regex=INTEGER_PATTERN, row_condition=is_measure,
+                    meta=_meta(name, f"{m.key} must be a whole number", condition=where)))
+    if column.unique:
+        out.append(E.ExpectColumnValuesToBeUnique(
+            column=name, meta=_meta(name, f"{name} appears more than once; each must be unique")))
+    return out
+
+
+def build_suites(registry: Registry, today: dt.date | None = None) -> dict[str, gx.ExpectationSuite]:
+    """One expectation suite per contract table, derived from the contract and the registry.
+
+    Parameters
+    ----------
+    registry : the measures registry (value ranges, whole-number rules, known measures).
+    today : the latest allowed date (default: today's date).
+
+    Returns
+    -------
+    dict table name -> ``gx.ExpectationSuite`` named ``<table>``. Cross-table
+    rules need the other tables' ids and are added by :func:`cross_table_expectations`.
+    """
+    gx = import_gx()
+    today = today or dt.date.today()
+    suites = {}
+    for table in TABLES.values():
+        expectations = [e for c in table.columns for e in column_expectations(table, c, registry, today)]
+        if table.unique_together:
+            cols = list(table.unique_together)
+            expectations.append(gx.expectations.ExpectCompoundColumnsToBeUnique(
+                column_list=cols,
+                meta=_meta(", ".join(cols), f"({', '.join(cols)}) appears more than once; keep one row")))
+        suites[table.name] = gx.ExpectationSuite(name=table.name, expectations=expectations)
+    return suites
+
+
+def link_column(column: str, parent: str) -> str:
+    """Name of the staged helper column saying whether ``column``'s id exists in ``parent``."""
+    return f"{column}__in_{parent}"
+
+
+def cross_table_links(raw: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Series]]:
+    """Foreign-key membership for every contract ``references``, plus "client has a session".
+
+    The membership is computed here with pandas, and the rule itself is a GX
+    expectation on the resulting column (see :func:`cross_table_expectations`):
+    putting tens of thousands of ids into an expectation's ``value_set`` makes
+    GX re-serialise them for every metric, which takes minutes on a large clinic.
+
+    Parameters
+    ----------
+    raw : table name -> raw string frame (only tables that could be read).
+
+    Returns
+    -------
+    dict table name -> {helper column name -> Series (index = row) of True/False,
+    None where the id is blank}.
+    """
+    links: dict[str, dict[str, pd.Series]] = {name: {} for name in raw}
+    for table in TABLES.values():
+        if table.name not in raw:
+            continue
+        frame = raw[table.name]
+        for c in table.columns:
+            if c.references and c.references[0] in raw:
+                parent, key = c.references
+                links[table.name][link_column(c.name, parent)] = _member(frame[c.name], raw[parent][key])
+    if "clients" in raw and "sessions" in raw:
+        links["clients"][link_column("client_id", "sessions")] = _member(
+            raw["clients"]["client_id"], raw["sessions"]["client_id"])
+    return links
+
+
+def _member(values: pd.Series, pool: pd.Series) -> pd.Series:
+    text = values.astype(object)
+    blank = text.isna() | (text == "")
+    return text.isin(set(pool.astype(object))).astype(object).where(~blank, None)
+
+
+def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list]:
+    """GX expectations for the cross-table rules, on the columns of :func:`cross_table_links`.
+
+    Returns
+    -------
+    dict table name -> extra expectations for that table's staged frame.
+    """
+    gx = import_gx()
+    E = gx.expectations
+    out: dict[str, list] = {name: [] for name in raw}
+    for table in TABLES.values():
+        if table.name not in raw:
+            continue
+        for c in table.columns:
+            if c.references and c.references[0] in raw:
+                parent, key = c.references
+                out[table.name].append(E.ExpectColumnValuesToBeInSet(
+                    column=link_column(c.name, parent), value_set=[True],
+                    meta=_meta(c.name, f"not found in {parent}.{key}; add the {parent} row or fix the id")))
+    if "clients" in raw and "sessions" in raw:
+        out["clients"].append(E.ExpectColumnValuesToBeInSet(
+            column=link_column("client_id", "sessions"), value_set=[True],
+            meta=_meta("client_id", "warning: client has no sessions; kept and counted in the exclusion flow",
+                       "warning")))
+    return out
+
+
+def stage_table(table: Table, raw: pd.DataFrame, links: dict[str, pd.Series] | None = None) -> pd.DataFrame:
+    """The frame GX checks: raw text (blank -> None), parsed companions, and ``row``.
+
+    Returns
+    -------
+    DataFrame with ``row`` (spreadsheet line), every contract column as text
+    or None, ``<col>__num`` (float, NaN if blank/not a number) for integer,
+    number and value columns and ``<col>__date`` (datetime, NaT if not a real
+    YYYY-MM-DD date) for date columns, and the cross-table membership
+    columns from ``links`` (see :func:`cross_table_links`).
+    """
+    staged = {ROW_INDEX: raw.index.to_numpy()}
+    for c in table.columns:
+        text = raw[c.name].astype(object)
+        text = text.where(text.notna() & (text != ""), None)
+        staged[c.name] = text.to_numpy(dtype=object)
+        if c.kind in ("integer", "number", "value"):
+            # parse only what the format rule accepts, so "1e3" or "0x10" never sneak through as numbers
+            ok = text.str.fullmatch(NUMBER_PATTERN).fillna(False).astype(bool)
+            staged[c.name + NUM_SUFFIX] = pd.to_numeric(text.where(ok), errors="coerce").astype("float64").to_numpy()
+        elif c.kind == "date":
+            staged[c.name + DATE_SUFFIX] = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").to_numpy()
+    for name, member in (links or {}).items():
+        staged[name] = member.to_numpy(dtype=object)
+    return pd.DataFrame(staged)
+
+
+@contextlib.contextmanager
+def quiet_gx() -> Iterator[None]:
+    """Keep GX logging out of the terminal while a validation runs (restored afterwards).
+
+    Progress bars are switched off through the context config in :func:`make_context`.
+    """
+    logger = logging.getLogger("great_expectations")
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.CRITICAL)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def make_context() -> Any:
+    """An in-memory GX context: no files, no analytics, no progress bars."""
+    gx = import_gx()
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        analytics_enabled=False,
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation's result: which rule, how many rows checked and failed, which rows."""
+
+    table: str
+    expectation: str
+    column: str
+    rule: str
+    severity: str
+    element_count: int
+    unexpected_count: int
+    success: bool
+    rows: tuple[int, ...]
+    row_condition: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table, "expectation": self.expectation, "column": self.column, "rule": self.rule,
+            "severity": self.severity, "row_condition": self.row_condition, "checked": self.element_count,
+            "failed": self.unexpected_count, "success": self.success,
+        }
+
+
+def run_suite(context: Any, table: str, staged: pd.DataFrame, expectations: list) -> list[ExpectationOutcome]:
+    """Validate ``staged`` against ``expectations`` and return one outcome per expectation.
+
+    Raises RuntimeError if GX could not evaluate an expectation (a bug, never a data problem).
+    """
+    gx = import_gx()
+    suite = gx.ExpectationSuite(name=f"{table}-run", expectations=list(expectations))
+    source = context.data_sources.add_or_update_pandas(f"inputs-{table}")
+    batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all").get_batch(
+        batch_parameters={"dataframe": staged}
+    )
+    with quiet_gx():
+        result = batch.validate(
+            suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_INDEX]}
+        )
+    outcomes = []
+    for r in result.results:
+        cfg = r.expectation_config
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            raise RuntimeError(f"GX could not evaluate {cfg.type} on {table}: {r.exception_info.get('exception_message')}")
+        meta = cfg.meta or {}
+        rows = tuple(int(item[ROW_INDEX]) for item in r.result.get("unexpected_index_list") or [])
+        outcomes.append(ExpectationOutcome(
+            table=table, expectation=cfg.type, column=meta.get("column", ""), rule=meta.get("rule", cfg.type),
+            severity=meta.get("severity", "error"), element_count=int(r.result.get("element_count") or 0),
+            unexpected_count=int(r.result.get("unexpected_count") or 0), success=bool(r.success),
+            rows=tuple(sorted(set(rows))), row_condition=meta.get("condition"),
+        ))
+    return outcomes
+

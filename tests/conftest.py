@@ -1,0 +1,111 @@
+"""Shared tiny fixtures: small valid contract tables as text, and helpers to write them.
+
+Helpers (import them as ``from conftest import ...``):
+
+- :func:`valid_text_tables` — three small string frames that pass every contract rule.
+- :func:`write_tables` — write such frames as CSV files into a folder.
+- :func:`make_inputs` — the same frames as :class:`analysis.load.Inputs` in memory
+  (index = spreadsheet row, 2, 3, ...), without touching the disk.
+- :func:`write_params` — a params.yaml whose paths all point into a temporary folder.
+
+Fixtures: ``registry`` (the project's measures registry), ``text_tables`` (a fresh
+copy of the valid tables per test), ``input_dir`` (those tables written as CSV).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.contract import TABLES, Registry, load_registry
+from analysis.load import ROW_INDEX, Inputs
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REGISTRY_PATH = PROJECT_ROOT / "config" / "measures.yaml"
+
+
+def valid_text_tables() -> dict[str, pd.DataFrame]:
+    """Three clients, four sessions, eight measurements: every contract rule holds.
+
+    Client C3 has one session; C1 has two sessions on different dates.
+    """
+    clients = pd.DataFrame(
+        [
+            ["C1", "clinic-1", "F", "40-49", "26", "7.5", "running", "right"],
+            ["C2", "", "M", "50-59", "104", "", "gym", "left"],
+            ["C3", "clinic-2", "X", "80+", "0", "12", "none", "both"],
+        ],
+        columns=TABLES["clients"].column_names,
+    )
+    sessions = pd.DataFrame(
+        [
+            ["S1", "C1", "2024-03-01", "T1", "hip", "myofascial_release;stretching", "45"],
+            ["S2", "C1", "2024-03-08", "T1", "knee", "", "30"],
+            ["S3", "C2", "2024-04-02", "", "hip_and_knee", "exercise_advice", "60"],
+            ["S4", "C3", "2024-05-20", "T2", "other", "trigger_point", "180"],
+        ],
+        columns=TABLES["sessions"].column_names,
+    )
+    measurements = pd.DataFrame(
+        [
+            ["S1", "knee_pain_nprs", "pre", "6"],
+            ["S1", "knee_pain_nprs", "post", "4"],
+            ["S1", "hip_ir_left_deg", "pre", "31.5"],
+            ["S2", "knee_pain_nprs", "pre", "5"],
+            ["S2", "lefs", "pre", "40"],
+            ["S3", "knee_pain_nprs", "pre", "8"],
+            ["S3", "hip_ir_right_deg", "post", "0"],
+            ["S4", "knee_pain_nprs", "pre", "10"],
+        ],
+        columns=TABLES["measurements"].column_names,
+    )
+    return {"clients": clients, "sessions": sessions, "measurements": measurements}
+
+
+def write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> Path:
+    """Write string frames as contract CSV files (UTF-8, LF, header row) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.to_csv(folder / TABLES[name].filename, index=False, lineterminator="\n")
+    return folder
+
+
+def make_inputs(tables: dict[str, pd.DataFrame], folder: Path = Path("in-memory")) -> Inputs:
+    """The frames as :class:`Inputs` (object dtype, index = spreadsheet row starting at 2)."""
+    out = Inputs(folder=folder)
+    for name, frame in tables.items():
+        f = frame.astype(object).copy()
+        f.index = pd.Index(range(2, len(f) + 2), name=ROW_INDEX)
+        out.tables[name] = f
+        out.sources[name] = TABLES[name].filename
+    return out
+
+
+def write_params(root: Path, input_dir: Path, **validate: object) -> Path:
+    """A params.yaml in ``root`` whose data/validate paths point into ``root`` (absolute)."""
+    params = {
+        "data": {"input": str(input_dir), "registry": str(REGISTRY_PATH)},
+        "validate": {"out_dir": str(root / "interim"), "report_dir": str(root / "reports"),
+                     "allow_rejects": False, "max_file_mb": 512, **validate},
+    }
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return load_registry(REGISTRY_PATH)
+
+
+@pytest.fixture
+def text_tables() -> dict[str, pd.DataFrame]:
+    return valid_text_tables()
+
+
+@pytest.fixture
+def input_dir(tmp_path: Path) -> Path:
+    return write_tables(tmp_path / "raw", valid_text_tables())

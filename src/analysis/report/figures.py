@@ -1,0 +1,355 @@
+"""Figures: data in, matplotlib Figure out. No I/O, no global state left behind.
+
+Every function takes tidy DataFrames (columns named in its docstring) and
+returns a :class:`matplotlib.figure.Figure`; :mod:`analysis.report.render`
+turns it into deterministic SVG. Call them inside
+:func:`analysis.report.render.figure_style` so fonts and sizes are the pinned ones.
+Groups are coloured the same everywhere (:data:`render.GROUP_COLOURS`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from scipy import stats
+
+from analysis.report.render import GROUP_COLOURS
+
+WIDE = (7.2, 3.6)
+SQUARE = (4.8, 3.6)
+
+
+def group_label(group: object) -> str:
+    """The group as shown to people: 'hip-focused', 'knee-focused' or the raw name."""
+    g = str(group).lower()
+    if g == "comparator":
+        return "knee-focused"
+    if "hip" in g:
+        return "hip-focused"
+    if "knee" in g:
+        return "knee-focused"
+    return str(group)
+
+
+def _colour(group: str) -> str:
+    return GROUP_COLOURS.get(group_label(group), GROUP_COLOURS["other"])
+
+
+def _empty(message: str, size: tuple[float, float] = SQUARE) -> Figure:
+    fig = Figure(figsize=size)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, color="#555555")
+    return fig
+
+
+def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, ylabel: str,
+                 primary_week: float | None = None) -> Figure:
+    """Adjusted mean trajectories with CI bands, optionally over faint individual lines.
+
+    Parameters
+    ----------
+    traj : columns group, week, mean, ci_low, ci_high.
+    individual : columns client_id, group, week, value (therapist report only), or None.
+    ylabel : axis label (measure and unit).
+    primary_week : marks the week of the primary estimand with a dotted line.
+    """
+    if traj.empty:
+        return _empty("No model trajectories available", WIDE)
+    fig = Figure(figsize=WIDE)
+    ax = fig.add_subplot()
+    if individual is not None and not individual.empty:
+        for (group, _client), d in individual.sort_values(["group", "client_id", "week"]).groupby(
+            ["group", "client_id"], sort=True
+        ):
+            ax.plot(d["week"], d["value"], color=_colour(group), alpha=0.12, lw=0.6, zorder=1)
+    for group, d in traj.sort_values(["group", "week"]).groupby("group", sort=True):
+        c = _colour(group)
+        ax.fill_between(d["week"], d["ci_low"], d["ci_high"], color=c, alpha=0.22, lw=0, zorder=2)
+        ax.plot(d["week"], d["mean"], color=c, lw=2.2, label=group_label(group), zorder=3)
+    if primary_week is not None:
+        ax.axvline(primary_week, color="#444444", ls=":", lw=1)
+        ax.annotate(f"week {primary_week:g}", (primary_week, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -10), textcoords="offset points", fontsize=7, color="#444444")
+    ax.set_xlabel("Weeks since first session")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def forest(rows: pd.DataFrame, *, xlabel: str) -> Figure:
+    """Forest plot: the primary estimate beside each sensitivity analysis.
+
+    Parameters
+    ----------
+    rows : columns label, estimate, ci_low, ci_high, primary (bool), in display order
+        (top to bottom). Rows without an estimate are drawn as text "not available".
+    xlabel : what the estimate measures (negative = favours hip-focused, for pain).
+    """
+    if rows.empty:
+        return _empty("No estimates available", WIDE)
+    n = len(rows)
+    fig = Figure(figsize=(7.2, 0.9 + 0.42 * n))
+    ax = fig.add_subplot()
+    y = np.arange(n)[::-1]
+    finite = rows[["estimate", "ci_low", "ci_high"]].apply(pd.to_numeric, errors="coerce")
+    span = finite.to_numpy(dtype=float)
+    lo = np.nanmin(span) if np.isfinite(span).any() else -1.0
+    hi = np.nanmax(span) if np.isfinite(span).any() else 1.0
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    pad = 0.08 * (hi - lo or 1.0)
+    for yi, (_, r), (_, f) in zip(y, rows.iterrows(), finite.iterrows(), strict=True):
+        primary = bool(r.get("primary", False))
+        colour = "#000000" if primary else "#0072B2"
+        if math.isfinite(f["estimate"]):
+            if math.isfinite(f["ci_low"]) and math.isfinite(f["ci_high"]):
+                ax.plot([f["ci_low"], f["ci_high"]], [yi, yi], color=colour, lw=2.4 if primary else 1.6)
+            ax.plot([f["estimate"]], [yi], marker="D" if primary else "o", ms=7 if primary else 5,
+                    color=colour, zorder=3)
+        else:
+            ax.text(lo, yi, "  not available", va="center", fontsize=7, color="#777777")
+    ax.axvline(0, color="#555555", lw=0.8, ls="--")
+    ax.set_yticks(y, [str(v) for v in rows["label"]])
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="y", visible=False)
+    fig.tight_layout()
+    return fig
+
+
+def proportions(df: pd.DataFrame, *, ylabel: str) -> Figure:
+    """Bar chart of a proportion per group with its CI (responders by group).
+
+    Parameters
+    ----------
+    df : columns group, proportion, ci_low, ci_high (proportions 0-1).
+    """
+    if df.empty:
+        return _empty("Not available")
+    fig = Figure(figsize=SQUARE)
+    ax = fig.add_subplot()
+    d = df.sort_values("group").reset_index(drop=True)
+    x = np.arange(len(d))
+    colours = [_colour(g) for g in d["group"]]
+    p = d["proportion"].astype(float).to_numpy() * 100
+    ax.bar(x, p, color=colours, width=0.6, alpha=0.85)
+    lo = d["ci_low"].astype(float).to_numpy() * 100
+    hi = d["ci_high"].astype(float).to_numpy() * 100
+    ax.errorbar(x, p, yerr=[np.clip(p - lo, 0, None), np.clip(hi - p, 0, None)], fmt="none",
+                ecolor="#222222", capsize=4, lw=1)
+    ax.set_xticks(x, [group_label(g) for g in d["group"]])
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def kaplan_meier(km: pd.DataFrame, *, event: str) -> Figure:
+    """Kaplan–Meier curves of time to improvement, with CI bands.
+
+    Parameters
+    ----------
+    km : columns group, week, survival, ci_low, ci_high (and at_risk, not drawn).
+    event : what the event is, for the axis label.
+    """
+    if km.empty:
+        return _empty("Not available", WIDE)
+    fig = Figure(figsize=WIDE)
+    ax = fig.add_subplot()
+    for group, d in km.sort_values(["group", "week"]).groupby("group", sort=True):
+        c = _colour(group)
+        ax.step(d["week"], 1 - d["survival"], where="post", color=c, lw=2, label=group_label(group))
+        if {"ci_low", "ci_high"} <= set(d.columns):
+            ax.fill_between(d["week"], 1 - d["ci_high"], 1 - d["ci_low"], step="post", color=c,
+                            alpha=0.18, lw=0)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Weeks since first session")
+    ax.set_ylabel(f"Share with {event}")
+    ax.legend(frameon=False, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def effect_curve(df: pd.DataFrame, *, x: str, xlabel: str, ylabel: str, log_x: bool = False) -> Figure:
+    """An estimated effect against a moderator (e.g. chronicity: symptom weeks), with its CI.
+
+    Parameters
+    ----------
+    df : columns ``x``, estimate, ci_low, ci_high.
+    """
+    if df.empty:
+        return _empty("Not available")
+    d = df.sort_values(x)
+    fig = Figure(figsize=SQUARE)
+    ax = fig.add_subplot()
+    ax.fill_between(d[x], d["ci_low"], d["ci_high"], color="#0072B2", alpha=0.2, lw=0)
+    ax.plot(d[x], d["estimate"], color="#0072B2", lw=2, marker="o" if len(d) <= 12 else None, ms=4)
+    ax.axhline(0, color="#555555", lw=0.8, ls="--")
+    if log_x:
+        if float(d[x].min()) > 0:
+            ax.set_xscale("log")
+        else:
+            ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(float(d[x].min()), float(d[x].max()))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def scatter_fit(df: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, seed: int) -> Figure:
+    """Per-client scatter with a linear fit and bootstrap CI band, coloured by group (therapist only).
+
+    Parameters
+    ----------
+    df : columns ``x``, ``y``, group.
+    seed : seeds seaborn's bootstrap of the fit's CI band.
+    """
+    d = df.dropna(subset=[x, y])
+    if d.empty:
+        return _empty("Not available")
+    fig = Figure(figsize=SQUARE)
+    ax = fig.add_subplot()
+    for group, g in d.sort_values(["group", x, y]).groupby("group", sort=True):
+        ax.scatter(g[x], g[y], s=14, alpha=0.7, color=_colour(group), label=group_label(group), lw=0)
+    sns.regplot(data=d.sort_values([x, y]), x=x, y=y, ax=ax, scatter=False, seed=seed, n_boot=200,
+                color="#333333", line_kws={"lw": 1.2})
+    ax.axhline(0, color="#999999", lw=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def client_multiples(df: pd.DataFrame, *, ylabel: str, ylim: tuple[float, float], ncols: int = 6) -> Figure:
+    """Small multiples: each client's pain over time with the MCID band (therapist only).
+
+    Parameters
+    ----------
+    df : columns client_id, group, week, value, baseline_value, needed (the client's MCID in
+        points); one panel per client. The band from baseline to baseline - needed is shaded
+        (lower is better): a line below the band has improved meaningfully.
+    """
+    clients = sorted(df["client_id"].unique())
+    if not clients:
+        return _empty("No clients")
+    nrows = math.ceil(len(clients) / ncols)
+    fig = Figure(figsize=(7.4, 1.15 * nrows + 0.3))
+    # limits set per panel instead of sharex/sharey: sharing 100+ axes makes every set_ylim
+    # propagate to all of them (quadratic time)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    xmax = max(float(df["week"].max()), 1.0)
+    by_client = dict(tuple(df.sort_values(["client_id", "week"]).groupby("client_id", sort=True)))
+    for i, ax in enumerate(axes.flat):
+        if i >= len(clients):
+            ax.set_axis_off()
+            continue
+        cid = clients[i]
+        d = by_client[cid]
+        c = _colour(d["group"].iloc[0])
+        base, needed = float(d["baseline_value"].iloc[0]), float(d["needed"].iloc[0])
+        if math.isfinite(base) and math.isfinite(needed):
+            ax.axhspan(base - needed, base, color="#bbbbbb", alpha=0.35, lw=0)
+        ax.plot(d["week"], d["value"], color=c, lw=1.3, marker="o", ms=2.2)
+        ax.set_title(str(cid), fontsize=7, pad=2, color=c)
+        ax.tick_params(labelsize=6, length=2, pad=1)
+        ax.locator_params(axis="both", nbins=3)
+        pad = 0.05 * (ylim[1] - ylim[0])
+        ax.set_ylim(ylim[0] - pad, ylim[1] + pad)
+        ax.set_xlim(-0.03 * xmax, xmax * 1.03)
+        if i % ncols:
+            ax.tick_params(labelleft=False)
+        if i + ncols < len(clients):
+            ax.tick_params(labelbottom=False)
+        ax.grid(lw=0.3)
+    # fixed margins rather than tight_layout: with a hundred panels tight_layout dominates the build time
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.25 / height, bottom=0.45 / height,
+                        hspace=0.45, wspace=0.12)
+    fig.supxlabel("Weeks since first session", fontsize=8, y=0.12 / height)
+    fig.supylabel(ylabel, fontsize=8, x=0.01)
+    return fig
+
+
+def residual_panels(diag: pd.DataFrame) -> Figure:
+    """Residuals against fitted values and a normal QQ plot of the residuals.
+
+    Parameters
+    ----------
+    diag : columns fitted, residual.
+    """
+    d = diag.dropna(subset=["fitted", "residual"])
+    if d.empty:
+        return _empty("No diagnostics available", WIDE)
+    fig = Figure(figsize=WIDE)
+    a1, a2 = fig.subplots(1, 2)
+    a1.scatter(d["fitted"], d["residual"], s=5, alpha=0.35, color="#0072B2", lw=0)
+    a1.axhline(0, color="#555555", lw=0.8)
+    a1.set_xlabel("Fitted value")
+    a1.set_ylabel("Residual")
+    a1.set_title("Residuals vs fitted")
+    _qq(a2, d["residual"].to_numpy(dtype=float))
+    a2.set_title("Normal QQ plot of residuals")
+    fig.tight_layout()
+    return fig
+
+
+def random_effect_qq(re: pd.DataFrame) -> Figure:
+    """Normal QQ plot of each random effect (one panel per numeric column).
+
+    Parameters
+    ----------
+    re : one row per client; every numeric column is a random effect.
+    """
+    cols = [c for c in re.columns if pd.api.types.is_numeric_dtype(re[c])]
+    if not cols:
+        return _empty("No random effects available", WIDE)
+    fig = Figure(figsize=(3.6 * min(len(cols), 2), 3.2 * math.ceil(len(cols) / 2)))
+    axes = fig.subplots(math.ceil(len(cols) / 2), min(len(cols), 2), squeeze=False)
+    for ax, col in zip(axes.flat, cols, strict=False):
+        _qq(ax, re[col].dropna().to_numpy(dtype=float))
+        ax.set_title(f"Random effect: {col}")
+    for ax in list(axes.flat)[len(cols):]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def _qq(ax, values: np.ndarray) -> None:
+    values = np.sort(values[np.isfinite(values)])
+    n = len(values)
+    if n < 3:
+        ax.text(0.5, 0.5, "too few values", ha="center", transform=ax.transAxes)
+        return
+    theo = stats.norm.ppf((np.arange(1, n + 1) - 0.375) / (n + 0.25))
+    ax.scatter(theo, values, s=6, alpha=0.5, color="#0072B2", lw=0)
+    q1, q3 = np.percentile(values, [25, 75])
+    t1, t3 = stats.norm.ppf([0.25, 0.75])
+    slope = (q3 - q1) / (t3 - t1) if t3 != t1 else 1.0
+    ax.plot(theo, q1 + slope * (theo - t1), color="#D55E00", lw=1)
+    ax.set_xlabel("Normal quantile")
+    ax.set_ylabel("Observed")
+
+
+def bars(df: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str) -> Figure:
+    """Horizontal bars of ``y`` per ``x`` category (e.g. techniques used, share of sessions)."""
+    if df.empty:
+        return _empty("Not available")
+    d = df.reset_index(drop=True)
+    fig = Figure(figsize=(6.0, 0.6 + 0.36 * len(d)))
+    ax = fig.add_subplot()
+    yy = np.arange(len(d))[::-1]
+    ax.barh(yy, d[y].astype(float), color="#0072B2", alpha=0.85)
+    ax.set_yticks(yy, [str(v) for v in d[x]])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", visible=False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,192 @@
+"""Peer report content: aggregate tables only, every count suppressed below ``report.min_cell``.
+
+Pure functions from the analysis dataset, the exclusion flow and the model
+results to tables the peer template shows. No client or session id, no
+per-client value and no count in 1..min_cell-1 leaves this module; counts
+that could be recovered by subtraction are suppressed too (complementary
+suppression via :func:`analysis.privacy.suppress_table`, and small exclusion
+steps of the flow are merged with the next step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.contract import TECHNIQUES
+from analysis.privacy import suppress_count, suppress_table
+
+
+@dataclass(frozen=True)
+class FlowBox:
+    """One box of the STROBE flow diagram: clients at a step and who left before it."""
+
+    step: str
+    clients: str
+    excluded: str
+    reason: str
+
+
+def peer_flow(flow: pd.DataFrame, min_cell: int) -> tuple[list[FlowBox], list[FlowBox]]:
+    """The exclusion flow made safe for peers.
+
+    A step that loses 1..min_cell-1 clients is merged with the next step (its
+    clients count is not shown and the exclusions are added up with both
+    reasons), so no small exclusion can be worked out by subtracting two shown
+    counts. If even the merged exclusions stay small at the end, the count
+    before them is hidden as well.
+
+    Parameters
+    ----------
+    flow : columns step, clients, excluded_clients, reason; rows whose reason is
+        ``group`` are the analysed groups.
+
+    Returns
+    -------
+    (steps, groups) : lists of :class:`FlowBox` with counts as text ("<5" where suppressed).
+    """
+    is_group = flow["reason"].astype("string").fillna("").eq("group")
+    steps = flow[~is_group].reset_index(drop=True)
+    groups = flow[is_group].reset_index(drop=True)
+    boxes: list[dict] = []
+    pending_excl, pending_reasons = 0, []
+    for i, r in steps.iterrows():
+        excl = int(r["excluded_clients"]) + pending_excl
+        reasons = pending_reasons + ([str(r["reason"])] if int(r["excluded_clients"]) > 0 else [])
+        if 0 < excl < min_cell and i < len(steps) - 1:
+            pending_excl, pending_reasons = excl, reasons
+            continue
+        pending_excl, pending_reasons = 0, []
+        boxes.append(dict(step=str(r["step"]), clients=int(r["clients"]), excluded=excl,
+                          reason="; ".join(x for x in reasons if x)))
+    # A small exclusion left at the end cannot move forward: fold the step before it into it instead.
+    hide_first = False
+    while len(boxes) >= 2 and 0 < boxes[-1]["excluded"] < min_cell:
+        if len(boxes) == 2:
+            hide_first = True  # only "received" is left to pair with: its count is not shown
+            break
+        prev = boxes.pop(-2)
+        boxes[-1]["excluded"] += prev["excluded"]
+        boxes[-1]["reason"] = "; ".join(x for x in (prev["reason"], boxes[-1]["reason"]) if x)
+    out: list[FlowBox] = []
+    for j, b in enumerate(boxes):
+        out.append(FlowBox(
+            step=b["step"],
+            clients=("not shown" if (hide_first and j == 0) else suppress_count(b["clients"], min_cell)),
+            excluded=suppress_count(b["excluded"], min_cell),
+            reason=b["reason"],
+        ))
+    g = pd.DataFrame({"step": groups["step"].astype(str), "n": groups["clients"].astype(float)})
+    if len(g):
+        wide = suppress_table(pd.DataFrame([g["n"].to_list() + [g["n"].sum()]],
+                                           columns=[*g["step"], "total"]), [*g["step"], "total"], min_cell)
+        group_boxes = [FlowBox(step=s, clients=str(wide[s].iloc[0]), excluded="0", reason="group")
+                       for s in g["step"]]
+    else:
+        group_boxes = []
+    return out, group_boxes
+
+
+def baseline_table(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """Baseline characteristics by group as suppressed counts (one row per variable level).
+
+    Parameters
+    ----------
+    clients : one row per analysed client with columns group, sex, age_band, activity, knee.
+
+    Returns
+    -------
+    DataFrame with variable, level and one string column per group plus ``total``
+    ("<5" where suppressed, with complementary suppression across each row and
+    within each variable's column block).
+    """
+    groups = sorted(clients["group"].unique())
+    blocks = []
+    for var in ("sex", "age_band", "activity", "knee"):
+        tab = (clients.groupby([var, "group"], observed=True, sort=True).size()
+               .unstack("group").reindex(columns=groups).fillna(0))
+        tab["total"] = tab.sum(axis=1)
+        tab = tab.reset_index().rename(columns={var: "level"}).assign(variable=var)
+        tab["level"] = tab["level"].astype(str)
+        # column totals are the group sizes, shown elsewhere: suppress within the block as if they were a row
+        totals = pd.DataFrame([{**{g: tab[g].sum() for g in [*groups, "total"]}, "level": "(all)",
+                                "variable": var}])
+        safe = suppress_table(pd.concat([tab, totals], ignore_index=True), [*groups, "total"], min_cell)
+        blocks.append(safe.iloc[:-1])
+    out = pd.concat(blocks, ignore_index=True)
+    return out[["variable", "level", *groups, "total"]]
+
+
+def continuous_summary(clients: pd.DataFrame) -> pd.DataFrame:
+    """Median (IQR) of symptom weeks and sitting hours by group.
+
+    Returns
+    -------
+    DataFrame with variable, group, median, q1, q3, n_missing (a count: suppressed by the caller).
+    """
+    rows = []
+    for var in ("symptom_weeks", "sitting_hours"):
+        for g, d in clients.groupby("group", sort=True):
+            v = d[var].astype(float)
+            q = v.quantile([0.25, 0.5, 0.75]) if v.notna().any() else pd.Series([np.nan] * 3, index=[0.25, .5, .75])
+            rows.append(dict(variable=var, group=g, median=q[0.5], q1=q[0.25], q3=q[0.75],
+                             n_missing=int(v.isna().sum())))
+    return pd.DataFrame(rows)
+
+
+def intervention_description(sessions: pd.DataFrame, min_cell: int) -> dict:
+    """TIDieR-style description of what was delivered, from the session records.
+
+    Parameters
+    ----------
+    sessions : one row per analysed session: client_id, group, session_date, focus,
+        techniques (';'-separated or NA), minutes.
+
+    Returns
+    -------
+    dict with ``techniques`` (DataFrame: technique, sessions (suppressed text),
+    share (% of sessions)), ``focus`` (DataFrame: focus, sessions, share),
+    ``minutes``, ``sessions_per_client`` and ``spacing_days`` (dicts of median,
+    q1, q3 by group name).
+    """
+    s = sessions.sort_values(["client_id", "session_date"], kind="mergesort")
+    n = len(s)
+    tech = s["techniques"].astype("string").fillna("").str.split(";")
+    counts = {t: int(tech.map(lambda xs, t=t: t in xs).sum()) for t in TECHNIQUES}
+    tech_df = pd.DataFrame({"technique": list(counts), "n_sessions": list(counts.values())})
+    tech_df = tech_df.assign(share=100 * tech_df["n_sessions"] / max(n, 1))
+    tech_df = tech_df.sort_values(["n_sessions", "technique"], ascending=[False, True]).reset_index(drop=True)
+    tech_df["sessions"] = [suppress_count(v, min_cell) for v in tech_df["n_sessions"]]
+    tech_df["share"] = [np.nan if 0 < v < min_cell else sh for v, sh in zip(tech_df["n_sessions"],
+                                                                          tech_df["share"], strict=True)]
+    focus = s["focus"].astype(str).value_counts().sort_index()
+    focus_df = pd.DataFrame({"focus": focus.index, "n_sessions": focus.to_numpy()})
+    # the total number of sessions is shown, so one hidden focus could be found by subtraction:
+    # suppress with the total as an extra row, which makes suppress_table hide a second cell
+    with_total = pd.concat([focus_df, pd.DataFrame({"focus": ["(total)"], "n_sessions": [n]})], ignore_index=True)
+    focus_df["sessions"] = suppress_table(with_total, ["n_sessions"], min_cell)["n_sessions"].iloc[:-1].to_numpy()
+    focus_df["share"] = [np.nan if str(t).startswith(("<", "*")) else 100 * v / max(n, 1)
+                         for t, v in zip(focus_df["sessions"], focus_df["n_sessions"], strict=True)]
+    per_client = s.groupby(["group", "client_id"], sort=True).size().rename("n").reset_index()
+    gaps = s.assign(gap=s.groupby("client_id")["session_date"].diff().dt.days).dropna(subset=["gap"])
+    return dict(
+        n_sessions=n,
+        techniques=tech_df.drop(columns="n_sessions"),
+        focus=focus_df.drop(columns="n_sessions"),
+        minutes=_quartiles(s, "minutes"),
+        sessions_per_client=_quartiles(per_client, "n"),
+        spacing_days=_quartiles(gaps, "gap"),
+    )
+
+
+def _quartiles(df: pd.DataFrame, col: str) -> dict[str, dict[str, float]]:
+    out = {}
+    for g, d in [("all", df), *sorted(df.groupby("group", sort=True), key=lambda x: str(x[0]))]:
+        v = d[col].astype(float)
+        out[str(g)] = ({"median": float(v.median()), "q1": float(v.quantile(0.25)),
+                        "q3": float(v.quantile(0.75))} if len(v) else
+                       {"median": math.nan, "q1": math.nan, "q3": math.nan})
+    return out

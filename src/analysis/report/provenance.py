@@ -1,0 +1,149 @@
+"""Provenance: what a report was built from, so anyone can rebuild and check it.
+
+Each report ends with: SHA-256 of every input file, of ``requirements.lock``
+and of the package's own source, the code version, the versions of the key
+packages and the params (with their hash).
+
+The code version is ``git describe --tags --always`` of HEAD when the project
+is a git checkout and git is available, else the package version. The
+*dirty* state is deliberately left out: building the reports writes files in
+the tree, so "dirty" would differ between a first and a second run and the
+outputs would not be byte-identical. Uncommitted code changes are still
+visible, honestly, through the source hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import analysis
+
+KEY_PACKAGES = (
+    "hip-knee-outcomes", "python", "numpy", "pandas", "scipy", "statsmodels", "matplotlib", "seaborn",
+    "great-expectations", "jinja2", "weasyprint", "pyarrow",
+)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Everything the provenance section shows; all fields are plain, sorted data."""
+
+    code_version: str
+    source_sha256: str
+    lock_sha256: str | None
+    inputs: list[dict[str, str]] = field(default_factory=list)  # path, sha256, bytes
+    packages: dict[str, str] = field(default_factory=dict)
+    params_sha256: str = ""
+    params_yaml: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "code_version": self.code_version,
+            "source_sha256": self.source_sha256,
+            "lock_sha256": self.lock_sha256,
+            "inputs": list(self.inputs),
+            "packages": dict(self.packages),
+            "params_sha256": self.params_sha256,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def params_hash(params: dict) -> str:
+    """SHA-256 of the params as canonical JSON (sorted keys), independent of YAML layout."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def params_text(params: dict) -> str:
+    """The params as YAML with sorted keys, for the report's appendix."""
+    import yaml
+
+    return yaml.safe_dump(params, sort_keys=True, default_flow_style=None, allow_unicode=True, width=100)
+
+
+def source_hash(package_dir: Path | None = None) -> str:
+    """SHA-256 over the package's source files (path + content, sorted by path)."""
+    root = Path(package_dir or Path(analysis.__file__).parent)
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in {".py", ".j2", ".css", ".json", ".yaml"} and "__pycache__" not in p.parts:
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(b"\0")
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def code_version(root: Path) -> str:
+    """``git describe --tags --always`` (no dirty flag), else ``v<package version>``; never raises."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--tags", "--always", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        out = None
+    if out is not None and out.returncode == 0 and out.stdout.strip():
+        return f"git {out.stdout.strip()}"
+    return f"v{analysis.__version__} (not a git checkout)"
+
+
+def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
+    """Installed versions of the key packages ('not installed' where absent)."""
+    import platform
+
+    out: dict[str, str] = {}
+    for name in names:
+        if name == "python":
+            out[name] = platform.python_version()
+            continue
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return dict(sorted(out.items()))
+
+
+def input_files(paths: Iterable[Path], root: Path) -> list[dict[str, str]]:
+    """Hash each existing file (folders expand to their files), paths shown relative to ``root``."""
+    files: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.update(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif p.is_file():
+            files.add(p)
+    rows = []
+    for f in sorted(files):
+        try:
+            shown = f.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            shown = f.name
+        rows.append({"path": shown, "sha256": sha256_file(f), "bytes": str(f.stat().st_size)})
+    return sorted(rows, key=lambda r: r["path"])
+
+
+def collect(params: dict, root: Path, inputs: Iterable[Path]) -> Provenance:
+    """Provenance of a build from ``inputs`` (files or folders) under project ``root``."""
+    lock = root / "requirements.lock"
+    return Provenance(
+        code_version=code_version(root),
+        source_sha256=source_hash(),
+        lock_sha256=sha256_file(lock) if lock.is_file() else None,
+        inputs=input_files(inputs, root),
+        packages=package_versions(),
+        params_sha256=params_hash(params),
+        params_yaml=params_text(params),
+    )

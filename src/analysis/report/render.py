@@ -1,0 +1,197 @@
+"""Rendering: deterministic figures, the Jinja environment and the PDF.
+
+Everything that could make two builds differ is pinned here, in one place:
+
+* matplotlib runs on Agg with a fixed ``svg.hashsalt`` (element ids in SVG
+  would otherwise be random), ``svg.fonttype = "path"`` and no ``Date`` /
+  ``Creator`` / ``Software`` metadata. Glyphs are written as paths rather than
+  text: the figure then looks the same on a tablet without DejaVu fonts and in
+  WeasyPrint, and the bytes do not depend on which fonts the *viewer* has. The
+  price (larger files, text in figures not selectable) is small for a report.
+* Figures are embedded as ``data:image/svg+xml;base64`` images. Inline ``<svg>``
+  would share one id namespace across figures (matplotlib reuses glyph and
+  clip-path ids), and a clip path inside a closed ``<details>`` is not applied
+  by every browser; an ``<img>`` keeps each figure isolated.
+* The PDF's dates come from ``<meta name="dcterms.created">`` in the HTML
+  (WeasyPrint reads it), which the templates fill from :func:`build_date`;
+  WeasyPrint writes no random document id unless asked.
+
+Pure apart from :func:`html_to_pdf` returning bytes (it writes nothing).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import io
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display, identical output everywhere; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SVG_HASHSALT = "hip-knee"
+FONT_FAMILY = "DejaVu Sans"
+
+RC: dict[str, Any] = {
+    "svg.hashsalt": SVG_HASHSALT,
+    "svg.fonttype": "path",
+    "font.family": "sans-serif",
+    "font.sans-serif": [FONT_FAMILY],
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "path.simplify": True,
+}
+
+SVG_METADATA = {"Date": None, "Creator": None}
+PNG_METADATA = {"Software": None}
+
+# Colour-blind safe (Okabe-Ito) colours, fixed per group so every figure agrees.
+GROUP_COLOURS = {"hip-focused": "#0072B2", "knee-focused": "#D55E00", "other": "#999999"}
+
+
+@contextlib.contextmanager
+def figure_style() -> Iterator[None]:
+    """Context in which figures are drawn: seaborn theme plus the pinned rcParams."""
+    import seaborn as sns
+
+    with plt.rc_context():
+        sns.set_theme(context="paper", style="whitegrid", font=FONT_FAMILY, rc=RC)
+        plt.rcParams.update(RC)
+        yield
+
+
+def svg_bytes(fig: Figure, tight: bool = True) -> bytes:
+    """The figure as SVG bytes, without timestamps; the figure is closed afterwards.
+
+    ``tight=False`` skips the extra draw pass of ``bbox_inches="tight"`` (for large
+    figures that set their own margins).
+    """
+    buf = io.BytesIO()
+    with plt.rc_context(RC):
+        fig.savefig(buf, format="svg", metadata=SVG_METADATA, bbox_inches="tight" if tight else None)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_bytes(fig: Figure, dpi: int = 150) -> bytes:
+    """The figure as PNG bytes, without the Software chunk; the figure is closed afterwards."""
+    buf = io.BytesIO()
+    with plt.rc_context(RC):
+        fig.savefig(buf, format="png", metadata=PNG_METADATA, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/svg+xml") -> str:
+    """A ``data:`` URI for embedding an image in a self-contained HTML page."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def build_date(fallback: dt.date | None = None) -> dt.datetime:
+    """The date stamped on reports: ``$SOURCE_DATE_EPOCH`` if set, else ``fallback`` (midnight UTC).
+
+    Never the wall clock: a rebuild of the same inputs must give the same bytes.
+    The fallback the builder passes is the last session date in the data, so the
+    stamp says "data up to" rather than "built at".
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC)
+        except (ValueError, OverflowError, OSError):
+            pass
+    day = fallback or dt.date(2000, 1, 1)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def environment() -> Environment:
+    """Jinja environment over the packaged templates: autoescaping, undefined names are errors."""
+    env = Environment(
+        loader=PackageLoader("analysis.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = fmt_num
+    env.filters["pval"] = fmt_p
+    return env
+
+
+def stylesheet() -> str:
+    """The report CSS (inlined in every page so it opens offline)."""
+    from importlib.resources import files
+
+    return files("analysis.report").joinpath("templates", "report.css").read_text(encoding="utf-8")
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    """Render one template with the CSS available as ``css``."""
+    env = environment()
+    return env.get_template(template).render(css=stylesheet(), **context)
+
+
+def fmt_num(value: Any, digits: int = 2) -> str:
+    """A number for people: fixed decimals, a real minus sign, '—' for missing."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "—" if value in (None, "") else str(value)
+    if v != v:  # NaN
+        return "—"
+    text = f"{v:.{digits}f}"
+    if text.startswith("-"):
+        text = "−" + text[1:]
+        if float(text[1:]) == 0:
+            text = text[1:]
+    return text
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value: '<0.001' below that, else three decimals."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if v != v:
+        return "—"
+    return "<0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def html_to_pdf(html: str) -> bytes:
+    """The PDF of a self-contained HTML page (A4; page rules come from the page's CSS).
+
+    WeasyPrint takes dates from the page's ``dcterms.created``/``dcterms.modified``
+    meta tags and writes no random file identifier, so equal HTML gives equal bytes.
+    No base URL: the page must not need any file or network resource.
+    """
+    import logging
+
+    from weasyprint import HTML
+
+    # WeasyPrint logs every CSS property it ignores (e.g. screen-only rules) at WARNING level;
+    # those are expected for a page that also serves browsers, so only errors are shown.
+    logger = logging.getLogger("weasyprint")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return HTML(string=html, base_url=None).write_pdf(pdf_identifier=None, uncompressed_pdf=False)
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,174 @@
+"""Shared content of the reports: the primary answer in words, the forest rows, the secondary table.
+
+Pure functions over the model's ``results.json`` (a dict) and the registry
+entry of the primary measure. The sign convention of the primary estimate is
+the model's: ``estimate`` is the hip-focused minus knee-focused difference in
+the outcome at ``model.primary_week`` (adjusted change from baseline). For a
+measure where lower is better (pain), a negative estimate means the
+hip-focused group improved more.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pandas as pd
+
+from analysis.contract import Measure
+from analysis.report.render import fmt_num
+
+# Sensitivity analyses shown beside the primary estimate, in display order.
+SENSITIVITY = (
+    ("gee", "GEE (population-average)"),
+    ("iptw", "IPTW (inverse probability weights)"),
+    ("multiple_imputation", "Multiple imputation"),
+    ("tipping_point", "Tipping point (missing not at random)"),
+)
+
+SECONDARY_LABELS = {
+    "responders": "Responders (MCID) by group",
+    "gee": "GEE (population-average)",
+    "iptw": "IPTW (propensity weights)",
+    "multiple_imputation": "Multiple imputation",
+    "tipping_point": "Tipping point",
+    "chronicity": "Effect by chronicity",
+    "mediation": "Mediation by hip internal rotation",
+    "time_to_improvement": "Time to MCID improvement",
+    "dose_response": "Dose response (hip-focused sessions)",
+    "immediate_effect": "Immediate (within-session) effect",
+    "precision": "Precision / sample size",
+}
+
+
+def _f(value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def primary_ok(primary: dict) -> bool:
+    """True if the primary fit succeeded and has an estimate with a CI."""
+    return (
+        str(primary.get("status", "failed")).lower() not in {"failed", "error", "missing", ""}
+        and all(math.isfinite(_f(primary.get(k))) for k in ("estimate", "ci_low", "ci_high"))
+    )
+
+
+def primary_sentence(primary: dict, measure: Measure, week: float, short: str = "NPRS") -> str:
+    """The primary answer in one honest sentence, following the sign and the CI.
+
+    Says "more" or "less" improvement only when the CI excludes 0, and "no clear
+    difference" otherwise; says the fit failed (and why) with no estimate when it did.
+    """
+    if not primary_ok(primary):
+        reason = primary.get("reason") or "no reason was recorded"
+        return (f"The main comparison could not be estimated reliably, so no estimate is shown: {reason}.")
+    est, lo, hi = (_f(primary[k]) for k in ("estimate", "ci_low", "ci_high"))
+    sign = -1.0 if measure.lower_is_better else 1.0
+    # "improvement difference": positive = hip-focused improved more
+    imp, imp_lo, imp_hi = sign * est, min(sign * lo, sign * hi), max(sign * lo, sign * hi)
+    ci = f"95% CI {fmt_num(lo)} to {fmt_num(hi)}"
+    when = f"by week {week:g}"
+    if imp_lo > 0:
+        return (f"Clients whose care started hip-focused improved by {fmt_num(imp, 1)} more {short} points "
+                f"{when} than clients whose care started knee-focused (difference {fmt_num(est)}, {ci}).")
+    if imp_hi < 0:
+        return (f"Clients whose care started hip-focused improved by {fmt_num(-imp, 1)} {short} points less "
+                f"{when} than clients whose care started knee-focused (difference {fmt_num(est)}, {ci}).")
+    more = "more" if imp > 0 else "less"
+    return (f"There was no clear difference {when} between clients whose care started hip-focused and "
+            f"knee-focused: the estimate is {fmt_num(abs(imp), 1)} {short} points {more} improvement with "
+            f"hip-focused care, but the {ci} includes no difference, so either group may do better.")
+
+
+def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The primary estimate and each sensitivity analysis, for the forest plot and its table.
+
+    Returns
+    -------
+    DataFrame with label, estimate, ci_low, ci_high, primary (bool), status, reason.
+    """
+    primary = results.get("primary", {})
+    rows = [dict(label="Primary: mixed model", estimate=_f(primary.get("estimate")),
+                 ci_low=_f(primary.get("ci_low")), ci_high=_f(primary.get("ci_high")), primary=True,
+                 status=str(primary.get("status", "")), reason=str(primary.get("reason") or ""))]
+    if not primary_ok(primary):
+        rows[0].update(estimate=math.nan, ci_low=math.nan, ci_high=math.nan)
+    secondary = results.get("secondary", {})
+    for key, label in SENSITIVITY:
+        s = secondary.get(key, {}) or {}
+        est = _f(s.get("estimate"))
+        if key == "tipping_point" and not math.isfinite(est) and tipping is not None and not tipping.empty:
+            # No single estimate: show the analysis at the largest delta tried (the most pessimistic).
+            t = tipping.sort_values("delta").iloc[-1]
+            rows.append(dict(label=f"Tipping point, δ = {_f(t['delta']):g}", estimate=_f(t.get("estimate")),
+                             ci_low=_f(t.get("ci_low")), ci_high=_f(t.get("ci_high")), primary=False,
+                             status=str(s.get("status", "")), reason=str(s.get("reason") or "")))
+            continue
+        rows.append(dict(label=label, estimate=est, ci_low=_f(s.get("ci_low")), ci_high=_f(s.get("ci_high")),
+                         primary=False, status=str(s.get("status", "missing" if not s else "")),
+                         reason=str(s.get("reason") or "")))
+    return pd.DataFrame(rows, columns=["label", "estimate", "ci_low", "ci_high", "primary", "status", "reason"])
+
+
+def secondary_rows(results: dict) -> list[dict[str, str]]:
+    """One row per secondary analysis: label, status, whether exploratory, result in words.
+
+    The result shows estimate and CI when the analysis gives one, else its reason or status.
+    """
+    out = []
+    for key in sorted(results.get("secondary", {})):
+        s = results["secondary"][key] or {}
+        name, est = headline(s)
+        if est is not None:
+            text = (f"{name + ' ' if name else ''}{fmt_num(est.get('estimate'))} "
+                    f"(95% CI {fmt_num(est.get('ci_low'))} to {fmt_num(est.get('ci_high'))})")
+        else:
+            text = str(s.get("summary") or s.get("reason") or "see table")
+        out.append(dict(
+            key=key,
+            label=str(s.get("label") or SECONDARY_LABELS.get(key, key)),
+            status=str(s.get("status", "")),
+            exploratory="yes" if s.get("exploratory") else "no",
+            method=str(s.get("method") or ""),
+            result=text,
+            reason=str(s.get("reason") or ""),
+        ))
+    return out
+
+
+# Where a secondary analysis keeps its headline when it has no top-level estimate, in order of preference.
+HEADLINE_KEYS = ("risk_difference", "adjusted_risk_difference", "hazard_ratio", "odds_ratio", "indirect_effect",
+                 "direct_effect", "slope_difference")
+
+
+def headline(entry: dict) -> tuple[str, dict | None]:
+    """The headline estimate of a secondary analysis: ('', entry) if it has a top-level estimate,
+    else (name, nested dict) for the first of :data:`HEADLINE_KEYS` with an estimate, else ('', None)."""
+    if math.isfinite(_f(entry.get("estimate"))):
+        return "", entry
+    for key in HEADLINE_KEYS:
+        sub = entry.get(key)
+        if isinstance(sub, dict) and math.isfinite(_f(sub.get("estimate"))):
+            return key.replace("_", " "), sub
+    return "", None
+
+
+def peer_text(text: str) -> str:
+    """Free text from the model step (reasons, notes) as peers may see it.
+
+    Such text can quote counts ("hip-focused 3, comparator 2") that no gate can recognise as
+    counts, so any text holding a digit is replaced by a pointer to the clinic's own report.
+    """
+    if text and re.search(r"\d", text):
+        return "details in the clinic's own report"
+    return text
+
+
+def ci_crosses_zero(lo: Any, hi: Any) -> bool:
+    lo, hi = _f(lo), _f(hi)
+    return not (math.isfinite(lo) and math.isfinite(hi)) or (lo <= 0 <= hi)

@@ -1,0 +1,230 @@
+"""Report: determinism, self-containment, the privacy gate, honest wording, findings schema.
+
+Builds a small fake project (simulated clinic, real join, made-up model results;
+see tests/fixtures/report_fake.py) and runs the real report step on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures.report_fake import make_project  # noqa: E402
+
+from analysis.contract import load_registry  # noqa: E402
+from analysis.errors import PrivacyError  # noqa: E402
+from analysis.privacy import check_peer_output  # noqa: E402
+from analysis.report import build, findings, peer, provenance, summary, therapist  # noqa: E402
+
+MAIN = Path(__file__).resolve().parents[1]
+N_CLIENTS = 24
+
+
+def _build(root: Path, monkeypatch, **kw) -> tuple[dict, str]:
+    params = make_project(root, n_clients=N_CLIENTS, **kw)
+    monkeypatch.setenv("OUTCOMES_ROOT", str(root))
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    return params, build.run_report(params)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("report_a")
+        params, summary_text = _build(root, mp)
+    return root, params, summary_text
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    files = sorted(p for p in (root / "reports" / "therapist").rglob("*") if p.is_file())
+    files += sorted(p for p in (root / "reports" / "peer").rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
+
+
+def test_build_writes_every_output(built):
+    root, _, text = built
+    out = _outputs(root)
+    for name in ("reports/therapist/index.html", "reports/peer/report.html", "reports/peer/report.pdf",
+                 "reports/peer/findings.json", "reports/peer/figures/forest.svg"):
+        assert name in out, name
+    assert out["reports/peer/report.pdf"].startswith(b"%PDF")
+    assert "reports built in" in text
+
+
+def test_two_builds_are_byte_identical(built, tmp_path, monkeypatch):
+    root_a = built[0]
+    root_b = tmp_path / "report_b"
+    root_b.mkdir()
+    _build(root_b, monkeypatch)
+    a, b = _outputs(root_a), _outputs(root_b)
+    assert sorted(a) == sorted(b)
+    assert any(k.endswith(".svg") for k in a) and any(k.endswith(".pdf") for k in a)
+    different = [k for k in a if a[k] != b[k]]
+    assert different == []
+
+
+def test_html_is_self_contained(built):
+    root = built[0]
+    for page in ("reports/therapist/index.html", "reports/peer/report.html"):
+        html = (root / page).read_text(encoding="utf-8")
+        assert not re.search(r"""<script[^>]*\bsrc\s*=""", html, re.I), page
+        assert not re.search(r"""<link[^>]*\bhref\s*=\s*["']?(https?:)?//""", html, re.I), page
+        assert not re.search(r"""\b(src|href)\s*=\s*["']?(https?:)?//""", html, re.I), page
+        assert not re.search(r"""url\(\s*["']?(https?:)?//""", html, re.I), page
+        assert "<img src=\"data:image/svg+xml;base64," in html
+
+
+def test_therapist_links_validation_and_lists_clients(built):
+    root = built[0]
+    html = (root / "reports/therapist/index.html").read_text(encoding="utf-8")
+    assert 'href="../validation/validation.html"' in html
+    assert "<details>" in html and "Model checks" in html
+    ids = pd.read_parquet(root / "data/processed/analysis.parquet")["client_id"].unique()
+    assert any(f">{cid}<" in html for cid in ids)  # the therapist's report does show clients
+
+
+def test_peer_outputs_have_no_ids_and_no_small_counts(built):
+    root, params, _ = built
+    dataset = pd.read_parquet(root / "data/processed/analysis.parquet")
+    forbidden = set(dataset["client_id"]) | set(dataset["session_id"])
+    min_cell = params["report"]["min_cell"]
+    html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
+    no_images = re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "data:", html)
+    assert check_peer_output(no_images, forbidden_ids=forbidden, min_cell=min_cell) == []
+    bundle = json.loads((root / "reports/peer/findings.json").read_text(encoding="utf-8"))
+    assert check_peer_output(bundle, forbidden_ids=forbidden, min_cell=min_cell) == []
+    # every count shown is marked, and none is in 1..min_cell-1
+    counts = re.findall(r'data-count="([^"]*)"', no_images)
+    assert counts
+    for c in counts:
+        assert c.startswith("&lt;") or c.startswith("<") or c in ("0", "*") or int(c) >= min_cell, c
+    # free text that quotes counts (the fake mediation reason does) is not shown to peers
+    assert "comparator 2" not in html and "comparator 2" in (root / "reports/therapist/index.html").read_text()
+    # nothing per client: no small multiples, no not-improving table
+    assert "Each client" not in html and "not improving" not in html.lower()
+
+
+def test_findings_follow_the_schema(built):
+    jsonschema = pytest.importorskip("jsonschema")
+    root = built[0]
+    bundle = json.loads((root / "reports/peer/findings.json").read_text(encoding="utf-8"))
+    jsonschema.validate(bundle, findings.schema())
+    assert bundle["schema_version"] == findings.SCHEMA_VERSION
+    assert re.fullmatch(r"\d{4}-\d{2}", bundle["period"]["from"])
+    assert bundle["primary"]["estimate"] == pytest.approx(-0.9)
+    assert set(bundle["secondary"]) >= {"gee", "iptw", "multiple_imputation"}
+    assert bundle["secondary"]["responders"]["estimate_of"] == "risk difference"
+
+
+def test_failed_primary_says_so_and_shows_no_estimate(tmp_path, monkeypatch):
+    _build(tmp_path, monkeypatch, status="failed")
+    html = (tmp_path / "reports/therapist/index.html").read_text(encoding="utf-8")
+    assert "could not be estimated reliably" in html and "boundary" in html
+    assert "Estimate −" not in html
+    bundle = json.loads((tmp_path / "reports/peer/findings.json").read_text(encoding="utf-8"))
+    assert bundle["primary"]["estimate"] is None and bundle["primary"]["status"] == "failed"
+
+
+def test_privacy_gate_refusal_writes_nothing(tmp_path, monkeypatch):
+    params = make_project(tmp_path, n_clients=N_CLIENTS)
+    dataset = pd.read_parquet(tmp_path / "data/processed/analysis.parquet")
+    params["report"]["clinic_label"] = f"Clinic of {dataset['client_id'].iloc[0]}"  # leaks an id
+    monkeypatch.setenv("OUTCOMES_ROOT", str(tmp_path))
+    with pytest.raises(PrivacyError, match="not written"):
+        build.run_report(params)
+    assert not (tmp_path / "reports/peer").exists()
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+@pytest.fixture(scope="module")
+def nprs():
+    return load_registry(MAIN / "config/measures.yaml")["knee_pain_nprs"]
+
+
+@pytest.mark.parametrize(
+    ("est", "lo", "hi", "expected"),
+    [
+        (-0.9, -1.5, -0.3, "improved by 0.9 more NPRS points by week 6"),
+        (0.8, 0.2, 1.4, "improved by 0.8 NPRS points less by week 6"),
+        (-0.4, -1.1, 0.3, "no clear difference"),
+        (0.4, -0.3, 1.1, "no clear difference"),
+    ],
+)
+def test_primary_sentence_follows_sign_and_ci(nprs, est, lo, hi, expected):
+    text = summary.primary_sentence({"status": "ok", "estimate": est, "ci_low": lo, "ci_high": hi}, nprs, 6)
+    assert expected in text
+    assert "95% CI" in text
+
+
+def test_primary_sentence_when_fit_failed(nprs):
+    text = summary.primary_sentence({"status": "failed", "estimate": None, "reason": "did not converge"}, nprs, 6)
+    assert "could not be estimated" in text and "did not converge" in text
+    assert not re.search(r"\d\.\d", text)
+
+
+def test_peer_flow_merges_small_exclusions():
+    flow = pd.DataFrame({
+        "step": ["received", "valid", "with baseline", "with follow-up", "in comparison", "analysed: hip",
+                 "analysed: knee"],
+        "clients": [100, 98, 97, 80, 77, 40, 37],
+        "excluded_clients": [0, 2, 1, 17, 3, 0, 0],
+        "reason": ["", "invalid", "no baseline", "no follow-up", "other focus", "group", "group"],
+    })
+    steps, groups = peer.peer_flow(flow, 5)
+    shown = [(b.step, b.clients, b.excluded) for b in steps]
+    assert shown == [("received", "100", "0"), ("with follow-up", "80", "20"), ("in comparison", "77", "3")] \
+        or shown == [("received", "100", "0"), ("in comparison", "77", "23")]
+    for b in steps:
+        assert not (b.excluded.isdigit() and 0 < int(b.excluded) < 5)
+    assert [g.clients for g in groups] == ["40", "37"]
+
+
+def test_peer_flow_hides_group_recoverable_by_subtraction():
+    flow = pd.DataFrame({"step": ["received", "analysed: hip", "analysed: knee"], "clients": [30, 3, 27],
+                         "excluded_clients": [0, 0, 0], "reason": ["", "group", "group"]})
+    _, groups = peer.peer_flow(flow, 5)
+    assert groups[0].clients == "<5" and groups[1].clients in ("<5", "*")
+
+
+def test_not_improving_lists_only_clients_with_enough_care(nprs):
+    progress = pd.DataFrame({
+        "client_id": ["A"] * 4 + ["B"] * 4 + ["C"] * 2,
+        "group": ["hip-focused"] * 4 + ["knee-focused"] * 4 + ["knee-focused"] * 2,
+        "session_number": [1, 2, 3, 4, 1, 2, 3, 4, 1, 2],
+        "week": [0, 1, 2, 3, 0, 1, 2, 3, 0, 1],
+        "value": [6, 6, 5, 6, 6, 5, 4, 4, 6, 6],
+        "baseline_value": [6.0] * 10,
+    })
+    out = therapist.not_improving(progress, nprs, min_sessions=4, min_weeks=4)
+    assert out["client_id"].tolist() == ["A"]  # B improved by 2 (MCID), C has had too little care
+    assert out.loc[0, "best_improvement"] == 1 and out.loc[0, "needed"] == pytest.approx(1.8)
+
+
+def test_mcid_needed_takes_the_easier_of_points_and_percent(nprs):
+    assert therapist.mcid_needed(nprs, 10) == 2
+    assert therapist.mcid_needed(nprs, 3) == pytest.approx(0.9)
+
+
+def test_forest_rows_keep_failed_analyses_visible():
+    rows = summary.forest_rows({"primary": {"status": "failed", "reason": "x"},
+                                "secondary": {"gee": {"status": "ok", "estimate": -1, "ci_low": -2, "ci_high": 0}}})
+    assert rows["label"].iloc[0].startswith("Primary") and math.isnan(rows["estimate"].iloc[0])
+    assert rows.loc[rows["label"].str.startswith("GEE"), "estimate"].item() == -1
+    assert len(rows) == 1 + len(summary.SENSITIVITY)
+
+
+def test_code_version_outside_git_does_not_fail(tmp_path):
+    assert provenance.code_version(tmp_path).startswith("v")
+
+
+def test_params_hash_ignores_key_order():
+    assert provenance.params_hash({"a": 1, "b": {"c": 2}}) == provenance.params_hash({"b": {"c": 2}, "a": 1})

@@ -1,0 +1,229 @@
+"""Privacy: identifier scan, peer-output gate, small-cell suppression, k-anonymity."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.errors import PrivacyError
+from analysis.privacy import (
+    assert_peer_safe,
+    check_peer_output,
+    is_count_key,
+    k_anonymity,
+    looks_identifying,
+    scan_values,
+    suppress_count,
+    suppress_table,
+)
+
+# ----------------------------------------------------------------------------- scan_values
+
+IDENTIFYING = [
+    ("jane.doe@example.com", "email"),
+    ("Contact: JOE@EXAMPLE.ORG", "email"),
+    ("07700 900123", "phone"),
+    ("+44 7700 900123", "phone"),
+    ("07700900123", "phone"),
+    ("(555) 123-4567", "phone"),
+    ("SW1A 1AA", "postcode"),
+    ("sw1a 1aa", "postcode"),
+    ("M11AE", "postcode"),
+    ("90210-1234", "ZIP+4"),
+    ("K1A 0B1", "postal code"),
+    ("123-45-6789", "national id"),
+    ("943 476 5919", "national id"),
+    ("Jane Smith", "name"),
+    ("O'Brien Smith", "name"),
+    ("SMITH, JANE", "name"),
+    ("Dr Patel", "title"),
+    ("Mrs. Hughes", "title"),
+]
+
+LEGITIMATE = [
+    "C0001", "S00001", "clinic-1", "T1", "CQ3ZK7M2XA4B", "S7VU5OWHKX5ML", "hip", "hip_and_knee", "F", "U", "40-49",
+    "80+", "2025-03-14", "7.5", "45", "0", "1040", "knee_pain_nprs", "myofascial_release;stretching;trigger_point",
+    "pre", "post", "running", "Running", "Hip And Knee", "Left Knee", "100000001", "31.5", "-3", "",
+]
+
+
+@pytest.mark.parametrize(("value", "kind"), IDENTIFYING, ids=[v for v, _ in IDENTIFYING])
+def test_scan_flags_identifying_values_without_echoing_them(value, kind):
+    frame = pd.DataFrame({"focus": ["hip", value]}, index=pd.Index([2, 3], name="row"))
+    problems = scan_values(frame, "sessions.csv")
+    assert len(problems) == 1, problems
+    p = problems[0]
+    assert (p.file, p.row, p.column, p.severity, p.value) == ("sessions.csv", 3, "focus", "privacy", None)
+    assert kind in p.rule and "remove it" in p.rule
+    assert value not in p.line()
+
+
+@pytest.mark.parametrize("value", LEGITIMATE)
+def test_scan_leaves_contract_values_alone(value):
+    frame = pd.DataFrame({"any": [value]}, index=[2])
+    assert scan_values(frame, "x.csv") == []
+    assert not looks_identifying(value)
+
+
+def test_scan_short_ids_are_not_postcodes():
+    # "AB12CD" has the shape of a postcode without its space; in an id column it is an id.
+    frame = pd.DataFrame({"client_id": ["AB12CD", "M11AE"], "therapist_id": ["T1", "SW1A 1AA"]}, index=[2, 3])
+    assert [(p.row, p.column) for p in scan_values(frame, "x.csv")] == [(3, "therapist_id")]
+
+
+def test_scan_reports_every_column_and_caps_long_runs():
+    n = 30
+    frame = pd.DataFrame(
+        {"client_id": [f"C{i:04d}" for i in range(n)], "clinic_id": ["a@example.com"] * n,
+         "sex": ["F"] * (n - 1) + ["Jo Bloggs"]},
+        index=pd.RangeIndex(2, n + 2, name="row"),
+    )
+    problems = scan_values(frame, "clients.csv", max_rows_per_rule=5)
+    emails = [p for p in problems if p.column == "clinic_id"]
+    assert [p.row for p in emails if p.row is not None] == [2, 3, 4, 5, 6]
+    summary = [p for p in emails if p.row is None]
+    assert len(summary) == 1 and summary[0].rule.startswith("25 more row(s)")
+    assert [(p.row, p.column) for p in problems if p.column == "sex"] == [(n + 1, "sex")]
+    assert len(scan_values(frame, "clients.csv", max_rows_per_rule=None)) == n + 1
+
+
+def test_scan_is_fast_on_long_tables():
+    n = 400_000
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"session_id": [f"S{i:06d}" for i in rng.integers(0, 60_000, n)],
+         "measure": rng.choice(["knee_pain_nprs", "lefs", "hip_ir_left_deg"], n),
+         "timing": rng.choice(["pre", "post"], n), "value": rng.integers(0, 11, n).astype(str)},
+        index=pd.RangeIndex(2, n + 2, name="row"), dtype="string",
+    )
+    frame.loc[1000, "value"] = "ann@example.com"
+    start = time.perf_counter()
+    problems = scan_values(frame, "measurements.csv")
+    elapsed = time.perf_counter() - start
+    assert [(p.row, p.column) for p in problems] == [(1000, "value")]
+    assert elapsed < 5, elapsed  # measured ~0.5 s; 800k rows ~1 s
+
+
+# ----------------------------------------------------------------------------- peer gate
+
+IDS = {"C0001", "S00017", "clinic-1"}
+
+
+def test_peer_text_clean_passes():
+    html = ('<p>Clients <td data-count="12">12</td> <td data-count="<5">&lt;5</td> <td data-count="0">0</td>'
+            ' <td data-count="*">*</td> <td data-count="&lt;5">&lt;5</td> C00011 is not C0001x</p>')
+    assert check_peer_output(html, forbidden_ids=IDS, min_cell=5) == []
+    assert_peer_safe(html, forbidden_ids=IDS, min_cell=5)
+
+
+def test_peer_text_flags_ids_and_small_counts_without_naming_the_id():
+    html = '<p>Client C0001 improved</p>\n<td data-count="3">3</td>\n<td data-count=\'x\'>'
+    reasons = check_peer_output(html, forbidden_ids=IDS, min_cell=5)
+    assert len(reasons) == 3
+    assert "client or session id" in reasons[0] and "C0001" not in " ".join(reasons)
+    assert reasons[1].startswith("line 2: count 3 is below 5")
+    assert "line 3" in reasons[2]
+    with pytest.raises(PrivacyError, match="peer report not written"):
+        assert_peer_safe(html, forbidden_ids=IDS, min_cell=5, label="peer report")
+
+
+def test_peer_json_conventions():
+    findings = {
+        "n": 40,
+        "n_clients": 3,
+        "clients_n": "<5",
+        "count_by_focus": {"hip": 2, "knee": 20, "other": 0},
+        "estimate": 1.2,  # not a count
+        "ci": [0.5, 3.0],  # not a count
+        "arms": [{"label": "hip", "n_sessions": 4.0}, {"label": "C0001"}],
+        "S00017": {"n": 10},
+    }
+    reasons = check_peer_output(findings, forbidden_ids=IDS, min_cell=5)
+    joined = "\n".join(reasons)
+    assert "$.n_clients: count 3 is below 5" in joined
+    assert "$.count_by_focus.hip: count 2" in joined
+    assert "$.arms[0].n_sessions: count 4" in joined
+    assert "$.arms[1].label: contains a client or session id" in joined
+    assert "$: a key is a client or session id" in joined
+    assert len(reasons) == 5
+    assert "C0001" not in joined and "S00017" not in joined
+
+
+@pytest.mark.parametrize(("key", "expected"), [("n", True), ("n_clients", True), ("clients_n", True),
+                                               ("count", True), ("counts", True), ("session_count", True),
+                                               ("mean", False), ("ni", False), ("n", True), ("noun", False)])
+def test_count_key_convention(key, expected):
+    assert is_count_key(key) is expected
+
+
+# ----------------------------------------------------------------------------- suppression
+
+
+def test_suppress_count():
+    assert [suppress_count(v, 5) for v in (0, 1, 4, 5, 12, 3.0, float("nan"), None)] == [
+        "0", "<5", "<5", "5", "12", "<5", "", ""]
+
+
+def _recoverable(hidden: np.ndarray) -> bool:
+    """True if some row or column holding 2+ cells has exactly one hidden cell."""
+    for lines in (hidden, hidden.T):
+        for line in lines:
+            if len(line) > 1 and line.sum() == 1:
+                return True
+    return False
+
+
+def test_suppress_table_complementary_rows_and_columns():
+    df = pd.DataFrame({"focus": ["hip", "knee", "both"], "F": [3, 20, 12], "M": [15, 9, 30], "total": [18, 29, 42]})
+    out = suppress_table(df, ["F", "M", "total"], 5)
+    hidden = out[["F", "M", "total"]].isin(["<5", "*"]).to_numpy()
+    assert out.loc[0, "F"] == "<5"  # the primary cell
+    assert not _recoverable(hidden)
+    # row hip: the next smallest cell (M = 15) is hidden, not the total; column F: next smallest (12)
+    assert out.loc[0, "M"] == "*" and out.loc[0, "total"] == "18"
+    assert out.loc[2, "F"] == "*"
+    assert list(out["focus"]) == ["hip", "knee", "both"]
+    assert (out[["F", "M", "total"]] == "<5").sum().sum() == 1  # complements are never shown as "<5"
+
+
+def test_suppress_table_nothing_small_changes_nothing():
+    df = pd.DataFrame({"a": [10, 20], "b": [0, 7]})
+    out = suppress_table(df, ["a", "b"], 5)
+    assert out.to_dict("list") == {"a": ["10", "20"], "b": ["0", "7"]}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_suppress_table_random_tables_are_never_recoverable(seed):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.integers(0, 12, size=(6, 4)), columns=list("abcd"))
+    out = suppress_table(df, list("abcd"), 5)
+    hidden = out.isin(["<5", "*"]).to_numpy()
+    assert not _recoverable(hidden)
+    small = (df.to_numpy() > 0) & (df.to_numpy() < 5)
+    assert hidden[small].all() and (out.eq("<5").to_numpy() == small).all()
+
+
+def test_suppress_table_single_column_uses_column_complement():
+    df = pd.DataFrame({"n": [2, 30, 8]})
+    out = suppress_table(df, ["n"], 5)
+    assert list(out["n"]) == ["<5", "30", "*"]
+
+
+# ----------------------------------------------------------------------------- k-anonymity
+
+
+def test_k_anonymity():
+    df = pd.DataFrame({
+        "clinic_id": ["c"] * 7,
+        "sex": ["F", "F", "F", "M", "M", "M", "M"],
+        "age_band": ["40-49"] * 3 + ["50-59"] * 3 + [None],
+        "knee": ["left"] * 7,
+    })
+    assert k_anonymity(df, threshold=3) == {"k": 1, "n_classes": 3, "n_below_threshold": 1,
+                                            "n_records_below_threshold": 1}
+    assert k_anonymity(df.iloc[:0])["k"] == 0
+    with pytest.raises(KeyError, match="age"):
+        k_anonymity(df, quasi=("sex", "age"))

@@ -100,7 +100,7 @@ def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> 
 
     out: list[Problem] = []
     for name, frame in raw.items():
-        out.extend(scan_values(frame, sources[name]))
+        out.extend(scan_values(frame, sources[name], max_rows_per_rule=None))
     return out
 
 

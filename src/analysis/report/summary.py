@@ -102,10 +102,15 @@ def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFr
     for key, label in SENSITIVITY:
         s = secondary.get(key, {}) or {}
         est = _f(s.get("estimate"))
-        if key == "tipping_point" and not math.isfinite(est) and tipping is not None and not tipping.empty:
-            # No single estimate: show the analysis at the largest delta tried (the most pessimistic).
-            t = tipping.sort_values("delta").iloc[-1]
-            rows.append(dict(label=f"Tipping point, δ = {_f(t['delta']):g}", estimate=_f(t.get("estimate")),
+        if key == "tipping_point" and not math.isfinite(est):
+            # The tipping point has no estimate of its own: show the delta-adjusted analysis at the delta
+            # where the conclusion changes. With no such delta (nothing to tip, or not reached) there is
+            # nothing honest to plot; the secondary table says why.
+            delta = _f(s.get("tipping_delta"))
+            if tipping is None or tipping.empty or not math.isfinite(delta):
+                continue
+            t = tipping.loc[(tipping["delta"] - delta).abs().idxmin()]
+            rows.append(dict(label=f"Tipping point, δ = {delta:g}", estimate=_f(t.get("estimate")),
                              ci_low=_f(t.get("ci_low")), ci_high=_f(t.get("ci_high")), primary=False,
                              status=str(s.get("status", "")), reason=str(s.get("reason") or "")))
             continue
@@ -124,7 +129,10 @@ def secondary_rows(results: dict) -> list[dict[str, str]]:
     for key in sorted(results.get("secondary", {})):
         s = results["secondary"][key] or {}
         name, est = headline(s)
-        if est is not None:
+        specific = result_text(key, s) if s.get("status") == "done" else None
+        if specific:
+            text = specific
+        elif est is not None:
             text = (f"{name + ' ' if name else ''}{fmt_num(est.get('estimate'))} "
                     f"(95% CI {fmt_num(est.get('ci_low'))} to {fmt_num(est.get('ci_high'))})")
         else:
@@ -172,3 +180,54 @@ def peer_text(text: str) -> str:
 def ci_crosses_zero(lo: Any, hi: Any) -> bool:
     lo, hi = _f(lo), _f(hi)
     return not (math.isfinite(lo) and math.isfinite(hi)) or (lo <= 0 <= hi)
+
+
+def _ci(d: dict) -> str:
+    return f"{fmt_num(d.get('estimate'))} (95% CI {fmt_num(d.get('ci_low'))} to {fmt_num(d.get('ci_high'))})"
+
+
+def result_text(key: str, entry: dict) -> str | None:
+    """A one-line result for analyses whose headline is not a single estimate.
+
+    Only estimates, p-values and durations appear here, never counts, so the
+    same text is safe for the peer report.
+    """
+    if key == "chronicity":
+        at = entry.get("at_symptom_weeks") or {}
+        parts = [f"{w} wk: {fmt_num(at[w].get('estimate'))}" for w in sorted(at, key=float)]
+        inter = entry.get("interaction") or {}
+        p = inter.get("p_value")
+        return ("difference at the primary week by symptom duration — " + "; ".join(parts)
+                + (f" (interaction p = {fmt_num(p, 2)})" if p is not None else "")) if parts else None
+    if key == "e_value":
+        if entry.get("e_value") is None:
+            return None
+        return (f"E-value {fmt_num(entry['e_value'], 2)} for the estimate, "
+                f"{fmt_num(entry.get('e_value_ci'), 2)} for the CI limit nearer no difference")
+    if key == "immediate_effect":
+        hk = entry.get("hip_vs_knee")
+        return f"hip vs knee session, post − pre difference {_ci(hk)}" if isinstance(hk, dict) else None
+    if key == "precision":
+        mdd = entry.get("minimum_detectable_difference")
+        if mdd is None:
+            return None
+        return (f"smallest difference detectable with {fmt_num(100 * _f(entry.get('power')), 0)}% power: "
+                f"{fmt_num(mdd)} points; {entry.get('n_per_group_for_target')} clients per group needed to detect "
+                f"{fmt_num(entry.get('target_difference'), 1)} point(s)")
+    if key == "time_to_improvement":
+        groups = entry.get("by_group") or {}
+        parts = []
+        for g, label in (("hip_focused", "hip-focused"), ("comparator", "knee-focused")):
+            d = groups.get(g) or {}
+            med = fmt_num(d.get("median_weeks"), 1) + " wk" if d.get("median_reached") else "not reached"
+            parts.append(f"{label} median {med}")
+        p = entry.get("logrank_p_value")
+        return "; ".join(parts) + (f"; log-rank p = {fmt_num(p, 3)}" if p is not None else "")
+    if key == "tipping_point":
+        delta = entry.get("tipping_delta")
+        if delta is not None:
+            return (f"the conclusion changes if missing hip-focused outcomes were {fmt_num(delta, 1)} points worse "
+                    "than imputed")
+        conclusion = str(entry.get("conclusion") or "")
+        return conclusion if conclusion and not re.search(r"\d", conclusion.replace("delta 0", "")) else None
+    return None

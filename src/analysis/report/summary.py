@@ -108,6 +108,9 @@ def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFr
             # nothing honest to plot; the secondary table says why.
             delta = _f(s.get("tipping_delta"))
             if tipping is None or tipping.empty or not math.isfinite(delta):
+                rows.append(dict(label=label, estimate=math.nan, ci_low=math.nan, ci_high=math.nan, primary=False,
+                                 status=str(s.get("status", "missing" if not s else "")),
+                                 reason=str(s.get("reason") or s.get("conclusion") or "")))
                 continue
             t = tipping.loc[(tipping["delta"] - delta).abs().idxmin()]
             rows.append(dict(label=f"Tipping point, δ = {delta:g}", estimate=_f(t.get("estimate")),

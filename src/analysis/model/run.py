@@ -1,0 +1,184 @@
+"""The model step's I/O edge: read the analysis dataset, run every analysis, write ``reports/results/``.
+
+Outputs (folder params ``model.out_dir``; written atomically, byte-identical
+for the same inputs and params):
+
+``results.json``
+    ::
+
+        {
+          "schema_version": 1,
+          "exploratory_note": "<which results are confirmatory and which exploratory>",
+          "primary": {
+            "estimand": "<words>", "measure": "knee_pain_nprs", "timing": "pre",
+            "primary_week": 6.0, "followup_weeks": 12.0, "alpha": 0.05,
+            "formula": "y ~ week * hip + C(age_band) + ...", "re_formula": "~week" | null (fallback),
+            "planned_re_formula": "~week", "groups": "client_id", "method": "REML",
+            "estimate": -0.7, "se": 0.18, "ci_low": -1.1, "ci_high": -0.4, "p_value": 0.0001,
+                # headline: difference (hip - knee) in change from baseline at primary_week;
+                # negative = hip-focused improved more; null when the fit failed
+            "slope_difference": {"estimate", "se", "ci_low", "ci_high", "p_value"},  # per week
+            "change_by_group": {"hip_focused": {...}, "comparator": {...}},  # change at primary_week
+            "n_clients": 528, "n_clients_by_group": {"hip_focused": 274, "comparator": 254},
+            "n_observations": 3381,
+            "converged": true, "optimizer": "lbfgs",
+            "status": "ok" | "fallback" | "failed", "reason": "" | "<why>",
+            "checks": {"converged", "boundary", "boundary_component", "hessian_pd", "fe_cov_pd",
+                       "gradient_norm", "warnings": [...]},
+            "attempts": [{"optimizer", "ok", "reason"}, ...],
+            "fixed_effects": {"<term>": {"estimate", "se", "ci_low", "ci_high", "p_value"}},
+            "random_effects": {"variances": {"Intercept", "week"}, "covariance": {"cov(Intercept, week)"},
+                               "correlation": {"corr(Intercept, week)"}, "residual_variance"},
+            "reference_levels": {"age_band": "40-49", ...}, "trajectory_method": "<words>",
+            "excluded": {"<reason>": <clients>}, "notes": ["..."]
+          },
+          "secondary": {"<name>": {"label", "exploratory", "status", "reason", "method", "notes", ...}},
+          "data": {"n_clients_dataset", "n_clients_analysed", "n_clients_by_group", "n_observations",
+                   "excluded": {"<reason>": n}, "measure", "timing",
+                   "window": {"followup_weeks", "primary_week"}},
+          "params": {<the params.yaml model section used>}
+        }
+
+``metrics.json``
+    The headline numbers for ``dvc metrics show``: ``primary.estimate``,
+    ``ci_low``, ``ci_high``, ``p_value``, ``slope_difference``, ``n_clients``.
+``<table>.csv``
+    One CSV per table (primary: ``trajectories`` (group, week, mean, ci_low,
+    ci_high), ``fixed_effects``, ``primary_exclusions`` (reason, clients);
+    plus every secondary table), rows sorted by their text and integer
+    columns, floats written with 10 significant digits.
+``diagnostics.parquet``, ``random_effects.csv``
+    Per-observation fitted values and residuals (client_id, week, y, fitted,
+    residual) and per-client predicted random effects (client_id, intercept,
+    slope), for the therapist-only diagnostics. They carry pseudonymous client
+    ids and must not go into peer outputs.
+
+If the primary model cannot be fitted trustworthily, ``primary.status`` is
+``'failed'`` with the reason and null estimates; the files are still written,
+the summary line says so loudly and the report states that it failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.contract import load_registry
+from analysis.errors import InputError, ModelError
+from analysis.model.prepare import primary_data
+from analysis.model.primary import fit_diagnostics, primary_analysis
+from analysis.params import section
+from analysis.paths import resolve
+from analysis.store import atomic_path, write_json, write_parquet
+
+SCHEMA_VERSION = 1
+FLOAT_FORMAT = "%.10g"
+EXPLORATORY_NOTE = (
+    "Observational data from routine care. The primary analysis (difference in change at the primary week from "
+    "the mixed model) was specified before looking at the data; every secondary analysis is exploratory and "
+    "hypothesis-generating, with no correction for multiple comparisons. Group differences may reflect who was "
+    "offered hip-focused care (confounding by indication), not the treatment itself."
+)
+DIAGNOSTIC_COLUMNS = ["client_id", "week", "y", "fitted", "residual"]
+RANDOM_EFFECT_COLUMNS = ["client_id", "intercept", "slope"]
+
+
+def run_model(params: dict) -> str:
+    """Read the analysis dataset, run the primary and secondary analyses, write the results folder.
+
+    Returns
+    -------
+    str : a short summary for the console (says FAILED loudly if the primary fit failed).
+    """
+    from analysis.model.secondary import run_secondary
+
+    cfg = section(params, "model")
+    dataset_path = resolve(section(params, "join")["out"])
+    if not dataset_path.is_file():
+        raise InputError(f"{dataset_path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
+    dataset = pd.read_parquet(dataset_path)
+    registry = load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))
+    if cfg["measure"] not in registry:
+        raise InputError(f"params.yaml model.measure: {cfg['measure']!r} is not in the measures registry "
+                         f"({', '.join(sorted(registry))})")
+
+    pdata = primary_data(dataset, cfg)
+    entry, tables, fit = primary_analysis(pdata, cfg)
+    secondary, secondary_tables = run_secondary(pdata, dataset, fit, cfg, registry)
+    clash = sorted(set(tables) & set(secondary_tables))
+    if clash:
+        raise ModelError(f"secondary tables {clash} would overwrite primary tables of the same name")
+    tables = {**tables, **secondary_tables}
+
+    if fit.ok:
+        diagnostics, random_effects = fit_diagnostics(fit, pdata)
+    else:
+        diagnostics = pd.DataFrame(columns=DIAGNOSTIC_COLUMNS)
+        random_effects = pd.DataFrame(columns=RANDOM_EFFECT_COLUMNS)
+    tables["random_effects"] = random_effects
+
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "exploratory_note": EXPLORATORY_NOTE,
+        "primary": entry,
+        "secondary": dict(sorted(secondary.items())),
+        "data": {
+            "n_clients_dataset": int(dataset["client_id"].nunique()),
+            "n_clients_analysed": entry["n_clients"],
+            "n_clients_by_group": entry["n_clients_by_group"],
+            "n_observations": entry["n_observations"],
+            "excluded": entry["excluded"],
+            "measure": cfg["measure"], "timing": cfg["timing"],
+            "window": {"followup_weeks": float(cfg["followup_weeks"]), "primary_week": float(cfg["primary_week"])},
+        },
+        "params": cfg,
+    }
+    out = resolve(cfg["out_dir"])
+    write_json(out / "results.json", results)
+    write_json(out / "metrics.json", metrics(entry))
+    for name, table in sorted(tables.items()):
+        write_table(out / f"{name}.csv", table)
+    write_parquet(out / "diagnostics.parquet", diagnostics)
+    return summary_line(entry, out, len(secondary))
+
+
+def metrics(entry: dict) -> dict:
+    """The few headline numbers for ``dvc metrics show`` / ``dvc metrics diff``."""
+    sd = entry.get("slope_difference") or {}
+    return {"primary": {
+        "estimate": entry.get("estimate"), "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high"),
+        "p_value": entry.get("p_value"), "slope_difference": sd.get("estimate"),
+        "n_clients": entry.get("n_clients"), "fitted": entry.get("status") in ("ok", "fallback"),
+    }}
+
+
+def sort_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted (stably) by the text, categorical, boolean and integer columns, in column order."""
+    keys = [c for c in df.columns
+            if not pd.api.types.is_float_dtype(df[c]) and not pd.api.types.is_complex_dtype(df[c])
+            and df[c].map(lambda v: isinstance(v, (dict, list))).sum() == 0]
+    if not keys or df.empty:
+        return df.reset_index(drop=True)
+    return df.sort_values(keys, kind="mergesort", na_position="last").reset_index(drop=True)
+
+
+def write_table(path: Path, df: pd.DataFrame) -> None:
+    """A results table as CSV: sorted rows, 10 significant digits, LF line ends, atomic."""
+    with atomic_path(path) as tmp:
+        sort_table(df).to_csv(tmp, index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
+
+
+def summary_line(entry: dict, out: Path, n_secondary: int) -> str:
+    """The console summary: the headline with its CI, or FAILED with the reason."""
+    week = entry["primary_week"]
+    if entry["status"] == "failed":
+        return (f"PRIMARY MODEL FAILED - no estimate: {entry['reason']}\n"
+                f"results (with the failure recorded) and {n_secondary} secondary analyses -> {out}")
+    text = (f"primary ({entry['n_clients']} clients, {entry['n_observations']} observations, "
+            f"optimiser {entry['optimizer']}): difference in change at week {week:g}, hip- minus knee-focused = "
+            f"{entry['estimate']:.2f} (95% CI {entry['ci_low']:.2f} to {entry['ci_high']:.2f}, "
+            f"p = {entry['p_value']:.3g}); slope difference {entry['slope_difference']['estimate']:.3f}/week")
+    if entry["status"] == "fallback":
+        text += f"\nWARNING: FALLBACK MODEL - {entry['reason']}"
+    return text + f"\nresults and {n_secondary} secondary analyses -> {out}"

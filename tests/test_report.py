@@ -228,3 +228,14 @@ def test_code_version_outside_git_does_not_fail(tmp_path):
 
 def test_params_hash_ignores_key_order():
     assert provenance.params_hash({"a": 1, "b": {"c": 2}}) == provenance.params_hash({"b": {"c": 2}, "a": 1})
+
+
+def test_fallback_fit_is_reported_as_such():
+    from analysis.contract import Measure
+
+    pain = Measure("knee_pain_nprs", "Knee pain", "points", 0, 10, True, "lower_is_better", 2, 30)
+    primary = {"status": "fallback", "estimate": -1.0, "ci_low": -1.8, "ci_high": -0.2, "reason": "boundary"}
+    text = summary.primary_sentence(primary, pain, 6)
+    assert "improved by 1.0 more" in text and "random intercept only" in text
+    failed = summary.primary_sentence({"status": "failed", "reason": "did not converge"}, pain, 6)
+    assert "could not be estimated" in failed and "did not converge" in failed and "−" not in failed

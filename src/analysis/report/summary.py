@@ -67,6 +67,14 @@ def primary_sentence(primary: dict, measure: Measure, week: float, short: str = 
     if not primary_ok(primary):
         reason = primary.get("reason") or "no reason was recorded"
         return (f"The main comparison could not be estimated reliably, so no estimate is shown: {reason}.")
+    text = _primary_sentence(primary, measure, week, short)
+    if str(primary.get("status")) == "fallback":
+        text += (" This comes from a simpler model (random intercept only): the planned model with a random "
+                 "slope per client could not be fitted reliably, so the CI may be too narrow.")
+    return text
+
+
+def _primary_sentence(primary: dict, measure: Measure, week: float, short: str) -> str:
     est, lo, hi = (_f(primary[k]) for k in ("estimate", "ci_low", "ci_high"))
     sign = -1.0 if measure.lower_is_better else 1.0
     # "improvement difference": positive = hip-focused improved more

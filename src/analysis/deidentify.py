@@ -67,7 +67,6 @@ measures it, which is why peers get aggregates only.
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as dt
 import hashlib
 import hmac
@@ -88,6 +87,7 @@ import yaml
 
 from analysis import contract
 from analysis.errors import InputError, PrivacyError, Problem, ValidationFailed
+from analysis.load import CsvSyntaxError, csv_rows
 
 KEY_ENV = "OUTCOMES_KEY"
 KEY_FILE_ENV = "OUTCOMES_KEY_FILE"
@@ -380,15 +380,10 @@ def read_export(path: Path, mapping: Mapping) -> tuple[str, pd.DataFrame, dict[s
         raise InputError(f"{label}: cannot be decoded as {' or '.join(encodings)}; set source.encoding in the mapping")
     first = text.splitlines()[0]
     delimiter = mapping.delimiter or max((",", ";", "\t", "|"), key=first.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows: list[tuple[int, list[str]]] = []
-    start = 1
     try:
-        for fields in reader:
-            rows.append((start, fields))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise InputError(f"{label}, row {start}: not well-formed CSV ({exc})") from None
+        rows = csv_rows(text, delimiter)
+    except CsvSyntaxError as exc:
+        raise InputError(f"{label}, row {exc.line}: not well-formed CSV ({exc.message})") from None
     return label, _frame(rows, label), {"format": "csv", "encoding": enc, "delimiter": delimiter}
 
 

@@ -146,7 +146,25 @@ def _parse_csv(data: bytes, label: str) -> tuple[list[tuple[int, list[str]]] | N
                               f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as 'CSV UTF-8'")]
     if "\x00" in text:
         return None, [Problem(label, None, None, "contains NUL bytes: not a text CSV file; export it as CSV UTF-8")]
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = csv_rows(text)
+    except CsvSyntaxError as exc:
+        return None, [Problem(label, exc.line, None,
+                              f"is not well-formed CSV ({exc.message}); check quotes around values with commas")]
+    return rows, []
+
+
+class CsvSyntaxError(ValueError):
+    """CSV text that cannot be split into rows; ``line`` is where the broken row starts."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(f"line {line}: {message}")
+        self.line, self.message = line, message
+
+
+def csv_rows(text: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """Split CSV text into (line number where the row starts, fields); quoted newlines are kept in a field."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[tuple[int, list[str]]] = []
     start = 1
     try:
@@ -154,9 +172,8 @@ def _parse_csv(data: bytes, label: str) -> tuple[list[tuple[int, list[str]]] | N
             rows.append((start, fields))
             start = reader.line_num + 1
     except csv.Error as exc:
-        return None, [Problem(label, reader.line_num or start, None,
-                              f"is not well-formed CSV ({exc}); check quotes around values with commas")]
-    return rows, []
+        raise CsvSyntaxError(start, str(exc)) from None
+    return rows
 
 
 def _cell_text(value: object) -> str:

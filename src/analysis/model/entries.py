@@ -31,6 +31,7 @@ from statsmodels.tools.sm_exceptions import (
 )
 
 from analysis.errors import ModelError
+from analysis.model.fit import wald  # noqa: F401  (re-exported for the secondary analyses)
 
 STATUSES = ("done", "not_estimable", "failed")
 
@@ -126,18 +127,6 @@ def _converged(result: object) -> bool | None:
         return bool(retvals["converged"])
     conv = getattr(result, "converged", None)
     return None if conv is None else bool(conv)
-
-
-def wald(estimate: float, se: float, alpha: float) -> dict:
-    """Normal-approximation estimate, se, CI and two-sided p as floats (NaN when se is unusable)."""
-    from scipy import stats
-
-    z = stats.norm.ppf(1 - alpha / 2)
-    if not (np.isfinite(se) and se > 0):
-        return dict(estimate=float(estimate), se=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
-                    p_value=float("nan"))
-    return dict(estimate=float(estimate), se=float(se), ci_low=float(estimate - z * se),
-                ci_high=float(estimate + z * se), p_value=float(2 * stats.norm.sf(abs(estimate / se))))
 
 
 def term_name(names: list[str] | pd.Index, *factors: str) -> str:

@@ -311,7 +311,8 @@ def _re_names(result: MixedLMResults) -> list[str]:
     return ["Intercept" if n == "Group" else str(n) for n in result.model.data.exog_re_names]
 
 
-def _wald(estimate: float, se: float, alpha: float) -> dict:
+def wald(estimate: float, se: float, alpha: float) -> dict:
+    """Normal-approximation estimate, se, CI and two-sided p as floats (NaN when se is unusable)."""
     z = stats.norm.ppf(1 - alpha / 2)
     if not (np.isfinite(se) and se > 0):
         return dict(estimate=float(estimate), se=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
@@ -348,7 +349,7 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
         return out
     res = fit.result
     cov = fixed_effects_cov(fit)
-    out["fixed_effects"] = {name: _wald(res.fe_params[name], np.sqrt(cov.loc[name, name]), alpha)
+    out["fixed_effects"] = {name: wald(res.fe_params[name], np.sqrt(cov.loc[name, name]), alpha)
                             for name in res.fe_params.index}
     cov_re = np.asarray(res.cov_re, dtype=float)
     names = _re_names(res)
@@ -386,7 +387,7 @@ def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.0
     w = np.array([float(weights[n]) for n in names])
     beta = fit.result.fe_params[names].to_numpy(dtype=float)
     v = cov.loc[names, names].to_numpy()
-    return _wald(float(w @ beta), float(np.sqrt(max(w @ v @ w, 0.0))), alpha)
+    return wald(float(w @ beta), float(np.sqrt(max(w @ v @ w, 0.0))), alpha)
 
 
 def _require(fit: MixedFit) -> None:

@@ -139,6 +139,9 @@ def run_model(params: dict) -> str:
     write_json(out / "metrics.json", metrics(entry))
     for name, table in sorted(tables.items()):
         write_table(out / f"{name}.csv", table)
+    # a table an earlier run wrote but this run did not (its analysis now failed) must not linger for the report
+    for stale in sorted(set(out.glob("*.csv")) - {out / f"{name}.csv" for name in tables}):
+        stale.unlink()
     write_parquet(out / "diagnostics.parquet", diagnostics)
     return summary_line(entry, out, len(secondary))
 

@@ -157,10 +157,19 @@ def metrics(entry: dict) -> dict:
 
 
 def sort_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted (stably) by the text, categorical, boolean and integer columns, in column order."""
-    keys = [c for c in df.columns
-            if not pd.api.types.is_float_dtype(df[c]) and not pd.api.types.is_complex_dtype(df[c])
-            and df[c].map(lambda v: isinstance(v, (dict, list))).sum() == 0]
+    """Rows sorted (stably) by the leading text columns (the group keys), keeping the producer's order within.
+
+    Sorting by later numeric columns would scramble ordered tables (a Kaplan-Meier table sorted by
+    ``at_risk`` is no longer in time order); the producers already give a deterministic order.
+    """
+    keys = []
+    for c in df.columns:
+        if not (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])
+                or isinstance(df[c].dtype, pd.CategoricalDtype)):
+            break
+        if df[c].map(lambda v: isinstance(v, (dict, list))).any():
+            break
+        keys.append(c)
     if not keys or df.empty:
         return df.reset_index(drop=True)
     return df.sort_values(keys, kind="mergesort", na_position="last").reset_index(drop=True)

@@ -281,7 +281,7 @@ def tipping_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dic
         out.update(tipping_delta=None, conclusion="no hip-focused endpoint was imputed: nothing to tip")
     elif not favours_hip:
         out.update(tipping_delta=None,
-                   conclusion="at delta 0 the CI already includes no benefit of hip focus: no conclusion to tip")
+                   conclusion="even with no shift the CI already includes no benefit of hip focus: no conclusion to tip")
     else:
         # the conclusion "hip focus better" changes once the CI reaches 0
         includes = table[(table["ci_high"] >= 0)] if measure.lower_is_better else table[(table["ci_low"] <= 0)]

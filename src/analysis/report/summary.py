@@ -240,5 +240,5 @@ def result_text(key: str, entry: dict) -> str | None:
             return (f"the conclusion changes if missing hip-focused outcomes were {fmt_num(delta, 1)} points worse "
                     "than imputed")
         conclusion = str(entry.get("conclusion") or "")
-        return conclusion if conclusion and not re.search(r"\d", conclusion.replace("delta 0", "")) else None
+        return conclusion if conclusion and not re.search(r"\d", conclusion) else None
     return None

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: report test selfcheck benchmark lab venv clean demo
+.PHONY: report test selfcheck benchmark lab venv clean
 
 venv: $(STAMP)
 
@@ -30,8 +30,9 @@ test: $(STAMP)
 selfcheck: $(STAMP)
 	$(BIN)/outcomes selfcheck
 
-## Timing of the primary fit at 1k, 5k and 20k clients (not a test).
+## Timings (not tests): validate + join on the demo and 20k clients; the primary fit at 1k, 5k, 20k clients.
 benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_fit.py
 
 lab: $(STAMP)

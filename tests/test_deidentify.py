@@ -378,3 +378,14 @@ def test_cli_deidentify_with_env_key(tmp_path, monkeypatch):
         assert main(["deidentify", str(EXAMPLES / "practice_export.csv"), "--mapping",
                      str(EXAMPLES / "mapping.yaml"), "--out", str(tmp_path / "o2")]) == 0
     assert (tmp_path / "o2" / "clients.csv").read_text() == first
+
+
+def test_example_output_reports_k_anonymity(example_out):
+    out, msg = example_out
+    log = json.loads((out / "deidentify_log.json").read_text())
+    clients = pd.read_csv(out / "clients.csv", dtype=str, keep_default_na=False)
+    k = log["k_anonymity"]
+    sizes = clients.groupby(["clinic_id", "sex", "age_band", "knee"]).size()
+    assert k["k"] == sizes.min() and k["n_classes"] == len(sizes)
+    assert k["n_records_below_threshold"] == sizes[sizes < k["threshold"]].sum()
+    assert f"k = {k['k']}" in msg

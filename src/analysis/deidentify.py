@@ -886,7 +886,7 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
     from analysis import store
     from analysis.params import load_params, section
     from analysis.paths import resolve
-    from analysis.privacy import scan_values
+    from analysis.privacy import k_anonymity, scan_values
 
     params = params or load_params()
     priv = section(params, "privacy")
@@ -935,11 +935,19 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
                            + "; check the mapping (which source column feeds which field); nothing was written")
     for f, info in zip(result.log["files"], read_info):
         f.update(info)
+    # the output is a row-level export: say how well its clients hide among each other
+    k_threshold = int(priv.get("k_threshold", 5))
+    kanon = k_anonymity(result.tables["clients"], threshold=k_threshold)
+    result.log["k_anonymity"] = dict(kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"],
+                                     threshold=k_threshold)
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
     lg = result.log
+    small = (f" ({kanon['n_records_below_threshold']} client(s) in classes smaller than {k_threshold}: "
+             "keep these tables inside the clinic)") if kanon["n_below_threshold"] else ""
     return (f"de-identified {lg['rows_in']} row(s) from {len(exports)} file(s): {lg['clients']} clients, "
             f"{lg['sessions']} sessions, {lg['measurements']} measurements -> {out} "
             f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
+            f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
             f"Next: outcomes validate --input {out}")

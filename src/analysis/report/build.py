@@ -306,8 +306,15 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
     min_cell = int(c["r"].get("min_cell", 5))
     therapist_html = build_therapist(inp, c)
     peer_html, peer_figs = build_peer(inp, c, min_cell)
-    d = inp.dataset.assign(group=c["group"])
-    n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()
+    # pooled analyses need the clients actually analysed per group (the primary model's), not everyone
+    # whose first session had that focus
+    analysed = (inp.results.get("primary") or {}).get("n_clients_by_group") or {}
+    labels = {"hip_focused": "hip-focused", "comparator": "knee-focused"}
+    if analysed:
+        n_by_group = pd.Series({labels.get(k, k): v for k, v in analysed.items()}).sort_index()
+    else:
+        d = inp.dataset.assign(group=c["group"])
+        n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()
     clinic = str(inp.dataset["clinic_id"].iloc[0]) if len(inp.dataset) else "unknown"
     findings = fnd.build_findings(
         inp.results, clinic_id=clinic, period=_period(inp.dataset),

@@ -61,6 +61,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# The params sections that shape the reports; generator, self-check and de-identification settings do not.
+ANALYSIS_SECTIONS = ("data", "validate", "join", "model", "report")
+
+
+def analysis_params(params: dict) -> dict:
+    """The params that produced the reports (what provenance records and the params hash covers)."""
+    return {k: params[k] for k in ANALYSIS_SECTIONS if k in params}
+
+
 def params_hash(params: dict) -> str:
     """SHA-256 of the params as canonical JSON (sorted keys), independent of YAML layout."""
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
@@ -144,6 +153,6 @@ def collect(params: dict, root: Path, inputs: Iterable[Path]) -> Provenance:
         lock_sha256=sha256_file(lock) if lock.is_file() else None,
         inputs=input_files(inputs, root),
         packages=package_versions(),
-        params_sha256=params_hash(params),
-        params_yaml=params_text(params),
+        params_sha256=params_hash(analysis_params(params)),
+        params_yaml=params_text(analysis_params(params)),
     )

@@ -8,7 +8,17 @@ clinic is (:func:`analysis.model.prepare.primary_data`,
 
 - ``effect``: the demo's true slope difference (params ``simulate.hip_slope_effect``)
   -> bias, empirical SE vs mean model SE, 95% CI coverage, power;
-- ``null``: no true difference -> type-I error (and coverage under the null).
+- ``no_effect``: a strict null -- no average difference *and* no chronicity
+  moderation (``simulate.chronicity_moderation`` set to 0), so the hip effect
+  is exactly 0 for every client and the rejection rate is a type-I error in
+  the plain sense -> type-I error and coverage under the null. (With the
+  moderation kept, the effect would vary around an average of 0 with symptom
+  duration.) The label is not ``null`` because pandas reads that word in a CSV
+  as a missing value.
+
+Each scenario's summary carries a plain-language ``interpretation``: every
+operating characteristic is compared with its target using the Monte Carlo
+error of the run (a departure is flagged beyond 2 Monte Carlo SEs).
 
 The target is the declared estimand, ``true_change_difference_week6`` (=
 primary_week x true slope difference, on the latent scale). NPRS is recorded
@@ -36,15 +46,18 @@ from analysis.paths import resolve
 from analysis.store import write_bytes, write_csv, write_json
 
 RUN_COLUMNS = [
-    "scenario", "clinic", "seed", "true_slope_difference", "truth", "truth_recorded", "status", "estimate", "se",
-    "ci_low", "ci_high", "p_value", "slope_estimate", "slope_se", "covered", "covered_recorded", "rejected",
-    "n_clients", "seconds",
+    "scenario", "clinic", "seed", "true_slope_difference", "chronicity_moderation", "truth", "truth_recorded",
+    "status", "estimate", "se", "ci_low", "ci_high", "p_value", "slope_estimate", "slope_se", "covered",
+    "covered_recorded", "rejected", "n_clients", "seconds",
 ]
 SUMMARY_COLUMNS = [
     "scenario", "true_slope_difference", "truth", "n_clinics", "n_fitted", "n_failed", "n_fallback",
-    "mean_estimate", "bias", "bias_mcse", "bias_recorded", "empirical_se", "mean_model_se", "se_ratio", "coverage",
-    "coverage_mcse", "coverage_recorded", "rejection_rate", "rejection_meaning",
+    "mean_estimate", "bias", "bias_mcse", "bias_recorded", "empirical_se", "mean_model_se", "se_ratio",
+    "se_ratio_mcse", "coverage", "coverage_mcse", "coverage_recorded", "rejection_rate", "rejection_meaning",
+    "interpretation",
 ]
+#: a departure from the target is reported when it exceeds this many Monte Carlo SEs
+MC_FLAG = 2.0
 
 
 def clinic_seeds(seed: int, n_clinics: int) -> list[int]:
@@ -60,6 +73,7 @@ def simulation_study(
     cfg: dict,
     *,
     scenario: str = "effect",
+    moderation: float | None = None,
     progress: Callable[[], None] | None = None,
 ) -> pd.DataFrame:
     """Simulate ``n_clinics`` clinics with a true slope difference ``effect`` and analyse each one.
@@ -71,12 +85,15 @@ def simulation_study(
     seed : master seed; clinic ``k`` uses the ``k``-th of :func:`clinic_seeds`.
     cfg : the whole params dict (sections ``simulate`` and ``model`` are used).
     scenario : label written in the ``scenario`` column.
+    moderation : overrides ``simulate.chronicity_moderation`` (None = as in
+        params); 0 with ``effect=0`` gives a strict null.
     progress : called once per clinic (for a progress bar).
 
     Returns
     -------
     DataFrame with :data:`RUN_COLUMNS`, one row per clinic: ``truth`` (the
     declared estimand: change difference at the primary week),
+    ``chronicity_moderation`` (as simulated),
     ``truth_recorded`` (expected on the recorded 0-10 scale), the fit's
     ``status``, headline ``estimate``/``se``/``ci_low``/``ci_high``/``p_value``
     (NaN when the fit failed), ``slope_estimate``/``slope_se``, ``covered``,
@@ -86,6 +103,9 @@ def simulation_study(
     from analysis.simulate import simulate_clinic
 
     sim_cfg, model_cfg = section(cfg, "simulate"), section(cfg, "model")
+    if moderation is not None:
+        sim_cfg = {**sim_cfg, "chronicity_moderation": float(moderation)}
+    mod = float(sim_cfg["chronicity_moderation"])
     alpha = float(model_cfg.get("alpha", 0.05))
     week = float(model_cfg["primary_week"])
     rows = []
@@ -102,7 +122,8 @@ def simulation_study(
         fitted = est is not None
         sd = entry.get("slope_difference") or {}
         rows.append(dict(
-            scenario=scenario, clinic=k + 1, seed=clinic_seed, true_slope_difference=float(effect), truth=truth,
+            scenario=scenario, clinic=k + 1, seed=clinic_seed, true_slope_difference=float(effect),
+            chronicity_moderation=mod, truth=truth,
             truth_recorded=recorded, status=entry["status"],
             estimate=est if fitted else np.nan, se=entry["se"] if fitted else np.nan,
             ci_low=entry["ci_low"] if fitted else np.nan, ci_high=entry["ci_high"] if fitted else np.nan,
@@ -118,7 +139,7 @@ def simulation_study(
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+def summarise(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Operating characteristics per scenario.
 
     Returns
@@ -127,9 +148,12 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     clinics, fitted, failed and fallback fits; ``bias`` (mean estimate - truth)
     with its Monte Carlo SE, ``bias_recorded``, ``empirical_se`` (SD of the
     estimates), ``mean_model_se``, ``se_ratio`` (mean model SE / empirical SE;
-    ~1 if the SEs are honest), ``coverage`` of the 95% CI with its Monte Carlo
-    SE, ``coverage_recorded``, and ``rejection_rate`` (type-I error when the
-    true effect is 0, power otherwise).
+    ~1 if the SEs are honest) with its Monte Carlo SE ``se_ratio_mcse``
+    (normal approximation for the SD of the estimates), ``coverage`` of the
+    95% CI with its Monte Carlo SE, ``coverage_recorded``, ``rejection_rate``
+    (type-I error when the true effect is 0, power otherwise),
+    ``rejection_meaning`` and ``interpretation`` (plain language, from
+    :func:`interpret`).
     """
     out = []
     for scenario, g in runs.groupby("scenario", sort=True):
@@ -154,7 +178,67 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             rejection_rate=float(ok["rejected"].mean()) if n else np.nan,
             rejection_meaning="type-I error" if effect == 0 else "power",
         ))
+        r = out[-1]
+        r["se_ratio_mcse"] = r["se_ratio"] / np.sqrt(2 * (n - 1)) if n > 1 else np.nan
+        r["interpretation"] = interpret(r, alpha)
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+def interpret(r: dict, alpha: float = 0.05) -> str:
+    """One plain-language line: each operating characteristic against its target, within Monte Carlo error?
+
+    ``r`` is one summary row (keys of :data:`SUMMARY_COLUMNS` except
+    ``interpretation``). Coverage and type-I error are judged against their
+    nominal values with the Monte Carlo SE *at* the nominal value
+    (``sqrt(p (1 - p) / n)``), the test a correct method would pass; a
+    departure beyond :data:`MC_FLAG` Monte Carlo SEs is spelled out.
+
+    Returns
+    -------
+    str, e.g. ``'no detectable bias (+0.010, MCSE 0.025); model SEs match the
+    empirical SE within MC error (ratio 1.02, MCSE 0.05); coverage 94.5%
+    within MC error of 95%; type-I error 5.5% within MC error of 5%'``.
+    """
+    n = int(r["n_fitted"])
+    if n < 2:
+        return f"too few fitted clinics ({n}) to judge the estimator"
+    parts = []
+    bias, mcse = float(r["bias"]), float(r["bias_mcse"])
+    if abs(bias) <= MC_FLAG * mcse:
+        parts.append(f"no detectable bias ({bias:+.3f}, MCSE {mcse:.3f})")
+    else:
+        text = f"bias {bias:+.3f} ({abs(bias) / mcse:.1f} MCSE)"
+        rec = float(r["bias_recorded"])
+        if np.isfinite(rec) and abs(rec) <= MC_FLAG * mcse:
+            # Rounding to whole points and the floor at 0 shrink the observable difference.
+            text += f", explained by recording whole points 0-10 (bias vs recorded-scale truth {rec:+.3f})"
+        parts.append(text)
+    ratio, rmcse = float(r["se_ratio"]), float(r["se_ratio_mcse"])
+    if abs(ratio - 1) <= MC_FLAG * rmcse:
+        parts.append(f"model SEs match the empirical SE within MC error (ratio {ratio:.2f}, MCSE {rmcse:.2f})")
+    else:
+        way = "too small" if ratio < 1 else "too large"
+        parts.append(f"model SEs {way} by {abs(1 - ratio):.0%} (ratio {ratio:.2f}, MCSE {rmcse:.2f})")
+    level = 1 - alpha
+    cov, cmcse = float(r["coverage"]), float(np.sqrt(level * alpha / n))
+    if abs(cov - level) <= MC_FLAG * cmcse:
+        parts.append(f"coverage {cov:.1%} within MC error of {level:.0%}")
+    else:
+        way = "below" if cov < level else "above"
+        parts.append(f"coverage {cov:.1%} {way} {level:.0%} beyond MC error (MCSE {cmcse:.1%})")
+    rate = float(r["rejection_rate"])
+    if r["rejection_meaning"] == "type-I error":
+        if abs(rate - alpha) <= MC_FLAG * cmcse:
+            parts.append(f"type-I error {rate:.1%} within MC error of {alpha:.0%}")
+        else:
+            way = "above" if rate > alpha else "below"
+            parts.append(f"type-I error {rate:.1%} {way} {alpha:.0%} beyond MC error (MCSE {cmcse:.1%})")
+    else:
+        pmcse = np.sqrt(rate * (1 - rate) / n)
+        parts.append(f"power {rate:.1%} (MCSE {pmcse:.1%})")
+    if int(r["n_failed"]):
+        parts.append(f"{int(r['n_failed'])} of {int(r['n_clinics'])} fits failed (rates are over fitted clinics)")
+    return "; ".join(parts)
 
 
 def selfcheck_figure(runs: pd.DataFrame) -> bytes:
@@ -191,7 +275,8 @@ def selfcheck_figure(runs: pd.DataFrame) -> bytes:
 
 
 def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None = None) -> str:
-    """I/O edge: run both scenarios with a progress bar; write selfcheck.csv, selfcheck.json, selfcheck.png.
+    """I/O edge: run both scenarios with a progress bar; write selfcheck.csv (one row per clinic),
+    selfcheck_summary.csv (one row per scenario, with its interpretation), selfcheck.json, selfcheck.png.
 
     Returns
     -------
@@ -204,25 +289,34 @@ def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None =
     seed = int(sc["seed"] if seed is None else seed)
     n_clients = int(sc["n_clients"])
     effect = float(section(params, "simulate")["hip_slope_effect"])
-    scenarios = [("effect", effect, seed), ("null", 0.0, seed + 1)]
+    alpha = float(section(params, "model").get("alpha", 0.05))
+    # The null is strict: with the moderation kept, the effect would still vary with symptom duration.
+    scenarios = [("effect", effect, seed, None), ("no_effect", 0.0, seed + 1, 0.0)]
     t0 = time.perf_counter()
     parts = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        for name, eff, s in scenarios:
+        for name, eff, s, mod in scenarios:
             task = bar.add_task(f"self-check: {name} (slope difference {eff:g})", total=n_clinics)
-            parts.append(simulation_study(n_clinics, n_clients, eff, s, params, scenario=name,
+            parts.append(simulation_study(n_clinics, n_clients, eff, s, params, scenario=name, moderation=mod,
                                           progress=lambda t=task: bar.advance(t)))
     runs = pd.concat(parts, ignore_index=True)
-    summary = summarise(runs)
+    summary = summarise(runs, alpha)
     out = resolve(sc["out_dir"])
     write_csv(out / "selfcheck.csv", runs.drop(columns="seconds"))  # timings vary run to run
+    write_csv(out / "selfcheck_summary.csv", summary)
     write_json(out / "selfcheck.json", {
         "settings": {"n_clinics": n_clinics, "n_clients": n_clients, "seed": seed, "effect": effect,
-                     "null_seed": seed + 1, "primary_week": float(section(params, "model")["primary_week"])},
+                     "chronicity_moderation": float(section(params, "simulate")["chronicity_moderation"]),
+                     "no_effect_seed": seed + 1, "no_effect_chronicity_moderation": 0.0,
+                     "primary_week": float(section(params, "model")["primary_week"]), "alpha": alpha,
+                     "mc_flag": MC_FLAG},
+        "interpretation": {r.scenario: r.interpretation for r in summary.itertuples()},
         "summary": summary.to_dict(orient="records"),
         "note": ("rates are over fitted clinics; n_failed clinics gave no trustworthy fit and are counted, "
                  "not dropped; truth = primary_week x true slope difference (latent scale); bias_recorded is "
-                 "against the expected difference on the recorded (rounded, 0-10) scale"),
+                 "against the expected difference on the recorded (rounded, 0-10) scale; the no_effect scenario "
+                 "is a strict null (no average effect and no chronicity moderation); a characteristic is flagged "
+                 "when it departs from its target by more than mc_flag Monte Carlo SEs"),
     })
     write_bytes(out / "selfcheck.png", selfcheck_figure(runs))
     lines = [f"self-check: {n_clinics} clinics x {n_clients} clients per scenario, "
@@ -232,4 +326,5 @@ def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None =
             f"  {r.scenario}: truth {r.truth:.3f}, bias {r.bias:+.3f} (MCSE {r.bias_mcse:.3f}), "
             f"empirical SE {r.empirical_se:.3f} vs model SE {r.mean_model_se:.3f}, coverage {r.coverage:.1%}, "
             f"{r.rejection_meaning} {r.rejection_rate:.1%}; failed fits {r.n_failed}, fallbacks {r.n_fallback}")
+        lines.append(f"    -> {r.interpretation}")
     return "\n".join(lines)

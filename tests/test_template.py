@@ -54,3 +54,13 @@ def test_blank_templates_load_as_header_only(tmp_path):
     inputs = load_inputs(tmp_path / "tpl")
     # the CSVs are read first; each is a valid header with no data rows yet
     assert [p.rule for p in inputs.problems] == ["has a header but no data rows"] * 3
+
+
+def test_committed_templates_are_current(tmp_path):
+    """data/templates/ (committed for users to copy) is exactly what `outcomes template` writes today."""
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "data" / "templates"
+    for path in run_template(tmp_path / "now", PARAMS):
+        assert (committed / path.name).read_bytes() == path.read_bytes(), (
+            f"data/templates/{path.name} is stale: run `outcomes template --out data/templates`")

@@ -238,7 +238,7 @@ class Measure:
         return self.direction == "lower_is_better"
 
     def improvement(self, baseline: float, value: float) -> float:
-        """Improvement from baseline in points, positive = better."""
+        """Improvement from baseline in points, positive = better (scalars or pandas Series)."""
         return (baseline - value) if self.lower_is_better else (value - baseline)
 
 

@@ -90,7 +90,6 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
     notes = list(pdata.notes)
     excluded_counts = (pdata.excluded["reason"].value_counts().sort_index().to_dict()
                        if not pdata.excluded.empty else {})
-    per_client = pdata.data.drop_duplicates(GROUPS)
     entry = {
         "estimand": (f"difference (hip-focused minus knee-focused first session) in the model-estimated change "
                      f"in {cfg['measure']} ({cfg['timing']}) from the first session to week {week0:g}, "
@@ -101,9 +100,8 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
         "planned_re_formula": RE_FORMULA, "groups": GROUPS, "method": "REML",
         "estimate": None, "se": None, "ci_low": None, "ci_high": None, "p_value": None,
         "slope_difference": None, "change_by_group": None,
-        "n_clients": int(per_client.shape[0]),
-        "n_clients_by_group": {"hip_focused": int((per_client["hip"] == 1).sum()),
-                               "comparator": int((per_client["hip"] == 0).sum())},
+        "n_clients": pdata.n_clients,
+        "n_clients_by_group": pdata.n_clients_by_group(),
         "n_observations": int(len(pdata.data)),
         "converged": fit.converged, "optimizer": fit.optimizer, "status": fit.status, "reason": fit.reason,
         "checks": fit.checks, "attempts": fit.attempts,

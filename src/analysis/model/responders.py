@@ -33,7 +33,7 @@ def is_responder(baseline: pd.Series, value: pd.Series, measure: Measure) -> pd.
     if measure.mcid_points is None and measure.mcid_percent is None:
         raise NotEstimable(f"{measure.key} has no MCID in config/measures.yaml")
     base = baseline.astype(float)
-    improvement = (base - value) if measure.lower_is_better else (value - base)
+    improvement = measure.improvement(base, value)
     hit = pd.Series(False, index=value.index)
     if measure.mcid_points is not None:
         hit |= improvement >= measure.mcid_points - 1e-9

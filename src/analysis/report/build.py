@@ -309,9 +309,8 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
     # pooled analyses need the clients actually analysed per group (the primary model's), not everyone
     # whose first session had that focus
     analysed = (inp.results.get("primary") or {}).get("n_clients_by_group") or {}
-    labels = {"hip_focused": "hip-focused", "comparator": "knee-focused"}
     if analysed:
-        n_by_group = pd.Series({labels.get(k, k): v for k, v in analysed.items()}).sort_index()
+        n_by_group = pd.Series({fg.group_label(k): v for k, v in analysed.items()}).sort_index()
     else:
         d = inp.dataset.assign(group=c["group"])
         n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()

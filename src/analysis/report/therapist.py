@@ -90,7 +90,7 @@ def not_improving(progress: pd.DataFrame, measure: Measure, min_sessions: int, m
         weeks = float(d["week"].max())
         if sessions < min_sessions and weeks < min_weeks:
             continue
-        improvement = (base - later["value"]) if measure.lower_is_better else (later["value"] - base)
+        improvement = measure.improvement(base, later["value"])
         best = float(improvement.max()) if len(improvement) else math.nan
         needed = mcid_needed(measure, base)
         if math.isfinite(best) and best >= needed - 1e-9:

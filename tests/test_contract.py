@@ -108,3 +108,17 @@ def test_data_dictionary_lists_every_column(registry):
             assert f"| {c.name} |" in text
     for key in registry.keys:
         assert f"| {key} |" in text
+
+
+def test_mcid_needed_is_the_smaller_of_points_and_percent(registry):
+    import math
+
+    import pandas as pd
+
+    pain = registry["knee_pain_nprs"]  # 2 points or 30%
+    assert pain.mcid_needed(5) == pytest.approx(1.5)
+    assert pain.mcid_needed(8) == pytest.approx(2.0)
+    assert pain.mcid_needed(0) == pytest.approx(2.0)  # percent undefined at 0: points only
+    assert math.isnan(registry["hip_ir_left_deg"].mcid_needed(30))  # no MCID
+    series = pain.mcid_needed(pd.Series([5.0, 0.0], index=[7, 9]))
+    assert series.index.tolist() == [7, 9] and series.tolist() == pytest.approx([1.5, 2.0])

@@ -99,3 +99,10 @@ def test_followup_window_respected(tiny):
     flow = exclusion_flow(ds, *tiny, FlowConfig(followup_weeks=0.5))
     # no client has a follow-up within half a week except B (same-day second session)
     assert flow.set_index("step").filter(like="follow-up", axis=0).clients.iloc[0] == 1
+
+
+def test_cumulative_hip_sessions_follow_the_exposure_definition(tiny):
+    # a clinic that counts only pure 'hip' sessions as hip-focused
+    ds = build_analysis_dataset(*tiny, hip_foci=("hip",))
+    a = ds[(ds.client_id == "A") & (ds.measure == "knee_pain_nprs") & (ds.timing == "pre")]
+    assert a.cum_hip_sessions.tolist() == [1, 1, 1]

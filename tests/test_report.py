@@ -239,3 +239,28 @@ def test_fallback_fit_is_reported_as_such():
     assert "improved by 1.0 more" in text and "random intercept only" in text
     failed = summary.primary_sentence({"status": "failed", "reason": "did not converge"}, pain, 6)
     assert "could not be estimated" in failed and "did not converge" in failed and "−" not in failed
+
+
+def test_findings_hide_the_other_group_when_one_is_small():
+    jsonschema = pytest.importorskip("jsonschema")
+    results = {"primary": {"status": "ok", "estimate": -1.0, "se": 0.5, "ci_low": -2.0, "ci_high": 0.0,
+                           "p_value": 0.05, "n_clients": 23, "n_observations": 120, "converged": True},
+               "secondary": {}}
+    bundle = findings.build_findings(results, clinic_id="clinic-1", period=("2024-01", "2024-06"),
+                                     n_by_group={"hip-focused": 19, "knee-focused": 4}, params={"model": {}},
+                                     params_sha256="0" * 64, packages={"pandas": "x"}, code_version="v0",
+                                     min_cell=5)
+    # 23 - 19 would give the suppressed 4 away: both groups are hidden
+    assert bundle["n_clients_by_group"] == {"hip-focused": "*", "knee-focused": "<5"}
+    jsonschema.validate(bundle, findings.schema())
+
+
+def test_peer_medians_withheld_for_small_groups():
+    from analysis.report import peer
+
+    clients = pd.DataFrame({"group": ["hip-focused"] * 2 + ["knee-focused"] * 6,
+                            "symptom_weeks": [3, 900, 10, 12, 14, 16, 18, 20],
+                            "sitting_hours": [1.0, 2.0, 5, 6, 7, 8, 9, 10]})
+    summary = peer.continuous_summary(clients, 5).set_index(["variable", "group"])
+    assert math.isnan(summary.loc[("symptom_weeks", "hip-focused"), "median"])  # two clients: no quartiles
+    assert summary.loc[("symptom_weeks", "knee-focused"), "median"] == 15

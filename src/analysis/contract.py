@@ -237,6 +237,29 @@ class Measure:
     def lower_is_better(self) -> bool:
         return self.direction == "lower_is_better"
 
+    def mcid_needed(self, baseline):
+        """Improvement (points) that counts as clinically important from ``baseline``.
+
+        Either MCID in the registry reached counts, so the smaller of the points
+        and the percent of baseline is what is needed. The percent is undefined
+        at a baseline of 0 (then only points count); NaN when the measure has no
+        MCID. Takes a scalar or a pandas Series (returned with the same index).
+        """
+        import numpy as np
+        import pandas as pd
+
+        base = np.abs(np.asarray(baseline, dtype=float))
+        need = np.full(base.shape, np.inf)
+        if self.mcid_points:
+            need = np.minimum(need, self.mcid_points)
+        if self.mcid_percent:
+            usable = np.isfinite(base) & (base > 0)
+            need = np.minimum(need, np.where(usable, base * self.mcid_percent / 100.0, np.inf))
+        need = np.where(np.isinf(need), np.nan, need)
+        if isinstance(baseline, pd.Series):
+            return pd.Series(need, index=baseline.index)
+        return float(need)
+
     def improvement(self, baseline: float, value: float) -> float:
         """Improvement from baseline in points, positive = better (scalars or pandas Series)."""
         return (baseline - value) if self.lower_is_better else (value - baseline)

@@ -54,7 +54,7 @@ class FlowConfig:
     comparator: tuple[str, ...] = ("knee",)
 
 
-def session_timeline(sessions: pd.DataFrame) -> pd.DataFrame:
+def session_timeline(sessions: pd.DataFrame, hip_foci: tuple[str, ...] = HIP_FOCI) -> pd.DataFrame:
     """Per-session derived columns, one row per session.
 
     Sessions are ordered within client by date, then session_id, so clients
@@ -64,14 +64,14 @@ def session_timeline(sessions: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame with the session columns plus ``session_number`` (1-based),
     ``n_sessions``, ``days_since_first``, ``weeks_since_first``,
-    ``baseline_focus`` and ``cum_hip_sessions`` (hip or hip_and_knee sessions up
-    to and including this one).
+    ``baseline_focus`` and ``cum_hip_sessions`` (sessions with a focus in
+    ``hip_foci`` -- params ``model.exposure.hip_focused`` -- up to and including this one).
     """
     s = sessions.sort_values(["client_id", "session_date", "session_id"], kind="mergesort").reset_index(drop=True)
     by_client = s.groupby("client_id", sort=False)
     first_date = by_client["session_date"].transform("min")
     days = (s["session_date"] - first_date).dt.days.astype("int64")
-    is_hip = s["focus"].isin(HIP_FOCI).astype("int64")
+    is_hip = s["focus"].isin(hip_foci).astype("int64")
     return s.assign(
         session_number=by_client.cumcount().astype("int64") + 1,
         n_sessions=by_client["session_id"].transform("size").astype("int64"),
@@ -83,13 +83,15 @@ def session_timeline(sessions: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_analysis_dataset(
-    clients: pd.DataFrame, sessions: pd.DataFrame, measurements: pd.DataFrame
+    clients: pd.DataFrame, sessions: pd.DataFrame, measurements: pd.DataFrame,
+    hip_foci: tuple[str, ...] = HIP_FOCI,
 ) -> pd.DataFrame:
     """Join the typed contract tables into the long analysis dataset.
 
     Parameters
     ----------
     clients, sessions, measurements : typed, validated contract tables.
+    hip_foci : session foci that count as hip-focused (params ``model.exposure.hip_focused``).
 
     Returns
     -------
@@ -106,7 +108,7 @@ def build_analysis_dataset(
     >>> c = simulate_clinic(cfg, seed=1)                  # doctest: +SKIP
     >>> build_analysis_dataset(c.clients, c.sessions, c.measurements).head()  # doctest: +SKIP
     """
-    timeline = session_timeline(sessions)
+    timeline = session_timeline(sessions, hip_foci)
     m = measurements.merge(
         timeline, on="session_id", how="left", validate="many_to_one", indicator=True
     )
@@ -251,10 +253,12 @@ def run_join(params: dict, input_dir: Path | None = None) -> str:
     j = section(params, "join")
     interim = resolve(input_dir) if input_dir else resolve(v["out_dir"])
     tables = read_valid_tables(interim)
-    dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"])
+    config = flow_config(params)
+    dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"],
+                                     config.hip_focused)
     received = _received_counts(resolve(v["report_dir"]) / "validation.json")
     flow = exclusion_flow(dataset, tables["clients"], tables["sessions"], tables["measurements"],
-                          flow_config(params), received)
+                          config, received)
     out, flow_path = resolve(j["out"]), resolve(j["flow"])
     write_parquet(out, dataset)
     write_csv(flow_path, flow)

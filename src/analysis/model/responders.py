@@ -34,13 +34,9 @@ def is_responder(baseline: pd.Series, value: pd.Series, measure: Measure) -> pd.
         raise NotEstimable(f"{measure.key} has no MCID in config/measures.yaml")
     base = baseline.astype(float)
     improvement = measure.improvement(base, value)
-    hit = pd.Series(False, index=value.index)
-    if measure.mcid_points is not None:
-        hit |= improvement >= measure.mcid_points - 1e-9
-    if measure.mcid_percent is not None:
-        pct = 100.0 * improvement / base.abs().where(base != 0)
-        hit |= (pct >= measure.mcid_percent - 1e-9).fillna(False)
-    return hit.astype("int64")
+    # the same rule as the therapist's report: reaching the smaller of the two MCIDs is reaching either
+    needed = measure.mcid_needed(base)
+    return (improvement >= needed - 1e-9).fillna(False).astype("int64")
 
 
 def nnt(rd: float, ci_low: float, ci_high: float) -> dict:

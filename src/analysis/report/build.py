@@ -277,7 +277,7 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
                                                        "techniques", "minutes"]]
     tidier = pr.intervention_description(sessions, min_cell)
     steps, group_boxes = pr.peer_flow(inp.flow, min_cell)
-    cont = pr.continuous_summary(clients)
+    cont = pr.continuous_summary(clients, min_cell)
     cont["missing"] = [suppress_count(v, min_cell) for v in cont.pop("n_missing")]
     secondary = [dict(s, reason=sm.peer_text(s["reason"]),
                       result=s["result"] if s["result"] != s["reason"] else sm.peer_text(s["result"]))

@@ -19,7 +19,7 @@ from typing import Any
 from analysis.privacy import suppress_count
 from analysis.report.summary import headline, peer_text, primary_ok
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 SECONDARY_KEYS = ("gee", "iptw", "multiple_imputation", "tipping_point", "responders", "chronicity",
                   "mediation", "time_to_improvement", "dose_response", "immediate_effect")
@@ -101,6 +101,10 @@ def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_
             entry["e_value"] = _num(s["e_value"])
         secondary[key] = entry
     groups = {str(g): _count(n, min_cell) for g, n in sorted(n_by_group.items())}
+    if any(isinstance(v, str) for v in groups.values()):
+        # the total (primary.n_clients) is shown, so one hidden group could be found by subtraction:
+        # hide the other groups too ("*": hidden only to protect a small count)
+        groups = {g: (v if isinstance(v, str) or v is None else "*") for g, v in groups.items()}
     return {
         "schema_version": SCHEMA_VERSION,
         "clinic_id": str(clinic_id),

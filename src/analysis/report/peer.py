@@ -120,8 +120,11 @@ def baseline_table(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     return out[["variable", "level", *groups, "total"]]
 
 
-def continuous_summary(clients: pd.DataFrame) -> pd.DataFrame:
+def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     """Median (IQR) of symptom weeks and sitting hours by group.
+
+    A group of fewer than ``min_cell`` clients gets no quartiles: with one or
+    two clients they would be the clients' own values.
 
     Returns
     -------
@@ -131,7 +134,8 @@ def continuous_summary(clients: pd.DataFrame) -> pd.DataFrame:
     for var in ("symptom_weeks", "sitting_hours"):
         for g, d in clients.groupby("group", sort=True):
             v = d[var].astype(float)
-            q = v.quantile([0.25, 0.5, 0.75]) if v.notna().any() else pd.Series([np.nan] * 3, index=[0.25, .5, .75])
+            q = (v.quantile([0.25, 0.5, 0.75]) if v.notna().sum() >= min_cell
+                 else pd.Series([np.nan] * 3, index=[0.25, .5, .75]))
             rows.append(dict(variable=var, group=g, median=q[0.5], q1=q[0.25], q3=q[0.75],
                              n_missing=int(v.isna().sum())))
     return pd.DataFrame(rows)
@@ -176,17 +180,18 @@ def intervention_description(sessions: pd.DataFrame, min_cell: int) -> dict:
         n_sessions=n,
         techniques=tech_df.drop(columns="n_sessions"),
         focus=focus_df.drop(columns="n_sessions"),
-        minutes=_quartiles(s, "minutes"),
-        sessions_per_client=_quartiles(per_client, "n"),
-        spacing_days=_quartiles(gaps, "gap"),
+        minutes=_quartiles(s, "minutes", min_cell),
+        sessions_per_client=_quartiles(per_client, "n", min_cell),
+        spacing_days=_quartiles(gaps, "gap", min_cell),
     )
 
 
-def _quartiles(df: pd.DataFrame, col: str) -> dict[str, dict[str, float]]:
+def _quartiles(df: pd.DataFrame, col: str, min_cell: int) -> dict[str, dict[str, float]]:
+    """Median and quartiles of ``col`` overall and by group; none for fewer than ``min_cell`` clients."""
     out = {}
     for g, d in [("all", df), *sorted(df.groupby("group", sort=True), key=lambda x: str(x[0]))]:
         v = d[col].astype(float)
         out[str(g)] = ({"median": float(v.median()), "q1": float(v.quantile(0.25)),
-                        "q3": float(v.quantile(0.75))} if len(v) else
+                        "q3": float(v.quantile(0.75))} if d["client_id"].nunique() >= min_cell else
                        {"median": math.nan, "q1": math.nan, "q3": math.nan})
     return out

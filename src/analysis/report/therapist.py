@@ -45,17 +45,8 @@ def client_progress(dataset: pd.DataFrame, measure: str, timing: str, group: pd.
 
 
 def mcid_needed(measure: Measure, baseline: float) -> float:
-    """Improvement (points) that counts as clinically important from ``baseline``.
-
-    Either MCID in the registry reached counts (points or percent of baseline),
-    so the smaller of the two is what is needed; NaN when the measure has none.
-    """
-    options = []
-    if measure.mcid_points:
-        options.append(measure.mcid_points)
-    if measure.mcid_percent and math.isfinite(baseline):
-        options.append(abs(baseline) * measure.mcid_percent / 100.0)
-    return min(options) if options else math.nan
+    """Improvement (points) that counts as clinically important from ``baseline`` (see Measure.mcid_needed)."""
+    return measure.mcid_needed(baseline)
 
 
 def not_improving(progress: pd.DataFrame, measure: Measure, min_sessions: int, min_weeks: float) -> pd.DataFrame:

@@ -345,7 +345,8 @@ def validation_json(result: ValidationResult, input_dir: str) -> dict[str, Any]:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+table{border-collapse:collapse;margin:1em 0;width:100%}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}td code{overflow-wrap:anywhere}
 th{background:#f3f3f3}.ok{color:#1a7f37}.bad{color:#b42318;font-weight:bold}.warn{color:#9a6700}
 .status{font-size:1.2em}code{background:#f6f6f6;padding:0 .2em}"""
 

@@ -269,6 +269,10 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
     """The peer report HTML (aggregate only) and its figures."""
     d = inp.dataset.assign(group=c["group"])
     analysed = d[d["group"] != "other"]
+    if inp.diagnostics is not None and len(inp.diagnostics):
+        # describe the clients the primary model analysed (as the flow diagram counts them), not everyone
+        # whose first session had a group's focus
+        analysed = analysed[analysed["client_id"].isin(inp.diagnostics["client_id"])]
     clients = analysed.drop_duplicates("client_id").sort_values("client_id")
     n_by_group = clients["group"].value_counts().sort_index()
     groups_ok = bool(len(n_by_group) == 2 and (n_by_group >= min_cell).all())

@@ -37,6 +37,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from analysis.report.text import fmt_num, fmt_p  # noqa: E402,F401  (template filters)
+
 SVG_HASHSALT = "hip-knee"
 FONT_FAMILY = "DejaVu Sans"
 
@@ -146,33 +148,6 @@ def render(template: str, context: dict[str, Any]) -> str:
     """Render one template with the CSS available as ``css``."""
     env = environment()
     return env.get_template(template).render(css=stylesheet(), **context)
-
-
-def fmt_num(value: Any, digits: int = 2) -> str:
-    """A number for people: fixed decimals, a real minus sign, '—' for missing."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—" if value in (None, "") else str(value)
-    if v != v:  # NaN
-        return "—"
-    text = f"{v:.{digits}f}"
-    if text.startswith("-"):
-        text = "−" + text[1:]
-        if float(text[1:]) == 0:
-            text = text[1:]
-    return text
-
-
-def fmt_p(value: Any) -> str:
-    """A p-value: '<0.001' below that, else three decimals."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if v != v:
-        return "—"
-    return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
 def html_to_pdf(html: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.contract import Measure
-from analysis.report.render import fmt_num
+from analysis.report.text import fmt_num
 
 # Sensitivity analyses shown beside the primary estimate, in display order.
 SENSITIVITY = (

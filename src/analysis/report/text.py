@@ -1,0 +1,33 @@
+"""Numbers as people read them. Text only: no plotting or templating imports, so the
+summary and findings code that needs these does not load matplotlib."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt_num(value: Any, digits: int = 2) -> str:
+    """A number for people: fixed decimals, a real minus sign, '—' for missing."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "—" if value in (None, "") else str(value)
+    if v != v:  # NaN
+        return "—"
+    text = f"{v:.{digits}f}"
+    if text.startswith("-"):
+        text = "−" + text[1:]
+        if float(text[1:]) == 0:
+            text = text[1:]
+    return text
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value: '<0.001' below that, else three decimals."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if v != v:
+        return "—"
+    return "<0.001" if v < 0.001 else f"{v:.3f}"

@@ -1,0 +1,143 @@
+"""Setup: data and formulas -> the model's matrices and per-client sufficient statistics.
+
+lme4's ``lFormula`` step. The model is
+
+    y = X beta + Z b + e,   b_i ~ N(0, sigma^2 T T'),   e ~ N(0, sigma^2 I)
+
+with one grouping factor (clients) and ``q`` random-effect columns per group
+(``q = 1`` for a random intercept, ``2`` for intercept and slope). Because the
+penalised least-squares system is block-diagonal by group, every later step
+needs only these per-group cross-products (Bates et al. 2015, JSS 67(1),
+section 3; MixedModels.jl keeps the same blocks):
+
+- ``ZtZ[g]`` (q x q), ``ZtX[g]`` (q x p), ``Zty[g]`` (q), ``n[g]``;
+- the totals ``XtX`` (p x p), ``Xty`` (p), ``yty``, ``n_obs``.
+
+They are built once, in O(observations), with ``np.add.reduceat`` over rows
+sorted by group: no Python loop over clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import patsy
+
+from analysis.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Design:
+    """The model's matrices (rows sorted by group, stable) and sufficient statistics.
+
+    Attributes
+    ----------
+    X, Z : fixed- and random-effects design matrices (n x p, n x q).
+    y : response (n).
+    group_codes : group index 0..G-1 of every row (non-decreasing).
+    order : position of each sorted row in the caller's data (``data.iloc[order]``).
+    group_labels : label of each group, in code order.
+    fixed_names, re_names : column names of X and Z.
+    ZtZ, ZtX, Zty, n_per_group : per-group cross-products, shapes (G,q,q), (G,q,p), (G,q), (G,).
+    XtX, Xty, yty : totals.
+    """
+
+    X: np.ndarray
+    Z: np.ndarray
+    y: np.ndarray
+    group_codes: np.ndarray
+    order: np.ndarray
+    group_labels: np.ndarray
+    fixed_names: list[str]
+    re_names: list[str]
+    ZtZ: np.ndarray
+    ZtX: np.ndarray
+    Zty: np.ndarray
+    n_per_group: np.ndarray
+    XtX: np.ndarray
+    Xty: np.ndarray
+    yty: float
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.n_per_group.shape[0])
+
+    @property
+    def p(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def q(self) -> int:
+        return int(self.Z.shape[1])
+
+
+def from_arrays(X: np.ndarray, Z: np.ndarray, y: np.ndarray, groups, fixed_names: list[str] | None = None,
+                re_names: list[str] | None = None) -> Design:
+    """Build a :class:`Design` from matrices and a group label per row (any order).
+
+    Rows are sorted stably by group label; ``Design.order`` maps back.
+    """
+    X = np.asarray(X, dtype=float)
+    Z = np.asarray(Z, dtype=float)
+    y = np.asarray(y, dtype=float).ravel()
+    if X.ndim != 2 or Z.ndim != 2 or X.shape[0] != y.shape[0] or Z.shape[0] != y.shape[0]:
+        raise ModelError("design matrices and response have different numbers of rows")
+    if y.shape[0] == 0:
+        raise ModelError("the model has no observations")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Z)) and np.all(np.isfinite(y))):
+        raise ModelError("the model's data contain missing or non-finite values")
+    codes, labels = pd.factorize(pd.Series(groups).reset_index(drop=True), sort=True)
+    if (codes < 0).any():
+        raise ModelError("the grouping column has missing values")
+    order = np.argsort(codes, kind="stable")
+    X, Z, y, codes = X[order], Z[order], y[order], codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    n_g = np.diff(np.r_[starts, len(codes)])
+    q, p = Z.shape[1], X.shape[1]
+    ZtZ = np.add.reduceat(Z[:, :, None] * Z[:, None, :], starts, axis=0).reshape(-1, q, q)
+    ZtX = np.add.reduceat(Z[:, :, None] * X[:, None, :], starts, axis=0).reshape(-1, q, p)
+    Zty = np.add.reduceat(Z * y[:, None], starts, axis=0).reshape(-1, q)
+    return Design(
+        X=X, Z=Z, y=y, group_codes=codes, order=order, group_labels=np.asarray(labels),
+        fixed_names=list(fixed_names) if fixed_names is not None else [f"x{i}" for i in range(p)],
+        re_names=list(re_names) if re_names is not None else [f"z{i}" for i in range(q)],
+        ZtZ=ZtZ, ZtX=ZtX, Zty=Zty, n_per_group=n_g, XtX=X.T @ X, Xty=X.T @ y, yty=float(y @ y),
+    )
+
+
+def from_formula(data: pd.DataFrame, formula: str, groups: str, re_formula: str | None) -> Design:
+    """Build a :class:`Design` from a long DataFrame and patsy formulas.
+
+    Parameters
+    ----------
+    data : one row per observation; no missing values in the columns used
+        (rows with gaps are an error, never dropped).
+    formula : fixed effects, e.g. ``'y ~ week * hip + C(sex)'``.
+    groups : the grouping column (clients).
+    re_formula : random effects, e.g. ``'~week'``; None or ``'1'`` = random intercept.
+
+    Raises
+    ------
+    ModelError : unknown column, bad formula or missing values.
+    """
+    if groups not in data.columns:
+        raise ModelError(f"grouping column {groups!r} is not in the data")
+    re_formula = "~1" if re_formula is None or re_formula.strip() in ("1", "~1") else re_formula
+    try:
+        y, X = patsy.dmatrices(formula, data, return_type="dataframe", NA_action=patsy.NAAction("raise"))
+        Z = patsy.dmatrix(re_formula, data, return_type="dataframe", NA_action=patsy.NAAction("raise"))
+    except (patsy.PatsyError, KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"model {formula!r} (random effects {re_formula!r}) cannot be built from the data: "
+                         f"{exc}") from None
+    if y.shape[1] != 1:
+        raise ModelError(f"model {formula!r}: the response must be one numeric column")
+    if data[groups].isna().any():
+        raise ModelError(f"grouping column {groups!r} has missing values")
+    return from_arrays(X.to_numpy(), Z.to_numpy(), y.to_numpy(), data[groups].to_numpy(),
+                       fixed_names=list(X.columns), re_names=list(Z.columns))

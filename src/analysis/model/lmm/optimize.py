@@ -1,0 +1,232 @@
+"""Optimiser: minimise the profiled deviance over theta, then prove the optimum.
+
+lme4's ``optimizeLmer`` step. L-BFGS-B (scipy) works on theta with the exact
+gradient of :mod:`.objective` and lme4's bounds (diagonal of T >= 0); a few
+projected Newton steps then polish the optimum, using a Hessian obtained by
+central differences of the exact gradient.
+
+Convergence is *declared*, not assumed from the optimiser's flag
+(:func:`check_optimum`):
+
+- the projected gradient (components at an active bound that push outwards are
+  set to 0) has max-abs below ``GRAD_TOL`` (1e-4 deviance units per unit of
+  theta) and the Newton decrement ``g' H^-1 g / 2`` on the free components is
+  below ``DECREMENT_TOL`` (1e-8: less than that deviance left to gain);
+- a final check confirms a local minimum: the Hessian on the free components is
+  positive definite, and moving each component at its bound into the interior
+  does not lower the deviance.
+
+A fit is *singular* as in lme4's ``isSingular``: some diagonal element of T
+(a bounded theta) is below ``SINGULAR_TOL`` = 1e-4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+from analysis.model.lmm import objective as ob
+from analysis.model.lmm.design import Design
+
+GRAD_TOL = 1e-4
+DECREMENT_TOL = 1e-8
+SINGULAR_TOL = 1e-4
+BOUND_EPS = 1e-10
+NEWTON_STEPS = 20
+
+
+@dataclass
+class Optimum:
+    """theta at the optimum and the evidence that it is one.
+
+    Attributes
+    ----------
+    theta : the estimate; ``deviance`` the criterion there.
+    converged : every check of :func:`check_optimum` passed.
+    singular : a diagonal element of T below ``SINGULAR_TOL``.
+    reason : why convergence was not declared ('' when converged).
+    checks : ``gradient_max`` (projected), ``newton_decrement``, ``hessian_min_eig``
+        (free components), ``boundary_ok``, ``iterations``, ``evaluations``, ``optimizer``.
+    """
+
+    theta: np.ndarray
+    deviance: float
+    converged: bool
+    singular: bool
+    reason: str
+    checks: dict = field(default_factory=dict)
+
+
+def hessian_fd(grad, x: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
+    """Symmetrised central-difference Jacobian of an exact gradient function.
+
+    Steps are ``1e-5 * max(1, |x_k|)``; a component within one step of its lower
+    bound uses a one-sided (forward) difference so the bound is respected.
+    """
+    x = np.asarray(x, dtype=float)
+    k = x.size
+    H = np.empty((k, k))
+    for j in range(k):
+        h = 1e-5 * max(1.0, abs(x[j]))
+        e = np.zeros(k)
+        e[j] = h
+        if lower is not None and np.isfinite(lower[j]) and x[j] - h < lower[j]:
+            H[:, j] = (grad(x + e) - grad(x)) / h
+        else:
+            H[:, j] = (grad(x + e) - grad(x - e)) / (2.0 * h)
+    return (H + H.T) / 2.0
+
+
+def _free(theta: np.ndarray, g: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Components not held at their bound (at the bound with a gradient pushing outwards = held)."""
+    at = np.isfinite(lower) & (theta <= lower + BOUND_EPS)
+    return ~(at & (g >= 0))
+
+
+def projected_gradient(theta: np.ndarray, g: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    return np.where(_free(theta, g, lower), g, 0.0)
+
+
+def _newton_polish(d: Design, theta: np.ndarray, reml: bool, lower: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Projected Newton steps with backtracking; stops when the decrement is tiny."""
+    f, g = ob.deviance_and_gradient(d, theta, reml)
+    n_eval = 1
+    for _ in range(NEWTON_STEPS):
+        free = _free(theta, g, lower)
+        if not free.any():
+            break
+        H = hessian_fd(lambda t: ob.gradient(d, t, reml), theta, lower)[np.ix_(free, free)]
+        n_eval += 2 * theta.size
+        try:
+            eig = np.linalg.eigvalsh(H)
+        except np.linalg.LinAlgError:
+            break
+        if eig.min() <= 0:
+            break
+        step = np.zeros_like(theta)
+        step[free] = -np.linalg.solve(H, g[free])
+        if -(g[free] @ step[free]) / 2.0 < DECREMENT_TOL * 1e-2:
+            break
+        t = 1.0
+        while t > 1e-8:
+            cand = np.maximum(theta + t * step, lower)
+            fc, gc = ob.deviance_and_gradient(d, cand, reml)
+            n_eval += 1
+            if fc <= f + 1e-12 * max(1.0, abs(f)):
+                break
+            t /= 2.0
+        else:
+            break
+        theta, f, g = cand, fc, gc
+    return theta, f, n_eval
+
+
+def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, dict]:
+    """Is ``theta`` a provable local minimum of the deviance? (converged, reason, checks)."""
+    q = d.q
+    lower = ob.lower_bounds(q)
+    f, g = ob.deviance_and_gradient(d, theta, reml)
+    checks: dict = {"deviance": f}
+    if not np.isfinite(f):
+        return False, "the deviance is not finite at the estimate", checks
+    pg = projected_gradient(theta, g, lower)
+    checks["gradient_max"] = float(np.max(np.abs(pg))) if pg.size else 0.0
+    free = _free(theta, g, lower) & ~(np.isfinite(lower) & (theta <= lower + SINGULAR_TOL))
+    problems = []
+    if checks["gradient_max"] > GRAD_TOL:
+        problems.append(f"projected gradient {checks['gradient_max']:.3g} > {GRAD_TOL:g}")
+    H = hessian_fd(lambda t: ob.gradient(d, t, reml), theta, lower)
+    if free.any():
+        Hf = H[np.ix_(free, free)]
+        eig = np.linalg.eigvalsh(Hf)
+        checks["hessian_min_eig"] = float(eig.min())
+        if eig.min() <= 0:
+            problems.append(f"the deviance's Hessian is not positive definite (smallest eigenvalue {eig.min():.3g})")
+        else:
+            dec = float(g[free] @ np.linalg.solve(Hf, g[free]) / 2.0)
+            checks["newton_decrement"] = dec
+            if dec > DECREMENT_TOL:
+                problems.append(f"Newton decrement {dec:.3g} > {DECREMENT_TOL:g} (deviance still falling)")
+    else:
+        checks["hessian_min_eig"] = None
+        checks["newton_decrement"] = 0.0
+    # components at (or numerically at) their bound: stepping into the interior must not help
+    boundary_ok = True
+    for k in np.flatnonzero(np.isfinite(lower) & (theta <= lower + SINGULAR_TOL)):
+        for h in (1e-3, 1e-2):
+            t2 = theta.copy()
+            t2[k] = lower[k] + h
+            if ob.deviance(d, t2, reml) < f - 1e-8 * max(1.0, abs(f)):
+                boundary_ok = False
+    checks["boundary_ok"] = boundary_ok
+    if not boundary_ok:
+        problems.append("the deviance falls when a variance at its bound moves into the interior")
+    return not problems, "; ".join(problems), checks
+
+
+def is_singular(theta: np.ndarray, q: int, tol: float = SINGULAR_TOL) -> bool:
+    """lme4's ``isSingular``: a bounded theta (diagonal of T) below ``tol``."""
+    lower = ob.lower_bounds(q)
+    return bool(np.any(theta[np.isfinite(lower)] < tol))
+
+
+def optimize_theta(d: Design, reml: bool, starts: list[np.ndarray] | None = None) -> Optimum:
+    """Minimise the profiled deviance from each start in turn; return the first provable optimum.
+
+    The default start is lme4's (T = identity), then a moment start
+    (:func:`moment_start`); if none passes :func:`check_optimum`, the best
+    attempt is returned with ``converged=False`` and the reason.
+    """
+    q = d.q
+    lower = ob.lower_bounds(q)
+    bounds = [(0.0 if np.isfinite(lo) else None, None) for lo in lower]
+    starts = starts if starts is not None else [ob.theta_start(q), moment_start(d)]
+    best: Optimum | None = None
+    for i, start in enumerate(starts):
+        if start is None:
+            continue
+        res = optimize.minimize(lambda t: ob.deviance_and_gradient(d, t, reml), np.asarray(start, dtype=float),
+                                jac=True, method="L-BFGS-B", bounds=bounds,
+                                options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20})
+        theta = np.maximum(np.asarray(res.x, dtype=float), lower)
+        theta, _, n_newton = _newton_polish(d, theta, reml, lower)
+        ok, reason, checks = check_optimum(d, theta, reml)
+        checks.update(iterations=int(res.nit), evaluations=int(res.nfev) + n_newton,
+                      optimizer="L-BFGS-B + projected Newton", start=i)
+        opt = Optimum(theta=theta, deviance=float(checks["deviance"]), converged=ok,
+                      singular=is_singular(theta, q), reason=reason, checks=checks)
+        if ok:
+            return opt
+        if best is None or opt.deviance < best.deviance:
+            best = opt
+    assert best is not None
+    return best
+
+
+def moment_start(d: Design) -> np.ndarray | None:
+    """theta from the covariance of per-group least-squares fits of OLS residuals on Z (relative to sigma^2).
+
+    Groups with fewer than q + 1 observations or a rank-deficient Z are skipped;
+    None if under 3 remain. Used when lme4's identity start does not converge.
+    """
+    q = d.q
+    try:
+        beta = np.linalg.solve(d.XtX, d.Xty)
+    except np.linalg.LinAlgError:
+        return None
+    Zte = d.Zty - d.ZtX @ beta
+    ok = (d.n_per_group > q) & (np.linalg.matrix_rank(d.ZtZ) == q)
+    if ok.sum() < 3:
+        return None
+    coefs = np.linalg.solve(d.ZtZ[ok], Zte[ok][..., None])[..., 0]
+    resid = d.y - d.X @ beta
+    scale = float(resid @ resid / max(d.n_obs - d.p, 1))
+    if not scale > 0:
+        return None
+    cov = np.atleast_2d(np.cov(coefs, rowvar=False)) / scale
+    eig, vec = np.linalg.eigh((cov + cov.T) / 2.0)
+    eig = np.clip(eig, max(eig.max(), 1e-6) * 1e-3, None)
+    T = np.linalg.cholesky((vec * eig) @ vec.T)
+    return np.array([T[r, c] for r, c in ob.theta_index(q)])

@@ -185,13 +185,12 @@ def test_diagnostics_tables(analysed):
 
 def test_failed_fit_reports_no_estimate(dataset):
     cfg = copy.deepcopy(CFG)
-    cfg["optimizers"] = ["lbfgs"]
-    cfg["boundary_tol"] = 1e9  # every variance "on the boundary": both models must fail
+    cfg["singular_tol"] = 1e9  # every fit "singular": the planned model and its fallback must both fail
     pdata = primary_data(dataset, cfg)
     entry, tables, fit = primary_analysis(pdata, cfg)
     assert entry["status"] == "failed" and fit.result is None
     assert entry["estimate"] is None and entry["slope_difference"] is None
-    assert "boundary" in entry["reason"]
+    assert "singular" in entry["reason"] and "random-intercept refit failed too" in entry["reason"]
     assert tables["trajectories"].empty
     assert "FAILED" in summary_line(entry, Path("out"), 0)
     assert metrics(entry)["primary"]["fitted"] is False

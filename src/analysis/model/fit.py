@@ -1,57 +1,46 @@
 """Fit: linear mixed models that are either trustworthy or reported as failed.
 
-statsmodels' ``MixedLM`` can return a result after an optimiser has stopped
-short, with a singular Hessian or with a variance component stuck at zero;
-it says so only through warnings. :func:`fit_mixed` therefore tries the
-optimisers in turn (params ``model.optimizers``), records the warnings of
-each attempt (caught narrowly, around the fit only) and accepts the first
-attempt that passes every check:
+Every mixed model of the project is fitted by the project's engine
+(:mod:`analysis.model.lmm`, lme4's formulation, checked against lme4,
+lmerTest and pbkrtest). This module turns an engine fit into the project's
+verdict, :class:`MixedFit`:
 
-- the optimiser converged (``result.converged``) and raised no
-  ``ConvergenceWarning`` about it;
-- the fixed-effects covariance matrix is finite and positive definite, and so
-  is the full parameter covariance (i.e. the Hessian is negative definite);
-- no random-effect variance is on the boundary: a variance
-  ``<= boundary_tol * residual variance`` or a random-effects correlation with
-  ``|r| >= 1 - 1e-3`` fails the attempt.
+- ``status='ok'`` only when convergence is *proven* (projected gradient below
+  tolerance, Newton decrement tiny, Hessian positive definite on the free
+  parameters, no descent into the interior from a bound; see
+  :mod:`analysis.model.lmm.optimize`) **and** the fit is not singular;
+- a **singular** fit (lme4's ``isSingular``: a diagonal element of the
+  relative covariance factor below ``singular_tol`` = 1e-4, e.g. a random-slope
+  variance of 0 or a correlation of -1) is ``status='failed'`` with that reason;
+  :func:`fit_mixed_with_fallback` then applies the pre-specified fallback, a
+  random intercept only (``status='fallback'``), and says why;
+- a fit that does not converge, or whose design is rank-deficient, is
+  ``status='failed'`` with the reason and no result; it never falls back (a
+  simpler model does not cure a numerical failure).
 
-statsmodels' own boundary warning ("The MLE may be on the boundary") uses an
-absolute threshold (variance < 0.01) that depends on the outcome's units -- a
-real between-client slope SD of 0.1 NPRS points/week would trip it -- so that
-one warning is recorded but judged by the relative rule above instead.
-
-Every attempt starts from a moment estimate of the random-effects covariance
-(:func:`moment_start`) rather than statsmodels' identity matrix, which made
-L-BFGS stop short on clinic-sized data (random slope variance ~0.1 vs
-intercept ~2). A design matrix that is rank-deficient (collinear terms) fails
-at once with that reason.
-
-If every attempt fails the fit is ``status='failed'`` and ``result`` is None:
-a failed fit is never returned as a result. :func:`fit_mixed_with_fallback`
-refits a random-slope model with a random intercept only and marks the fit
-``status='fallback'`` with the reason, which the primary result must show.
-
-Inference on fixed effects uses the Wald normal approximation (as statsmodels
-does for ``MixedLM``): ``estimate +/- z * se``, two-sided p from the normal.
+Inference: fixed-effects covariance ``sigma^2 (X'V^-1 X)^-1``; CIs and p-values
+from the t distribution with Satterthwaite (lmerTest) or Kenward-Roger
+(pbkrtest) df, or Wald-z, chosen by params ``model.df_method``.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from patsy import PatsyError
 from scipy import stats
-from statsmodels.regression.mixed_linear_model import MixedLM, MixedLMParams, MixedLMResults
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, MissingDataError, SingularMatrixWarning
 
 from analysis.errors import ModelError
+from analysis.model import lmm
 
-DEFAULT_OPTIMIZERS = ("lbfgs", "bfgs", "powell", "nm")
-CORR_TOL = 1e-3
-STATSMODELS_BOUNDARY = "The MLE may be on the boundary"
+DF_METHOD_DEFAULT = "satterthwaite"
+DF_METHOD_LABELS = {
+    "satterthwaite": "Satterthwaite df (as lmerTest)",
+    "kenward_roger": "Kenward-Roger adjusted SE and df (as pbkrtest)",
+    "z": "Wald normal approximation (no small-sample correction)",
+}
+ENGINE = "lme4-formulation engine (profiled REML/ML deviance, exact gradient, L-BFGS-B + projected Newton)"
 
 
 @dataclass
@@ -60,20 +49,20 @@ class MixedFit:
 
     Attributes
     ----------
-    result : the statsmodels ``MixedLMResults``, or None when the fit failed.
-    converged : True only for an accepted fit.
-    optimizer : the optimiser of the accepted attempt ('' when failed).
-    status : ``'ok'``, ``'fallback'`` (simpler random effects than planned) or ``'failed'``.
+    result : the engine's :class:`analysis.model.lmm.LmmFit`, or None when the fit failed.
+    converged : convergence proven (see the module docstring).
+    optimizer : the engine's optimiser ('' when no fit was attempted).
+    status : ``'ok'``, ``'fallback'`` (random intercept after a singular planned fit) or ``'failed'``.
     reason : why the fit failed or fell back ('' when ok).
-    checks : evidence for the accepted (or last) attempt: ``converged``,
-        ``boundary`` (bool), ``boundary_component``, ``hessian_pd``,
-        ``fe_cov_pd``, ``gradient_norm``, ``warnings`` (messages).
+    checks : evidence: ``converged``, ``singular``, ``gradient_max``, ``newton_decrement``,
+        ``hessian_min_eig``, ``boundary_ok``, ``theta``, ``deviance``, ``iterations``, ``evaluations``.
     formula, re_formula : the fixed-effects formula and random-effects formula (None = intercept only).
     n_groups, n_obs : clients and observations.
-    attempts : one dict per optimiser tried: ``optimizer``, ``ok``, ``reason``.
+    df_method : ``'satterthwaite'``, ``'kenward_roger'`` or ``'z'``.
+    attempts : one dict per model tried: ``model``, ``ok``, ``reason``.
     """
 
-    result: MixedLMResults | None
+    result: lmm.LmmFit | None
     converged: bool
     optimizer: str
     status: str
@@ -83,11 +72,27 @@ class MixedFit:
     re_formula: str | None
     n_groups: int
     n_obs: int
+    df_method: str = DF_METHOD_DEFAULT
     attempts: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.result is not None and self.status in ("ok", "fallback")
+
+
+def _checks(f: lmm.LmmFit) -> dict:
+    c = f.optimum.checks
+    return {"converged": bool(f.converged), "singular": bool(f.singular),
+            "gradient_max": _num(c.get("gradient_max")), "scaled_gradient_max": _num(c.get("scaled_gradient_max")),
+            "newton_decrement": _num(c.get("newton_decrement")),
+            "hessian_min_eig": _num(c.get("hessian_min_eig")), "boundary_ok": bool(c.get("boundary_ok", False)),
+            "theta": [float(t) for t in f.theta], "deviance": _num(f.deviance),
+            "criterion": "REML" if f.reml else "ML",
+            "iterations": int(c.get("iterations", 0)), "evaluations": int(c.get("evaluations", 0))}
+
+
+def _num(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
 
 
 def fit_mixed(
@@ -96,11 +101,11 @@ def fit_mixed(
     groups: str,
     re_formula: str | None,
     *,
-    optimizers: tuple[str, ...] | list[str] = DEFAULT_OPTIMIZERS,
     reml: bool = True,
-    boundary_tol: float = 1e-4,
+    singular_tol: float = 1e-4,
+    df_method: str = DF_METHOD_DEFAULT,
 ) -> MixedFit:
-    """Fit a linear mixed model, trying each optimiser until one passes every check.
+    """Fit a linear mixed model with the engine and judge it.
 
     Parameters
     ----------
@@ -109,16 +114,14 @@ def fit_mixed(
     formula : fixed-effects formula, e.g. ``'y ~ week * hip + C(sex)'``.
     groups : column identifying the clusters (clients).
     re_formula : random-effects formula, e.g. ``'~week'``; None = random intercept.
-    optimizers : scipy optimisers to try in order.
     reml : REML (default) or ML.
-    boundary_tol : a random-effect variance ``<= boundary_tol * residual
-        variance`` is on the boundary and fails the attempt.
+    singular_tol : lme4's ``isSingular`` tolerance on the relative covariance factor's diagonal.
+    df_method : ``'satterthwaite'`` (default), ``'kenward_roger'`` or ``'z'``.
 
     Returns
     -------
     MixedFit
-        ``status='ok'`` with the first acceptable result, or ``status='failed'``
-        with ``result=None`` and the reasons of every attempt.
+        ``status='ok'`` with the result, or ``status='failed'`` with ``result=None`` and the reason.
 
     Examples
     --------
@@ -126,32 +129,55 @@ def fit_mixed(
     >>> round(fit.result.fe_params["Days"], 3)  # doctest: +SKIP
     10.467
     """
-    n_groups, n_obs = int(data[groups].nunique()), len(data)
-    attempts: list[dict] = []
-    checks: dict = {}
-    try:
-        model = MixedLM.from_formula(formula, data=data, groups=data[groups], re_formula=re_formula,
-                                     missing="raise")
-    except (PatsyError, MissingDataError, ValueError, KeyError) as exc:  # bad formula, unknown column, gaps
-        raise ModelError(f"model {formula!r} cannot be built from the data: {exc}") from None
-    rank = int(np.linalg.matrix_rank(np.asarray(model.exog, dtype=float)))
-    if rank < model.k_fe:
-        # Collinear terms (e.g. a covariate that duplicates another): no optimiser can fix this.
-        reason = (f"the fixed-effects design is rank-deficient (rank {rank} < {model.k_fe} terms): some terms "
-                  f"are collinear in these data; terms: {', '.join(model.exog_names)}")
-        return MixedFit(result=None, converged=False, optimizer="", status="failed", reason=reason, checks=checks,
-                        formula=formula, re_formula=re_formula, n_groups=n_groups, n_obs=n_obs, attempts=attempts)
-    start = moment_start(model)
-    for opt in optimizers:
-        result, checks, reason = _attempt(model, opt, reml, boundary_tol, start)
-        attempts.append({"optimizer": opt, "ok": reason == "", "reason": reason})
-        if reason == "":
-            return MixedFit(result=result, converged=True, optimizer=opt, status="ok", reason="", checks=checks,
-                            formula=formula, re_formula=re_formula, n_groups=n_groups, n_obs=n_obs,
-                            attempts=attempts)
-    reason = "no optimiser gave a trustworthy fit: " + "; ".join(f"{a['optimizer']}: {a['reason']}" for a in attempts)
-    return MixedFit(result=None, converged=False, optimizer="", status="failed", reason=reason, checks=checks,
-                    formula=formula, re_formula=re_formula, n_groups=n_groups, n_obs=n_obs, attempts=attempts)
+    if df_method not in lmm.DF_METHODS:
+        raise ModelError(f"params model.df_method must be one of {', '.join(lmm.DF_METHODS)}, not {df_method!r}")
+    design = lmm.from_formula(data, formula, groups, re_formula)
+    base = dict(formula=formula, re_formula=re_formula, n_groups=design.n_groups, n_obs=design.n_obs,
+                df_method=df_method)
+    label = f"random effects {re_formula or '~1'}"
+    rank = int(np.linalg.matrix_rank(design.XtX, hermitian=True))
+    if rank < design.p:
+        reason = (f"the fixed-effects design is rank-deficient (rank {rank} < {design.p} terms): some terms "
+                  f"are collinear in these data; terms: {', '.join(design.fixed_names)}")
+        return MixedFit(result=None, converged=False, optimizer="", status="failed", reason=reason, checks={},
+                        attempts=[{"model": label, "ok": False, "reason": reason}], **base)
+    if design.n_obs <= design.p:
+        reason = f"{design.n_obs} observations for {design.p} fixed effects: no residual degrees of freedom"
+        return MixedFit(result=None, converged=False, optimizer="", status="failed", reason=reason, checks={},
+                        attempts=[{"model": label, "ok": False, "reason": reason}], **base)
+    f = lmm.fit(design, reml=reml)
+    checks = _checks(f)
+    optimizer = str(f.optimum.checks.get("optimizer", ""))
+    singular = lmm.optimize.is_singular(f.theta, design.q, singular_tol)
+    checks["singular"] = singular
+    if not f.converged:
+        reason = f"convergence not proven: {f.optimum.reason}"
+    elif singular:
+        reason = f"singular fit ({_singular_detail(f)})"
+    else:
+        reason = ""
+    attempts = [{"model": label, "ok": reason == "", "reason": reason}]
+    if reason:
+        return MixedFit(result=None, converged=f.converged, optimizer=optimizer, status="failed", reason=reason,
+                        checks=checks, attempts=attempts, **base)
+    return MixedFit(result=f, converged=True, optimizer=optimizer, status="ok", reason="", checks=checks,
+                    attempts=attempts, **base)
+
+
+def _singular_detail(f: lmm.LmmFit) -> str:
+    """Which variance is at zero, or which correlation at +/-1, in words."""
+    names = _re_names(f)
+    cov = f.cov_re
+    parts = []
+    for i, n in enumerate(names):
+        if cov[i, i] <= 1e-8 * max(f.sigma2, 1e-300):
+            parts.append(f"variance of {n} estimated as 0")
+    if not parts and len(names) > 1:
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                r = cov[i, j] / np.sqrt(cov[i, i] * cov[j, j])
+                parts.append(f"correlation of {names[i]} and {names[j]} = {r:.3f}")
+    return "; ".join(parts) or "a random-effect variance at its bound"
 
 
 def fit_mixed_with_fallback(
@@ -161,154 +187,36 @@ def fit_mixed_with_fallback(
     re_formula: str | None,
     **kwargs,
 ) -> MixedFit:
-    """:func:`fit_mixed`; if the random-slope model fails, refit with a random intercept only.
+    """:func:`fit_mixed`; if the planned random-slope model is *singular*, refit with a random intercept only.
 
     Returns
     -------
     MixedFit
         The planned fit (``status='ok'``), the intercept-only refit
-        (``status='fallback'``, ``reason`` saying why the planned model
-        failed and that the slope variance is now assumed zero), or
-        ``status='failed'``.
+        (``status='fallback'``, ``reason`` saying why and that the slope
+        variance is now assumed zero), or ``status='failed'`` (the planned fit
+        did not converge, or the fallback failed too).
     """
     fit = fit_mixed(data, formula, groups, re_formula, **kwargs)
-    if fit.ok or re_formula is None or re_formula.strip() in ("1", "~1"):
+    if fit.ok or re_formula is None or re_formula.strip() in ("1", "~1") or not fit.checks.get("singular"):
         return fit
     simple = fit_mixed(data, formula, groups, None, **kwargs)
+    simple.attempts = fit.attempts + simple.attempts
     if not simple.ok:
         simple.reason = (f"planned model (random effects {re_formula}) failed: {fit.reason}; "
                          f"random-intercept refit failed too: {simple.reason}")
         simple.re_formula = re_formula
         return simple
     simple.status = "fallback"
-    simple.reason = (f"planned model with random effects {re_formula} failed ({fit.reason}); refitted with a "
-                     "random intercept only, which assumes every client's trajectory has the same slope apart "
-                     "from the fixed effects -- standard errors of slope contrasts may be too small")
-    simple.attempts = fit.attempts + simple.attempts
+    simple.reason = (f"planned model with random effects {re_formula} is singular ({fit.reason}); refitted with "
+                     "a random intercept only (pre-specified fallback), which assumes every client's trajectory has "
+                     "the same slope apart from the fixed effects -- standard errors of slope contrasts may be too "
+                     "small")
     return simple
 
 
-def moment_start(model: MixedLM) -> MixedLMParams | None:
-    """Starting values for the random-effects covariance from per-client least squares.
-
-    statsmodels starts from an identity covariance; when a random slope's
-    variance is far from 1 (pain per week varies by ~0.3 points, but
-    intercepts by ~1.5) L-BFGS can stop short. Start instead from the
-    covariance of per-group least-squares fits of the OLS residuals on the
-    random-effects design, relative to the residual variance (the
-    parameterisation statsmodels optimises). Groups with too few
-    observations are skipped; None (statsmodels' default) if under 3 remain.
-    """
-    endog, exog = np.asarray(model.endog, dtype=float), np.asarray(model.exog, dtype=float)
-    beta, *_ = np.linalg.lstsq(exog, endog, rcond=None)
-    resid = endog - exog @ beta
-    scale = float(resid.var())
-    k = model.k_re
-    coefs = []
-    for z, r in zip(model.exog_re_li, model.group_list(resid)):
-        if z.shape[0] > k and np.linalg.matrix_rank(z) == k:
-            coefs.append(np.linalg.lstsq(z, r, rcond=None)[0])
-    if len(coefs) < 3 or not scale > 0:
-        return None
-    cov = np.atleast_2d(np.cov(np.asarray(coefs), rowvar=False)) / scale
-    eig, vec = np.linalg.eigh((cov + cov.T) / 2)
-    eig = np.clip(eig, max(eig.max(), 1e-6) * 1e-3, None)  # strictly inside the parameter space
-    return MixedLMParams.from_components(fe_params=np.zeros(model.k_fe), cov_re=(vec * eig) @ vec.T)
-
-
-def _attempt(
-    model: MixedLM, opt: str, reml: bool, tol: float, start: MixedLMParams | None = None
-) -> tuple[MixedLMResults | None, dict, str]:
-    """One optimiser: fit, then check. Returns (result, checks, reason); reason '' means acceptable."""
-    checks: dict = {"optimizer": opt, "converged": False, "boundary": None, "boundary_component": None,
-                    "hessian_pd": None, "fe_cov_pd": None, "gradient_norm": None, "warnings": []}
-    # Catch only the warnings statsmodels uses to say "do not trust this fit", and
-    # numerical RuntimeWarnings from the optimiser; both are failures of this attempt.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        warnings.simplefilter("always", SingularMatrixWarning)
-        warnings.simplefilter("always", RuntimeWarning)
-        try:
-            result = model.fit(reml=reml, method=[opt], start_params=start)
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError, OverflowError) as exc:
-            return None, checks, f"optimiser error ({exc.__class__.__name__}: {exc})"
-    messages = sorted({str(w.message) for w in caught})
-    checks["warnings"] = messages
-    checks["converged"] = bool(result.converged)
-    checks["gradient_norm"] = _gradient_norm(result)
-
-    problems: list[str] = []
-    if not result.converged:
-        problems.append("optimiser did not converge")
-    serious = [m for m in messages if not m.startswith(STATSMODELS_BOUNDARY)]
-    if serious:
-        problems.append("warnings: " + " | ".join(serious))
-
-    fe_cov = np.asarray(result.cov_params())[: model.k_fe, : model.k_fe]
-    full_cov = np.asarray(result.cov_params())
-    checks["fe_cov_pd"] = _is_pd(fe_cov)
-    checks["hessian_pd"] = _is_pd(full_cov)
-    if not checks["fe_cov_pd"]:
-        problems.append("fixed-effects covariance not finite/positive definite")
-    elif not checks["hessian_pd"]:
-        problems.append("Hessian not negative definite (parameter covariance not positive definite)")
-
-    boundary, component = _boundary(result, tol)
-    checks["boundary"], checks["boundary_component"] = boundary, component
-    if boundary:
-        problems.append(f"random effect on the boundary ({component})")
-    if not np.all(np.isfinite(result.fe_params)):
-        problems.append("non-finite fixed effects")
-    return (result if not problems else None), checks, "; ".join(problems)
-
-
-def _is_pd(m: np.ndarray) -> bool:
-    if m.size == 0:
-        return True
-    if not np.all(np.isfinite(m)):
-        return False
-    sym = (m + m.T) / 2.0
-    try:
-        eig = np.linalg.eigvalsh(sym)
-    except np.linalg.LinAlgError:
-        return False
-    return bool(eig.min() > 0)
-
-
-def _gradient_norm(result: MixedLMResults) -> float | None:
-    """Norm of the profile log-likelihood gradient at the estimate (small = a stationary point)."""
-    model = result.model
-    try:
-        packed = result.params_object.get_packed(use_sqrt=model.use_sqrt, has_fe=False)
-        with warnings.catch_warnings(record=True):
-            # The score can overflow at a degenerate estimate; that fit fails other checks anyway.
-            warnings.simplefilter("always", RuntimeWarning)
-            grad = model.score(packed)
-        norm = float(np.sqrt(np.sum(np.asarray(grad) ** 2)))
-    except (np.linalg.LinAlgError, ValueError):
-        return None
-    return norm if np.isfinite(norm) else None
-
-
-def _boundary(result: MixedLMResults, tol: float) -> tuple[bool, str | None]:
-    """Is a random-effect variance ~0 relative to the residual, or a correlation ~ +/-1?"""
-    cov_re = np.asarray(result.cov_re, dtype=float)
-    names = _re_names(result)
-    scale = float(result.scale)
-    for i, name in enumerate(names):
-        if not np.isfinite(cov_re[i, i]) or cov_re[i, i] <= tol * scale:
-            return True, f"variance of {name} = {cov_re[i, i]:.3g} <= {tol:g} x residual variance {scale:.3g}"
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            r = cov_re[i, j] / np.sqrt(cov_re[i, i] * cov_re[j, j])
-            if abs(r) >= 1 - CORR_TOL:
-                return True, f"correlation of {names[i]} and {names[j]} = {r:.4f}"
-    return False, None
-
-
-def _re_names(result: MixedLMResults) -> list[str]:
-    """Random-effect names, statsmodels' 'Group' renamed 'Intercept'."""
-    return ["Intercept" if n == "Group" else str(n) for n in result.model.data.exog_re_names]
+def _re_names(f: lmm.LmmFit) -> list[str]:
+    return list(f.design.re_names)
 
 
 def wald(estimate: float, se: float, alpha: float) -> dict:
@@ -322,12 +230,12 @@ def wald(estimate: float, se: float, alpha: float) -> dict:
 
 
 def fixed_effects_cov(fit: MixedFit) -> pd.DataFrame:
-    """Covariance matrix of the fixed effects (rows/columns named as the fixed effects)."""
+    """Covariance matrix of the fixed effects, ``sigma^2 (X'V^-1 X)^-1`` (Kenward-Roger: the adjusted one)."""
     _require(fit)
-    res = fit.result
-    names = list(res.fe_params.index)
-    cov = np.asarray(res.cov_params())[: len(names), : len(names)]
-    return pd.DataFrame(cov, index=names, columns=names)
+    if fit.df_method == "kenward_roger":
+        names = fit.result.design.fixed_names
+        return pd.DataFrame(fit.result.kenward_roger.phi_adj, index=names, columns=names)
+    return fit.result.vcov_frame()
 
 
 def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
@@ -336,36 +244,37 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
     Returns
     -------
     dict
-        ``fixed_effects`` {name: {estimate, se, ci_low, ci_high, p_value}},
+        ``fixed_effects`` {name: {estimate, se, df, ci_low, ci_high, p_value, df_method}},
         ``random_effects`` {``variances`` {name: v}, ``covariance`` {"cov(a, b)": c},
         ``correlation`` {"corr(a, b)": r}, ``residual_variance``},
-        ``converged``, ``optimizer``, ``status``, ``reason``, ``checks``,
+        ``converged``, ``optimizer``, ``status``, ``reason``, ``checks``, ``df_method``,
         ``n_groups``, ``n_obs``. For a failed fit the effects are empty.
     """
     out = dict(converged=fit.converged, optimizer=fit.optimizer, status=fit.status, reason=fit.reason,
-               checks=fit.checks, n_groups=fit.n_groups, n_obs=fit.n_obs, fixed_effects={},
+               checks=fit.checks, n_groups=fit.n_groups, n_obs=fit.n_obs, df_method=fit.df_method,
+               fixed_effects={},
                random_effects={"variances": {}, "covariance": {}, "correlation": {}, "residual_variance": None})
     if not fit.ok:
         return out
     res = fit.result
-    cov = fixed_effects_cov(fit)
-    out["fixed_effects"] = {name: wald(res.fe_params[name], np.sqrt(cov.loc[name, name]), alpha)
-                            for name in res.fe_params.index}
-    cov_re = np.asarray(res.cov_re, dtype=float)
-    names = _re_names(res)
+    names = res.design.fixed_names
+    out["fixed_effects"] = {n: _finite_df(res.contrast(np.eye(len(names))[i], fit.df_method, alpha))
+                            for i, n in enumerate(names)}
+    cov_re = res.cov_re
+    re_names = _re_names(res)
     re = out["random_effects"]
-    re["variances"] = {n: float(cov_re[i, i]) for i, n in enumerate(names)}
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            re["covariance"][f"cov({names[i]}, {names[j]})"] = float(cov_re[i, j])
-            re["correlation"][f"corr({names[i]}, {names[j]})"] = float(
+    re["variances"] = {n: float(cov_re[i, i]) for i, n in enumerate(re_names)}
+    for i in range(len(re_names)):
+        for j in range(i + 1, len(re_names)):
+            re["covariance"][f"cov({re_names[i]}, {re_names[j]})"] = float(cov_re[i, j])
+            re["correlation"][f"corr({re_names[i]}, {re_names[j]})"] = float(
                 cov_re[i, j] / np.sqrt(cov_re[i, i] * cov_re[j, j]))
-    re["residual_variance"] = float(res.scale)
+    re["residual_variance"] = float(res.sigma2)
     return out
 
 
 def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.05) -> dict:
-    """Wald estimate of a linear combination of fixed effects, ``sum(w * beta)``.
+    """Estimate of a linear combination of fixed effects, ``sum(w * beta)``, with the fit's df method.
 
     Parameters
     ----------
@@ -376,18 +285,28 @@ def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.0
 
     Returns
     -------
-    dict with ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``p_value``.
+    dict with ``estimate``, ``se``, ``df``, ``ci_low``, ``ci_high``, ``p_value``, ``df_method``
+    (``df`` is inf for ``'z'``; CIs use t(df)).
     """
-    cov = fixed_effects_cov(fit)
-    unknown = sorted(set(weights) - set(cov.index))
+    _require(fit)
+    names = fit.result.design.fixed_names
+    unknown = sorted(set(weights) - set(names))
     if unknown:
-        raise ModelError(f"contrast names {unknown} are not fixed effects of {fit.formula!r}; "
-                         f"known: {list(cov.index)}")
-    names = list(weights)
-    w = np.array([float(weights[n]) for n in names])
-    beta = fit.result.fe_params[names].to_numpy(dtype=float)
-    v = cov.loc[names, names].to_numpy()
-    return wald(float(w @ beta), float(np.sqrt(max(w @ v @ w, 0.0))), alpha)
+        raise ModelError(f"contrast names {unknown} are not fixed effects of {fit.formula!r}; known: {names}")
+    return _finite_df(fit.result.contrast({k: float(v) for k, v in weights.items()}, fit.df_method, alpha))
+
+
+def _finite_df(out: dict) -> dict:
+    """JSON has no infinity: df null means the normal approximation (df_method 'z')."""
+    if out["df"] is not None and not np.isfinite(out["df"]):
+        out["df"] = None
+    return out
+
+
+def fit_options(cfg: dict) -> dict:
+    """The engine options from the params ``model`` section: ``singular_tol`` and ``df_method``."""
+    return {"singular_tol": float(cfg.get("singular_tol", 1e-4)),
+            "df_method": str(cfg.get("df_method", DF_METHOD_DEFAULT))}
 
 
 def _require(fit: MixedFit) -> None:

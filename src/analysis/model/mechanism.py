@@ -10,7 +10,7 @@ from scipy import stats
 
 from analysis.model.endpoint import client_endpoint, usable_terms, rhs, window
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked, wald
-from analysis.model.fit import fit_mixed, fit_mixed_with_fallback, linear_contrast
+from analysis.model.fit import DF_METHOD_LABELS, fit_mixed, fit_mixed_with_fallback, fit_options, linear_contrast
 
 HIP_IR = ("hip_ir_left_deg", "hip_ir_right_deg")
 SCATTER_COLUMNS = ["group", "ir_gain", "pain_change"]
@@ -151,8 +151,7 @@ def dose_response_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFra
     if data["prior_hip_sessions"].nunique() < 2:
         raise NotEstimable("no variation in the number of earlier hip-focused sessions")
     formula = "y ~ " + rhs("week", "hip", "prior_hip_sessions", pdata.covariates)
-    fit = fit_mixed_with_fallback(data, formula, "client_id", "~week", optimizers=list(cfg["optimizers"]),
-                                  boundary_tol=float(cfg["boundary_tol"]))
+    fit = fit_mixed_with_fallback(data, formula, "client_id", "~week", **fit_options(cfg))
     if not fit.ok:
         raise FitFailed(f"dose-response model: {fit.reason}")
     est = linear_contrast(fit, {"prior_hip_sessions": 1.0}, alpha)
@@ -217,11 +216,10 @@ def immediate_effect_analysis(dataset: pd.DataFrame, cfg: dict) -> tuple[dict, d
     if d["focus_hip_and_knee"].sum() < 2:
         d = d[d["focus"] != "hip_and_knee"]
     formula = "change ~ " + rhs(terms, "pre_c")
-    fit = fit_mixed(d, formula, "client_id", None, optimizers=list(cfg["optimizers"]),
-                    boundary_tol=float(cfg["boundary_tol"]))
+    fit = fit_mixed(d, formula, "client_id", None, **fit_options(cfg))
     if fit.ok:
         out.update(model_status="ok", optimizer=fit.optimizer,
-                   method="mixed model, random intercept per client (REML), Wald CIs")
+                   method=f"mixed model, random intercept per client (REML), {DF_METHOD_LABELS[fit.df_method]}")
         effects = {t: linear_contrast(fit, {t: 1.0}, alpha) for t in terms}
     else:
         # A between-client variance of ~0 puts the mixed model on the boundary; the model then reduces to

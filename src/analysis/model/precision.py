@@ -38,8 +38,8 @@ def precision_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, p
     icc = None
     if primary_fit is not None and primary_fit.ok:
         # between-client share of variance at week 0 (random intercept variance / total)
-        v0 = float(np.asarray(primary_fit.result.cov_re)[0, 0])
-        icc = v0 / (v0 + float(primary_fit.result.scale))
+        v0 = float(primary_fit.result.cov_re[0, 0])
+        icc = v0 / (v0 + float(primary_fit.result.sigma2))
     return {
         "minimum_detectable_difference": d_min * sd_resid,
         "minimum_detectable_d": d_min,

@@ -23,16 +23,22 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from analysis.model.fit import MixedFit, fit_mixed_with_fallback, fixed_effects_cov, linear_contrast, mixed_summary
+from analysis.model.fit import (
+    DF_METHOD_LABELS,
+    MixedFit,
+    fit_mixed_with_fallback,
+    fit_options,
+    linear_contrast,
+    mixed_summary,
+)
 from analysis.model.prepare import PrimaryData
 
 GROUPS = "client_id"
 RE_FORMULA = "~week"
 SLOPE_TERM = "week:hip"
 TRAJECTORY_COLUMNS = ["group", "week", "mean", "ci_low", "ci_high"]
-FIXED_COLUMNS = ["term", "estimate", "se", "ci_low", "ci_high", "p_value"]
+FIXED_COLUMNS = ["term", "estimate", "se", "df", "ci_low", "ci_high", "p_value"]
 GROUP_LABELS = {1: "hip-focused", 0: "knee-focused"}
 TRAJECTORY_METHOD = (
     "standardised to the analysed clients: each design column set to its mean over analysed clients (one row "
@@ -53,7 +59,7 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
     ----------
     pdata : from :func:`analysis.model.prepare.primary_data`.
     cfg : params ``model`` section (``primary_week``, ``followup_weeks``,
-        ``alpha``, ``optimizers``, ``boundary_tol``, ``measure``, ``timing``).
+        ``alpha``, ``df_method``, ``singular_tol``, ``measure``, ``timing``).
 
     Returns
     -------
@@ -81,11 +87,7 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
     alpha = float(cfg.get("alpha", 0.05))
     week0 = float(cfg["primary_week"])
     formula = primary_formula(pdata)
-    fit = fit_mixed_with_fallback(
-        pdata.data, formula, GROUPS, RE_FORMULA,
-        optimizers=tuple(cfg.get("optimizers", ("lbfgs", "bfgs", "powell", "nm"))),
-        reml=True, boundary_tol=float(cfg.get("boundary_tol", 1e-4)),
-    )
+    fit = fit_mixed_with_fallback(pdata.data, formula, GROUPS, RE_FORMULA, reml=True, **fit_options(cfg))
     summary = mixed_summary(fit, alpha)
     notes = list(pdata.notes)
     excluded_counts = (pdata.excluded["reason"].value_counts().sort_index().to_dict()
@@ -98,7 +100,8 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
         "followup_weeks": float(cfg["followup_weeks"]), "alpha": alpha,
         "formula": formula, "re_formula": fit.re_formula if fit.status != "fallback" else None,
         "planned_re_formula": RE_FORMULA, "groups": GROUPS, "method": "REML",
-        "estimate": None, "se": None, "ci_low": None, "ci_high": None, "p_value": None,
+        "df_method": fit.df_method, "df_method_label": DF_METHOD_LABELS[fit.df_method],
+        "estimate": None, "se": None, "df": None, "ci_low": None, "ci_high": None, "p_value": None,
         "slope_difference": None, "change_by_group": None,
         "n_clients": pdata.n_clients,
         "n_clients_by_group": pdata.n_clients_by_group(),
@@ -121,7 +124,7 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
         notes.append(f"FALLBACK: {fit.reason}.")
 
     headline = linear_contrast(fit, {SLOPE_TERM: week0}, alpha)
-    entry.update({k: headline[k] for k in ("estimate", "se", "ci_low", "ci_high", "p_value")})
+    entry.update({k: headline[k] for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")})
     entry["slope_difference"] = linear_contrast(fit, {SLOPE_TERM: 1.0}, alpha)
     entry["change_by_group"] = {
         "comparator": linear_contrast(fit, {"week": week0}, alpha),
@@ -130,7 +133,8 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
     tables = {
         "trajectories": trajectories(fit, pdata, float(cfg["followup_weeks"]), alpha),
         "fixed_effects": pd.DataFrame(
-            [{"term": k, **v} for k, v in summary["fixed_effects"].items()], columns=FIXED_COLUMNS),
+            [{"term": k, **v} for k, v in summary["fixed_effects"].items()], columns=FIXED_COLUMNS)
+        .assign(df=lambda t: pd.to_numeric(t["df"], errors="coerce")),
         "primary_exclusions": exclusions,
     }
     return entry, tables, fit
@@ -143,27 +147,23 @@ def trajectories(fit: MixedFit, pdata: PrimaryData, followup_weeks: float, alpha
     -------
     DataFrame with ``group`` ('hip-focused' / 'knee-focused'), ``week``
     (0, 1, ..., followup_weeks), ``mean``, ``ci_low``, ``ci_high`` (pointwise
-    Wald intervals from the fixed-effects covariance), sorted by group, week.
+    t intervals with the fit's df method), sorted by group, week.
     """
     res = fit.result
-    names = list(res.fe_params.index)
-    exog = pd.DataFrame(np.asarray(res.model.exog), columns=names)
+    names = list(res.design.fixed_names)
     # Covariates are constant within client: average one row per client, not per visit,
     # so clients with many sessions do not weigh more.
-    first = ~pd.Series(res.model.groups).duplicated().to_numpy()
-    xbar = exog.loc[first].mean(axis=0)
-    beta = res.fe_params.to_numpy(dtype=float)
-    cov = fixed_effects_cov(fit).to_numpy()
-    z = stats.norm.ppf(1 - alpha / 2)
+    d = res.design
+    first = np.r_[True, d.group_codes[1:] != d.group_codes[:-1]]
+    xbar = pd.Series(d.X[first].mean(axis=0), index=names)
     rows = []
     for hip in (1, 0):
         for week in np.arange(0, int(np.floor(followup_weeks)) + 1, dtype=float):
             x = xbar.copy()
             x["week"], x["hip"], x[SLOPE_TERM] = week, float(hip), week * hip
-            xv = x.to_numpy(dtype=float)
-            mean, se = float(xv @ beta), float(np.sqrt(max(xv @ cov @ xv, 0.0)))
-            rows.append({"group": GROUP_LABELS[hip], "week": week, "mean": mean,
-                         "ci_low": mean - z * se, "ci_high": mean + z * se})
+            c = res.contrast(x.to_numpy(dtype=float), fit.df_method, alpha)
+            rows.append({"group": GROUP_LABELS[hip], "week": week, "mean": c["estimate"],
+                         "ci_low": c["ci_low"], "ci_high": c["ci_high"]})
     return pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS).sort_values(["group", "week"]).reset_index(drop=True)
 
 
@@ -181,15 +181,11 @@ def fit_diagnostics(fit: MixedFit, pdata: PrimaryData) -> tuple[pd.DataFrame, pd
     """
     res = fit.result
     data = pdata.data
-    fitted = np.asarray(res.fittedvalues, dtype=float)
+    fitted = res.fitted
     diag = pd.DataFrame({"client_id": data[GROUPS].to_numpy(), "week": data["week"].to_numpy(dtype=float),
                          "y": data["y"].to_numpy(dtype=float), "fitted": fitted})
     diag = diag.assign(residual=diag["y"] - diag["fitted"])
     re = res.random_effects
-    rows = []
-    for client_id in sorted(re):
-        v = re[client_id]
-        values = np.asarray(v, dtype=float)
-        rows.append({"client_id": client_id, "intercept": float(values[0]),
-                     "slope": float(values[1]) if len(values) > 1 else 0.0})
-    return diag, pd.DataFrame(rows, columns=["client_id", "intercept", "slope"])
+    out = pd.DataFrame({"client_id": re.index.astype(str), "intercept": re.iloc[:, 0].to_numpy(dtype=float),
+                        "slope": re.iloc[:, 1].to_numpy(dtype=float) if re.shape[1] > 1 else 0.0})
+    return diag, out.sort_values("client_id").reset_index(drop=True)

@@ -15,7 +15,7 @@ import statsmodels.formula.api as smf
 
 from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, usable_terms, raw_column, rhs
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked, term_name, wald
-from analysis.model.fit import fit_mixed_with_fallback, linear_contrast, mixed_summary
+from analysis.model.fit import fit_mixed_with_fallback, fit_options, linear_contrast, mixed_summary
 
 BALANCE_COLUMNS = ["covariate", "level", "smd_unweighted", "smd_weighted"]
 CHRONICITY_COLUMNS = ["symptom_weeks", "effect", "ci_low", "ci_high", "within_data"]
@@ -252,8 +252,7 @@ def chronicity_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]
         raise NotEstimable("symptom duration takes fewer than 3 distinct values")
     covs = [c for c in pdata.covariates if c != "log_symptom_weeks"]
     formula = "y ~ " + rhs("week * hip * log_symptom_weeks", covs)
-    fit = fit_mixed_with_fallback(data, formula, "client_id", "~week", optimizers=list(cfg["optimizers"]),
-                                  boundary_tol=float(cfg["boundary_tol"]))
+    fit = fit_mixed_with_fallback(data, formula, "client_id", "~week", **fit_options(cfg))
     if not fit.ok:
         raise FitFailed(f"chronicity model: {fit.reason}")
     names = fit.result.fe_params.index

@@ -158,8 +158,13 @@ def html_to_pdf(html: str) -> bytes:
     No base URL: the page must not need any file or network resource.
     """
     import logging
+    import warnings
 
-    from weasyprint import HTML
+    with warnings.catch_warnings():
+        # WeasyPrint >= 66 warns at import when the optional libharfbuzz-subset0 is absent (it then
+        # subsets fonts with fontTools, same output); the warning is about future versions only.
+        warnings.filterwarnings("ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning)
+        from weasyprint import HTML
 
     # WeasyPrint logs every CSS property it ignores (e.g. screen-only rules) at WARNING level;
     # those are expected for a page that also serves browsers, so only errors are shown.

@@ -41,17 +41,24 @@ def test_seeds_are_reproducible_and_distinct():
     assert len(set(clinic_seeds(7, 50))) == 50
 
 
-def test_one_row_per_clinic(runs):
+def test_one_row_per_clinic_and_df_method(runs):
     assert list(runs.columns) == RUN_COLUMNS
-    assert runs.groupby("scenario").size().to_dict() == {"effect": 12, "no_effect": 12}
-    assert runs["truth"].tolist() == pytest.approx([6 * EFFECT] * 12 + [0.0] * 12)
+    assert runs.groupby("scenario").size().to_dict() == {"effect": 36, "no_effect": 36}
+    assert runs.groupby(["scenario", "method"]).size().eq(12).all()
+    assert set(runs["method"]) == {"z", "satterthwaite", "kenward_roger"}
+    assert runs["truth"].tolist() == pytest.approx([6 * EFFECT] * 36 + [0.0] * 36)
     # the null is strict: no average effect and no effect varying with symptom duration
-    assert runs["chronicity_moderation"].tolist() == [MODERATION] * 12 + [0.0] * 12
+    assert runs["chronicity_moderation"].tolist() == [MODERATION] * 36 + [0.0] * 36
+    # one fit per clinic: the methods share the estimate; z has infinite df, t methods finite, KR's SE >= vcov's
+    wide = runs.pivot_table(index=["scenario", "clinic"], columns="method", values=["estimate", "se", "df"])
+    assert np.allclose(wide["estimate"]["z"], wide["estimate"]["satterthwaite"])
+    assert np.isinf(wide["df"]["z"]).all() and np.isfinite(wide["df"]["satterthwaite"]).all()
+    assert (wide["se"]["kenward_roger"] >= wide["se"]["satterthwaite"] - 1e-12).all()
     assert MODERATION != 0  # otherwise the strict-null override would not be exercised
 
 
 def test_estimator_operating_characteristics(runs):
-    s = summarise(runs).set_index("scenario")
+    s = summarise(runs[runs["method"] == "satterthwaite"]).set_index("scenario")
     assert list(s.reset_index().columns) == SUMMARY_COLUMNS
     for scenario in ("effect", "no_effect"):
         r = s.loc[scenario]
@@ -113,20 +120,24 @@ def test_interpretation_of_bias_from_recording_and_failures():
 
 def test_run_selfcheck_writes_reproducible_outputs(tmp_path):
     params = copy.deepcopy(PARAMS)
-    params["selfcheck"].update(n_clients=40, out_dir=str(tmp_path / "sc"))
+    params["selfcheck"].update(n_clients=40, n_clients_small=30, workers=2, out_dir=str(tmp_path / "sc"))
     text = run_selfcheck(params, n_clinics=2, seed=3)
     assert "coverage" in text and "type-I error" in text and "power" in text and "->" in text
     out = tmp_path / "sc"
     summary = json.loads((out / "selfcheck.json").read_text())
-    assert {r["scenario"] for r in summary["summary"]} == {"effect", "no_effect"}
-    assert set(summary["interpretation"]) == {"effect", "no_effect"}
+    scenarios = ["effect", "no_effect", "small_effect", "small_no_effect"]
+    assert {r["scenario"] for r in summary["summary"]} == set(scenarios)
+    assert set(summary["interpretation"]) == {f"{s} / {m}" for s in scenarios
+                                              for m in ("z", "satterthwaite", "kenward_roger")}
     assert summary["settings"]["no_effect_chronicity_moderation"] == 0.0
     runs = pd.read_csv(out / "selfcheck.csv")  # pandas defaults: the scenario labels must survive
-    assert runs["scenario"].tolist() == ["effect"] * 2 + ["no_effect"] * 2
+    assert runs["scenario"].tolist() == [s for s in scenarios for _ in range(6)]
+    assert runs.loc[runs["scenario"].str.startswith("small"), "n_clients"].max() <= 30
     assert runs.loc[runs["scenario"] == "no_effect", "chronicity_moderation"].eq(0).all()
     table = pd.read_csv(out / "selfcheck_summary.csv")
     assert list(table.columns) == SUMMARY_COLUMNS
-    assert table["interpretation"].tolist() == [summary["interpretation"][s] for s in table["scenario"]]
+    assert table["interpretation"].tolist() == [summary["interpretation"][f"{s} / {m}"]
+                                                for s, m in zip(table["scenario"], table["method"])]
     files = ("selfcheck.csv", "selfcheck_summary.csv", "selfcheck.json", "selfcheck.png")
     first = {p: (out / p).read_bytes() for p in files}
     run_selfcheck(params, n_clinics=2, seed=3)

@@ -3,8 +3,13 @@
 Many clinics are simulated (:func:`analysis.simulate.simulate_clinic`, each
 with its own seed drawn from params ``selfcheck.seed``), joined
 (:func:`analysis.join.build_analysis_dataset`) and analysed exactly as a real
-clinic is (:func:`analysis.model.prepare.primary_data`,
-:func:`analysis.model.primary.primary_analysis`). Two scenarios:
+clinic is (:func:`analysis.model.prepare.primary_data`, the primary model's formula and
+fit, :func:`analysis.model.fit.fit_mixed_with_fallback`). Each clinic's
+headline (difference in change at the primary week) is computed from the same
+fit with each df method -- Wald-z, Satterthwaite (lmerTest) and Kenward-Roger
+(pbkrtest) -- so their coverage and type-I error are compared side by side.
+Scenarios, at params ``selfcheck.n_clients`` clients (default 150) and at a
+small one-therapist clinic (``selfcheck.n_clients_small``, default 40):
 
 - ``effect``: the demo's true slope difference (params ``simulate.hip_slope_effect``)
   -> bias, empirical SE vs mean model SE, 95% CI coverage, power;
@@ -15,6 +20,10 @@ clinic is (:func:`analysis.model.prepare.primary_data`,
   moderation kept, the effect would vary around an average of 0 with symptom
   duration.) The label is not ``null`` because pandas reads that word in a CSV
   as a missing value.
+
+``small_effect`` and ``small_no_effect`` repeat the two at the small size, where
+the df correction matters. Clinics are analysed in parallel (one process per
+core); results do not depend on the number of processes.
 
 Each scenario's summary carries a plain-language ``interpretation``: every
 operating characteristic is compared with its target using the Monte Carlo
@@ -32,6 +41,7 @@ clinics and the number of failures is shown beside them.
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Callable
 
@@ -40,18 +50,20 @@ import pandas as pd
 
 from analysis.join import build_analysis_dataset
 from analysis.model.prepare import primary_data
-from analysis.model.primary import primary_analysis
+from analysis.model.fit import fit_mixed_with_fallback, fit_options, linear_contrast
+from analysis.model.lmm import DF_METHODS
+from analysis.model.primary import GROUPS, RE_FORMULA, SLOPE_TERM, primary_formula
 from analysis.params import section
 from analysis.paths import resolve
 from analysis.store import write_bytes, write_csv, write_json
 
 RUN_COLUMNS = [
-    "scenario", "clinic", "seed", "true_slope_difference", "chronicity_moderation", "truth", "truth_recorded",
-    "status", "estimate", "se", "ci_low", "ci_high", "p_value", "slope_estimate", "slope_se", "covered",
-    "covered_recorded", "rejected", "n_clients", "seconds",
+    "scenario", "method", "clinic", "seed", "true_slope_difference", "chronicity_moderation", "truth",
+    "truth_recorded", "status", "estimate", "se", "df", "ci_low", "ci_high", "p_value", "slope_estimate", "slope_se",
+    "covered", "covered_recorded", "rejected", "n_clients", "seconds",
 ]
 SUMMARY_COLUMNS = [
-    "scenario", "true_slope_difference", "truth", "n_clinics", "n_fitted", "n_failed", "n_fallback",
+    "scenario", "method", "mean_df", "true_slope_difference", "truth", "n_clinics", "n_fitted", "n_failed", "n_fallback",
     "mean_estimate", "bias", "bias_mcse", "bias_recorded", "empirical_se", "mean_model_se", "se_ratio",
     "se_ratio_mcse", "coverage", "coverage_mcse", "coverage_recorded", "rejection_rate", "rejection_meaning",
     "interpretation",
@@ -75,6 +87,7 @@ def simulation_study(
     scenario: str = "effect",
     moderation: float | None = None,
     progress: Callable[[], None] | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Simulate ``n_clinics`` clinics with a true slope difference ``effect`` and analyse each one.
 
@@ -88,10 +101,12 @@ def simulation_study(
     moderation : overrides ``simulate.chronicity_moderation`` (None = as in
         params); 0 with ``effect=0`` gives a strict null.
     progress : called once per clinic (for a progress bar).
+    workers : processes (1 = in this process).
 
     Returns
     -------
-    DataFrame with :data:`RUN_COLUMNS`, one row per clinic: ``truth`` (the
+    DataFrame with :data:`RUN_COLUMNS`, one row per clinic and df method (``method``:
+    ``z``, ``satterthwaite``, ``kenward_roger``): ``truth`` (the
     declared estimand: change difference at the primary week),
     ``chronicity_moderation`` (as simulated),
     ``truth_recorded`` (expected on the recorded 0-10 scale), the fit's
@@ -100,43 +115,66 @@ def simulation_study(
     ``covered_recorded``, ``rejected`` (p < alpha), ``n_clients`` analysed and
     ``seconds`` (prepare + fit).
     """
-    from analysis.simulate import simulate_clinic
-
     sim_cfg, model_cfg = section(cfg, "simulate"), section(cfg, "model")
     if moderation is not None:
         sim_cfg = {**sim_cfg, "chronicity_moderation": float(moderation)}
-    mod = float(sim_cfg["chronicity_moderation"])
+    jobs = [(k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario)
+            for k, clinic_seed in enumerate(clinic_seeds(seed, n_clinics))]
+    rows: list[dict] = []
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            for clinic_rows in pool.map(_one_clinic, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                rows.extend(clinic_rows)
+                if progress is not None:
+                    progress()
+    else:
+        for job in jobs:
+            rows.extend(_one_clinic(job))
+            if progress is not None:
+                progress()
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _one_clinic(job: tuple) -> list[dict]:
+    """Simulate, join, prepare and fit one clinic; one row per df method (see :func:`simulation_study`)."""
+    from analysis.simulate import simulate_clinic
+
+    k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario = job
     alpha = float(model_cfg.get("alpha", 0.05))
     week = float(model_cfg["primary_week"])
+    clinic = simulate_clinic(sim_cfg, clinic_seed, n_clients=n_clients, effect=effect)
+    dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
+    t0 = time.perf_counter()
+    pdata = primary_data(dataset, model_cfg)
+    fit = fit_mixed_with_fallback(pdata.data, primary_formula(pdata), GROUPS, RE_FORMULA, reml=True,
+                                  **fit_options(model_cfg))
+    truth = week * float(clinic.truth["true_slope_difference"])
+    recorded = clinic.truth.get("sample", {}).get("change_difference_week6_recorded_scale")
+    recorded = float("nan") if recorded is None or week != 6 else float(recorded)
     rows = []
-    for k, clinic_seed in enumerate(clinic_seeds(seed, n_clinics)):
-        clinic = simulate_clinic(sim_cfg, clinic_seed, n_clients=n_clients, effect=effect)
-        dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
-        t0 = time.perf_counter()
-        entry, _, _ = primary_analysis(primary_data(dataset, model_cfg), model_cfg)
-        seconds = time.perf_counter() - t0
-        truth = week * float(clinic.truth["true_slope_difference"])
-        recorded = clinic.truth.get("sample", {}).get("change_difference_week6_recorded_scale")
-        recorded = float("nan") if recorded is None or week != 6 else float(recorded)
-        est = entry["estimate"]
-        fitted = est is not None
-        sd = entry.get("slope_difference") or {}
+    for method in DF_METHODS:
+        nan = float("nan")
+        h = sd = {"estimate": nan, "se": nan, "df": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
+        if fit.ok:
+            fit.df_method = method
+            h = linear_contrast(fit, {SLOPE_TERM: week}, alpha)
+            sd = linear_contrast(fit, {SLOPE_TERM: 1.0}, alpha)
+        fitted = fit.ok and np.isfinite(h["se"])
         rows.append(dict(
-            scenario=scenario, clinic=k + 1, seed=clinic_seed, true_slope_difference=float(effect),
-            chronicity_moderation=mod, truth=truth,
-            truth_recorded=recorded, status=entry["status"],
-            estimate=est if fitted else np.nan, se=entry["se"] if fitted else np.nan,
-            ci_low=entry["ci_low"] if fitted else np.nan, ci_high=entry["ci_high"] if fitted else np.nan,
-            p_value=entry["p_value"] if fitted else np.nan,
-            slope_estimate=sd.get("estimate", np.nan), slope_se=sd.get("se", np.nan),
-            covered=bool(fitted and entry["ci_low"] <= truth <= entry["ci_high"]),
-            covered_recorded=bool(fitted and entry["ci_low"] <= recorded <= entry["ci_high"]),
-            rejected=bool(fitted and entry["p_value"] < alpha),
-            n_clients=entry["n_clients"], seconds=seconds,
+            scenario=scenario, method=method, clinic=k + 1, seed=clinic_seed, true_slope_difference=float(effect),
+            chronicity_moderation=float(sim_cfg["chronicity_moderation"]), truth=truth, truth_recorded=recorded,
+            status=fit.status, estimate=h["estimate"], se=h["se"],
+            df=float("inf") if h["df"] is None else h["df"], ci_low=h["ci_low"], ci_high=h["ci_high"],
+            p_value=h["p_value"], slope_estimate=sd["estimate"], slope_se=sd["se"],
+            covered=bool(fitted and h["ci_low"] <= truth <= h["ci_high"]),
+            covered_recorded=bool(fitted and h["ci_low"] <= recorded <= h["ci_high"]),
+            rejected=bool(fitted and h["p_value"] < alpha), n_clients=pdata.n_clients,
+            seconds=time.perf_counter() - t0,
         ))
-        if progress is not None:
-            progress()
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return rows
 
 
 def summarise(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
@@ -156,7 +194,8 @@ def summarise(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     :func:`interpret`).
     """
     out = []
-    for scenario, g in runs.groupby("scenario", sort=True):
+    runs = runs if "method" in runs.columns else runs.assign(method="satterthwaite")
+    for (scenario, method), g in runs.groupby(["scenario", "method"], sort=True):
         ok = g[g["status"].isin(["ok", "fallback"])]
         n = len(ok)
         est = ok["estimate"].to_numpy(dtype=float)
@@ -164,8 +203,10 @@ def summarise(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         emp_se = float(np.std(est, ddof=1)) if n > 1 else np.nan
         cov = float(ok["covered"].mean()) if n else np.nan
         effect = float(g["true_slope_difference"].iloc[0])
+        dfs = ok["df"].to_numpy(dtype=float) if "df" in ok.columns else np.array([np.nan])
         out.append(dict(
-            scenario=scenario, true_slope_difference=effect, truth=truth, n_clinics=len(g), n_fitted=n,
+            scenario=scenario, method=method, mean_df=float(np.mean(dfs)) if len(dfs) else np.nan,
+            true_slope_difference=effect, truth=truth, n_clinics=len(g), n_fitted=n,
             n_failed=int((g["status"] == "failed").sum()), n_fallback=int((g["status"] == "fallback").sum()),
             mean_estimate=float(est.mean()) if n else np.nan,
             bias=float(est.mean() - truth) if n else np.nan,
@@ -288,29 +329,34 @@ def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None =
     n_clinics = int(sc["n_clinics"] if n_clinics is None else n_clinics)
     seed = int(sc["seed"] if seed is None else seed)
     n_clients = int(sc["n_clients"])
+    n_small = int(sc.get("n_clients_small", 40))
+    workers = int(sc.get("workers") or os.cpu_count() or 1)
     effect = float(section(params, "simulate")["hip_slope_effect"])
     alpha = float(section(params, "model").get("alpha", 0.05))
     # The null is strict: with the moderation kept, the effect would still vary with symptom duration.
-    scenarios = [("effect", effect, seed, None), ("no_effect", 0.0, seed + 1, 0.0)]
+    scenarios = [("effect", effect, n_clients, seed, None), ("no_effect", 0.0, n_clients, seed + 1, 0.0),
+                 ("small_effect", effect, n_small, seed + 2, None),
+                 ("small_no_effect", 0.0, n_small, seed + 3, 0.0)]
     t0 = time.perf_counter()
     parts = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        for name, eff, s, mod in scenarios:
-            task = bar.add_task(f"self-check: {name} (slope difference {eff:g})", total=n_clinics)
-            parts.append(simulation_study(n_clinics, n_clients, eff, s, params, scenario=name, moderation=mod,
-                                          progress=lambda t=task: bar.advance(t)))
+        for name, eff, size, s, mod in scenarios:
+            task = bar.add_task(f"self-check: {name} ({size} clients, slope difference {eff:g})", total=n_clinics)
+            parts.append(simulation_study(n_clinics, size, eff, s, params, scenario=name, moderation=mod,
+                                          progress=lambda t=task: bar.advance(t), workers=workers))
     runs = pd.concat(parts, ignore_index=True)
     summary = summarise(runs, alpha)
     out = resolve(sc["out_dir"])
     write_csv(out / "selfcheck.csv", runs.drop(columns="seconds"))  # timings vary run to run
     write_csv(out / "selfcheck_summary.csv", summary)
     write_json(out / "selfcheck.json", {
-        "settings": {"n_clinics": n_clinics, "n_clients": n_clients, "seed": seed, "effect": effect,
+        "settings": {"n_clinics": n_clinics, "n_clients": n_clients, "n_clients_small": n_small, "seed": seed,
+                     "effect": effect, "df_methods": list(DF_METHODS),
                      "chronicity_moderation": float(section(params, "simulate")["chronicity_moderation"]),
                      "no_effect_seed": seed + 1, "no_effect_chronicity_moderation": 0.0,
                      "primary_week": float(section(params, "model")["primary_week"]), "alpha": alpha,
                      "mc_flag": MC_FLAG},
-        "interpretation": {r.scenario: r.interpretation for r in summary.itertuples()},
+        "interpretation": {f"{r.scenario} / {r.method}": r.interpretation for r in summary.itertuples()},
         "summary": summary.to_dict(orient="records"),
         "note": ("rates are over fitted clinics; n_failed clinics gave no trustworthy fit and are counted, "
                  "not dropped; truth = primary_week x true slope difference (latent scale); bias_recorded is "
@@ -318,12 +364,13 @@ def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None =
                  "is a strict null (no average effect and no chronicity moderation); a characteristic is flagged "
                  "when it departs from its target by more than mc_flag Monte Carlo SEs"),
     })
-    write_bytes(out / "selfcheck.png", selfcheck_figure(runs))
-    lines = [f"self-check: {n_clinics} clinics x {n_clients} clients per scenario, "
+    method = str(section(params, "model").get("df_method", "satterthwaite"))
+    write_bytes(out / "selfcheck.png", selfcheck_figure(runs[runs["method"] == method]))
+    lines = [f"self-check: {n_clinics} clinics per scenario ({n_clients} and {n_small} clients), "
              f"{time.perf_counter() - t0:.0f} s -> {out}"]
     for r in summary.itertuples():
         lines.append(
-            f"  {r.scenario}: truth {r.truth:.3f}, bias {r.bias:+.3f} (MCSE {r.bias_mcse:.3f}), "
+            f"  {r.scenario} / {r.method} (mean df {r.mean_df:.1f}): truth {r.truth:.3f}, bias {r.bias:+.3f} (MCSE {r.bias_mcse:.3f}), "
             f"empirical SE {r.empirical_se:.3f} vs model SE {r.mean_model_se:.3f}, coverage {r.coverage:.1%}, "
             f"{r.rejection_meaning} {r.rejection_rate:.1%}; failed fits {r.n_failed}, fallbacks {r.n_fallback}")
         lines.append(f"    -> {r.interpretation}")

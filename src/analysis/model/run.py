@@ -14,19 +14,22 @@ for the same inputs and params):
             "primary_week": 6.0, "followup_weeks": 12.0, "alpha": 0.05,
             "formula": "y ~ week * hip + C(age_band) + ...", "re_formula": "~week" | null (fallback),
             "planned_re_formula": "~week", "groups": "client_id", "method": "REML",
-            "estimate": -0.7, "se": 0.18, "ci_low": -1.1, "ci_high": -0.4, "p_value": 0.0001,
+            "df_method": "satterthwaite" | "kenward_roger" | "z", "df_method_label": "<words>",
+            "estimate": -0.7, "se": 0.18, "df": 96.3, "ci_low": -1.1, "ci_high": -0.4, "p_value": 0.0001,
+                # CI and p from t(df); df null for "z" (normal); Kenward-Roger: adjusted SE
                 # headline: difference (hip - knee) in change from baseline at primary_week;
                 # negative = hip-focused improved more; null when the fit failed
-            "slope_difference": {"estimate", "se", "ci_low", "ci_high", "p_value"},  # per week
+            "slope_difference": {"estimate", "se", "df", "ci_low", "ci_high", "p_value", "df_method"},  # per week
             "change_by_group": {"hip_focused": {...}, "comparator": {...}},  # change at primary_week
             "n_clients": 528, "n_clients_by_group": {"hip_focused": 274, "comparator": 254},
             "n_observations": 3381,
-            "converged": true, "optimizer": "lbfgs",
+            "converged": true, "optimizer": "L-BFGS-B + projected Newton",
             "status": "ok" | "fallback" | "failed", "reason": "" | "<why>",
-            "checks": {"converged", "boundary", "boundary_component", "hessian_pd", "fe_cov_pd",
-                       "gradient_norm", "warnings": [...]},
-            "attempts": [{"optimizer", "ok", "reason"}, ...],
-            "fixed_effects": {"<term>": {"estimate", "se", "ci_low", "ci_high", "p_value"}},
+            "checks": {"converged", "singular", "gradient_max", "scaled_gradient_max", "newton_decrement",
+                       "hessian_min_eig", "boundary_ok", "theta", "deviance", "criterion", "iterations",
+                       "evaluations"},
+            "attempts": [{"model", "ok", "reason"}, ...],
+            "fixed_effects": {"<term>": {"estimate", "se", "df", "ci_low", "ci_high", "p_value", "df_method"}},
             "random_effects": {"variances": {"Intercept", "week"}, "covariance": {"cov(Intercept, week)"},
                                "correlation": {"corr(Intercept, week)"}, "residual_variance"},
             "reference_levels": {"age_band": "40-49", ...}, "trajectory_method": "<words>",

@@ -171,7 +171,13 @@ def html_to_pdf(html: str) -> bytes:
     logger = logging.getLogger("weasyprint")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    # Without libharfbuzz-subset, fonts are subset by fontTools, which stamps each subset's 'head'
+    # table with the current time unless SOURCE_DATE_EPOCH is set (reproducible-builds convention).
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = epoch or "0"
     try:
         return HTML(string=html, base_url=None).write_pdf(pdf_identifier=None, uncompressed_pdf=False)
     finally:
         logger.setLevel(level)
+        if epoch is None:
+            del os.environ["SOURCE_DATE_EPOCH"]

@@ -117,10 +117,18 @@ def pmm_draw(x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.ra
     beta = beta_hat + np.sqrt(sigma2) * root @ rng.standard_normal(p)
     pred_obs, pred_mis = x_obs @ beta_hat, x_mis @ beta
     k = min(donors, n)
+    # The k nearest observed predictions to each missing one lie within k places of its insertion
+    # point in the sorted observed predictions: O((n_mis + n) log n) time and O(n_mis k) memory, not an
+    # n_mis x n distance matrix (3 GB at 50,000 clients).
+    order = np.argsort(pred_obs, kind="stable")
+    sorted_obs = pred_obs[order]
+    at = np.searchsorted(sorted_obs, pred_mis)
+    window = np.clip(at[:, None] + np.arange(-k, k)[None, :], 0, n - 1)
     # tiny random jitter breaks ties between equal predictions at random, not by row order
-    dist = np.abs(pred_mis[:, None] - pred_obs[None, :]) + rng.uniform(0, 1e-9, (len(pred_mis), n))
-    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
-    pick = nearest[np.arange(len(pred_mis)), rng.integers(0, k, len(pred_mis))]
+    dist = np.abs(sorted_obs[window] - pred_mis[:, None]) + rng.uniform(0, 1e-9, window.shape)
+    dist[:, 1:][window[:, 1:] == window[:, :-1]] = np.inf  # a place repeated by the clipping counts once
+    nearest = np.take_along_axis(window, np.argpartition(dist, k - 1, axis=1)[:, :k], axis=1)
+    pick = order[nearest[np.arange(len(pred_mis)), rng.integers(0, k, len(pred_mis))]]
     return y_obs[pick]
 
 

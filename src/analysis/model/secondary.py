@@ -70,7 +70,8 @@ LABELS = {
 }
 
 
-def run_secondary(pdata, dataset: pd.DataFrame, primary_fit, cfg: dict, registry: Registry
+def run_secondary(pdata, dataset: pd.DataFrame, primary_fit, cfg: dict, registry: Registry,
+                  progress: Callable[[str], None] | None = None,
                   ) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
     """Run every secondary analysis; collect entries and tables.
 
@@ -81,6 +82,7 @@ def run_secondary(pdata, dataset: pd.DataFrame, primary_fit, cfg: dict, registry
     primary_fit : the primary :class:`analysis.model.fit.MixedFit` (may have failed).
     cfg : params ``model`` section.
     registry : the measures registry (MCID and direction of the measure).
+    progress : called with each analysis' label before it runs (console progress).
 
     Returns
     -------
@@ -125,6 +127,8 @@ def run_secondary(pdata, dataset: pd.DataFrame, primary_fit, cfg: dict, registry
     tables: dict[str, pd.DataFrame] = {}
     for name, fn in plan:
         label, method = LABELS[name]
+        if progress is not None:
+            progress(label)
         entries[name], produced = guarded(label, method, fn)
         tables.update(produced)
     return entries, tables

@@ -100,9 +100,9 @@ def join(input: InputOpt = None) -> None:
 @app.command()
 def model() -> None:
     """Fit the primary mixed model and every secondary analysis; write reports/results/."""
-    from analysis.model.run import run_model
+    from analysis.model.run import run_model, stderr_progress
 
-    _echo(run_model(_params()))
+    _echo(run_model(_params(), progress=stderr_progress()))
 
 
 @app.command()

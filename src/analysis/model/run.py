@@ -63,6 +63,9 @@ the summary line says so loudly and the report states that it failed.
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -87,8 +90,20 @@ DIAGNOSTIC_COLUMNS = ["client_id", "week", "y", "fitted", "residual"]
 RANDOM_EFFECT_COLUMNS = ["client_id", "intercept", "slope"]
 
 
-def run_model(params: dict) -> str:
+def stderr_progress() -> Callable[[str], None]:
+    """A progress callback for the console: one line per step on stderr, with the elapsed time."""
+    t0 = time.perf_counter()
+
+    def say(step: str) -> None:
+        print(f"  [{time.perf_counter() - t0:6.1f} s] {step}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def run_model(params: dict, progress: Callable[[str], None] | None = None) -> str:
     """Read the analysis dataset, run the primary and secondary analyses, write the results folder.
+
+    ``progress`` (optional) is called with the name of each step before it runs.
 
     Returns
     -------
@@ -106,9 +121,12 @@ def run_model(params: dict) -> str:
         raise InputError(f"params.yaml model.measure: {cfg['measure']!r} is not in the measures registry "
                          f"({', '.join(sorted(registry))})")
 
+    say = progress or (lambda step: None)
+    say(f"primary mixed model ({dataset['client_id'].nunique()} clients in the dataset)")
     pdata = primary_data(dataset, cfg)
     entry, tables, fit = primary_analysis(pdata, cfg)
-    secondary, secondary_tables = run_secondary(pdata, dataset, fit, cfg, registry)
+    secondary, secondary_tables = run_secondary(pdata, dataset, fit, cfg, registry, progress=say)
+    say("writing results")
     clash = sorted(set(tables) & set(secondary_tables))
     if clash:
         raise ModelError(f"secondary tables {clash} would overwrite primary tables of the same name")

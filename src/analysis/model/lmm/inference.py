@@ -95,7 +95,7 @@ def satterthwaite(d: Design, theta: np.ndarray, reml: bool) -> Satterthwaite:
     A = 2.0 * ginv(H)
     bl = ob.blocks(d, s)
     Cinv = s.unscaled_cov()
-    jac = [sigma**2 * Cinv @ np.einsum("gap,ab,gbr->pr", bl.P, dG, bl.P) @ Cinv for dG in d_G(s.T, d.q)]
+    jac = [sigma**2 * Cinv @ ob.gsum(bl.P, dG @ bl.P) @ Cinv for dG in d_G(s.T, d.q)]
     jac.append(2.0 * sigma * Cinv)
     return Satterthwaite(A=A, jac=np.array(jac), hessian_eigenvalues=np.linalg.eigvalsh(H))
 
@@ -153,9 +153,9 @@ def kenward_roger(d: Design, theta: np.ndarray) -> KenwardRoger:
     ZV2X = P - ZtZH @ P
     ZV2Z = ZVZ - ZtZH @ ZVZ
     K = H @ d.ZtX
-    ZtXK = np.einsum("gap,gar->pr", d.ZtX, K)
-    XV2X = d.XtX - ZtXK - ZtXK.T + np.einsum("gap,gab,gbr->pr", K, ZtZ, K)
-    XV3X = XV2X - np.einsum("gap,gab,gbr->pr", P, H, P)
+    ZtXK = ob.gsum(d.ZtX, K)
+    XV2X = d.XtX - ZtXK - ZtXK.T + ob.gsum(K, ZtZ @ K)
+    XV3X = XV2X - ob.gsum(P, H @ P)
     HZ = H @ ZtZ
     trV2 = float(d.n_obs - 2.0 * np.trace(HZ, axis1=1, axis2=2).sum()
                  + np.einsum("gab,gba->", HZ, HZ))
@@ -166,16 +166,16 @@ def kenward_roger(d: Design, theta: np.ndarray) -> KenwardRoger:
         E.append(m + m.T if r != c else m)
     nre = len(E)
     n_g = nre + 1
-    PP = [-np.einsum("gap,ab,gbr->pr", P, Er, P) / s2**2 for Er in E] + [-XV2X / s2**2]
+    PP = [-ob.gsum(P, Er @ P) / s2**2 for Er in E] + [-XV2X / s2**2]
     QQ: dict[tuple[int, int], np.ndarray] = {}
     Kt = np.empty((n_g, n_g))
     for i in range(n_g):
         for j in range(i, n_g):
             if i < nre and j < nre:
-                QQ[i, j] = np.einsum("gap,ab,gbc,cd,gdr->pr", P, E[i], ZVZ, E[j], P) / s2**3
-                Kt[i, j] = np.einsum("gab,bc,gcd,da->", ZVZ, E[i], ZVZ, E[j]) / s2**2
+                QQ[i, j] = ob.gsum(P, E[i] @ ZVZ @ E[j] @ P) / s2**3
+                Kt[i, j] = np.einsum("gab,gba->", ZVZ @ E[i], ZVZ @ E[j]) / s2**2
             elif i < nre:
-                QQ[i, j] = np.einsum("gap,ab,gbr->pr", P, E[i], ZV2X) / s2**3
+                QQ[i, j] = ob.gsum(P, E[i] @ ZV2X) / s2**3
                 Kt[i, j] = np.einsum("ab,gba->", E[i], ZV2Z) / s2**2
             else:
                 QQ[i, j] = XV3X / s2**3

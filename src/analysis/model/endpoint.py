@@ -140,3 +140,34 @@ def rhs(*parts: str | list[str]) -> str:
         terms.extend(p if isinstance(p, list) else [p])
     return " + ".join(t for t in terms if t) or "1"
 
+
+
+def arm_summaries(data: pd.DataFrame, cfg: dict) -> dict[str, dict]:
+    """Per-arm descriptive summaries of the analysed clients, for the findings bundle and pooling.
+
+    Returns
+    -------
+    dict ``{"hip_focused": {...}, "comparator": {...}}``, each with ``n`` (clients analysed),
+    ``baseline_mean``, ``baseline_sd`` (outcome at the first session), ``n_endpoint`` (clients with
+    an observation in the endpoint window), ``change_mean``, ``change_sd`` (endpoint minus baseline
+    among them). SDs use ddof = 1 and are None below 2 clients.
+    """
+    ep = client_endpoint(data, cfg)
+    out = {}
+    for hip, arm in ((1, "hip_focused"), (0, "comparator")):
+        g = ep[ep["hip"] == hip]
+        e = g[g["observed"] == 1]
+        out[arm] = {
+            "n": int(len(g)),
+            "baseline_mean": _stat(g["baseline_y"], "mean"), "baseline_sd": _stat(g["baseline_y"], "std"),
+            "n_endpoint": int(len(e)),
+            "change_mean": _stat(e["change"], "mean"), "change_sd": _stat(e["change"], "std"),
+        }
+    return out
+
+
+def _stat(values: pd.Series, how: str) -> float | None:
+    v = values.astype(float).dropna()
+    if len(v) < (2 if how == "std" else 1):
+        return None
+    return float(v.std(ddof=1) if how == "std" else v.mean())

@@ -32,6 +32,7 @@ from analysis.model.fit import (
     linear_contrast,
     mixed_summary,
 )
+from analysis.model.endpoint import arm_summaries
 from analysis.model.prepare import PrimaryData
 
 GROUPS = "client_id"
@@ -112,6 +113,7 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
         "reference_levels": {k: v[0] for k, v in pdata.levels.items()},
         "trajectory_method": TRAJECTORY_METHOD,
         "excluded": {str(k): int(v) for k, v in excluded_counts.items()},
+        "arms": arm_summaries(pdata.data, cfg),
         "notes": notes,
     }
     exclusions = pd.DataFrame(sorted(excluded_counts.items()), columns=["reason", "clients"])

@@ -39,6 +39,20 @@ def is_responder(baseline: pd.Series, value: pd.Series, measure: Measure) -> pd.
     return (improvement >= needed - 1e-9).fillna(False).astype("int64")
 
 
+def log_odds_ratio(r1: int, n1: int, r0: int, n0: int) -> dict:
+    """Unadjusted log odds ratio (hip-focused vs comparator) and its Woolf SE, for pooling across clinics.
+
+    Cells of 0 get the usual 0.5 added to all four (``continuity``); with an empty group there is none.
+    """
+    cells = np.array([r1, n1 - r1, r0, n0 - r0], dtype=float)
+    if n1 == 0 or n0 == 0:
+        return {"estimate": None, "se": None, "continuity": None, "method": "Woolf"}
+    cc = 0.5 if (cells == 0).any() else 0.0
+    a, b, c, d = cells + cc
+    return {"estimate": float(np.log(a * d / (b * c))), "se": float(np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)),
+            "continuity": cc, "method": "Woolf (unadjusted)"}
+
+
 def nnt(rd: float, ci_low: float, ci_high: float) -> dict:
     """Number needed to treat from a risk difference (benefit positive) and its CI (Altman 1998).
 
@@ -112,6 +126,7 @@ def responder_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[s
                             "ci_method": "Newcombe hybrid score",
                             "wald_ci_low": float(rd - z * se_wald), "wald_ci_high": float(rd + z * se_wald)},
         "nnt": nnt(rd, float(lo), float(hi)),
+        "log_odds_ratio": log_odds_ratio(r1, n1, r0, n0),
     }
     notes = [f"complete cases: {sum(n_missing.values())} client(s) without an observation in the endpoint window "
              "are not counted (see multiple_imputation for an analysis that includes them)."]

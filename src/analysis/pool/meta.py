@@ -1,0 +1,268 @@
+"""Random-effects meta-analysis of clinic estimates: pure numpy/scipy functions, as metafor's ``rma()``.
+
+Why not a library: statsmodels offers DerSimonian-Laird and Paule-Mandel only, with no prediction
+interval and no Knapp-Hartung option; PyMARE lacks Paule-Mandel and prediction intervals and calls
+itself alpha. The estimators are short, so they are written here and tested against metafor 3.8
+(``tests/reference/make_reference_metafor.R``, ``tests/test_pool_meta.py``).
+
+Model: ``y_i ~ N(mu, v_i + tau^2)``, ``i = 1..k`` (one estimate and its squared SE per clinic).
+
+- **tau^2**: REML (default; the root of the restricted score, solved to machine precision), Paule-Mandel
+  (generalised Q = k - 1) or DerSimonian-Laird; truncated at 0. If the chosen estimator fails, the chain
+  REML -> PM -> DL is followed and the fallback recorded.
+- **Pooled estimate**: ``mu = sum w y / sum w`` with ``w = 1 / (v + tau^2)``.
+- **CI**: Knapp-Hartung / HKSJ (default): ``se^2 = sum w (y - mu)^2 / ((k - 1) sum w)``, t(k - 1)
+  (metafor ``test="knha"``); the modified variant never narrower than Wald, ``se = max(se_KH, se_z)``
+  (metafor ``test="adhoc"``); Wald-z, ``se_z^2 = 1 / sum w`` (``test="z"``), always shown alongside.
+- **Prediction interval**: ``mu +/- crit sqrt(se^2 + tau^2)`` with the CI's distribution (metafor ``predict``).
+- **Heterogeneity**: Cochran's Q with fixed-effect weights and its chi^2(k - 1) p; I^2 and H^2 from tau^2
+  and the typical within-clinic variance ``s^2 = (k - 1) sum w0 / ((sum w0)^2 - sum w0^2)``, ``w0 = 1/v``
+  (metafor's definitions, so they agree with tau^2); Q-profile CIs for tau^2, I^2 and H^2 (metafor
+  ``confint``): the tau^2 at which the generalised Q equals the chi^2(k - 1) quantiles.
+- **Diagnostics**: leave-one-out refits (metafor ``leave1out``) and influence (metafor ``influence``:
+  externally standardised residuals, Cook's distance, hat values, weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+TAU2_METHODS = ("REML", "PM", "DL")
+CI_METHODS = ("knha", "knha_modified", "z")
+TAU2_MAX = 1e4  # upper end of the root searches, in squared outcome units
+
+
+class MetaError(ValueError):
+    """The data cannot be meta-analysed (e.g. fewer than 2 estimates, a non-positive variance)."""
+
+
+def _check(y, v) -> tuple[np.ndarray, np.ndarray]:
+    y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
+    if y.shape != v.shape or y.ndim != 1:
+        raise MetaError("estimates and variances must be two vectors of the same length")
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(v))):
+        raise MetaError("estimates and variances must be finite numbers")
+    if np.any(v <= 0):
+        raise MetaError("every sampling variance must be positive")
+    return y, v
+
+
+def _mu(y: np.ndarray, v: np.ndarray, tau2: float) -> tuple[float, np.ndarray]:
+    w = 1.0 / (v + tau2)
+    return float(np.sum(w * y) / np.sum(w)), w
+
+
+def q_gen(y: np.ndarray, v: np.ndarray, tau2: float) -> float:
+    """Generalised Q: ``sum (y - mu(tau2))^2 / (v + tau2)``; decreasing in tau2."""
+    mu, w = _mu(y, v, tau2)
+    return float(np.sum(w * (y - mu) ** 2))
+
+
+def tau2_dl(y, v) -> float:
+    """DerSimonian-Laird moment estimator, truncated at 0."""
+    y, v = _check(y, v)
+    k = len(y)
+    w = 1.0 / v
+    q = q_gen(y, v, 0.0)
+    c = np.sum(w) - np.sum(w**2) / np.sum(w)
+    return float(max(0.0, (q - (k - 1)) / c))
+
+
+def _root_decreasing(f, target: float) -> float:
+    """The tau2 >= 0 with f(tau2) = target for a decreasing f; 0 if f(0) <= target."""
+    if f(0.0) <= target:
+        return 0.0
+    hi = 1.0
+    while f(hi) > target:
+        hi *= 10.0
+        if hi > TAU2_MAX:
+            raise MetaError(f"no tau^2 below {TAU2_MAX:g} solves the equation")
+    return float(optimize.brentq(lambda t: f(t) - target, 0.0, hi, xtol=1e-14, rtol=1e-14, maxiter=500))
+
+
+def tau2_pm(y, v) -> float:
+    """Paule-Mandel: the tau2 at which the generalised Q equals k - 1 (0 if Q(0) <= k - 1)."""
+    y, v = _check(y, v)
+    return _root_decreasing(lambda t: q_gen(y, v, t), len(y) - 1.0)
+
+
+def reml_score(y: np.ndarray, v: np.ndarray, tau2: float) -> float:
+    """Derivative of the restricted log-likelihood with respect to tau2."""
+    mu, w = _mu(y, v, tau2)
+    return float(-0.5 * np.sum(w) + 0.5 * np.sum(w**2 * (y - mu) ** 2) + 0.5 * np.sum(w**2) / np.sum(w))
+
+
+def tau2_reml(y, v) -> float:
+    """REML: root of the restricted score (0 when the score at 0 is not positive)."""
+    y, v = _check(y, v)
+    if len(y) < 2:
+        raise MetaError("REML needs at least 2 estimates")
+    if reml_score(y, v, 0.0) <= 0:
+        return 0.0
+    hi = max(float(np.var(y, ddof=1)), 1e-8)
+    while reml_score(y, v, hi) > 0:
+        hi *= 10.0
+        if hi > TAU2_MAX:
+            raise MetaError("the REML score does not change sign: no finite maximum")
+    return float(optimize.brentq(lambda t: reml_score(y, v, t), 0.0, hi, xtol=1e-15, rtol=1e-14, maxiter=500))
+
+
+_TAU2 = {"REML": tau2_reml, "PM": tau2_pm, "DL": tau2_dl}
+
+
+def estimate_tau2(y, v, method: str = "REML") -> tuple[float, str, list[str]]:
+    """tau2 by ``method``, falling back along REML -> PM -> DL; returns (tau2, method used, fallbacks)."""
+    if method not in TAU2_METHODS:
+        raise ValueError(f"tau2 method must be one of {TAU2_METHODS}, not {method!r}")
+    chain = list(TAU2_METHODS[TAU2_METHODS.index(method):])
+    notes = []
+    for m in chain:
+        try:
+            return _TAU2[m](y, v), m, notes
+        except (MetaError, RuntimeError, ValueError, FloatingPointError) as exc:
+            notes.append(f"{m} failed ({exc}); fell back to the next estimator")
+    raise MetaError("every tau^2 estimator failed: " + "; ".join(notes))
+
+
+def typical_variance(v: np.ndarray) -> float:
+    """metafor's typical within-study variance ``(k - 1) sum w / ((sum w)^2 - sum w^2)``."""
+    w = 1.0 / v
+    return float((len(v) - 1) * np.sum(w) / (np.sum(w) ** 2 - np.sum(w**2)))
+
+
+def i2_h2(tau2: float, s2: float) -> tuple[float, float]:
+    """I^2 (percent) and H^2 from tau^2 and the typical within-study variance."""
+    return float(100.0 * tau2 / (tau2 + s2)), float((tau2 + s2) / s2)
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    df: float | None  # None = normal
+
+    def as_dict(self) -> dict:
+        return {"estimate": self.estimate, "se": self.se, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "p_value": self.p_value, "df": self.df}
+
+
+def _interval(mu: float, se: float, df: float | None, alpha: float) -> Interval:
+    dist = stats.norm if df is None else stats.t(df)
+    crit = float(dist.ppf(1 - alpha / 2))
+    p = float(2 * dist.sf(abs(mu / se))) if se > 0 else float("nan")
+    return Interval(mu, se, mu - crit * se, mu + crit * se, p, df)
+
+
+def q_profile(y, v, alpha: float = 0.05) -> tuple[float, float]:
+    """Q-profile CI for tau2 (metafor ``confint``): generalised Q at the chi^2(k - 1) quantiles, bounded at 0."""
+    y, v = _check(y, v)
+    k = len(y)
+    if k < 2:
+        return float("nan"), float("nan")
+    lo_target = float(stats.chi2.ppf(1 - alpha / 2, k - 1))
+    hi_target = float(stats.chi2.ppf(alpha / 2, k - 1))
+    f = lambda t: q_gen(y, v, t)  # noqa: E731 - a one-line closure reads best here
+    return _root_decreasing(f, lo_target), _root_decreasing(f, hi_target)
+
+
+def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> dict:
+    """Random-effects meta-analysis, metafor's ``rma(yi, vi, method=..., test=...)`` plus predict and confint.
+
+    Parameters
+    ----------
+    y, v : estimates and their sampling variances (SE^2), one per clinic.
+    tau2_method : ``'REML'`` (default), ``'PM'`` or ``'DL'``.
+    ci_method : ``'knha'`` (Hartung-Knapp-Sidik-Jonkman, t(k - 1); default), ``'knha_modified'`` (never
+        narrower than Wald) or ``'z'``.
+
+    Returns
+    -------
+    dict with ``k``, ``tau2_method`` (requested), ``tau2_method_used``, ``tau2_fallbacks``, ``ci_method``,
+    ``pooled`` {estimate, se, ci_low, ci_high, p_value, df} (by ``ci_method``), ``wald`` (the same with z),
+    ``prediction`` {pi_low, pi_high, df}, ``tau2``, ``tau``, ``tau2_ci``, ``i2``, ``i2_ci``, ``h2``,
+    ``h2_ci``, ``q`` {statistic, df, p_value}, ``weights`` (percent, in input order).
+
+    Raises
+    ------
+    MetaError : fewer than 2 estimates, or unusable numbers.
+    """
+    if ci_method not in CI_METHODS:
+        raise ValueError(f"ci method must be one of {CI_METHODS}, not {ci_method!r}")
+    y, v = _check(y, v)
+    k = len(y)
+    if k < 2:
+        raise MetaError("pooling needs at least 2 clinics")
+    tau2, used, notes = estimate_tau2(y, v, tau2_method)
+    mu, w = _mu(y, v, tau2)
+    se_z = float(np.sqrt(1.0 / np.sum(w)))
+    wald = _interval(mu, se_z, None, alpha)
+    se_kh = float(np.sqrt(np.sum(w * (y - mu) ** 2) / ((k - 1) * np.sum(w))))
+    if ci_method == "z":
+        pooled = wald
+    elif ci_method == "knha":
+        pooled = _interval(mu, se_kh, float(k - 1), alpha)
+    else:
+        pooled = _interval(mu, max(se_kh, se_z), float(k - 1), alpha)
+    s2w = (pooled.se / se_z) ** 2  # the Knapp-Hartung scale factor (1 for Wald)
+    crit = float((stats.norm if pooled.df is None else stats.t(pooled.df)).ppf(1 - alpha / 2))
+    half = crit * float(np.sqrt(pooled.se**2 + tau2))
+    s2 = typical_variance(v)
+    i2, h2 = i2_h2(tau2, s2)
+    t_lo, t_hi = q_profile(y, v, alpha)
+    q = q_gen(y, v, 0.0)
+    return {
+        "k": k, "tau2_method": tau2_method, "tau2_method_used": used, "tau2_fallbacks": notes,
+        "ci_method": ci_method, "alpha": alpha,
+        "pooled": pooled.as_dict(), "wald": wald.as_dict(),
+        "prediction": {"pi_low": mu - half, "pi_high": mu + half, "df": pooled.df},
+        "tau2": tau2, "tau": float(np.sqrt(tau2)), "tau2_ci": [t_lo, t_hi],
+        "i2": i2, "i2_ci": [i2_h2(t_lo, s2)[0], i2_h2(t_hi, s2)[0]],
+        "h2": h2, "h2_ci": [i2_h2(t_lo, s2)[1], i2_h2(t_hi, s2)[1]],
+        "q": {"statistic": q, "df": k - 1, "p_value": float(stats.chi2.sf(q, k - 1))},
+        "weights": [float(x) for x in 100.0 * w / np.sum(w)],
+        "scale_factor": float(s2w),
+    }
+
+
+def leave_one_out(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> list[dict]:
+    """metafor ``leave1out``: the meta-analysis without each clinic in turn (k >= 3).
+
+    Returns
+    -------
+    list (input order) of {estimate, se, ci_low, ci_high, p_value, tau2, i2, q}.
+    """
+    y, v = _check(y, v)
+    out = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        r = rma(y[keep], v[keep], tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+        out.append({**{k: r["pooled"][k] for k in ("estimate", "se", "ci_low", "ci_high", "p_value")},
+                    "tau2": r["tau2"], "i2": r["i2"], "q": r["q"]["statistic"], "scale_factor": r["scale_factor"]})
+    return out
+
+
+def influence(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> list[dict]:
+    """metafor ``influence``: externally standardised residual, Cook's distance, hat value and weight per clinic.
+
+    ``rstudent_i = (y_i - mu_(-i)) / sqrt(s2_(-i) (v_i + tau2_(-i)) + se_(-i)^2)`` with the deleted fit's
+    SE and Knapp-Hartung scale factor ``s2_(-i)`` (1 for Wald), as metafor scales it;
+    ``cook_i = (mu - mu_(-i))^2 / se^2`` with the full fit's SE; ``hat_i = w_i / sum w``.
+    """
+    y, v = _check(y, v)
+    full = rma(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+    mu, se = full["pooled"]["estimate"], full["pooled"]["se"]
+    w = 1.0 / (v + full["tau2"])
+    out = []
+    for i, loo in enumerate(leave_one_out(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)):
+        denom = float(np.sqrt(loo["scale_factor"] * (v[i] + loo["tau2"]) + loo["se"] ** 2))
+        out.append({"rstudent": float((y[i] - loo["estimate"]) / denom),
+                    "cook_d": float((mu - loo["estimate"]) ** 2 / se**2),
+                    "hat": float(w[i] / np.sum(w)), "weight": float(100.0 * w[i] / np.sum(w)),
+                    "tau2_deleted": loo["tau2"], "q_deleted": loo["q"]})
+    return out

@@ -139,11 +139,16 @@ def test_saddle_at_the_bound_is_escaped_not_called_singular():
     assert fit.checks["deviance"] == pytest.approx(518.0185, abs=1e-4)
 
 
-def test_singular_design_is_a_failure_not_a_result():
+def test_aliased_terms_are_dropped_and_said_as_lme4_does():
     data = _no_slope_variance().assign(t2=lambda d: 2 * d["t"])
     fit = fit_mixed(data, "y ~ t + t2", "g", None)
-    assert fit.status == "failed" and fit.result is None
-    assert "rank-deficient" in fit.reason and "t2" in fit.reason
+    assert fit.status == "ok" and fit.dropped == ["t2"] and fit.checks["dropped_terms"] == ["t2"]
+    assert list(fit.result.fe_params.index) == ["Intercept", "t"]
+    # the same as the model without the aliased term
+    plain = fit_mixed(data, "y ~ t", "g", None)
+    assert fit.result.fe_params["t"] == pytest.approx(plain.result.fe_params["t"], rel=1e-10)
+    with pytest.raises(ModelError, match="not fixed effects"):
+        linear_contrast(fit, {"t2": 1.0})
 
 
 def test_missing_values_are_an_error_not_dropped():

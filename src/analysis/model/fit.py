@@ -14,9 +14,12 @@ verdict, :class:`MixedFit`:
   variance of 0 or a correlation of -1) is ``status='failed'`` with that reason;
   :func:`fit_mixed_with_fallback` then applies the pre-specified fallback, a
   random intercept only (``status='fallback'``), and says why;
-- a fit that does not converge, or whose design is rank-deficient, is
-  ``status='failed'`` with the reason and no result; it never falls back (a
-  simpler model does not cure a numerical failure).
+- a fit that does not converge is ``status='failed'`` with the reason and no
+  result; it never falls back (a simpler model does not cure a numerical failure);
+- fixed-effect columns that are combinations of earlier ones in these data
+  (e.g. a covariate level present in one group only) are dropped before the
+  fit, as lme4 does, and listed in ``MixedFit.dropped``; a contrast that needs
+  a dropped term is an error, never a silent zero.
 
 Inference: fixed-effects covariance ``sigma^2 (X'V^-1 X)^-1``; CIs and p-values
 from the t distribution with Satterthwaite (lmerTest) or Kenward-Roger
@@ -60,6 +63,8 @@ class MixedFit:
     n_groups, n_obs : clients and observations.
     df_method : ``'satterthwaite'``, ``'kenward_roger'`` or ``'z'``.
     attempts : one dict per model tried: ``model``, ``ok``, ``reason``.
+    dropped : fixed-effect terms left out because they are combinations of earlier ones in these data
+        (lme4 drops them the same way); their coefficients are not estimable.
     """
 
     result: lmm.LmmFit | None
@@ -74,6 +79,7 @@ class MixedFit:
     n_obs: int
     df_method: str = DF_METHOD_DEFAULT
     attempts: list[dict] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -135,12 +141,12 @@ def fit_mixed(
     base = dict(formula=formula, re_formula=re_formula, n_groups=design.n_groups, n_obs=design.n_obs,
                 df_method=df_method)
     label = f"random effects {re_formula or '~1'}"
-    rank = int(np.linalg.matrix_rank(design.XtX, hermitian=True))
-    if rank < design.p:
-        reason = (f"the fixed-effects design is rank-deficient (rank {rank} < {design.p} terms): some terms "
-                  f"are collinear in these data; terms: {', '.join(design.fixed_names)}")
-        return MixedFit(result=None, converged=False, optimizer="", status="failed", reason=reason, checks={},
-                        attempts=[{"model": label, "ok": False, "reason": reason}], **base)
+    dropped: list[str] = []
+    keep = lmm.design.independent_columns(design)
+    if len(keep) < design.p:
+        # As lme4 does: fit without the columns that are combinations of earlier ones, and say so.
+        dropped = [n for j, n in enumerate(design.fixed_names) if j not in keep]
+        design = lmm.design.select_columns(design, keep)
     if design.n_obs <= design.p:
         reason = f"{design.n_obs} observations for {design.p} fixed effects: no residual degrees of freedom"
         return MixedFit(result=None, converged=False, optimizer="", status="failed", reason=reason, checks={},
@@ -150,6 +156,7 @@ def fit_mixed(
     optimizer = str(f.optimum.checks.get("optimizer", ""))
     singular = lmm.optimize.is_singular(f.theta, design.q, singular_tol)
     checks["singular"] = singular
+    checks["dropped_terms"] = dropped
     if not f.converged:
         reason = f"convergence not proven: {f.optimum.reason}"
     elif singular:
@@ -161,7 +168,7 @@ def fit_mixed(
         return MixedFit(result=None, converged=f.converged, optimizer=optimizer, status="failed", reason=reason,
                         checks=checks, attempts=attempts, **base)
     return MixedFit(result=f, converged=True, optimizer=optimizer, status="ok", reason="", checks=checks,
-                    attempts=attempts, **base)
+                    attempts=attempts, dropped=dropped, **base)
 
 
 def _singular_detail(f: lmm.LmmFit) -> str:

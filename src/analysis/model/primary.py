@@ -119,9 +119,18 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
     exclusions = pd.DataFrame(sorted(excluded_counts.items()), columns=["reason", "clients"])
     empty = {"trajectories": pd.DataFrame(columns=TRAJECTORY_COLUMNS),
              "fixed_effects": pd.DataFrame(columns=FIXED_COLUMNS), "primary_exclusions": exclusions}
+    needed = sorted({"week", "hip", SLOPE_TERM} & set(fit.dropped))
+    if fit.ok and needed:
+        fit.status, fit.reason, fit.result = "failed", (
+            f"the terms {', '.join(needed)} of the estimand are not estimable in these data (aliased with other "
+            "terms)"), None
+        entry.update(status=fit.status, reason=fit.reason, converged=False)
     if not fit.ok:
         notes.append(f"the primary model could not be fitted trustworthily: {fit.reason}. No estimate is reported.")
         return entry, empty, fit
+    if fit.dropped:
+        notes.append(f"not estimable in these data, so left out of the model (as lme4 does): "
+                     f"{', '.join(fit.dropped)}.")
     if fit.status == "fallback":
         notes.append(f"FALLBACK: {fit.reason}.")
 

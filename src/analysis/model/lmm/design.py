@@ -141,3 +141,31 @@ def from_formula(data: pd.DataFrame, formula: str, groups: str, re_formula: str 
         raise ModelError(f"grouping column {groups!r} has missing values")
     return from_arrays(X.to_numpy(), Z.to_numpy(), y.to_numpy(), data[groups].to_numpy(),
                        fixed_names=list(X.columns), re_names=list(Z.columns))
+
+
+def independent_columns(d: Design, tol: float = 1e-7) -> list[int]:
+    """Columns of X kept when dropping, in order, each one that is (numerically) a combination of earlier ones.
+
+    Like lme4's ``chkRank.drop.cols``: the model is fitted without the aliased columns. A column is
+    aliased when its residual after projecting on the kept columns has relative norm below ``tol``.
+    """
+    keep: list[int] = []
+    for j in range(d.p):
+        cols = keep + [j]
+        sub = d.XtX[np.ix_(cols, cols)]
+        scale = np.sqrt(np.diag(sub))
+        if scale[-1] == 0:
+            continue
+        corr = sub / np.outer(scale, scale)
+        if np.linalg.eigvalsh(corr).min() > tol:
+            keep.append(j)
+    return keep
+
+
+def select_columns(d: Design, keep: list[int]) -> Design:
+    """The same design with only the fixed-effects columns ``keep`` (rows, groups and Z unchanged)."""
+    return Design(
+        X=d.X[:, keep], Z=d.Z, y=d.y, group_codes=d.group_codes, order=d.order, group_labels=d.group_labels,
+        fixed_names=[d.fixed_names[j] for j in keep], re_names=d.re_names, ZtZ=d.ZtZ, ZtX=d.ZtX[:, :, keep],
+        Zty=d.Zty, n_per_group=d.n_per_group, XtX=d.XtX[np.ix_(keep, keep)], Xty=d.Xty[keep], yty=d.yty,
+    )

@@ -109,3 +109,11 @@ def text_tables() -> dict[str, pd.DataFrame]:
 @pytest.fixture
 def input_dir(tmp_path: Path) -> Path:
     return write_tables(tmp_path / "raw", valid_text_tables())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clinic_id():
+    """Bundles built in tests get a fixed clinic id instead of creating ~/.config/hip-knee-outcomes/clinic_id."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HIPKNEE_CLINIC_ID", "KTESTCLINIC01")
+        yield

@@ -120,13 +120,16 @@ def test_findings_follow_the_schema(built):
     assert re.fullmatch(r"\d{4}-\d{2}", bundle["period"]["from"])
     assert bundle["primary"]["estimate"] == pytest.approx(-0.9)
     assert set(bundle["secondary"]) >= {"gee", "iptw", "multiple_imputation"}
-    assert bundle["secondary"]["responders"]["estimate_of"] == "risk difference"
+    assert bundle["primary"]["df"] == pytest.approx(31.4) and bundle["primary"]["df_method"] == "satterthwaite"
+    assert bundle["compatibility"]["measure"] == "knee_pain_nprs" and len(bundle["compatibility"]["sha256"]) == 64
+    assert bundle["integrity"]["sha256"] == findings.integrity_hash(bundle)
+    assert bundle["clinic_id"] == "KTESTCLINIC01"  # from HIPKNEE_CLINIC_ID (tests/conftest.py)
 
 
 def test_failed_primary_says_so_and_shows_no_estimate(tmp_path, monkeypatch):
     _build(tmp_path, monkeypatch, status="failed")
     html = (tmp_path / "reports/therapist/index.html").read_text(encoding="utf-8")
-    assert "could not be estimated reliably" in html and "boundary" in html
+    assert "could not be estimated reliably" in html and "convergence not proven" in html
     assert "Estimate −" not in html
     bundle = json.loads((tmp_path / "reports/peer/findings.json").read_text(encoding="utf-8"))
     assert bundle["primary"]["estimate"] is None and bundle["primary"]["status"] == "failed"
@@ -246,7 +249,7 @@ def test_findings_hide_the_other_group_when_one_is_small():
     results = {"primary": {"status": "ok", "estimate": -1.0, "se": 0.5, "ci_low": -2.0, "ci_high": 0.0,
                            "p_value": 0.05, "n_clients": 23, "n_observations": 120, "converged": True},
                "secondary": {}}
-    bundle = findings.build_findings(results, clinic_id="clinic-1", period=("2024-01", "2024-06"),
+    bundle = findings.build_findings(results, clinic_id="KTESTCLINIC01", period=("2024-01", "2024-06"),
                                      n_by_group={"hip-focused": 19, "knee-focused": 4}, params={"model": {}},
                                      params_sha256="0" * 64, packages={"pandas": "x"}, code_version="v0",
                                      min_cell=5)
@@ -264,3 +267,63 @@ def test_peer_medians_withheld_for_small_groups():
     summary = peer.continuous_summary(clients, 5).set_index(["variable", "group"])
     assert math.isnan(summary.loc[("symptom_weeks", "hip-focused"), "median"])  # two clients: no quartiles
     assert summary.loc[("symptom_weeks", "knee-focused"), "median"] == 15
+
+
+def _bundle(primary_extra: dict | None = None, responders: dict | None = None, params: dict | None = None) -> dict:
+    results = {"primary": {"status": "ok", "estimate": -1.0, "se": 0.5, "df": 40.2, "df_method": "satterthwaite",
+                           "ci_low": -2.0, "ci_high": 0.0, "p_value": 0.05, "n_clients": 40, "n_observations": 200,
+                           "converged": True, **(primary_extra or {})},
+               "secondary": {"responders": responders} if responders else {}}
+    return findings.build_findings(results, clinic_id="KTESTCLINIC01", period=("2024-01", "2024-06"),
+                                   n_by_group={"hip-focused": 22, "knee-focused": 18},
+                                   params=params or {"model": {"measure": "knee_pain_nprs", "primary_week": 6}},
+                                   params_sha256="0" * 64, packages={"pandas": "x"}, code_version="v0", min_cell=5,
+                                   mcid={"points": 2.0, "percent": 30.0})
+
+
+def test_findings_v2_arms_withheld_below_min_cell():
+    jsonschema = pytest.importorskip("jsonschema")
+    arms = {"hip_focused": {"n": 22, "baseline_mean": 6.1, "baseline_sd": 1.5, "n_endpoint": 4,
+                            "change_mean": -2.5, "change_sd": 1.1},
+            "comparator": {"n": 18, "baseline_mean": 5.8, "baseline_sd": 1.7, "n_endpoint": 12,
+                           "change_mean": -1.5, "change_sd": 1.6}}
+    b = _bundle({"arms": arms})
+    jsonschema.validate(b, findings.schema())
+    assert b["arms"]["hip_focused"]["baseline_mean"] == pytest.approx(6.1)
+    assert b["arms"]["hip_focused"]["n_endpoint"] == "<5"
+    assert b["arms"]["hip_focused"]["change_mean"] is None and b["arms"]["hip_focused"]["change_sd"] is None
+    assert b["arms"]["comparator"]["change_mean"] == pytest.approx(-1.5)
+
+
+def test_findings_v2_responder_ratio_withheld_when_a_cell_is_small():
+    jsonschema = pytest.importorskip("jsonschema")
+    base = {"status": "done", "definition": "2 points or 30%", "n_hip_focused": 20, "n_comparator": 18,
+            "log_odds_ratio": {"estimate": 0.4, "se": 0.6, "method": "Woolf (unadjusted)"}}
+    ok = _bundle(responders={**base, "responders_hip_focused": 12, "responders_comparator": 7})
+    assert ok["responders"]["status"] == "done" and ok["responders"]["log_odds_ratio"] == pytest.approx(0.4)
+    assert ok["responders"]["mcid"] == {"points": 2.0, "percent": 30.0}
+    # 17 of 20 respond: only 3 did not -> the ratio would give the small cell back
+    small = _bundle(responders={**base, "responders_hip_focused": 17, "responders_comparator": 7})
+    assert small["responders"]["status"] == "withheld"
+    assert small["responders"]["log_odds_ratio"] is None and small["responders"]["log_odds_ratio_se"] is None
+    for b in (ok, small):
+        jsonschema.validate(b, findings.schema())
+
+
+def test_findings_v2_compatibility_key_changes_with_the_estimand():
+    a = _bundle(params={"model": {"measure": "knee_pain_nprs", "primary_week": 6}})
+    b = _bundle(params={"model": {"measure": "knee_pain_nprs", "primary_week": 8}})
+    c = _bundle(params={"model": {"measure": "lefs", "primary_week": 6}})
+    assert a["compatibility"]["sha256"] != b["compatibility"]["sha256"] != c["compatibility"]["sha256"]
+    assert a["compatibility"]["sha256"] == _bundle()["compatibility"]["sha256"]
+
+
+def test_clinic_identity_is_stable_unique_and_never_shared(tmp_path, monkeypatch):
+    monkeypatch.delenv(findings.CLINIC_ID_ENV, raising=False)
+    store = tmp_path / "cfg" / "clinic_id"
+    first = findings.clinic_identity({"report": {}}, store)
+    assert re.fullmatch(r"K[A-Z2-7]{12}", first) and store.read_text().strip() == first
+    assert findings.clinic_identity({"report": {}}, store) == first  # stable
+    other = findings.clinic_identity({"report": {}}, tmp_path / "other" / "clinic_id")
+    assert other != first  # another machine, another id
+    assert findings.clinic_identity({"report": {"clinic_id": "north-clinic"}}, store) == "north-clinic"

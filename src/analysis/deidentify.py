@@ -863,6 +863,9 @@ def deidentify_frames(
         "therapists": int(therapist.dropna().nunique()),
         "date_shift_days_range": [-shift_max_days, shift_max_days],
         "clients_shift_adjusted_to_stay_in_range": n_adjusted,
+        # the real period at month level (the tables' dates are shifted): the findings bundle reports this
+        "true_period": {"first_month": w.df["_date"].min().strftime("%Y-%m"),
+                        "last_month": w.df["_date"].max().strftime("%Y-%m")},
         "key_fingerprint": key_fingerprint(key),
         "pseudonym_chars": pseudonym_chars,
     })

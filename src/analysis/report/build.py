@@ -51,6 +51,8 @@ class ReportInputs:
     diagnostics: pd.DataFrame | None = None
     validation: dict = field(default_factory=dict)
     validation_href: str = "../validation/validation.html"
+    clinic_id: str = "unknown"
+    true_period: tuple[str, str] | None = None  # from deidentify_log.json when the dates were shifted
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,17 @@ def load_report_inputs(params: dict, root: Path | None = None) -> tuple[ReportIn
     registry = load_registry(registry_path)
     read = [resolve(data["input"], root), registry_path, dataset_path, flow_path, results_path, validation_path,
             diag_path, *(results_dir / f"{n}.csv" for n in RESULT_TABLES), results_dir / "metrics.json"]
+    true_period = None
+    deid_log = resolve(data["input"], root) / "deidentify_log.json"
+    if deid_log.is_file():
+        tp = (json.loads(deid_log.read_text(encoding="utf-8")) or {}).get("true_period") or {}
+        if tp.get("first_month") and tp.get("last_month"):
+            true_period = (str(tp["first_month"]), str(tp["last_month"]))
+        read.append(deid_log)
     return (ReportInputs(params=params, registry=registry, dataset=pd.read_parquet(dataset_path),
                          flow=pd.read_csv(flow_path), results=results, tables=tables, diagnostics=diagnostics,
-                         validation=validation, validation_href=Path(href).as_posix()), read)
+                         validation=validation, validation_href=Path(href).as_posix(),
+                         clinic_id=fnd.clinic_identity(params), true_period=true_period), read)
 
 
 # ----------------------------------------------------------------------------- building
@@ -318,12 +328,13 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
     else:
         d = inp.dataset.assign(group=c["group"])
         n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()
-    clinic = str(inp.dataset["clinic_id"].iloc[0]) if len(inp.dataset) else "unknown"
+    measure = inp.registry[inp.params["model"]["measure"]]
     findings = fnd.build_findings(
-        inp.results, clinic_id=clinic, period=_period(inp.dataset),
+        inp.results, clinic_id=inp.clinic_id, period=inp.true_period or _period(inp.dataset),
         n_by_group={str(k): int(v) for k, v in n_by_group.items()}, params=inp.params,
         params_sha256=provenance.params_sha256, packages=provenance.packages,
-        code_version=provenance.code_version, min_cell=min_cell)
+        code_version=provenance.code_version, min_cell=min_cell,
+        mcid={"points": measure.mcid_points, "percent": measure.mcid_percent})
     return dict(therapist_html=therapist_html, peer_html=peer_html, peer_pdf=html_to_pdf(peer_html),
                 findings=findings, peer_figures={f"{f.key}.svg": f.svg for f in peer_figs})
 

@@ -1,34 +1,99 @@
 """The findings bundle: what a peer needs to pool this clinic's result, and nothing identifying.
 
 Schema: ``findings.schema.json`` beside this module (JSON Schema draft 2020-12),
-versioned by :data:`SCHEMA_VERSION`. Change the version whenever a field is
-added, removed or changes meaning; pooling code checks it.
+versioned by :data:`SCHEMA_VERSION` (major 2). Change the version whenever a field
+is added, removed or changes meaning; ``outcomes pool`` checks it.
 
-Counts follow the privacy conventions of :mod:`analysis.privacy`: every count
-sits under a key named ``n`` / ``n_*`` and is a number >= ``min_cell`` (or 0)
-or the string ``"<min_cell>"``. The period covered is given in months only.
+A bundle holds (v2):
+
+- ``clinic_id``: unique and stable per clinic (params ``report.clinic_id``, or a random
+  id made at first use, see :func:`clinic_identity`), never a shared default;
+- ``period``: the true first and last month (from ``deidentify_log.json`` when the
+  data were date-shifted), months only;
+- ``primary``: estimand, estimate, SE, df and df method, CI, p, slope difference, status;
+- ``arms``: per group n, baseline mean/SD, change at the primary week (mean/SD) among
+  those with an endpoint -- each withheld below ``min_cell``;
+- ``responders``: counts per arm (suppressed), the log odds ratio and its SE (withheld
+  when any cell is below ``min_cell``), the MCID used;
+- ``chronicity``: the week x hip x ln(symptom weeks + 1) interaction and its SE;
+- ``compatibility``: what the estimate means (measure, timing, weeks, window, exposure,
+  covariates, df method) and its SHA-256, so a pooler can tell whether two bundles
+  estimate the same thing;
+- ``integrity``: SHA-256 of the canonical bundle without this field (an edited bundle
+  is refused by the pooler; it guards against accidents, not against a forger).
+
+Counts follow the privacy conventions of :mod:`analysis.privacy`: every count sits
+under a key named ``n`` / ``n_*`` and is a number >= ``min_cell`` (or 0) or the
+string ``"<min_cell>"``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import secrets
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from analysis.privacy import suppress_count
 from analysis.report.summary import headline, peer_text, primary_ok
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "2.0.0"
+SCHEMA_MAJOR = 2
+CLINIC_ID_ENV = "HIPKNEE_CLINIC_ID"
 
 SECONDARY_KEYS = ("gee", "iptw", "multiple_imputation", "tipping_point", "responders", "chronicity",
                   "mediation", "time_to_improvement", "dose_response", "immediate_effect")
 _ESTIMATE_KEYS = ("estimate", "se", "ci_low", "ci_high", "p_value", "e_value")
+ARMS = ("hip_focused", "comparator")
 
 
 def schema() -> dict:
     """The JSON Schema of findings.json."""
     return json.loads(files("analysis.report").joinpath("findings.schema.json").read_text(encoding="utf-8"))
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, no spaces) for hashing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def sha256_of(obj: Any) -> str:
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def integrity_hash(bundle: dict) -> str:
+    """SHA-256 of the bundle without its ``integrity`` field."""
+    return sha256_of({k: v for k, v in bundle.items() if k != "integrity"})
+
+
+def clinic_identity(params: dict, store: Path | None = None) -> str:
+    """The clinic's id for bundles: unique and stable, never a shared default.
+
+    Order: params ``report.clinic_id``; the environment variable ``HIPKNEE_CLINIC_ID``; else a random
+    id (``K`` + 12 base32 characters) made at first use and kept in ``store`` (default
+    ``~/.config/hip-knee-outcomes/clinic_id``, outside any project, so every checkout on the clinic's
+    machine gives the same id and none is committed).
+    """
+    configured = (params.get("report") or {}).get("clinic_id") or os.environ.get(CLINIC_ID_ENV)
+    if configured:
+        return str(configured)
+    store = store or Path.home() / ".config" / "hip-knee-outcomes" / "clinic_id"
+    if store.is_file():
+        text = store.read_text(encoding="utf-8").strip()
+        if text:
+            return text
+    import base64
+
+    new = "K" + base64.b32encode(secrets.token_bytes(10)).decode("ascii")[:12]
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(store.name + f".{os.getpid()}.tmp")
+    tmp.write_text(new + "\n", encoding="utf-8")
+    os.replace(tmp, store)
+    return new
 
 
 def _num(value: Any) -> float | None:
@@ -47,21 +112,92 @@ def _count(n: Any, min_cell: int) -> int | str | None:
     return int(text) if text.isdigit() else (text or None)
 
 
+def _small(n: Any, min_cell: int) -> bool:
+    v = _num(n)
+    return v is None or 0 < v < min_cell
+
+
+def compatibility(params: dict) -> dict:
+    """What the primary estimate means, and its hash: bundles pool only when these agree."""
+    m = params.get("model", {})
+    key = {
+        "measure": m.get("measure"), "timing": m.get("timing"),
+        "primary_week": _num(m.get("primary_week")), "followup_weeks": _num(m.get("followup_weeks")),
+        "endpoint_window_weeks": _num(m.get("endpoint_window_weeks")),
+        "exposure": {k: sorted(v) for k, v in sorted((m.get("exposure") or {}).items())},
+        "covariates": list(m.get("covariates") or []),
+        "df_method": m.get("df_method", "satterthwaite"),
+        "estimand": "difference hip-focused minus knee-focused in model-estimated change from the first session "
+                    "to primary_week (linear mixed model, random intercept and slope per client)",
+    }
+    return {**key, "sha256": sha256_of(key)}
+
+
+def _arms(primary: dict, min_cell: int) -> dict:
+    out = {}
+    for arm in ARMS:
+        a = (primary.get("arms") or {}).get(arm) or {}
+        n, ne = a.get("n"), a.get("n_endpoint")
+        base_ok, end_ok = not _small(n, min_cell), not _small(ne, min_cell)
+        out[arm] = {
+            "n": _count(n, min_cell),
+            "baseline_mean": _num(a.get("baseline_mean")) if base_ok else None,
+            "baseline_sd": _num(a.get("baseline_sd")) if base_ok else None,
+            "n_endpoint": _count(ne, min_cell),
+            "change_mean": _num(a.get("change_mean")) if end_ok else None,
+            "change_sd": _num(a.get("change_sd")) if end_ok else None,
+        }
+    return out
+
+
+def _responders(s: dict | None, mcid: dict, min_cell: int) -> dict:
+    out = {"status": "not_available", "mcid": mcid, "definition": None, "n_hip_focused": None,
+           "responders_hip_focused": None, "n_comparator": None, "responders_comparator": None,
+           "log_odds_ratio": None, "log_odds_ratio_se": None, "log_odds_ratio_method": None}
+    if not isinstance(s, dict) or s.get("status") != "done":
+        return out
+    n1, r1, n0, r0 = (s.get(k) for k in ("n_hip_focused", "responders_hip_focused", "n_comparator",
+                                          "responders_comparator"))
+    cells = [r1, (n1 or 0) - (r1 or 0), r0, (n0 or 0) - (r0 or 0)]
+    out.update(status="done", definition=s.get("definition"),
+               n_hip_focused=_count(n1, min_cell), responders_hip_focused=_count(r1, min_cell),
+               n_comparator=_count(n0, min_cell), responders_comparator=_count(r0, min_cell))
+    lor = s.get("log_odds_ratio") or {}
+    if any(_small(c, min_cell) for c in cells):
+        out["status"] = "withheld"  # a ratio with a small cell gives the cell back
+    elif _num(lor.get("estimate")) is not None and _num(lor.get("se")) is not None:
+        out.update(log_odds_ratio=_num(lor["estimate"]), log_odds_ratio_se=_num(lor["se"]),
+                   log_odds_ratio_method=str(lor.get("method") or "Woolf"))
+    return out
+
+
+def _chronicity(s: dict | None) -> dict:
+    inter = (s or {}).get("interaction") or {}
+    done = isinstance(s, dict) and s.get("status") == "done" and _num(inter.get("estimate")) is not None
+    return {"status": "done" if done else "not_available",
+            "term": "week:hip:ln(symptom_weeks + 1)",
+            "estimate": _num(inter.get("estimate")) if done else None,
+            "se": _num(inter.get("se")) if done else None,
+            "df": _num(inter.get("df")) if done else None,
+            "per": "NPRS points per week per unit of ln(symptom weeks + 1)"}
+
+
 def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_by_group: dict[str, int],
                    params: dict, params_sha256: str, packages: dict[str, str], code_version: str,
-                   min_cell: int) -> dict:
-    """The findings bundle as a JSON-ready dict.
+                   min_cell: int, mcid: dict | None = None) -> dict:
+    """The findings bundle as a JSON-ready dict (schema version 2).
 
     Parameters
     ----------
     results : the model's results.json.
-    clinic_id : the clinic's pseudonymous id (as in the data).
-    period : first and last month of the data, ``("YYYY-MM", "YYYY-MM")``.
+    clinic_id : from :func:`clinic_identity`.
+    period : true first and last month of the data, ``("YYYY-MM", "YYYY-MM")``.
     n_by_group : analysed clients per group (suppressed here).
+    mcid : the primary measure's MCID ``{"points": .., "percent": ..}``.
 
     Returns
     -------
-    dict following ``findings.schema.json``.
+    dict following ``findings.schema.json``, with its ``integrity`` hash.
     """
     primary = results.get("primary", {}) or {}
     model = params.get("model", {})
@@ -75,12 +211,13 @@ def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_
         "measure": str(model.get("measure", "")),
         "week": _num(model.get("primary_week")),
         "converged": bool(primary.get("converged", False)),
+        "df_method": str(primary.get("df_method") or model.get("df_method") or "satterthwaite"),
     }
-    for key in ("estimate", "se", "ci_low", "ci_high", "p_value"):
+    for key in ("estimate", "se", "df", "ci_low", "ci_high", "p_value"):
         p[key] = _num(primary.get(key)) if ok else None
     sd = primary.get("slope_difference") or {}
-    p["slope_difference"] = ({k: _num(sd.get(k)) for k in ("estimate", "se", "ci_low", "ci_high") if k in sd}
-                             if ok and isinstance(sd, dict) else {})
+    p["slope_difference"] = ({k: _num(sd.get(k)) for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")
+                              if k in sd} if ok and isinstance(sd, dict) else {})
     p["n_clients"] = _count(primary.get("n_clients"), min_cell)
     p["n_observations"] = _count(primary.get("n_observations"), min_cell)
     secondary = {}
@@ -91,7 +228,7 @@ def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_
         entry = {"status": str(s.get("status") or ""), "exploratory": bool(s.get("exploratory", False)),
                  "method": str(s.get("method") or "")}
         name, est = headline(s)
-        if est is not None:
+        if est is not None and key != "responders":  # responders: see the block below (small-cell rules)
             if name:
                 entry["estimate_of"] = name
             for k in _ESTIMATE_KEYS:
@@ -105,14 +242,21 @@ def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_
         # the total (primary.n_clients) is shown, so one hidden group could be found by subtraction:
         # hide the other groups too ("*": hidden only to protect a small count)
         groups = {g: (v if isinstance(v, str) or v is None else "*") for g, v in groups.items()}
-    return {
+    sec = results.get("secondary") or {}
+    bundle = {
         "schema_version": SCHEMA_VERSION,
         "clinic_id": str(clinic_id),
         "period": {"from": period[0], "to": period[1]},
         "n_clients_by_group": groups,
         "primary": p,
+        "arms": _arms(primary, min_cell),
+        "responders": _responders(sec.get("responders"), mcid or {}, min_cell),
+        "chronicity": _chronicity(sec.get("chronicity")),
+        "compatibility": compatibility(params),
         "secondary": secondary,
         "software": {"code_version": code_version, "packages": dict(sorted(packages.items()))},
         "params_sha256": params_sha256,
         "min_cell": int(min_cell),
     }
+    bundle["integrity"] = {"sha256": integrity_hash(json.loads(json.dumps(bundle, allow_nan=False)))}
+    return bundle

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: report test selfcheck benchmark lab venv clean
+.PHONY: report test selfcheck benchmark pool-demo lab venv clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ selfcheck: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_fit.py
+
+## A demo network: 6 simulated clinics, each through the pipeline in reports/network/<clinic>/, pooled.
+pool-demo: $(STAMP)
+	$(BIN)/python -m analysis.pool.demo --out reports/network
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -43,10 +43,20 @@ def _echo(text: str) -> None:
     typer.echo(text)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"outcomes (hip-knee-outcomes) {version('hip-knee-outcomes')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")] = False,
     params: ParamsOpt = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
 ) -> None:
     _STATE["debug"] = debug
     _STATE["params"] = params
@@ -149,20 +159,41 @@ def deidentify(
     _echo(run_deidentify(export, mapping, out, key_file=key_file, params=_params()))
 
 
+@app.command()
+def pool(
+    bundles: Annotated[list[Path], typer.Argument(help="Findings bundles (findings.json) of the clinics to pool.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for pooled.json, forest.svg, pooled.html/.pdf.")],
+    tau2: Annotated[str, typer.Option("--tau2", help="Between-clinic variance estimator: REML, PM or DL.")] = "REML",
+    ci: Annotated[str, typer.Option("--ci", help="Pooled CI: knha (Knapp-Hartung), knha_modified or z.")] = "knha",
+) -> None:
+    """Pool clinics' findings bundles by random-effects meta-analysis (checks them first; writes nothing on a problem)."""
+    from analysis.pool.meta import CI_METHODS, TAU2_METHODS
+    from analysis.pool.run import run_pool
+
+    if tau2.upper() not in TAU2_METHODS:
+        raise typer.BadParameter(f"must be one of {', '.join(TAU2_METHODS)}", param_hint="--tau2")
+    if ci not in CI_METHODS:
+        raise typer.BadParameter(f"must be one of {', '.join(CI_METHODS)}", param_hint="--ci")
+    _echo(run_pool(bundles, out, tau2_method=tau2.upper(), ci_method=ci))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning expected errors into clear lines and exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     import click
 
+    # typer >= 0.16 vendors click: catch its exception classes as well as click's own
+    usage_errors = tuple({click.ClickException, *(c for c in typer.BadParameter.__mro__
+                                                   if c.__name__ == "ClickException")})
     try:
         app(args=args, prog_name="outcomes", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except usage_errors as exc:
+        exc.show()  # click's own message, with its "Did you mean" suggestion
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         typer.echo("aborted", err=True)
         return 130
     except ValidationFailed as exc:
@@ -173,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     except OutcomesError as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines() or [""]:
+            typer.echo(f"error: {line}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted; outputs are written atomically, so earlier outputs are intact", err=True)

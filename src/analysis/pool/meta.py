@@ -261,8 +261,9 @@ def influence(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha
     out = []
     for i, loo in enumerate(leave_one_out(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)):
         denom = float(np.sqrt(loo["scale_factor"] * (v[i] + loo["tau2"]) + loo["se"] ** 2))
-        out.append({"rstudent": float((y[i] - loo["estimate"]) / denom),
-                    "cook_d": float((mu - loo["estimate"]) ** 2 / se**2),
+        # identical estimates leave no residual spread (Knapp-Hartung SE 0): no standardised residual then
+        out.append({"rstudent": float((y[i] - loo["estimate"]) / denom) if denom > 0 else float("nan"),
+                    "cook_d": float((mu - loo["estimate"]) ** 2 / se**2) if se > 0 else float("nan"),
                     "hat": float(w[i] / np.sum(w)), "weight": float(100.0 * w[i] / np.sum(w)),
                     "tau2_deleted": loo["tau2"], "q_deleted": loo["q"]})
     return out

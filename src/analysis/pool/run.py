@@ -1,0 +1,159 @@
+"""Pool clinics' findings bundles: random-effects meta-analysis of the primary estimand and two secondaries.
+
+``outcomes pool BUNDLE... --out DIR`` reads the bundles (:mod:`.bundle`: every problem at once, one
+line each, and nothing written when there is any), pools them (:func:`pool`, pure, using
+:mod:`.meta`), and writes to DIR, atomically and deterministically (bundles sorted by clinic id):
+
+- ``pooled.json`` (schema ``pooled.schema.json`` beside this module);
+- ``forest.svg``: each clinic with its n, the pooled diamond and the prediction interval;
+- ``pooled.html`` and ``pooled.pdf``: methods, heterogeneity, limitations, the bundles' provenance.
+
+The outputs pass the same privacy gate as peer outputs. k = 1: nothing is pooled and the reason is
+said; k = 2: pooled, with a warning that between-clinic variance is barely estimable.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from pathlib import Path
+
+from analysis.errors import InputError
+from analysis.pool import meta
+from analysis.pool.bundle import read_bundles
+
+SCHEMA_VERSION = "1.0.0"
+LIMITATIONS = [
+    "Each clinic's estimate comes from routine care, not randomisation: therapists chose hip-focused care for "
+    "reasons that may also affect recovery (confounding by indication). Pooling makes the estimate more precise, "
+    "not less confounded.",
+    "Confounding by indication can differ between clinics (different therapists, referral routes and case mix), "
+    "which is one reason the clinics' estimates may disagree; heterogeneity (tau^2, I^2, the prediction "
+    "interval) says how much they do.",
+    "Clinics that share bundles may differ from those that do not (selective sharing).",
+    "With few clinics the between-clinic variance is poorly estimated: the Knapp-Hartung interval and the "
+    "prediction interval account for this and are wide.",
+    "Each clinic adjusts for the same covariates (the compatibility key), but measurement practice can still "
+    "differ between clinics.",
+]
+
+
+def schema() -> dict:
+    return json.loads(files("analysis.pool").joinpath("pooled.schema.json").read_text(encoding="utf-8"))
+
+
+def _clinic_row(b: dict) -> dict:
+    p = b["primary"]
+    return {"clinic_id": b["clinic_id"], "period": b["period"], "n_clients": p.get("n_clients"),
+            "estimate": p["estimate"], "se": p["se"], "df": p.get("df"), "df_method": p.get("df_method"),
+            "ci_low": p.get("ci_low"), "ci_high": p.get("ci_high"), "status": p.get("status")}
+
+
+def _meta_block(y: list[float], v: list[float], ids: list[str], tau2_method: str, ci_method: str,
+                alpha: float) -> dict:
+    """The pooled result of one estimand, or why it was not pooled."""
+    k = len(y)
+    if k < 2:
+        return {"status": "not_pooled", "k": k,
+                "reason": "one clinic: there is nothing to pool; its own estimate is shown" if k == 1 else
+                "no clinic has this estimate"}
+    r = meta.rma(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+    out = {"status": "pooled", **r, "clinic_ids": ids, "warnings": []}
+    if k == 2:
+        out["warnings"].append("only 2 clinics: the between-clinic variance is barely estimable and the "
+                               "Knapp-Hartung interval uses t with 1 df, so it is very wide; read the pooled "
+                               "estimate with caution")
+    if r["tau2_fallbacks"]:
+        out["warnings"] += r["tau2_fallbacks"]
+    if k >= 3:
+        loo = meta.leave_one_out(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+        inf = meta.influence(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+        out["leave_one_out"] = [{"clinic_id": i, **a} for i, a in zip(ids, loo)]
+        out["influence"] = [{"clinic_id": i, **a} for i, a in zip(ids, inf)]
+    return out
+
+
+def pool(bundles: list[dict], *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> dict:
+    """Pool checked bundles (see :func:`analysis.pool.bundle.read_bundles`).
+
+    Returns
+    -------
+    dict following ``pooled.schema.json``: ``clinics`` (one row per bundle, by clinic id), ``primary``
+    (:func:`meta.rma` output plus leave-one-out and influence, or ``not_pooled`` with the reason),
+    ``responders`` (pooled log odds ratios of the clinics that report one) and ``chronicity`` (pooled
+    interaction), the ``compatibility`` key and the settings.
+    """
+    bundles = sorted(bundles, key=lambda b: b["clinic_id"])
+    clinics = [_clinic_row(b) for b in bundles]
+    ids = [c["clinic_id"] for c in clinics]
+    primary = _meta_block([c["estimate"] for c in clinics], [c["se"] ** 2 for c in clinics], ids,
+                          tau2_method, ci_method, alpha)
+    resp = [b for b in bundles if b["responders"].get("log_odds_ratio") is not None
+            and b["responders"].get("log_odds_ratio_se")]
+    responders = _meta_block([b["responders"]["log_odds_ratio"] for b in resp],
+                             [b["responders"]["log_odds_ratio_se"] ** 2 for b in resp],
+                             [b["clinic_id"] for b in resp], tau2_method, ci_method, alpha)
+    responders["scale"] = "log odds ratio, hip-focused vs comparator (positive = more responders with hip focus)"
+    responders["mcid"] = bundles[0]["responders"].get("mcid") if bundles else None
+    chron = [b for b in bundles if b["chronicity"].get("estimate") is not None and b["chronicity"].get("se")]
+    chronicity = _meta_block([b["chronicity"]["estimate"] for b in chron], [b["chronicity"]["se"] ** 2 for b in chron],
+                             [b["clinic_id"] for b in chron], tau2_method, ci_method, alpha)
+    chronicity["per"] = "NPRS points per week per unit of ln(symptom weeks + 1)"
+    compat = bundles[0]["compatibility"] if bundles else {}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "settings": {"tau2_method": tau2_method, "ci_method": ci_method, "alpha": alpha},
+        "compatibility": compat,
+        "k": len(bundles),
+        "clinics": clinics,
+        "primary": primary,
+        "responders": responders,
+        "chronicity": chronicity,
+        "limitations": LIMITATIONS,
+        "bundles": [{"clinic_id": b["clinic_id"], "period": b["period"], "schema_version": b["schema_version"],
+                     "code_version": b["software"]["code_version"], "params_sha256": b["params_sha256"],
+                     "integrity_sha256": b["integrity"]["sha256"], "min_cell": b["min_cell"]} for b in bundles],
+    }
+
+
+def run_pool(paths: list[Path], out_dir: Path, *, tau2_method: str = "REML", ci_method: str = "knha",
+             alpha: float = 0.05) -> str:
+    """I/O edge of ``outcomes pool``: read and check, pool, render, gate, write. Returns a console summary.
+
+    Raises
+    ------
+    InputError : one line per problem with the bundles; nothing is written.
+    """
+    from analysis.pool.report import render_outputs
+    from analysis.privacy import assert_peer_safe
+    from analysis.store import to_json_text, write_bytes, write_text
+
+    if not paths:
+        raise InputError("outcomes pool: give at least one findings bundle (findings.json)")
+    bundles, problems = read_bundles([Path(p) for p in paths])
+    if problems:
+        raise InputError("\n".join(problems) + f"\n{len(problems)} problem(s): nothing pooled, nothing written")
+    result = pool(bundles, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+    outputs = render_outputs(result)
+    min_cell = max(int(b["min_cell"]) for b in bundles)
+    assert_peer_safe(result, forbidden_ids=set(), min_cell=min_cell, label=str(out_dir / "pooled.json"))
+    assert_peer_safe(outputs["html_text"], forbidden_ids=set(), min_cell=min_cell, label=str(out_dir / "pooled.html"))
+    write_text(out_dir / "pooled.json", to_json_text(result))
+    write_bytes(out_dir / "forest.svg", outputs["forest_svg"])
+    write_text(out_dir / "pooled.html", outputs["html"])
+    write_bytes(out_dir / "pooled.pdf", outputs["pdf"])
+    return summary_line(result, out_dir)
+
+
+def summary_line(result: dict, out_dir: Path) -> str:
+    p = result["primary"]
+    if p["status"] != "pooled":
+        return f"{result['k']} bundle(s): not pooled - {p['reason']}\nwritten -> {out_dir}"
+    pooled = p["pooled"]
+    text = (f"{p['k']} clinics pooled ({p['tau2_method_used']}, {p['ci_method']}): difference in change = "
+            f"{pooled['estimate']:.2f} (95% CI {pooled['ci_low']:.2f} to {pooled['ci_high']:.2f}); prediction "
+            f"interval {p['prediction']['pi_low']:.2f} to {p['prediction']['pi_high']:.2f}; tau^2 {p['tau2']:.3f}, "
+            f"I^2 {p['i2']:.0f}%")
+    for w in p.get("warnings", []):
+        text += f"\nWARNING: {w}"
+    return text + f"\nwritten -> {out_dir}"

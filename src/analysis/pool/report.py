@@ -53,7 +53,7 @@ def forest_figure(result: dict) -> Figure:
     ax.set_yticks(ticks, labels)
     ax.set_ylim(-0.3, max(ticks) + 0.7)
     week = result["compatibility"].get("primary_week")
-    ax.set_xlabel(f"Difference in change in knee pain (NPRS points) at week {week:g}, hip- minus knee-focused\n"
+    ax.set_xlabel(f"Difference in change in knee pain at week {week:g} (NPRS points)\n"
                   "← favours hip-focused care          favours knee-focused care →")
     ax.grid(axis="y", visible=False)
     fig.tight_layout()

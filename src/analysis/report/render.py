@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.report.text import fmt_num, fmt_p  # noqa: E402,F401  (template filters)
+from analysis.report.text import fmt_num, fmt_p, fmt_p_stat  # noqa: E402,F401  (template filters)
 
 SVG_HASHSALT = "hip-knee"
 FONT_FAMILY = "DejaVu Sans"
@@ -134,6 +134,8 @@ def environment() -> Environment:
     )
     env.filters["num"] = fmt_num
     env.filters["pval"] = fmt_p
+    env.filters["pstat"] = fmt_p_stat
+    env.filters["g"] = lambda v: "—" if v is None else f"{float(v):g}"
     return env
 
 

@@ -31,3 +31,11 @@ def fmt_p(value: Any) -> str:
     if v != v:
         return "—"
     return "<0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def fmt_p_stat(value: Any) -> str:
+    """A p-value as a statement: 'p < 0.001' or 'p = 0.041' ('p not available' when missing)."""
+    text = fmt_p(value)
+    if text == "—":
+        return "p not available"
+    return "p < 0.001" if text.startswith("<") else f"p = {text}"

@@ -27,12 +27,14 @@ from analysis.params import section
 from analysis.paths import project_root, resolve
 from analysis.privacy import assert_peer_safe, suppress_count
 from analysis.report import figures as fg
+from analysis.report import clients as cl
 from analysis.report import findings as fnd
+from analysis.report import worklist as wl
 from analysis.report import peer as pr
 from analysis.report import provenance as prov
 from analysis.report import summary as sm
 from analysis.report import therapist as th
-from analysis.report.render import build_date, data_uri, figure_style, html_to_pdf, render, svg_bytes
+from analysis.report.render import GROUP_COLOURS, build_date, data_uri, figure_style, html_to_pdf, render, svg_bytes
 
 RESULT_TABLES = ("trajectories", "responders", "balance", "tipping", "chronicity", "km", "immediate",
                  "hip_ir_vs_pain", "random_effects")
@@ -249,15 +251,11 @@ def build_therapist(inp: ReportInputs, c: dict) -> str:
                            _svg(lambda: fg.scatter_fit(hip, x=x, y=y, xlabel=nice.get(x, x.replace("_", " ")),
                                                        ylabel=nice.get(y, y.replace("_", " ")),
                                                        seed=int(c["m"].get("seed", 0))))))
-    ni = r.get("not_improving", {})
-    stuck = th.not_improving(progress, measure, int(ni.get("min_sessions", 4)), float(ni.get("min_weeks", 4)))
-    multiples = Figure(
-        "clients", f"Each client's {measure.label} by week. Grey band: from the first value to a "
-        "clinically important improvement (MCID: the smaller of "
-        f"{measure.mcid_points:g} points and {measure.mcid_percent:g}% of the first value).",
-        "Small multiples of each client's pain over time.",
-        _svg(lambda: fg.client_multiples(progress, ylabel=_measure_short(measure),
-                                         ylim=(measure.minimum, measure.maximum)), tight=False)) if len(progress) else None
+    attention = wl.rules(r.get("attention"))
+    clients = wl.client_table(inp.dataset, measure, c["m"]["timing"], c["group"], attention)
+    worklist = wl.worklist(clients).assign(
+        spark=lambda t: [cl.sparkline_svg(v, measure) for v in t["values"]])
+    cards = cl.client_cards(clients, progress, measure)
     diag_figs = []
     if _has(inp.diagnostics, {"fitted", "residual"}):
         diag_figs.append(Figure("residuals", "Residuals of the primary model.", "Residual plots.",
@@ -268,8 +266,13 @@ def build_therapist(inp: ReportInputs, c: dict) -> str:
                                 _svg(lambda: fg.random_effect_qq(re_tab.drop(columns=["client_id"],
                                                                              errors="ignore")))))
     return render("therapist.html.j2", dict(
-        c, figures={f.key: f for f in figs}, multiples=multiples, stuck=stuck.to_dict(orient="records"),
-        not_improving=ni, glance=th.glance(inp.dataset, c["group"]), flow=inp.flow.to_dict(orient="records"),
+        c, figures={f.key: f for f in figs}, attention=attention, worklist=worklist.to_dict(orient="records"),
+        clients=clients.drop(columns=["values"]).to_dict(orient="records"), cards=cards,
+        status_counts=wl.counts_by_status(clients), statuses=wl.STATUSES,
+        measures=th.measure_summary(inp.dataset, inp.registry, c["group"], c["m"]["timing"]).to_dict(orient="records"),
+        therapists=th.therapist_breakdown(inp.dataset, clients).to_dict(orient="records"),
+        group_colours=GROUP_COLOURS,
+        glance=th.glance(inp.dataset, c["group"]), flow=inp.flow.to_dict(orient="records"),
         validation=inp.validation.get("summary", {}), validation_href=inp.validation_href,
         diagnostics=diag_figs, title="Therapist's report",
     ))

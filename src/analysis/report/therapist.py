@@ -1,4 +1,5 @@
-"""Therapist report content: per-client progress and who is not improving (never shared with peers).
+"""Therapist report content: per-client progress, every measure by group, the per-therapist breakdown
+(never shared with peers; the worklist is :mod:`analysis.report.worklist`).
 
 Pure functions on the long analysis dataset (one row per client x session x
 measure x timing; see :mod:`analysis.join`).
@@ -14,9 +15,6 @@ import pandas as pd
 from analysis.contract import Measure
 
 PROGRESS_COLUMNS = ["client_id", "group", "session_number", "week", "value", "baseline_value"]
-NOT_IMPROVING_COLUMNS = [
-    "client_id", "group", "sessions", "weeks", "baseline", "latest", "best_improvement", "needed",
-]
 
 
 def assign_group(dataset: pd.DataFrame, hip_focused: tuple[str, ...], comparator: tuple[str, ...]) -> pd.Series:
@@ -49,48 +47,6 @@ def mcid_needed(measure: Measure, baseline: float) -> float:
     return measure.mcid_needed(baseline)
 
 
-def not_improving(progress: pd.DataFrame, measure: Measure, min_sessions: int, min_weeks: float) -> pd.DataFrame:
-    """Clients with no clinically important improvement after enough care to expect one.
-
-    A client is listed when they have had at least ``min_sessions`` sessions
-    with this measure or at least ``min_weeks`` weeks since the first session,
-    and no value so far reached the MCID improvement from baseline. A prompt to
-    reassess or refer (some knee pain is knee pathology and needs other care),
-    not a judgement.
-
-    Parameters
-    ----------
-    progress : from :func:`client_progress`.
-
-    Returns
-    -------
-    DataFrame with :data:`NOT_IMPROVING_COLUMNS`: sessions (number of sessions
-    with a value), weeks (since first session, to the latest value), baseline,
-    latest, best_improvement (points, positive = better) and needed (MCID in
-    points for this client). Sorted by client_id.
-    """
-    if progress.empty or (not measure.mcid_points and not measure.mcid_percent):
-        return pd.DataFrame(columns=NOT_IMPROVING_COLUMNS)
-    rows = []
-    for cid, d in progress.groupby("client_id", sort=True):
-        base = float(d["baseline_value"].iloc[0])
-        if not math.isfinite(base):
-            continue
-        later = d[d["session_number"] > 1]
-        sessions = int(d["session_number"].max())
-        weeks = float(d["week"].max())
-        if sessions < min_sessions and weeks < min_weeks:
-            continue
-        improvement = measure.improvement(base, later["value"])
-        best = float(improvement.max()) if len(improvement) else math.nan
-        needed = mcid_needed(measure, base)
-        if math.isfinite(best) and best >= needed - 1e-9:
-            continue
-        rows.append(dict(client_id=cid, group=str(d["group"].iloc[0]), sessions=sessions, weeks=weeks,
-                         baseline=base, latest=float(d["value"].iloc[-1]), best_improvement=best, needed=needed))
-    return pd.DataFrame(rows, columns=NOT_IMPROVING_COLUMNS)
-
-
 def glance(dataset: pd.DataFrame, group: pd.Series) -> dict:
     """Headline counts: clients, sessions, follow-up (median and range, weeks) and clients by group.
 
@@ -113,3 +69,58 @@ def glance(dataset: pd.DataFrame, group: pd.Series) -> dict:
         first_date=dates.min().date().isoformat() if len(dates) else "",
         last_date=dates.max().date().isoformat() if len(dates) else "",
     )
+
+
+MEASURE_SUMMARY_COLUMNS = ["measure", "label", "unit", "group", "clients", "baseline_mean", "latest_mean",
+                           "change_mean", "reached_mcid"]
+
+
+def measure_summary(dataset: pd.DataFrame, registry, group: pd.Series, timing: str = "pre") -> pd.DataFrame:
+    """Every measure in the registry, by group: first and latest value and the change (clients with >= 2 values).
+
+    Returns
+    -------
+    DataFrame with :data:`MEASURE_SUMMARY_COLUMNS`; ``reached_mcid`` is the share of clients whose latest
+    value is a clinically important improvement (None for measures without an MCID). Measures recorded
+    ``pre`` are summarised at that timing, others at whatever timing they have.
+    """
+    d = dataset.assign(group=group)
+    rows = []
+    for key in registry.keys:
+        m = registry[key]
+        x = d[(d["measure"] == key) & d["value"].notna()]
+        if x.empty:
+            continue
+        if (x["timing"] == timing).any():
+            x = x[x["timing"] == timing]
+        x = x.sort_values(["client_id", "session_number"], kind="mergesort")
+        per = x.groupby("client_id", sort=True).agg(first=("value", "first"), latest=("value", "last"),
+                                                    n=("value", "size"), group=("group", "first"))
+        per = per[per["n"] >= 2]
+        for g, p in per.groupby("group", sort=True):
+            reached = None
+            if m.mcid_points or m.mcid_percent:
+                need = m.mcid_needed(p["first"])
+                reached = float((m.improvement(p["first"], p["latest"]) >= need - 1e-9).mean())
+            rows.append(dict(measure=key, label=m.label, unit=m.unit, group=str(g), clients=int(len(p)),
+                             baseline_mean=float(p["first"].mean()), latest_mean=float(p["latest"].mean()),
+                             change_mean=float((p["latest"] - p["first"]).mean()), reached_mcid=reached))
+    return pd.DataFrame(rows, columns=MEASURE_SUMMARY_COLUMNS)
+
+
+THERAPIST_COLUMNS = ["therapist_id", "clients", "sessions", "median_change", "improved", "needs_attention"]
+
+
+def therapist_breakdown(dataset: pd.DataFrame, clients: pd.DataFrame) -> pd.DataFrame:
+    """Per therapist: clients (as usual therapist), sessions given, median change of the primary measure,
+    clients improved (reached the MCID and still there) and on the worklist. Small counts are shown as they
+    are (therapist-only page), with the caution that a few clients say little.
+    """
+    sessions = (dataset.drop_duplicates("session_id").dropna(subset=["therapist_id"])
+                .groupby("therapist_id", sort=True).size())
+    rows = []
+    for t, g in clients[clients["therapist_id"] != ""].groupby("therapist_id", sort=True):
+        rows.append(dict(therapist_id=str(t), clients=int(len(g)), sessions=int(sessions.get(t, 0)),
+                         median_change=float(g["change"].median()), improved=int((g["status"] == "improved").sum()),
+                         needs_attention=int(g["on_worklist"].sum())))
+    return pd.DataFrame(rows, columns=THERAPIST_COLUMNS)

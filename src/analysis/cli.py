@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from analysis.errors import OutcomesError, ValidationFailed
+from analysis.errors import InputError, OutcomesError, ValidationFailed
 
 app = typer.Typer(
     name="outcomes",
@@ -152,11 +152,29 @@ def deidentify(
     key_file: Annotated[
         Optional[Path], typer.Option("--key-file", help="Key file (else $OUTCOMES_KEY or $OUTCOMES_KEY_FILE).")
     ] = None,
+    crosswalk: Annotated[
+        Optional[Path], typer.Option("--crosswalk", help="Private folder (outside the project and any git "
+                                     "repository) for crosswalk.csv: pseudonym -> the practice's own record.")
+    ] = None,
 ) -> None:
     """Turn a practice-software export into the three contract tables, de-identified."""
     from analysis.deidentify import run_deidentify
 
-    _echo(run_deidentify(export, mapping, out, key_file=key_file, params=_params()))
+    _echo(run_deidentify(export, mapping, out, key_file=key_file, params=_params(), crosswalk_dir=crosswalk))
+
+
+@app.command()
+def lookup(
+    text: Annotated[str, typer.Argument(help="A pseudonym (e.g. C3RUWHRA5QWY7) or a value of the practice's record.")],
+    crosswalk: Annotated[Path, typer.Option("--crosswalk", help="The private folder holding crosswalk.csv.")],
+) -> None:
+    """Key holder only: find a client in the crosswalk, by pseudonym or by the practice's own record."""
+    from analysis.crosswalk import lookup as find
+
+    rows = find(crosswalk, text)
+    if rows.empty:
+        raise InputError(f"{text!r}: not in {crosswalk}/crosswalk.csv (no pseudonym or record value matches)")
+    _echo(rows.to_string(index=False))
 
 
 @app.command()

@@ -452,6 +452,7 @@ class Deidentified:
     tables: dict[str, pd.DataFrame]
     log: dict[str, Any]
     problems: list[Problem]
+    crosswalk: pd.DataFrame | None = None  # identifying: written only by --crosswalk, outside the project
 
 
 def _clean(s: pd.Series) -> pd.Series:
@@ -739,7 +740,7 @@ def _clients(w: _Work, mapping: Mapping, mapped: dict[str, pd.Series], blank_fil
     return clients
 
 
-def _shifted_dates(w: _Work, key: bytes, max_days: int, today: dt.date) -> tuple[pd.Series, int]:
+def _shifted_dates(w: _Work, key: bytes, max_days: int, today: dt.date) -> tuple[pd.Series, int, pd.Series]:
     """Visit dates moved by each client's keyed offset, kept within 2000-01-01..today; (dates, n adjusted)."""
     span = w.df.groupby("client_id")["_date"].agg(["min", "max"])
     identities = w.df.groupby("client_id")["_identity"].first()
@@ -753,7 +754,8 @@ def _shifted_dates(w: _Work, key: bytes, max_days: int, today: dt.date) -> tuple
             off = -off  # would land in the future: shift backwards instead
         offsets[cid] = int(min(max(off, lo), hi))
         adjusted += offsets[cid] != raw
-    return w.df["_date"] + pd.to_timedelta(w.df["client_id"].map(offsets), unit="D"), int(adjusted)
+    return (w.df["_date"] + pd.to_timedelta(w.df["client_id"].map(offsets), unit="D"), int(adjusted),
+            pd.Series(offsets, dtype="int64"))
 
 
 def _session_ids(w: _Work, mapping: Mapping, key: bytes, n_chars: int) -> pd.Series:
@@ -819,7 +821,7 @@ def deidentify_frames(
     clients = _clients(w, mapping, mapped, blank_fill, numbers)
     if w.problems:
         return Deidentified({}, w.log, w.problems)
-    shifted, n_adjusted = _shifted_dates(w, key, shift_max_days, today)
+    shifted, n_adjusted, offsets = _shifted_dates(w, key, shift_max_days, today)
     session_id = _session_ids(w, mapping, key, pseudonym_chars)
     therapist = pd.Series(pd.NA, index=w.df.index, dtype="string")
     if "therapist" in mapping.columns:
@@ -869,7 +871,9 @@ def deidentify_frames(
         "key_fingerprint": key_fingerprint(key),
         "pseudonym_chars": pseudonym_chars,
     })
-    return Deidentified(tables, w.log, [])
+    from analysis.crosswalk import crosswalk_frame
+
+    return Deidentified(tables, w.log, [], crosswalk=crosswalk_frame(w.df, list(mapping.identity), offsets))
 
 
 def _num_text(v: float) -> str:
@@ -884,7 +888,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Path, key_file: Path | None = None,
-                   params: dict | None = None) -> str:
+                   params: dict | None = None, crosswalk_dir: Path | None = None) -> str:
     """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
     from analysis import store
     from analysis.params import load_params, section
@@ -906,6 +910,10 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
                              "to a separate folder")
         if _inside(p, out):
             raise InputError(f"{out}: contains the export {p.name}; choose an empty folder for --out")
+    if crosswalk_dir is not None:
+        from analysis.crosswalk import check_private_dir
+
+        check_private_dir(crosswalk_dir)  # refuse before any work is done
     key = load_key(key_file)
     mapping_path = resolve(mapping_path)
     try:
@@ -946,6 +954,11 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
+    walk = ""
+    if crosswalk_dir is not None and result.crosswalk is not None:
+        from analysis.crosswalk import write_crosswalk
+
+        walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, result.crosswalk)}."
     lg = result.log
     small = (f" ({kanon['n_records_below_threshold']} client(s) in classes smaller than {k_threshold}: "
              "keep these tables inside the clinic)") if kanon["n_below_threshold"] else ""
@@ -953,4 +966,4 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
             f"{lg['sessions']} sessions, {lg['measurements']} measurements -> {out} "
             f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
             f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
-            f"Next: outcomes validate --input {out}")
+            f"Next: outcomes validate --input {out}.{walk}")

@@ -35,19 +35,20 @@ def chart_svg(weeks: list[float], values: list[float], measure: Measure, group: 
     parts = [f'<svg class="spark" viewBox="0 0 {W} {H}" role="img" aria-label="{html.escape(label)}">']
     if band:
         (x0, y0), (_, y1) = _xy([0, 0], [band[1], band[0]], lo, hi, w_max)
-        parts.append(f'<rect x="{PAD_L}" y="{y0:.1f}" width="{W - PAD_L - PAD_R}" height="{max(y1 - y0, 0.5):.1f}" '
+        parts.append(f'<rect x="{PAD_L}" y="{y0:.0f}" width="{W - PAD_L - PAD_R}" height="{max(y1 - y0, 1):.0f}" '
                      'fill="#e6e6e6"/>')
     for tick in (lo, (lo + hi) / 2, hi):
         (_, ty), = _xy([0], [tick], lo, hi, w_max)
-        parts.append(f'<text x="{PAD_L - 3}" y="{ty + 3:.1f}" text-anchor="end">{tick:g}</text>')
+        parts.append(f'<text x="{PAD_L - 3}" y="{ty + 3:.0f}" text-anchor="end">{tick:g}</text>')
     parts.append(f'<text x="{W - PAD_R}" y="{H - 4}" text-anchor="end">week {w_max:.0f}</text>'
                  f'<text x="{PAD_L}" y="{H - 4}">0</text>')
     pts = _xy(weeks, values, lo, hi, w_max)
+    # one path: the line and a dot at every session (a zero-length segment with a round cap)
+    line = " ".join(f"{x:.0f},{y:.0f}" for x, y in pts)
+    dots = "".join(f"M{x:.0f} {y:.0f}h0" for x, y in pts)
     if len(pts) > 1:
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
-    for x, y in pts:
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.8" fill="{colour}"/>')
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+    parts.append(f'<path d="{dots}" stroke="{colour}" stroke-width="4" stroke-linecap="round"/>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -21,6 +21,8 @@ from analysis.report.render import GROUP_COLOURS
 
 WIDE = (7.2, 3.6)
 SQUARE = (4.8, 3.6)
+#: above this many marks or lines a layer is drawn as an image inside the SVG, to keep pages small
+RASTER_ABOVE = 300
 
 
 def group_label(group: object) -> str:
@@ -63,10 +65,14 @@ def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, 
     fig = Figure(figsize=WIDE)
     ax = fig.add_subplot()
     if individual is not None and not individual.empty:
+        n_lines = individual["client_id"].nunique()
         for (group, _client), d in individual.sort_values(["group", "client_id", "week"]).groupby(
             ["group", "client_id"], sort=True
         ):
-            ax.plot(d["week"], d["value"], color=_colour(group), alpha=0.12, lw=0.6, zorder=1)
+            # many faint lines: drawn as an image inside the SVG (a 2,000-client clinic would otherwise
+            # make a megabyte of vector paths)
+            ax.plot(d["week"], d["value"], color=_colour(group), alpha=0.12, lw=0.6, zorder=1,
+                    rasterized=n_lines > RASTER_ABOVE)
     for group, d in traj.sort_values(["group", "week"]).groupby("group", sort=True):
         c = _colour(group)
         ax.fill_between(d["week"], d["ci_low"], d["ci_high"], color=c, alpha=0.22, lw=0, zorder=2)
@@ -217,7 +223,8 @@ def scatter_fit(df: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, s
     fig = Figure(figsize=SQUARE)
     ax = fig.add_subplot()
     for group, g in d.sort_values(["group", x, y]).groupby("group", sort=True):
-        ax.scatter(g[x], g[y], s=14, alpha=0.7, color=_colour(group), label=group_label(group), lw=0)
+        ax.scatter(g[x], g[y], s=14, alpha=0.7, color=_colour(group), label=group_label(group), lw=0,
+                   rasterized=len(d) > RASTER_ABOVE)
     sns.regplot(data=d.sort_values([x, y]), x=x, y=y, ax=ax, scatter=False, seed=seed, n_boot=200,
                 color="#333333", line_kws={"lw": 1.2})
     ax.axhline(0, color="#999999", lw=0.6)
@@ -225,56 +232,6 @@ def scatter_fit(df: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, s
     ax.set_ylabel(ylabel)
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
-    return fig
-
-
-def client_multiples(df: pd.DataFrame, *, ylabel: str, ylim: tuple[float, float], ncols: int = 6) -> Figure:
-    """Small multiples: each client's pain over time with the MCID band (therapist only).
-
-    Parameters
-    ----------
-    df : columns client_id, group, week, value, baseline_value, needed (the client's MCID in
-        points); one panel per client. The band from baseline to baseline - needed is shaded
-        (lower is better): a line below the band has improved meaningfully.
-    """
-    clients = sorted(df["client_id"].unique())
-    if not clients:
-        return _empty("No clients")
-    nrows = math.ceil(len(clients) / ncols)
-    fig = Figure(figsize=(7.4, 1.15 * nrows + 0.3))
-    # limits set per panel instead of sharex/sharey: sharing 100+ axes makes every set_ylim
-    # propagate to all of them (quadratic time)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    xmax = max(float(df["week"].max()), 1.0)
-    by_client = dict(tuple(df.sort_values(["client_id", "week"]).groupby("client_id", sort=True)))
-    for i, ax in enumerate(axes.flat):
-        if i >= len(clients):
-            ax.set_axis_off()
-            continue
-        cid = clients[i]
-        d = by_client[cid]
-        c = _colour(d["group"].iloc[0])
-        base, needed = float(d["baseline_value"].iloc[0]), float(d["needed"].iloc[0])
-        if math.isfinite(base) and math.isfinite(needed):
-            ax.axhspan(base - needed, base, color="#bbbbbb", alpha=0.35, lw=0)
-        ax.plot(d["week"], d["value"], color=c, lw=1.3, marker="o", ms=2.2)
-        ax.set_title(str(cid), fontsize=7, pad=2, color=c)
-        ax.tick_params(labelsize=6, length=2, pad=1)
-        ax.locator_params(axis="both", nbins=3)
-        pad = 0.05 * (ylim[1] - ylim[0])
-        ax.set_ylim(ylim[0] - pad, ylim[1] + pad)
-        ax.set_xlim(-0.03 * xmax, xmax * 1.03)
-        if i % ncols:
-            ax.tick_params(labelleft=False)
-        if i + ncols < len(clients):
-            ax.tick_params(labelbottom=False)
-        ax.grid(lw=0.3)
-    # fixed margins rather than tight_layout: with a hundred panels tight_layout dominates the build time
-    height = fig.get_figheight()
-    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.25 / height, bottom=0.45 / height,
-                        hspace=0.45, wspace=0.12)
-    fig.supxlabel("Weeks since first session", fontsize=8, y=0.12 / height)
-    fig.supylabel(ylabel, fontsize=8, x=0.01)
     return fig
 
 
@@ -290,7 +247,7 @@ def residual_panels(diag: pd.DataFrame) -> Figure:
         return _empty("No diagnostics available", WIDE)
     fig = Figure(figsize=WIDE)
     a1, a2 = fig.subplots(1, 2)
-    a1.scatter(d["fitted"], d["residual"], s=5, alpha=0.35, color="#0072B2", lw=0)
+    a1.scatter(d["fitted"], d["residual"], s=5, alpha=0.35, color="#0072B2", lw=0, rasterized=len(d) > RASTER_ABOVE)
     a1.axhline(0, color="#555555", lw=0.8)
     a1.set_xlabel("Fitted value")
     a1.set_ylabel("Residual")
@@ -329,7 +286,7 @@ def _qq(ax, values: np.ndarray) -> None:
         ax.text(0.5, 0.5, "too few values", ha="center", transform=ax.transAxes)
         return
     theo = stats.norm.ppf((np.arange(1, n + 1) - 0.375) / (n + 0.25))
-    ax.scatter(theo, values, s=6, alpha=0.5, color="#0072B2", lw=0)
+    ax.scatter(theo, values, s=6, alpha=0.5, color="#0072B2", lw=0, rasterized=len(values) > RASTER_ABOVE)
     q1, q3 = np.percentile(values, [25, 75])
     t1, t3 = stats.norm.ppf([0.25, 0.75])
     slope = (q3 - q1) / (t3 - t1) if t3 != t1 else 1.0

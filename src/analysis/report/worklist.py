@@ -15,8 +15,9 @@ Each client gets one status, the first that applies:
    rule needs): not on the worklist.
 
 A client is *active* when seen within ``active_weeks`` of the last session in the data. The worklist
-is sorted by urgency: status (worse first), active before not active, longest since the last visit
-first, then id. Every threshold comes from params ``report.attention``.
+is sorted by urgency: active clients first (they are the ones to act on this week), then by status
+(worse first), then the most recently seen, then id. Every threshold comes from params
+``report.attention``.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def client_table(dataset: pd.DataFrame, measure: Measure, timing: str, group: pd
     if out.empty:
         return out
     rank = out["status"].map({s: i for i, s in enumerate(STATUSES)})
-    order = np.lexsort((out["client_id"].to_numpy(), out["last_visit"].to_numpy(), ~out["active"].to_numpy(),
-                        rank.to_numpy()))
+    recency = -pd.to_datetime(out["last_visit"]).to_numpy().astype("int64")
+    order = np.lexsort((out["client_id"].to_numpy(), recency, rank.to_numpy(), ~out["active"].to_numpy()))
     return out.iloc[order].reset_index(drop=True)
 
 

@@ -115,3 +115,19 @@ def test_therapist_breakdown_counts_usual_therapist(nprs):
     b = th.therapist_breakdown(d, table).set_index("therapist_id")
     assert b.loc["T1", "clients"] == 1 and b.loc["T2", "clients"] == 2
     assert b.loc["T2", "sessions"] == 7 and b.loc["T2", "improved"] == 1 and b.loc["T2", "needs_attention"] == 1
+
+
+def test_progress_sheet_for_one_client(registry):
+    from analysis.errors import InputError
+    from analysis.report.render import html_to_pdf
+    from analysis.report.sheet import client_sheet
+
+    d = _dataset([("A", "2025-01-06", [6, 5, 3], "hip", "T1")]).assign(
+        focus="hip", techniques=["stretching;trigger_point", None, "myofascial_release"], minutes=45)
+    lefs = d.assign(measure="lefs", value=[40.0, 44.0, 51.0])
+    html = client_sheet(pd.concat([d, lefs], ignore_index=True), registry, "A", "hip-focused", "Test clinic")
+    assert "Your progress: A" in html and "stretching, trigger point" in html and "—" in html
+    assert html.count("<tr>") >= 3 and "data:image/svg+xml;base64," in html
+    assert html_to_pdf(html).startswith(b"%PDF")
+    with pytest.raises(InputError, match="no such client"):
+        client_sheet(d, registry, "ZZZ", "hip-focused", "Test clinic")

@@ -135,6 +135,16 @@ def selfcheck(
 
 
 @app.command()
+def sheet(
+    client_ids: Annotated[list[str], typer.Argument(help="Client id(s) as in the therapist's report.")],
+) -> None:
+    """Write a one-page progress sheet (HTML and PDF) per client, to discuss with the client."""
+    from analysis.report.sheet import run_sheet
+
+    _echo(run_sheet(_params(), client_ids))
+
+
+@app.command()
 def keygen(
     out: Annotated[Path, typer.Option("--out", "-o", help="Key file to create (keep it outside the repo).")],
 ) -> None:

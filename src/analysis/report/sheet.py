@@ -1,0 +1,119 @@
+"""A one-page progress sheet per client, to discuss with the client (therapist-only; HTML and PDF).
+
+``outcomes sheet CLIENT_ID...`` writes ``<therapist_dir>/sheets/<id>.html`` and ``.pdf`` from the
+analysis dataset: pain over time with the band of a clinically important improvement, function
+(LEFS) where recorded, hip internal rotation (left and right), and every session with its focus,
+techniques and minutes. Outcome systems such as FOTO give clinicians such a sheet; clients like to
+see their own progress.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.contract import Registry
+from analysis.errors import InputError
+from analysis.report.render import GROUP_COLOURS, data_uri, figure_style, html_to_pdf, render, svg_bytes
+
+
+def _series(d: pd.DataFrame, measure: str, timing: str = "pre") -> pd.DataFrame:
+    x = d[(d["measure"] == measure) & d["value"].notna()]
+    if (x["timing"] == timing).any():
+        x = x[x["timing"] == timing]
+    return x.sort_values("session_number", kind="mergesort")[["weeks_since_first", "value"]]
+
+
+def _chart(panels: list[tuple[str, pd.DataFrame, tuple[float, float], tuple[float, float] | None, str]],
+           colour: str) -> bytes:
+    """One row of small charts: (title, data, y-limits, band or None, y label)."""
+    with figure_style():
+        fig = Figure(figsize=(3.0 * len(panels), 1.9))
+        for i, (title, data, ylim, band, ylabel) in enumerate(panels, start=1):
+            ax = fig.add_subplot(1, len(panels), i)
+            if band:
+                ax.axhspan(*sorted(band), color="#e6e6e6", lw=0, label="clinically important improvement")
+            if not data.empty:
+                ax.plot(data["weeks_since_first"], data["value"], color=colour, marker="o", ms=3, lw=1.5)
+            else:
+                ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", color="#777777")
+            ax.set_ylim(*ylim)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("weeks since the first session", fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+        fig.tight_layout()
+        return svg_bytes(fig)
+
+
+def client_sheet(dataset: pd.DataFrame, registry: Registry, client_id: str, group: str, clinic_label: str,
+                 pain: str = "knee_pain_nprs") -> str:
+    """The sheet's HTML (self-contained). Raises InputError for an unknown client id."""
+    d = dataset[dataset["client_id"] == client_id]
+    if d.empty:
+        raise InputError(f"{client_id!r}: no such client in the analysis dataset (ids as in the therapist's report)")
+    colour = GROUP_COLOURS.get(group, "#555555")
+    m = registry[pain]
+    p = _series(d, pain)
+    band = None
+    if not p.empty:
+        base = float(p["value"].iloc[0])
+        need = float(m.mcid_needed(base))
+        band = (base, base - need if m.lower_is_better else base + need)
+    panels = [(m.label, p, (m.minimum, m.maximum), band, m.unit)]
+    if "lefs" in registry:
+        lefs = registry["lefs"]
+        panels.append((lefs.label, _series(d, "lefs"), (lefs.minimum, lefs.maximum), None, "higher is better"))
+    ir_panels = []
+    for key in ("hip_ir_left_deg", "hip_ir_right_deg"):
+        if key in registry:
+            r = registry[key]
+            ir_panels.append((r.label, _series(d, key), (0, 60), None, r.unit))
+    sessions = (d.drop_duplicates("session_id").sort_values("session_number", kind="mergesort")
+                [["session_number", "session_date", "focus", "techniques", "minutes", "therapist_id"]])
+    pre_post = (d[d["measure"] == pain].pivot_table(index="session_number", columns="timing", values="value",
+                                                   aggfunc="first"))
+    rows = []
+    for s in sessions.itertuples(index=False):
+        pp = pre_post.loc[s.session_number] if s.session_number in pre_post.index else {}
+        rows.append(dict(n=int(s.session_number), date=pd.Timestamp(s.session_date).date().isoformat(),
+                         focus=str(s.focus),
+                         techniques="—" if pd.isna(s.techniques) or not str(s.techniques) else
+                         str(s.techniques).replace(";", ", "),
+                         minutes=s.minutes, therapist=str(s.therapist_id or ""),
+                         pre=pp.get("pre") if hasattr(pp, "get") else None,
+                         post=pp.get("post") if hasattr(pp, "get") else None))
+    first, last = rows[0]["date"], rows[-1]["date"]
+    return render("sheet.html.j2", dict(
+        client_id=client_id, group=group, clinic_label=clinic_label, first=first, last=last, n_sessions=len(rows),
+        pain_uri=data_uri(_chart(panels, colour)), ir_uri=data_uri(_chart(ir_panels, colour)) if ir_panels else None,
+        sessions=rows, measure=m, baseline=None if p.empty else float(p["value"].iloc[0]),
+        latest=None if p.empty else float(p["value"].iloc[-1]),
+        stamp=f"{last}T00:00:00Z", title=f"Progress sheet {client_id}"))
+
+
+def run_sheet(params: dict, client_ids: list[str]) -> str:
+    """I/O edge of ``outcomes sheet``: read the analysis dataset, write one HTML + PDF per client."""
+    from analysis.contract import load_registry
+    from analysis.params import section
+    from analysis.paths import resolve
+    from analysis.report.therapist import assign_group
+    from analysis.store import write_bytes, write_text
+
+    path = resolve(section(params, "join")["out"])
+    if not path.is_file():
+        raise InputError(f"{path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
+    dataset = pd.read_parquet(path)
+    registry = load_registry(resolve(section(params, "data")["registry"]))
+    exposure = section(params, "model").get("exposure", {})
+    group = assign_group(dataset, tuple(exposure.get("hip_focused", ())), tuple(exposure.get("comparator", ())))
+    out = resolve(section(params, "report")["therapist_dir"]) / "sheets"
+    label = str(section(params, "report").get("clinic_label", ""))
+    written = []
+    for cid in client_ids:
+        rows = dataset["client_id"] == cid
+        g = str(group[rows].iloc[0]) if rows.any() else "other"
+        html = client_sheet(dataset, registry, cid, g, label)
+        write_text(out / f"{cid}.html", html)
+        write_bytes(out / f"{cid}.pdf", html_to_pdf(html))
+        written.append(out / f"{cid}.pdf")
+    return "\n".join(f"wrote {p} (and .html)" for p in written)

@@ -89,8 +89,8 @@ def test_unusable_files_are_reported(tmp_path, content, words):
 
 
 def test_header_problems_are_all_reported(tmp_path):
-    header = "client_id,client_id,sex,age_band,symptom_weeks,activity,knee,colour,"
-    inputs = load_inputs(_folder(tmp_path, (header + "\nC1,C1,F,40-49,26,running,right,red,\n").encode()))
+    header = "client_id,client_id,sex,age_band,,symptom_weeks,activity,knee,colour"
+    inputs = load_inputs(_folder(tmp_path, (header + "\nC1,C1,F,40-49,x,26,running,right,red\n").encode()))
     lines = _rules(inputs)
     assert "clients" not in inputs.tables
     assert any("column client_id: column appears more than once" in x for x in lines)

@@ -26,7 +26,7 @@ from analysis.errors import InputError
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 ID_RULE = "1-32 characters of A-Z a-z 0-9 _ -"
 EARLIEST_DATE = dt.date(2000, 1, 1)
-DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 SEXES = ("F", "M", "X", "U")
 AGE_BANDS = ("18-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80+")

@@ -887,6 +887,50 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+MAX_MAPPING_BYTES = 1_000_000
+
+
+def check_against_contract(tables: dict[str, pd.DataFrame], registry: contract.Registry) -> list[Problem]:
+    """The de-identified tables checked by the same contract as ``outcomes validate``, before anything is written.
+
+    Ranges catch a phone or NHS number mapped into a numeric field (7,467,706,428 symptom weeks). The
+    values are never shown: a value that breaks the contract here may well be an identifier. Rows are
+    those of the de-identified table (header = row 1).
+    """
+    from dataclasses import replace
+
+    from analysis.load import Inputs
+    from analysis.validate import validate_tables
+
+    inputs = Inputs(folder=Path("."))
+    for name, table in tables.items():
+        inputs.tables[name] = table.set_axis(pd.RangeIndex(2, len(table) + 2, name="row")).astype(object)
+        inputs.sources[name] = f"de-identified {name}.csv"
+    errors = validate_tables(inputs, registry).errors
+    return [replace(p, value=None, rule=p.rule + " (check which source column the mapping feeds into this field; "
+                    "nothing was written)") for p in errors]
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a mapping file never needs them, and nested aliases can expand a
+    few hundred bytes into gigabytes (a "billion laughs" file)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in a "
+                                 "mapping file; write the values out")
+        return super().compose_node(parent, index)
+
+
+def load_mapping_yaml(path: Path) -> Any:
+    """The mapping file's YAML, bounded in size and without aliases (raises InputError / YAMLError)."""
+    size = path.stat().st_size
+    if size > MAX_MAPPING_BYTES:
+        raise InputError(f"{path}: {size:,} bytes; a mapping file is a few kilobytes (limit {MAX_MAPPING_BYTES:,})")
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe loader subclass
+
+
 def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Path, key_file: Path | None = None,
                    params: dict | None = None, crosswalk_dir: Path | None = None) -> str:
     """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
@@ -917,7 +961,7 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
     key = load_key(key_file)
     mapping_path = resolve(mapping_path)
     try:
-        raw = yaml.safe_load(mapping_path.read_text(encoding="utf-8"))
+        raw = load_mapping_yaml(mapping_path)
     except FileNotFoundError:
         raise InputError(f"{mapping_path}: mapping file not found (see data/examples/mapping.yaml)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -940,6 +984,9 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
     )
     if result.problems:
         raise ValidationFailed(result.problems)
+    contract_problems = check_against_contract(result.tables, registry)
+    if contract_problems:
+        raise ValidationFailed(contract_problems)
     leaks = [p for name, t in result.tables.items() for p in scan_values(t, f"{name}.csv")]
     if leaks:
         raise PrivacyError("de-identified tables still look identifying: " + "; ".join(p.line() for p in leaks[:5])

@@ -33,8 +33,10 @@ from analysis.load import ROW_INDEX
 if TYPE_CHECKING:  # pragma: no cover
     import great_expectations as gx
 
-INTEGER_PATTERN = r"^[+-]?\d+(?:\.0*)?$"  # "26" and "26.0" (spreadsheet exports) are whole numbers
-NUMBER_PATTERN = r"^[+-]?(?:\d+\.?\d*|\.\d+)$"  # no thousands separators, no decimal comma
+# ASCII digits only: Python's \d also matches Arabic-Indic and other digits that the numeric conversion
+# cannot read (full-width digits are turned into ASCII by load's NFKC step before these checks)
+INTEGER_PATTERN = r"^[+-]?[0-9]+(?:\.0*)?$"  # "26" and "26.0" (spreadsheet exports) are whole numbers
+NUMBER_PATTERN = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$"  # no thousands separators, no decimal comma
 NUM_SUFFIX = "__num"
 DATE_SUFFIX = "__date"
 

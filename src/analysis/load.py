@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,12 @@ from analysis.errors import InputError, Problem
 XLSX_MAGIC = b"PK\x03\x04"
 DEFAULT_MAX_MB = 512
 ROW_INDEX = "row"
+#: bounds for spreadsheets: a tiny .xlsx can declare a used range of 16,384 x 1,048,576 cells
+MAX_XLSX_COLUMNS = 64          # contract tables have a handful of columns; cells beyond are not read
+MAX_ROWS = 2_000_000           # data rows per table
+MAX_UNCOMPRESSED_MB = 1024     # an .xlsx is a zip: its unpacked size is checked before it is opened
+MAX_CELL_CHARS = 10_000        # no contract value is longer; a longer cell is reported with its column
+_MIDNIGHT = r"^(\d{4}-\d{2}-\d{2})[ T]00:00(?::00(?:\.0+)?)?$"
 
 
 @dataclass
@@ -71,7 +79,8 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
         elif xlsx_path.exists():
             _read_one(out, table, xlsx_path, xlsx_path.name, max_mb, kind="xlsx", sheet=None)
         else:
-            book = next((b for b in workbooks if table.name in _sheet_names(b)), None)
+            # sheet names match whatever their case ("Clients" is the clients sheet)
+            book = next((b for b in workbooks if table.name in {n.casefold() for n in _sheet_names(b)}), None)
             if book is not None:
                 _read_one(out, table, book, f"{book.name}[{table.name}]", max_mb, kind="xlsx", sheet=table.name)
             else:
@@ -146,8 +155,11 @@ def _parse_csv(data: bytes, label: str) -> tuple[list[tuple[int, list[str]]] | N
                               f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as 'CSV UTF-8'")]
     if "\x00" in text:
         return None, [Problem(label, None, None, "contains NUL bytes: not a text CSV file; export it as CSV UTF-8")]
+    sep_hint = re.match(r"sep=,\s*\r?\n", text[:10])
     try:
         rows = csv_rows(text)
+        if sep_hint:  # Excel's "sep=," first line: a hint, not the header
+            rows = rows[1:]
     except CsvSyntaxError as exc:
         return None, [Problem(label, exc.line, None,
                               f"is not well-formed CSV ({exc.message}); check quotes around values with commas")]
@@ -164,6 +176,9 @@ class CsvSyntaxError(ValueError):
 
 def csv_rows(text: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
     """Split CSV text into (line number where the row starts, fields); quoted newlines are kept in a field."""
+    # the field-size limit is the file's length, so an oversized cell is reported with its column by
+    # _to_frame (MAX_CELL_CHARS) rather than as a CSV syntax error
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[tuple[int, list[str]]] = []
     start = 1
@@ -198,19 +213,34 @@ def _parse_xlsx(data: bytes, label: str, sheet: str | None) -> tuple[list[tuple[
     if not data.startswith(XLSX_MAGIC):
         return None, [Problem(label, None, None, "is not an .xlsx workbook; save it as Excel Workbook or CSV")]
     try:
+        unpacked = sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        return None, [Problem(label, None, None, f"cannot be opened as a workbook ({exc.__class__.__name__})")]
+    if unpacked > MAX_UNCOMPRESSED_MB * 1024 * 1024:
+        return None, [Problem(label, None, None, f"unpacks to {unpacked / 2**20:.0f} MB, over the "
+                              f"{MAX_UNCOMPRESSED_MB} MB limit for a workbook; save the table as CSV UTF-8")]
+    try:
         with warnings.catch_warnings():
             # openpyxl warns about unsupported styling/extensions, which do not affect values
             warnings.simplefilter("ignore", UserWarning)
             wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
         return None, [Problem(label, None, None, f"cannot be opened as a workbook ({exc.__class__.__name__})")]
+    rows: list[tuple[int, list[str]]] = []
     try:
-        ws = wb[sheet] if sheet else wb.worksheets[0]
-        rows = [(i, [_cell_text(v) for v in r]) for i, r in enumerate(ws.iter_rows(values_only=True), start=1)]
+        names = {n.casefold(): n for n in wb.sheetnames}
+        ws = wb[names.get(sheet.casefold(), sheet)] if sheet else wb.worksheets[0]
+        # Read only the cells that exist: the declared used range can be the whole sheet (one formatted
+        # cell at XFD1048576), so dimensions are recomputed, columns bounded and empty rows skipped as read.
+        ws.reset_dimensions()
+        for i, r in enumerate(ws.iter_rows(max_col=MAX_XLSX_COLUMNS, values_only=True), start=1):
+            if all(v is None or (isinstance(v, str) and not v.strip()) for v in r):
+                continue
+            if len(rows) > MAX_ROWS:
+                return None, [Problem(label, i, None, f"has more than {MAX_ROWS:,} rows; split the table")]
+            rows.append((i, [_cell_text(v) for v in r]))
     finally:
         wb.close()
-    # trailing empty rows and columns are common in spreadsheets
-    rows = [(i, r) for i, r in rows if any(c.strip() for c in r)]
     if not rows:
         return None, [Problem(label, None, None, "sheet is empty; it needs a header row and data rows")]
     width = max((j + 1 for _, r in rows for j, c in enumerate(r) if c.strip()), default=0)
@@ -222,7 +252,12 @@ def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
     """Check the header and build the string frame; ragged rows become problems + rejects."""
     problems: list[Problem] = []
     header_line, header = rows[0]
-    header = [h.strip().lstrip("\ufeff") for h in header]
+    header = [unicodedata.normalize("NFKC", h).strip().lstrip("\ufeff") for h in header]
+    # trailing empty columns (a spreadsheet's stray commas) carry nothing: drop them if every value is blank
+    while header and header[-1] == "" and all(len(r) < len(header) or not r[len(header) - 1].strip()
+                                              for _, r in rows[1:]):
+        header = header[:-1]
+        rows = [(i, r[: len(header)] if len(r) > len(header) else r) for i, r in rows]
     # "".join(...).strip(): one C call per row, so 800k-row files stay fast
     data_rows = [(i, r) for i, r in rows[1:] if "".join(r).strip()]
     if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
@@ -263,8 +298,25 @@ def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
         good.append(fields)
         good_idx.append(line)
     frame = pd.DataFrame(good, columns=header, index=pd.Index(good_idx, name=ROW_INDEX), dtype=object)
-    # strip per column (vectorised) rather than per cell
-    frame = frame.apply(lambda col: col.str.strip()).astype(object) if len(frame) else frame
+    # per column (vectorised): Unicode compatibility forms to their plain form (full-width digits and letters,
+    # as some keyboards type them, become ASCII: the same rule for validation and conversion), spaces
+    # trimmed, and a date with a midnight time (a spreadsheet's datetime) reduced to the date
+    if len(frame):
+        frame = frame.apply(lambda col: col.str.normalize("NFKC").str.strip()
+                            .str.replace(_MIDNIGHT, r"\1", regex=True)).astype(object)
+    too_long = set()
+    for name in frame.columns:
+        long = frame[name].str.len() > MAX_CELL_CHARS
+        for line in frame.index[long.fillna(False).to_numpy(dtype=bool)]:
+            problems.append(Problem(label, int(line), name,
+                                    f"value is {len(frame.at[line, name]):,} characters long, over the "
+                                    f"{MAX_CELL_CHARS:,} a contract value can have (a broken quote can swallow "
+                                    "many lines into one cell); the row is rejected"))
+            too_long.add(line)
+    if too_long:  # the row goes to the rejects, its content cut to a readable length
+        bad += [{ROW_INDEX: int(line), "raw": ",".join(frame.loc[line].astype(str))[:200] + " ..."}
+                for line in sorted(too_long)]
+        frame = frame.drop(index=sorted(too_long))
     for c in table.columns:
         if c.name not in frame.columns:
             frame[c.name] = ""

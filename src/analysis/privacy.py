@@ -85,6 +85,8 @@ _NATIONAL_ID = r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}\s\d{3}\s\d{4}\b"  # US SSN, NHS n
 _TITLE = r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sr|Sra|Herr|Frau)\.?\s+[A-Z][A-Za-z'-]+"
 _NAME = r"\b[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?\s+(?:[A-Z]\.?\s+)?(?:(?:Mc|Mac|O'|D'|de\s|van\s|von\s)?[A-Z][a-z]+)"
 _NAME_UPPER = r"^[A-Z]{2,}(?:[-'][A-Z]+)?,?\s+[A-Z]{2,}(?:[-'][A-Z]+)?$"  # "SMITH, JANE" / "JANE SMITH"
+# a name typed as an id: "Olivia_Whitfield", "olivia.whitfield", "Olivia-Whitfield"
+_NAME_JOINED = r"^[A-Za-z][a-z]+(?:[_.][A-Za-z][a-z]+|-[A-Z][a-z]+)+$"
 
 # Words that make up legitimate (or nearly legitimate) contract values: "Hip And Knee" is a wrong
 # category, not a person, and must get the category error, not a privacy one.
@@ -122,6 +124,8 @@ _RULES: list[tuple[str, str, bool, str]] = [
     ("name_upper", _NAME_UPPER, False,
      "looks like a person's name: remove it (names must not be in the tables; "
      "use pseudonyms, see `outcomes deidentify`)"),
+    ("name_joined", _NAME_JOINED, False,
+     "looks like a person's name written as an id: use a pseudonym such as C0001 (see `outcomes deidentify`)"),
 ]
 _COMPILED = {kind: re.compile(p, re.IGNORECASE if ci else 0) for kind, p, ci, _ in _RULES}
 _ISO_DATE_RANGE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:\s*(?:-|to|/)\s*\d{4}-\d{2}-\d{2})?$")
@@ -157,7 +161,13 @@ def _name_upper_ok(text: str) -> bool:
     return not all(w in _DOMAIN_WORDS for w in words)
 
 
-_POST_FILTERS = {"phone": _phone_ok, "name": _name_ok, "name_upper": _name_upper_ok}
+def _name_joined_ok(text: str) -> bool:
+    """A joined name, unless every part is a word of the contract's own vocabulary (hip_and_knee)."""
+    parts = [w.lower() for w in re.split(r"[_.-]", text)]
+    return not all(w in _DOMAIN_WORDS for w in parts)
+
+
+_POST_FILTERS = {"phone": _phone_ok, "name": _name_ok, "name_upper": _name_upper_ok, "name_joined": _name_joined_ok}
 _ID_COLUMNS = {c.name for t in TABLES.values() for c in t.columns if c.kind == "id"}
 
 
@@ -217,7 +227,10 @@ def scan_values(frame: pd.DataFrame, file_label: str, *, max_rows_per_rule: int 
             continue
         # Distinct values first: a long table repeats the same few categories and numbers.
         uniques = pd.Series(pd.unique(col.to_numpy()), dtype="string").dropna()
-        uniques = uniques[~uniques.str.fullmatch(_TRIVIAL.pattern, na=True)].reset_index(drop=True)
+        trivial = uniques.str.fullmatch(_TRIVIAL.pattern, na=True)
+        if column in _ID_COLUMNS:  # an id of lower-case words ("olivia_whitfield") is not trivial
+            trivial &= ~uniques.str.fullmatch(r"[a-z]{2,}(?:[_.-][a-z]{2,})+", na=False)
+        uniques = uniques[~trivial].reset_index(drop=True)
         if uniques.empty:
             continue
         text = col.astype("string")

@@ -91,9 +91,33 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, to_json_text(obj))
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula get a leading apostrophe (OWASP CSV injection advice).
+
+    A cell starting with ``= + - @``, a tab or a carriage return is prefixed with ``'``, so opening the
+    CSV in Excel or LibreOffice shows the text instead of running ``=HYPERLINK(...)`` or ``=cmd|...``.
+    Plain numbers (``-1.5``, ``+2``) are left alone: they cannot run anything, and the data stay numbers.
+    """
+    out = df.copy()
+    for c in out.columns:
+        col = out[c]
+        if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+            continue
+        text = col.astype("string")
+        risky = text.str.startswith(_FORMULA_START, na=False) & ~text.str.fullmatch(_PLAIN_NUMBER, na=False)
+        if risky.any():
+            out[c] = col.where(~risky.to_numpy(), "'" + text)
+    return out
+
+
 def write_csv(path: Path, df: pd.DataFrame) -> None:
+    """A CSV written atomically, with formula-like text neutralised (:func:`neutralise_formulas`)."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, lineterminator="\n")
+        neutralise_formulas(df).to_csv(tmp, index=False, lineterminator="\n")
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:

@@ -76,7 +76,7 @@ from analysis.model.prepare import primary_data
 from analysis.model.primary import fit_diagnostics, primary_analysis
 from analysis.params import section
 from analysis.paths import resolve
-from analysis.store import atomic_path, write_json, write_parquet
+from analysis.store import atomic_path, neutralise_formulas, write_json, write_parquet
 
 SCHEMA_VERSION = 1
 FLOAT_FORMAT = "%.10g"
@@ -199,7 +199,7 @@ def sort_table(df: pd.DataFrame) -> pd.DataFrame:
 def write_table(path: Path, df: pd.DataFrame) -> None:
     """A results table as CSV: sorted rows, 10 significant digits, LF line ends, atomic."""
     with atomic_path(path) as tmp:
-        sort_table(df).to_csv(tmp, index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
+        neutralise_formulas(sort_table(df)).to_csv(tmp, index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
 
 
 def summary_line(entry: dict, out: Path, n_secondary: int) -> str:

@@ -204,17 +204,29 @@ def test_no_identifying_value_survives():
 
 
 def test_unmapped_values_are_one_line_each_with_what_to_add():
-    rows = [visit(Sport="Kayaking"), visit(date="10/03/2025", Sport="Kayaking"), visit(name="Tom Reid",
-                                                                                       Techniques="Cupping")]
+    names = ["Ann Lee", "Bo Kim", "Cy Dunn", "Di Fox", "Ed Moss"]
+    rows = ([visit(name=n, Sport="Kayaking") for n in names] + [visit(name="Ann Lee", date="10/03/2025", Sport="Kayaking"),
+            visit(name="Tom Reid", Techniques="Cupping")])
     res = run(rows)
     assert res.tables == {}
     lines = [p.line() for p in res.problems]
     assert len(lines) == 2, lines
     assert lines[0].startswith("export.csv, row 2, column Sport: value not in the mapping; add it under values: "
                                "activity:")
-    assert "(and 1 more row(s) with this value)" in lines[0] and "(value 'Kayaking')" in lines[0]
-    assert lines[1].startswith("export.csv, row 4, column Techniques: technique not in the mapping")
-    assert res.log["unmapped_values"]["Sport"] == 2
+    # shared by five patients: safe to show, so the user knows what to add
+    assert "(and 5 more row(s) with this value)" in lines[0] and "(value 'Kayaking')" in lines[0]
+    assert lines[1].startswith("export.csv, row 8, column Techniques: technique not in the mapping")
+    assert "Cupping" not in lines[1] and "value not shown" in lines[1]  # one patient: never echoed
+    assert res.log["unmapped_values"]["Sport"] == 6
+
+
+def test_free_text_and_surnames_are_never_echoed():
+    rows = [visit(name=f"Pat Number{i}", Techniques="Olivia Whitfield ran 5k pain-free") for i in "abcdef"]
+    rows.append(visit(name="Ann Quintero", **{"Treatment Area": "Quintero"}))
+    res = run(rows)
+    text = "\n".join(p.line() for p in res.problems)
+    assert "olivia" not in text.lower() and "whitfield" not in text.lower() and "Quintero" not in text
+    assert "column Techniques" in text and "column Treatment Area" in text
 
 
 def test_bad_dates_and_identity_problems_never_show_the_value():
@@ -389,3 +401,43 @@ def test_example_output_reports_k_anonymity(example_out):
     assert k["k"] == sizes.min() and k["n_classes"] == len(sizes)
     assert k["n_records_below_threshold"] == sizes[sizes < k["threshold"]].sum()
     assert f"k = {k['k']}" in msg
+
+
+def test_weak_keys_are_refused(tmp_path):
+    from analysis.deidentify import _parse_key
+
+    with pytest.raises(InputError, match="weak"):
+        _parse_key("00" * 32, "k")
+    with pytest.raises(InputError, match="weak"):
+        _parse_key("ab" * 32, "k")
+    with pytest.raises(InputError, match="too short"):
+        _parse_key("0123456789abcdef", "k")
+    assert len(_parse_key(bytes(range(1, 33)).hex(), "k")) == 32
+
+
+def test_key_file_inside_any_git_work_tree_is_refused(tmp_path):
+    repo = tmp_path / "other-repo"
+    (repo / ".git").mkdir(parents=True)
+    key = repo / "k.key"
+    key.write_text(bytes(range(1, 33)).hex())
+    with pytest.raises(InputError, match="git work tree"):
+        load_key(key)
+    with pytest.raises(InputError, match="git work tree"):
+        run_keygen(repo / "sub" / "new.key")
+
+
+def test_output_inside_the_project_only_under_data_raw_name(tmp_path):
+    key = tmp_path / "k.key"
+    key.write_text(bytes(range(1, 33)).hex())
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(InputError, match="data/raw/<name>"):
+        run_deidentify([EXAMPLES / "practice_export.csv"], EXAMPLES / "mapping.yaml", ROOT / "reports" / "deid",
+                       key_file=key, params=params)
+    assert not (ROOT / "reports" / "deid").exists()
+
+
+def test_clinic_id_column_in_a_mapping_is_refused():
+    raw = yaml.safe_load((EXAMPLES / "mapping.yaml").read_text(encoding="utf-8"))
+    raw["columns"]["clinic_id"] = "Clinic"
+    with pytest.raises(InputError, match="clinic_id is not read from an export column"):
+        parse_mapping(raw, "mapping.yaml", REGISTRY)

@@ -183,9 +183,12 @@ def parse_mapping(raw: object, source: str, registry: contract.Registry) -> Mapp
     allowed = set(CLIENT_FIELDS) | set(SESSION_FIELDS)
     if not isinstance(columns, dict) or not all(isinstance(v, str) and v for v in columns.values()):
         raise InputError(f"{source}: 'columns' must map contract fields to source column names")
+    if "clinic_id" in columns:
+        raise InputError(f"{source}: columns: clinic_id is not read from an export column; one export is one "
+                         "clinic: write `clinic_id: <name>` at the top level instead (run deidentify once per clinic)")
     bad = set(columns) - allowed
     if bad:
-        raise InputError(f"{source}: columns: unknown field(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+        raise InputError(f"{source}: columns: unknown field(s) {sorted(bad)}; allowed: {sorted(allowed - {'clinic_id'})}")
     missing = [f for f in REQUIRED_FIELDS if f not in columns]
     if "date_of_birth" not in columns and "age" not in columns:
         missing.append("date_of_birth (or age)")
@@ -302,6 +305,10 @@ def _parse_key(text: str, where: str) -> bytes:
         raise InputError(f"{where}: the key must be hex digits (as written by `outcomes keygen`)") from None
     if len(key) < 16:
         raise InputError(f"{where}: the key is too short ({len(key)} bytes, need at least 16); {KEYGEN_HINT}")
+    if len(set(key)) < 8:
+        # all zeros, one repeated byte, "0123..." typed by hand: anyone could guess it and undo the pseudonyms
+        raise InputError(f"{where}: the key is weak (only {len(set(key))} distinct byte values); make a random "
+                         f"one: {KEYGEN_HINT}")
     return key
 
 
@@ -314,6 +321,12 @@ def load_key(key_file: Path | None = None, environ: MappingABC[str, str] | None 
     if path is None:
         raise InputError(f"no de-identification key: {KEYGEN_HINT} (or set ${KEY_ENV} / ${KEY_FILE_ENV})")
     path = Path(path).expanduser()
+    from analysis.crosswalk import git_work_tree
+
+    tree = git_work_tree(path.resolve().parent)
+    if tree is not None:
+        raise InputError(f"{path}: the key file is inside the git work tree {tree}, where it could be committed; "
+                         "move it outside every repository (e.g. ~/.config/outcomes/key)")
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
@@ -327,10 +340,16 @@ def run_keygen(path: Path) -> str:
     """Create a new random key file (32 bytes, hex), mode 0600, outside the project; never print the key."""
     from analysis.paths import project_root
 
+    from analysis.crosswalk import git_work_tree
+
     path = Path(path).expanduser().resolve()
     root = project_root().resolve()
     if path == root or root in path.parents:
         raise InputError(f"{path}: is inside the project folder {root}; keep the key outside the repository, "
+                         "e.g. `outcomes keygen --out ~/.config/outcomes/key`")
+    tree = git_work_tree(path.parent)
+    if tree is not None:  # another checkout, or any repository: keygen run from outside a project too
+        raise InputError(f"{path}: is inside the git work tree {tree}; keep the key outside every repository, "
                          "e.g. `outcomes keygen --out ~/.config/outcomes/key`")
     if path.exists() or path.is_symlink():
         raise InputError(f"{path}: already exists; a new key would change every pseudonym. Keep the old key, "
@@ -526,13 +545,23 @@ class _Work:
                                          value))
 
     def report_grouped(self, mask: pd.Series, column: str, key: pd.Series, rule: str) -> None:
-        """One problem per distinct value (at its first row): one missing mapping entry is one line, not 500."""
+        """One problem per distinct value (at its first row): one missing mapping entry is one line, not 500.
+
+        The value is shown only when it cannot point to a person: it passes the identifier checks on the
+        text as exported (before any lower-casing) *and* at least :data:`ECHO_MIN_PATIENTS` patients have
+        it -- a surname typed into a treatment-area column belongs to one patient and is never echoed.
+        """
         hits = pd.DataFrame({"key": key[mask], "i": np.flatnonzero(mask.to_numpy())})
+        ident = self.df["_identity"] if "_identity" in self.df else pd.Series("", index=self.df.index)
         for _, grp in hits.groupby("key", sort=True):
             i = int(grp["i"].iloc[0])
             more = f" (and {len(grp) - 1} more row(s) with this value)" if len(grp) > 1 else ""
+            patients = ident.iloc[grp["i"].to_numpy()].nunique()
+            shown = _showable(self.df[column].iloc[i]) if patients >= ECHO_MIN_PATIENTS else None
             self.problems.append(Problem(str(self.df["_file"].iloc[i]), int(self.df["_row"].iloc[i]), column,
-                                         rule + more, _showable(self.df[column].iloc[i])))
+                                         rule + more + ("" if shown else f" (value not shown: {patients} "
+                                                        "patient(s) have it, so it could identify someone)"),
+                                         shown))
 
 
 def _combine(exports: Sequence[tuple[str, pd.DataFrame]], mapping: Mapping) -> _Work:
@@ -638,20 +667,30 @@ def _techniques(w: _Work, mapping: Mapping) -> pd.Series:
             f"{{'<this value>': one of {', '.join(contract.TECHNIQUES)}}}")
     n_unmapped = 0
     out = []
+    unmapped: dict[str, list[tuple[int, str]]] = {}  # normalised item -> (row position, text as exported)
     for i, cell in enumerate(w.df[src].tolist()):
         got = set()
-        for item in re.split(mapping.technique_separators, cell or "", flags=re.IGNORECASE):
-            item = norm_text(item)
+        for raw_item in re.split(mapping.technique_separators, cell or "", flags=re.IGNORECASE):
+            item = norm_text(raw_item)
             if not item:
                 continue
             t = table.get(item) or (item if item in contract.TECHNIQUES else None)
             if t is None:
                 n_unmapped += 1
-                w.problems.append(Problem(str(w.df["_file"].iloc[i]), int(w.df["_row"].iloc[i]), src, rule,
-                                          _showable(item)))
+                unmapped.setdefault(item, []).append((i, raw_item.strip()))
             else:
                 got.add(t)
         out.append(";".join(sorted(got, key=order.get)) if got else pd.NA)
+    ident = w.df["_identity"] if "_identity" in w.df else pd.Series("", index=w.df.index)
+    for item, where in sorted(unmapped.items()):
+        patients = ident.iloc[[i for i, _ in where]].nunique()
+        # checked as exported (capitals intact) and only if shared by enough patients: free text in a
+        # techniques column ("Olivia Whitfield ran 5k pain-free") is never echoed
+        shown = _showable(where[0][1]) if patients >= ECHO_MIN_PATIENTS else None
+        i = where[0][0]
+        more = f" (and {len(where) - 1} more row(s) with this value)" if len(where) > 1 else ""
+        w.problems.append(Problem(str(w.df["_file"].iloc[i]), int(w.df["_row"].iloc[i]), src, rule + more
+                                  + ("" if shown else " (value not shown: it could identify someone)"), shown))
     w.log["unmapped_values"][src] = n_unmapped
     return pd.Series(out, index=w.df.index, dtype="string")
 
@@ -888,6 +927,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 MAX_MAPPING_BYTES = 1_000_000
+#: an unmapped value is echoed in a console message only when at least this many patients have it
+ECHO_MIN_PATIENTS = 5
 
 
 def check_against_contract(tables: dict[str, pd.DataFrame], registry: contract.Registry) -> list[Problem]:
@@ -947,6 +988,12 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
     demo = resolve("data/raw/demo").resolve()
     if _inside(out, demo):
         raise InputError(f"{out}: is the demo data folder; choose another --out, e.g. data/raw/clinic")
+    from analysis.paths import project_root
+
+    root, raw = project_root().resolve(), resolve("data/raw").resolve()
+    if _inside(out, root) and not (raw in out.parents and out.parent == raw):
+        raise InputError(f"{out}: de-identified tables are personal data; inside the project they may only go to "
+                         f"a git-ignored folder data/raw/<name>/ (e.g. {raw / 'clinic'}), or outside the project")
     exports = [resolve(p).resolve() for p in export_paths]
     for p in exports:
         if out == p.parent:

@@ -227,3 +227,64 @@ def test_k_anonymity():
     assert k_anonymity(df.iloc[:0])["k"] == 0
     with pytest.raises(KeyError, match="age"):
         k_anonymity(df, quasi=("sex", "age"))
+
+
+def test_lp_audit_finds_a_cell_pinned_by_totals():
+    from analysis.privacy import pinned_cells
+
+    # two hidden cells "<5" against a shown total of 8: each must be 4
+    counts = np.array([[4, 4, 8], [3, 1, 4], [7, 5, 12]], float)
+    hidden = np.array([[True, True, False], [False, True, False], [False, False, False]])
+    assert (0, 0) in pinned_cells(counts, hidden, 5)
+    # hiding the row's total is not enough: the grand total 12 and the other row (< 5) still force 4 + 4
+    hidden2 = hidden.copy()
+    hidden2[0, 2] = hidden2[1, 0] = hidden2[1, 2] = True
+    assert (0, 0) in pinned_cells(counts, hidden2, 5)
+    # a table where the hidden cells can really take several values
+    wide = np.array([[3, 4, 7], [6, 5, 11], [9, 9, 18]], float)
+    h = np.array([[True, True, True], [True, True, True], [False, False, False]])
+    assert pinned_cells(wide, h, 5) == []
+
+
+def test_table1_has_no_pinned_cell_on_small_clinics():
+    from analysis.privacy import pinned_cells
+    from analysis.report.peer import baseline_table
+
+    rng = np.random.default_rng(3)
+    for n in (8, 10, 12, 15):
+        for _ in range(10):
+            clients = pd.DataFrame({
+                "group": rng.choice(["hip-focused", "knee-focused"], n),
+                "sex": rng.choice(["F", "M", "X"], n, p=[0.55, 0.4, 0.05]),
+                "age_band": rng.choice(["30-39", "40-49", "50-59"], n),
+                "activity": rng.choice(["cycling", "running", "none", "other"], n),
+                "knee": rng.choice(["left", "right", "both"], n)})
+            if clients["group"].nunique() < 2:
+                continue
+            table = baseline_table(clients, 5)
+            groups = sorted(clients["group"].unique())
+            for var, block in table.groupby("variable", sort=False):
+                full = (clients.groupby([var, "group"]).size().unstack("group").reindex(columns=groups)
+                        .fillna(0).reindex(block["level"]).to_numpy(dtype=float))
+                full = np.column_stack([full, full.sum(axis=1)])
+                full = np.vstack([full, full.sum(axis=0)])
+                shown = block[[*groups, "total"]].to_numpy()
+                pad = np.zeros((1, len(groups) + 1), bool)
+                hidden = np.vstack([np.vectorize(lambda v: v == "*" or str(v).startswith("<"))(shown), pad])
+                small = np.vstack([np.vectorize(lambda v: str(v).startswith("<"))(shown), pad])
+                # what a peer knows: shown numbers, the group sizes, "<5" = 1..4, "*" = anything
+                assert pinned_cells(full, hidden, 5, small) == [], (n, var, block)
+
+
+def test_responder_ratios_and_km_steps_withheld_for_small_cells():
+    from analysis.privacy import km_for_peers, responder_cells_small
+
+    entry = {"status": "done", "n_hip_focused": 3, "responders_hip_focused": 3, "n_comparator": 5,
+             "responders_comparator": 3}
+    assert responder_cells_small(entry, 5)
+    big = {"status": "done", "n_hip_focused": 30, "responders_hip_focused": 12, "n_comparator": 25,
+           "responders_comparator": 10}
+    assert not responder_cells_small(big, 5)
+    km = pd.DataFrame({"group": ["a"] * 4, "week": [0, 1, 2, 3], "survival": [1, 0.8, 0.6, 0.5],
+                       "at_risk": [9, 6, 4, 2]})
+    assert km_for_peers(km, 5)["week"].tolist() == [0, 1]

@@ -492,3 +492,91 @@ def k_anonymity(df: pd.DataFrame, quasi: Sequence[str] = ("clinic_id", "sex", "a
         "n_below_threshold": int(len(small)),
         "n_records_below_threshold": int(small.sum()),
     }
+
+
+def responder_cells_small(entry: dict | None, min_cell: int) -> bool:
+    """True if any cell of the responders' 2 x 2 table (responded or not, by group) is in 1..min_cell-1.
+
+    Then proportions, risk differences, odds ratios and their CIs must be withheld from peers: with the
+    group sizes they give the small cell back (e.g. RD 0.40 with CI -0.23 to 0.77 allows only 3/3 vs 3/5).
+    """
+    if not isinstance(entry, dict) or entry.get("status") != "done":
+        return False
+    n1, r1 = entry.get("n_hip_focused"), entry.get("responders_hip_focused")
+    n0, r0 = entry.get("n_comparator"), entry.get("responders_comparator")
+    if None in (n1, r1, n0, r0):
+        return True
+    cells = (r1, n1 - r1, r0, n0 - r0)
+    return any(0 < c < min_cell for c in cells)
+
+
+def km_for_peers(km: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """A Kaplan-Meier table safe for peers: each group only while at least ``min_cell`` are at risk.
+
+    Each step of a curve is a person; below ``min_cell`` at risk a step identifies someone's timing.
+    Groups that never have ``min_cell`` at risk are dropped entirely.
+    """
+    if km is None or km.empty or "at_risk" not in km.columns:
+        return km
+    keep = pd.to_numeric(km["at_risk"], errors="coerce").fillna(0) >= min_cell
+    return km[keep].reset_index(drop=True)
+
+
+def pinned_cells(counts: np.ndarray, hidden: np.ndarray, min_cell: int,
+                 small: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Hidden cells of a two-way table that the shown numbers still pin to one value (a linear-programming audit).
+
+    ``counts`` is the full table with its totals in the last row and the last column; ``hidden`` marks the
+    cells shown as "<min_cell" or "*"; ``small`` (default: hidden cells whose count is 1..min_cell-1) marks
+    those shown as "<min_cell". Every hidden cell is an unknown: one shown as "<min_cell" lies in
+    1..min_cell-1, one shown as "*" in 0..(its row total); shown cells are fixed; every row and column
+    must add up to its total. For each hidden cell the smallest and largest value consistent with all that
+    is found by linear programming (scipy's HiGHS); if they are less than 1 apart the cell is pinned: a peer
+    could work it out (the demo's "both groups <5 against a total of 8, so each is 4").
+
+    Returns
+    -------
+    list of (row, column) of pinned hidden cells; empty when the table is safe.
+    """
+    from scipy.optimize import linprog
+
+    counts = np.asarray(counts, dtype=float)
+    R, C = counts.shape
+    cells = [(i, j) for i in range(R) for j in range(C) if hidden[i, j]]
+    if not cells:
+        return []
+    index = {cell: k for k, cell in enumerate(cells)}
+    if small is None:
+        small = hidden & (counts > 0) & (counts < min_cell)
+    bounds = []
+    for i, j in cells:
+        cap = float(counts[i, -1] if j < C - 1 else counts[-1, j])
+        bounds.append((1.0, min_cell - 1.0) if small[i, j] else (0.0, cap))
+    rows_eq, rhs = [], []
+    # row i: sum of the group cells = the total cell; column j: sum of the level cells = the totals row
+    for lines in ([[(i, j) for j in range(C - 1)] + [(i, C - 1)] for i in range(R)],
+                  [[(i, j) for i in range(R - 1)] + [(R - 1, j)] for j in range(C)]):
+        for line in lines:
+            parts, total = line[:-1], line[-1]
+            a, b = np.zeros(len(cells)), 0.0
+            for cell in parts:
+                if cell in index:
+                    a[index[cell]] += 1.0
+                else:
+                    b -= counts[cell]
+            if total in index:
+                a[index[total]] -= 1.0
+            else:
+                b += counts[total]
+            if a.any():
+                rows_eq.append(a)
+                rhs.append(b)
+    pinned = []
+    for k, cell in enumerate(cells):
+        c = np.zeros(len(cells))
+        c[k] = 1.0
+        lo = linprog(c, A_eq=np.array(rows_eq), b_eq=np.array(rhs), bounds=bounds, method="highs")
+        hi = linprog(-c, A_eq=np.array(rows_eq), b_eq=np.array(rhs), bounds=bounds, method="highs")
+        if lo.status == 0 and hi.status == 0 and (-hi.fun) - lo.fun < 1.0 - 1e-9:
+            pinned.append(cell)
+    return pinned

@@ -25,7 +25,7 @@ from analysis.contract import Measure, Registry, load_registry
 from analysis.errors import InputError
 from analysis.params import section
 from analysis.paths import project_root, resolve
-from analysis.privacy import assert_peer_safe, suppress_count
+from analysis.privacy import km_for_peers, responder_cells_small, assert_peer_safe, suppress_count
 from analysis.report import figures as fg
 from analysis.report import clients as cl
 from analysis.report import findings as fnd
@@ -175,7 +175,7 @@ def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict:
 
 
 def _shared_figures(inp: ReportInputs, c: dict, individual: pd.DataFrame | None,
-                    groups_ok: bool = True) -> list[Figure]:
+                    groups_ok: bool = True, min_cell: int | None = None) -> list[Figure]:
     """Figures in both reports (the therapist's adds faint individual lines to the trajectories)."""
     t = inp.tables
     out: list[Figure] = []
@@ -193,11 +193,15 @@ def _shared_figures(inp: ReportInputs, c: dict, individual: pd.DataFrame | None,
         "Forest plot of the primary estimate and the sensitivity analyses.",
         _svg(lambda: fg.forest(forest, xlabel=c["xlabel_forest"]))))
     resp = responder_shares(t.get("responders"), float(c["m"].get("alpha", 0.05)))
-    if _has(resp, {"group", "proportion", "ci_low", "ci_high"}) and groups_ok:
+    peer_small = min_cell is not None and responder_cells_small(
+        (inp.results.get("secondary") or {}).get("responders"), min_cell)
+    if _has(resp, {"group", "proportion", "ci_low", "ci_high"}) and groups_ok and not peer_small:
         out.append(Figure("responders", "Share of clients reaching a clinically important improvement (MCID) "
                           "by group, with 95% CIs.", "Bar chart of responders by group.",
                           _svg(lambda: fg.proportions(resp, ylabel="Responders (%)"))))
     km = t.get("km")
+    if min_cell is not None:
+        km = km_for_peers(km, min_cell)
     if _has(km, {"group", "week", "survival"}) and groups_ok:
         out.append(Figure("km", "Time to the first clinically important improvement (Kaplan–Meier), by group.",
                           "Kaplan-Meier curves of time to improvement by group.",
@@ -289,7 +293,7 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
     clients = analysed.drop_duplicates("client_id").sort_values("client_id")
     n_by_group = clients["group"].value_counts().sort_index()
     groups_ok = bool(len(n_by_group) == 2 and (n_by_group >= min_cell).all())
-    figs = _shared_figures(inp, c, None, groups_ok=groups_ok)
+    figs = _shared_figures(inp, c, None, groups_ok=groups_ok, min_cell=min_cell)
     sessions = analysed.drop_duplicates("session_id")[["client_id", "group", "session_date", "focus",
                                                        "techniques", "minutes"]]
     tidier = pr.intervention_description(sessions, min_cell)
@@ -299,7 +303,15 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
     secondary = [dict(s, reason=sm.peer_text(s["reason"]),
                       result=s["result"] if s["result"] != s["reason"] else sm.peer_text(s["result"]))
                  for s in c["secondary"]]
+    sec = inp.results.get("secondary") or {}
+    withheld = {"responders": responder_cells_small(sec.get("responders"), min_cell),
+                # medians of a group under min_cell clients pin a person's time
+                "time_to_improvement": not groups_ok}
+    secondary = [dict(s, result=f"withheld for peers: a count below {min_cell} could be worked out from it",
+                      status="withheld") if withheld.get(s["key"]) else s for s in secondary]
     forest = c["forest"].assign(reason=[sm.peer_text(x) for x in c["forest"]["reason"]])
+    # the peer report is dated to the month: an exact last-session date is a person's visit
+    month = c["stamp"][:7]
     primary = dict(c["primary"], reason=sm.peer_text(str(c["primary"].get("reason") or "")))
     sentence = sm.primary_sentence(primary, c["measure"], float(c["m"]["primary_week"]), c["measure_short"])
     html = render("peer.html.j2", dict(
@@ -313,6 +325,7 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
         # the model's own count (clients with follow-up in the window), not everyone with a group
         n_analysed=suppress_count(c["primary"].get("n_clients") or len(clients), min_cell), title="Peer report", secondary=secondary,
         forest=forest, primary=primary, sentence=sentence,
+        stamp=f"{month}-01T00:00:00Z", stamp_date=month,
     ))
     return html, figs
 

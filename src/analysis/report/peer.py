@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.contract import TECHNIQUES
-from analysis.privacy import suppress_count, suppress_table
+from analysis.privacy import pinned_cells, suppress_count, suppress_table
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,48 @@ def baseline_table(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
         # column totals are the group sizes, shown elsewhere: suppress within the block as if they were a row
         totals = pd.DataFrame([{**{g: tab[g].sum() for g in [*groups, "total"]}, "level": "(all)",
                                 "variable": var}])
-        safe = suppress_table(pd.concat([tab, totals], ignore_index=True), [*groups, "total"], min_cell)
+        full = pd.concat([tab, totals], ignore_index=True)
+        safe = audited(full, suppress_table(full, [*groups, "total"], min_cell), [*groups, "total"], min_cell)
         blocks.append(safe.iloc[:-1])
     out = pd.concat(blocks, ignore_index=True)
     return out[["variable", "level", *groups, "total"]]
+
+
+def audited(full: pd.DataFrame, safe: pd.DataFrame, cols: list[str], min_cell: int) -> pd.DataFrame:
+    """Suppress more until no hidden cell of ``safe`` is pinned by the shown numbers (:func:`pinned_cells`).
+
+    Each round hides the smallest count still shown (a 0 included) in the row or column of a pinned cell,
+    as a complementary "*". The totals row (the group sizes) is known to peers and stays.
+    """
+    counts = full[cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy(dtype=float)
+    hidden = safe[cols].isin(["*"]).to_numpy() | safe[cols].apply(lambda c: c.str.startswith("<")).to_numpy()
+    safe = safe.copy()
+    # the totals row (group sizes, and the number of clients) is treated as known to peers, the worst case
+    last = len(counts) - 1
+    small = safe[cols].apply(lambda c: c.str.startswith("<")).to_numpy()
+    hidden[last, :] = small[last, :] = False
+    for _ in range(2 * counts.size):
+        pinned = pinned_cells(counts, hidden, min_cell, small)
+        if not pinned:
+            return safe
+        lines = {c for i, j in pinned for c in [(i, k) for k in range(len(cols))] + [(k, j) for k in range(last)]}
+        shown = sorted((counts[c], c) for c in lines if not hidden[c] and c[0] != last)
+        if shown:
+            _, (a, b) = shown[0]  # the smallest shown count (a 0 too) in a line of a pinned cell
+            hidden[a, b] = True
+            safe.iloc[a, safe.columns.get_loc(cols[b])] = "*"
+            continue
+        # everything beside them is hidden already: "<5" itself is the clue (e.g. two rows "<5" of a group
+        # of 8 must be 4 and 4), so those cells are shown as "*" (hidden, with no hint of their size)
+        relabel = [c for c in sorted(lines) if small[c] and c[0] != last]
+        if not relabel:
+            break
+        for c in relabel:
+            small[c] = False
+            safe.iloc[c[0], safe.columns.get_loc(cols[c[1]])] = "*"
+    if pinned_cells(counts, hidden, min_cell, small):  # no way found: show nothing of this block
+        safe.iloc[:last, [safe.columns.get_loc(c) for c in cols]] = "*"
+    return safe
 
 
 def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:

@@ -101,3 +101,37 @@ def test_sigkill_mid_write_leaves_old_file(tmp_path):
     leftovers = _others(tmp_path, "big.bin")
     assert all(n.startswith(".big.bin.") and n.endswith(".tmp") for n in leftovers), leftovers
     assert all((tmp_path / n).stat().st_size > len(old) for n in leftovers)
+
+
+def test_a_running_writer_s_temp_file_is_left_alone_a_dead_one_s_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from analysis.store import write_text
+
+    target = tmp_path / "report.html"
+    mine = tmp_path / f".report.html.{os.getpid()}.abc.tmp"  # a concurrent writer in a live process
+    mine.write_text("in progress")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f".report.html.{int(dead.stdout)}.xyz.tmp"  # its process has exited
+    gone.write_text("left behind")
+    write_text(target, "done")
+    assert target.read_text() == "done" and mine.exists() and not gone.exists()
+
+
+def test_read_only_output_folder_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    from analysis.cli import main
+
+    # root (as in CI) may write anywhere, so the refusal the OS gives a clinic user is simulated
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    out = tmp_path / "ro"
+    code = main(["simulate", "--out", str(out), "--clients", "5"])
+    err = capsys.readouterr().err
+    assert code != 0 and "internal error" not in err
+    assert f"error: {out}: cannot write here (permission denied)" in err

@@ -20,6 +20,10 @@ class InputError(OutcomesError):
     """An input file or folder cannot be used at all (missing, unreadable, wrong shape)."""
 
 
+class OutputError(OutcomesError):
+    """An output cannot be written (a read-only folder); nothing half-written is left."""
+
+
 class PrivacyError(OutcomesError):
     """Output or input would reveal something identifying; nothing was written."""
 

@@ -18,15 +18,45 @@ from typing import IO, Any
 import pandas as pd
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove temp files of ``path`` left by a *dead* run (killed mid-write); a running one keeps its own.
+
+    Temp names carry the writer's process id (``.<name>.<pid>.<random>.tmp``); one whose process is gone is
+    stale. Two runs at once (two ``outcomes report``) therefore never delete each other's temp files.
+    """
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        parts = stale.name[len(path.name) + 2:].split(".")
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        if pid is None or not _pid_alive(pid):
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    A folder that cannot be written gives one clear :class:`OutputError` naming it.
+    """
+    from analysis.errors import OutputError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a run killed mid-write (SIGKILL, power loss) leaves its temp file behind; the target itself is intact
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except PermissionError:
+        raise OutputError(f"{path.parent}: cannot write here (permission denied); make the folder writable or "
+                          "choose another output folder in params.yaml") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -35,6 +65,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, path)
+    except PermissionError:
+        raise OutputError(f"{path}: cannot be replaced (permission denied); make it writable") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -313,3 +313,59 @@ def test_clinic_identity_is_stable_unique_and_never_shared(tmp_path, monkeypatch
     other = findings.clinic_identity({"report": {}}, tmp_path / "other" / "clinic_id")
     assert other != first  # another machine, another id
     assert findings.clinic_identity({"report": {"clinic_id": "north-clinic"}}, store) == "north-clinic"
+
+
+def _sens_results(primary_ci=(-1.66, -0.2), iptw=(-0.49, -1.61, 0.64), mi=(-0.52, -1.28, 0.24), balanced=False):
+    return {"primary": {"status": "ok", "estimate": -0.9, "ci_low": primary_ci[0], "ci_high": primary_ci[1]},
+            "secondary": {
+                "gee": {"status": "done", "estimate": -0.84, "ci_low": -1.55, "ci_high": -0.14},
+                "iptw": {"status": "done", "estimate": iptw[0], "ci_low": iptw[1], "ci_high": iptw[2],
+                         "balanced": balanced, "max_abs_smd_weighted": 0.24, "smd_target": 0.1},
+                "multiple_imputation": {"status": "done", "estimate": mi[0], "ci_low": mi[1], "ci_high": mi[2]},
+                "tipping_point": {"status": "done", "tipping_delta": None,
+                                  "conclusion": "no conclusion to tip"}}}
+
+
+def test_robustness_sentence_never_lets_the_headline_sound_surer():
+    r = _sens_results()
+    text = summary.robustness_sentence(r, summary.forest_rows(r))
+    assert text.startswith("2 of 3 sensitivity analyses include no difference")
+    assert "confounding" in text and "dropout" in text and "read the headline as uncertain" in text
+    assert "did not balance the groups" in text and "0.24" in text
+    agree = _sens_results(iptw=(-0.8, -1.5, -0.1), mi=(-0.85, -1.5, -0.2), balanced=True)
+    assert summary.robustness_sentence(agree, summary.forest_rows(agree)).startswith(
+        "All 3 sensitivity analyses point the same way")
+
+
+def test_tipping_point_status_agrees_in_plot_and_table():
+    r = _sens_results()
+    rows = summary.forest_rows(r)
+    table = {s["key"]: s for s in summary.secondary_rows(r)}
+    assert rows.loc[rows["label"].str.startswith("Tipping"), "status"].item() == summary.NO_TIPPING
+    assert table["tipping_point"]["status"] == summary.NO_TIPPING
+
+
+def test_chronicity_is_answered_in_words():
+    r = {"secondary": {"chronicity": {"status": "done", "interaction": {
+        "estimate": -0.014, "ci_low": -0.12, "ci_high": 0.09, "p_value": 0.79,
+        "change_at_primary_week_per_log_unit": -0.08},
+        "at_symptom_weeks": {"4": {"estimate": -0.8}, "26": {"estimate": -0.9}, "104": {"estimate": -1.0}}}}}
+    text = summary.chronicity_sentence(r)
+    assert text.startswith("No clear dependence on how long the pain had lasted")
+    assert "−0.8 at 4 weeks" in text and "−1.0 at 104 weeks" in text
+    r["secondary"]["chronicity"]["interaction"].update(ci_low=0.02, ci_high=0.2, p_value=0.01,
+                                                        change_at_primary_week_per_log_unit=0.3)
+    assert "smaller the longer the pain had lasted" in summary.chronicity_sentence(r)
+
+
+def test_trajectory_band_is_clipped_to_the_scale_and_thin_data_marked():
+    from analysis.report import figures as fg
+
+    traj = pd.DataFrame({"group": ["hip_focused"] * 3, "week": [0.0, 6.0, 12.0], "mean": [5.5, 2.0, 0.2],
+                         "ci_low": [5.0, 1.0, -1.2], "ci_high": [6.0, 3.0, 1.6]})
+    fig = fg.trajectories(traj, None, ylabel="NPRS", ylim=(0, 10), thin_from=10.0)
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (0.0, 10.0)
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() >= 0.0  # never below 0 on a 0-10 scale
+    assert any(line.get_linestyle() == "--" for line in ax.get_lines())

@@ -165,6 +165,9 @@ def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict:
         crosses_zero=sm.ci_crosses_zero(primary.get("ci_low"), primary.get("ci_high")),
         group=group, stamp=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), stamp_date=stamp.date().isoformat(),
         period=_period(inp.dataset), forest=forest, secondary=sm.secondary_rows(inp.results),
+        robustness=sm.robustness_sentence(inp.results, forest),
+        chronicity_answer=sm.chronicity_sentence(inp.results, _measure_short(measure)),
+        balance=_balance_rows(inp), iptw=(inp.results.get("secondary") or {}).get("iptw") or {},
         provenance=provenance, clinic_label=str(r.get("clinic_label", "")),
         ylabel=f"{measure.label}, {measure.unit}",
         xlabel_forest=(f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused "
@@ -172,6 +175,27 @@ def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict:
                        else f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused "
                             "(> 0 favours hip-focused)"),
     )
+
+
+def _thin_from(inp: ReportInputs, c: dict, share: float = 0.25) -> float | None:
+    """First whole week after which fewer than ``share`` of the analysed clients are still followed."""
+    d = inp.dataset[(inp.dataset["measure"] == c["measure"].key) & inp.dataset["value"].notna()]
+    if d.empty:
+        return None
+    last = d.groupby("client_id")["weeks_since_first"].max()
+    for week in range(0, int(float(c["m"]["followup_weeks"])) + 1):
+        if (last >= week).mean() < share:
+            return float(max(week - 1, 0))
+    return None
+
+
+def _balance_rows(inp: ReportInputs) -> list[dict]:
+    """The IPTW balance table (covariate, level, SMD before and after weighting), largest imbalance first."""
+    b = inp.tables.get("balance")
+    if b is None or b.empty or not {"smd_unweighted", "smd_weighted"} <= set(b.columns):
+        return []
+    b = b.assign(abs_w=b["smd_weighted"].abs()).sort_values(["abs_w", "covariate"], ascending=[False, True])
+    return b.drop(columns="abs_w").to_dict(orient="records")
 
 
 def _shared_figures(inp: ReportInputs, c: dict, individual: pd.DataFrame | None,
@@ -186,7 +210,9 @@ def _shared_figures(inp: ReportInputs, c: dict, individual: pd.DataFrame | None,
             + (" over each client's observed values (faint lines)." if individual is not None else "."),
             "Line chart of adjusted mean pain by week for hip-focused and knee-focused groups.",
             _svg(lambda: fg.trajectories(traj, individual, ylabel=c["ylabel"],
-                                         primary_week=float(c["m"]["primary_week"])))))
+                                         primary_week=float(c["m"]["primary_week"]),
+                                         ylim=(c["measure"].minimum, c["measure"].maximum),
+                                         thin_from=_thin_from(inp, c)))))
     forest = c["forest"]
     out.append(Figure(
         "forest", "The primary estimate (diamond) beside each sensitivity analysis, with 95% CIs.",
@@ -213,8 +239,13 @@ def _shared_figures(inp: ReportInputs, c: dict, individual: pd.DataFrame | None,
         out.append(Figure("chronicity", "Chronicity: the estimated hip-minus-knee difference for clients "
                           "with different durations of symptoms before the first session.",
                           "Effect estimate against symptom weeks.",
-                          _svg(lambda: fg.effect_curve(chron, x="symptom_weeks", xlabel="Symptom weeks at start",
-                                                       ylabel="Difference (hip − knee)", log_x=True))))
+                          _svg(lambda: fg.effect_curve(
+                              chron, x="symptom_weeks", xlabel="Weeks the pain had lasted at the first session (log scale)",
+                              ylabel=f"Difference in change at week {float(c['m']['primary_week']):g} (hip − knee)",
+                              log_x=True,
+                              favours=(("↓ favours hip-focused care", "↑ favours knee-focused care")
+                                       if c["measure"].lower_is_better else
+                                       ("↓ favours knee-focused care", "↑ favours hip-focused care"))))))
     return out
 
 

@@ -50,7 +50,8 @@ def _empty(message: str, size: tuple[float, float] = SQUARE) -> Figure:
 
 
 def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, ylabel: str,
-                 primary_week: float | None = None) -> Figure:
+                 primary_week: float | None = None, ylim: tuple[float, float] | None = None,
+                 thin_from: float | None = None) -> Figure:
     """Adjusted mean trajectories with CI bands, optionally over faint individual lines.
 
     Parameters
@@ -59,6 +60,9 @@ def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, 
     individual : columns client_id, group, week, value (therapist report only), or None.
     ylabel : axis label (measure and unit).
     primary_week : marks the week of the primary estimand with a dotted line.
+    ylim : the measure's scale (e.g. 0-10): bands are clipped to it and the axis shows all of it.
+    thin_from : week from which fewer than a quarter of clients are still followed: the model lines are
+        dashed and the region shaded there (the estimate leans on few clients and on the linear model).
     """
     if traj.empty:
         return _empty("No model trajectories available", WIDE)
@@ -73,10 +77,22 @@ def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, 
             # make a megabyte of vector paths)
             ax.plot(d["week"], d["value"], color=_colour(group), alpha=0.12, lw=0.6, zorder=1,
                     rasterized=n_lines > RASTER_ABOVE)
+    lo_y, hi_y = ylim if ylim is not None else (-np.inf, np.inf)
     for group, d in traj.sort_values(["group", "week"]).groupby("group", sort=True):
         c = _colour(group)
-        ax.fill_between(d["week"], d["ci_low"], d["ci_high"], color=c, alpha=0.22, lw=0, zorder=2)
-        ax.plot(d["week"], d["mean"], color=c, lw=2.2, label=group_label(group), zorder=3)
+        ax.fill_between(d["week"], d["ci_low"].clip(lo_y, hi_y), d["ci_high"].clip(lo_y, hi_y), color=c,
+                        alpha=0.22, lw=0, zorder=2)
+        solid = d if thin_from is None else d[d["week"] <= thin_from]
+        ax.plot(solid["week"], solid["mean"].clip(lo_y, hi_y), color=c, lw=2.2, label=group_label(group), zorder=3)
+        if thin_from is not None:
+            rest = d[d["week"] >= thin_from]
+            ax.plot(rest["week"], rest["mean"].clip(lo_y, hi_y), color=c, lw=1.6, ls="--", zorder=3)
+    if thin_from is not None and thin_from < traj["week"].max():
+        ax.axvspan(thin_from, traj["week"].max(), color="#f2f2f2", zorder=0, lw=0)
+        ax.annotate("fewer than 1 in 4 clients\nstill followed", (thin_from, 0.62), xycoords=("data", "axes fraction"),
+                    xytext=(4, 0), textcoords="offset points", fontsize=7, color="#555555")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     if primary_week is not None:
         ax.axvline(primary_week, color="#444444", ls=":", lw=1)
         ax.annotate(f"week {primary_week:g}", (primary_week, 1), xycoords=("data", "axes fraction"),
@@ -118,7 +134,9 @@ def forest(rows: pd.DataFrame, *, xlabel: str) -> Figure:
             ax.plot([f["estimate"]], [yi], marker="D" if primary else "o", ms=7 if primary else 5,
                     color=colour, zorder=3)
         else:
-            ax.text(lo, yi, "  not available", va="center", fontsize=7, color="#777777")
+            note = "no tipping point: nothing to tip" if str(r.get("status", "")).endswith("no tipping point") \
+                else "not available"
+            ax.text(lo, yi, f"  {note}", va="center", fontsize=7, color="#777777")
     ax.axvline(0, color="#555555", lw=0.8, ls="--")
     ax.set_yticks(y, [str(v) for v in rows["label"]])
     ax.set_ylim(-0.7, n - 0.3)
@@ -182,12 +200,15 @@ def kaplan_meier(km: pd.DataFrame, *, event: str) -> Figure:
     return fig
 
 
-def effect_curve(df: pd.DataFrame, *, x: str, xlabel: str, ylabel: str, log_x: bool = False) -> Figure:
+def effect_curve(df: pd.DataFrame, *, x: str, xlabel: str, ylabel: str, log_x: bool = False,
+                 favours: tuple[str, str] | None = None) -> Figure:
     """An estimated effect against a moderator (e.g. chronicity: symptom weeks), with its CI.
 
     Parameters
     ----------
-    df : columns ``x``, estimate, ci_low, ci_high.
+    df : columns ``x``, estimate, ci_low, ci_high (and ``within_data``: durations outside the observed
+        range are shaded as extrapolation).
+    favours : labels for the bottom and top of the y axis (which side favours which care).
     """
     if df.empty:
         return _empty("Not available")
@@ -203,8 +224,21 @@ def effect_curve(df: pd.DataFrame, *, x: str, xlabel: str, ylabel: str, log_x: b
         else:
             ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(float(d[x].min()), float(d[x].max()))
+        # plain numbers (1, 10, 100 weeks), not 10^0 notation
+        ticks = [t for t in (1, 4, 10, 26, 52, 104, 260, 520) if d[x].min() <= t <= d[x].max()]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    if "within_data" in d.columns and not d["within_data"].all():
+        outside = d[~d["within_data"].astype(bool)]
+        for lo_x, hi_x in ((d[x].min(), outside[x][outside[x] < d.loc[d["within_data"].astype(bool), x].min()].max()),
+                           (outside[x][outside[x] > d.loc[d["within_data"].astype(bool), x].max()].min(), d[x].max())):
+            if pd.notna(lo_x) and pd.notna(hi_x) and hi_x > lo_x:
+                ax.axvspan(lo_x, hi_x, color="#f2f2f2", lw=0, zorder=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if favours:
+        ax.annotate(favours[0], (0.02, 0.03), xycoords="axes fraction", fontsize=7, color="#555555")
+        ax.annotate(favours[1], (0.02, 0.93), xycoords="axes fraction", fontsize=7, color="#555555")
     fig.tight_layout()
     return fig
 

@@ -14,10 +14,11 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.contract import Measure
-from analysis.report.text import fmt_num
+from analysis.report.text import fmt_num, fmt_p
 
 # Sensitivity analyses shown beside the primary estimate, in display order.
 SENSITIVITY = (
@@ -26,6 +27,8 @@ SENSITIVITY = (
     ("multiple_imputation", "Multiple imputation"),
     ("tipping_point", "Tipping point (missing not at random)"),
 )
+
+NO_TIPPING = "done: no tipping point"
 
 SECONDARY_LABELS = {
     "responders": "Responders (MCID) by group",
@@ -116,8 +119,10 @@ def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFr
             # nothing honest to plot; the secondary table says why.
             delta = _f(s.get("tipping_delta"))
             if tipping is None or tipping.empty or not math.isfinite(delta):
+                done = s.get("status") == "done"
+                # done, but with nothing to tip: say so in the plot and the table alike
                 rows.append(dict(label=label, estimate=math.nan, ci_low=math.nan, ci_high=math.nan, primary=False,
-                                 status=str(s.get("status", "missing" if not s else "")),
+                                 status=NO_TIPPING if done else str(s.get("status", "missing" if not s else "")),
                                  reason=str(s.get("reason") or s.get("conclusion") or "")))
                 continue
             t = tipping.loc[(tipping["delta"] - delta).abs().idxmin()]
@@ -148,10 +153,13 @@ def secondary_rows(results: dict) -> list[dict[str, str]]:
                     f"(95% CI {fmt_num(est.get('ci_low'))} to {fmt_num(est.get('ci_high'))})")
         else:
             text = str(s.get("summary") or s.get("reason") or "see table")
+        status = str(s.get("status", ""))
+        if key == "tipping_point" and status == "done" and s.get("tipping_delta") is None:
+            status = NO_TIPPING  # the same words as the forest plot
         out.append(dict(
             key=key,
             label=str(s.get("label") or SECONDARY_LABELS.get(key, key)),
-            status=str(s.get("status", "")),
+            status=status,
             exploratory="yes" if s.get("exploratory") else "no",
             method=str(s.get("method") or ""),
             result=text,
@@ -242,3 +250,76 @@ def result_text(key: str, entry: dict) -> str | None:
         conclusion = str(entry.get("conclusion") or "")
         return conclusion if conclusion and not re.search(r"\d", conclusion) else None
     return None
+
+
+# Sensitivity analyses that address a named threat to the headline (for the robustness sentence).
+ADDRESSES = {"gee": "the model's assumptions about the random effects",
+             "iptw": "confounding by the measured covariates",
+             "multiple_imputation": "clients who stopped coming (dropout)",
+             "tipping_point": "dropout that depends on unrecorded outcomes"}
+
+
+def robustness_sentence(results: dict, forest: pd.DataFrame) -> str:
+    """One sentence, generated from the results, on whether the sensitivity analyses back the headline.
+
+    Counts the sensitivity analyses with an estimate whose CI includes no difference, names what each of
+    those addresses, and says when the IPTW weights failed to balance the groups (its estimate is then
+    not trustworthy). Never lets the headline sound surer than its sensitivity analyses.
+    """
+    primary = results.get("primary") or {}
+    if not primary_ok(primary):
+        return "No sensitivity analysis can confirm a headline that could not be estimated."
+    rows = forest[~forest["primary"].astype(bool)]
+    rows = rows[np.isfinite(rows["estimate"].astype(float)) & np.isfinite(rows["ci_low"].astype(float))]
+    sec = results.get("secondary") or {}
+    iptw = sec.get("iptw") or {}
+    balance = ""
+    if iptw.get("status") == "done" and iptw.get("balanced") is False:
+        balance = (f" The propensity weights did not balance the groups (largest weighted |SMD| "
+                   f"{fmt_num(iptw.get('max_abs_smd_weighted'))}, target {fmt_num(iptw.get('smd_target'), 1)}), "
+                   "so the weighted estimate is not a trustworthy check on confounding.")
+    if rows.empty:
+        return "No sensitivity analysis gave an estimate to compare with the headline." + balance
+    keys = {label: key for key, label in SENSITIVITY}
+    crossing = rows[(rows["ci_low"].astype(float) <= 0) & (rows["ci_high"].astype(float) >= 0)]
+    primary_crosses = ci_crosses_zero(primary.get("ci_low"), primary.get("ci_high"))
+    n, k = len(rows), len(crossing)
+
+    def named(frame: pd.DataFrame) -> str:
+        return "; ".join(f"{r.label.split(':')[0]} {fmt_num(r.estimate)} ({fmt_num(r.ci_low)} to {fmt_num(r.ci_high)})"
+                         for r in frame.itertuples())
+
+    if primary_crosses:
+        if k == n:
+            return f"All {n} sensitivity analyses also include no difference ({named(rows)})." + balance
+        return (f"{n - k} of {n} sensitivity analyses exclude no difference ({named(rows.drop(crossing.index))}) "
+                "although the headline does not: the evidence is mixed." + balance)
+    if k == 0:
+        return (f"All {n} sensitivity analyses point the same way and exclude no difference ({named(rows)})."
+                + balance)
+    threats = sorted({ADDRESSES[keys[label]] for label in crossing["label"] if keys.get(label) in ADDRESSES})
+    sensitive = f"; the result is sensitive to {' and to '.join(threats)}" if threats else ""
+    return (f"{k} of {n} sensitivity analyses include no difference ({named(crossing)}){sensitive}: read the "
+            "headline as uncertain." + balance)
+
+
+def chronicity_sentence(results: dict, measure_short: str = "NPRS") -> str:
+    """The seed question, "does it depend on how long the pain has lasted?", answered in one sentence."""
+    c = (results.get("secondary") or {}).get("chronicity") or {}
+    if c.get("status") != "done":
+        return ("Whether the effect depends on how long the pain had lasted could not be estimated"
+                + (f": {c.get('reason')}." if c.get("reason") else "."))
+    inter = c.get("interaction") or {}
+    at = c.get("at_symptom_weeks") or {}
+    parts = [f"{fmt_num(at[w].get('estimate'), 1)} at {w} weeks" for w in sorted(at, key=float)]
+    lo, hi = _f(inter.get("ci_low")), _f(inter.get("ci_high"))
+    per_log = _f(inter.get("change_at_primary_week_per_log_unit"))
+    if math.isfinite(lo) and (lo > 0 or hi < 0):
+        way = "smaller" if per_log > 0 else "larger"
+        verdict = (f"Yes, probably: the benefit of hip-focused care was {way} the longer the pain had lasted "
+                   f"(interaction {_ci(inter)}, p {fmt_p(inter.get('p_value'))})")
+    else:
+        verdict = (f"No clear dependence on how long the pain had lasted (interaction {_ci(inter)}, "
+                   f"{'p < 0.001' if _f(inter.get('p_value')) < 0.001 else 'p = ' + fmt_num(inter.get('p_value'), 2)}): "
+                   "the data cannot tell whether longer-lasting pain responds differently")
+    return f"{verdict}; estimated difference in {measure_short} change (hip − knee): {', '.join(parts)}."

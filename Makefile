@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: report test selfcheck benchmark pool-demo lab venv clean
+.PHONY: report report-local test selfcheck benchmark pool-demo lab venv clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): requirements.lock pyproject.toml
 ## Build every report on the bundled demo clinic (dvc repro: validate -> join -> model -> report).
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+## Own data with a git-ignored params.local.yaml (README: "Using your own data, privately"): the four stages.
+report-local: $(STAMP)
+	$(BIN)/outcomes validate && $(BIN)/outcomes join && $(BIN)/outcomes model && $(BIN)/outcomes report
 
 ## Run the test suite (warnings are errors; notebooks executed).
 test: $(STAMP)

@@ -26,7 +26,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     # a fresh project root without pipeline outputs: the notebook must simulate what it needs
     (tmp_path / "params.yaml").write_bytes((path.parents[1] / "params.yaml").read_bytes())
     monkeypatch.setenv("OUTCOMES_ROOT", str(tmp_path))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the kernel keeps Jupyter's inline backend (as a reader's would), so figures show as images
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = nbformat.read(path, as_version=4)
     # the kernel is this interpreter (the project's .venv), registered under a private name
     from ipykernel.kernelspec import install
@@ -40,3 +41,9 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     # ipykernel.kernelspec.install writes this interpreter (the .venv) into the kernelspec
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    texts = [o.get("data", {}).get("text/plain", "") for o in outputs]
+    assert not any(t.startswith("<Figure size") and "image/png" not in o.get("data", {})
+                   for t, o in zip(texts, outputs)), "a figure was shown as text, not drawn"
+    if "figure" in path.read_text():  # notebooks that draw must show their figures as images
+        assert any("image/png" in o.get("data", {}) for o in outputs)

@@ -211,8 +211,10 @@ def test_forest_rows_keep_failed_analyses_visible():
     assert len(rows) == 1 + len(summary.SENSITIVITY)
 
 
-def test_code_version_outside_git_does_not_fail(tmp_path):
-    assert provenance.code_version(tmp_path).startswith("v")
+def test_code_version_comes_from_the_code_not_git(tmp_path):
+    v = provenance.code_version(tmp_path)
+    assert re.fullmatch(r"v[0-9.]+\+src\.[0-9a-f]{12}", v) and v == provenance.code_version()
+    assert provenance.source_hash().startswith(v.rsplit(".", 1)[1])
 
 
 def test_params_hash_ignores_key_order():

@@ -25,12 +25,13 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: "--out PATH", not "<path>" / "<list[Path]>" type tags
 )
 
 _STATE = {"debug": False, "params": None}
 
-ParamsOpt = Annotated[Optional[Path], typer.Option("--params", help="params.yaml to use (default: project root's).")]
-InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", help="Folder with the three tables.")]
+ParamsOpt = Annotated[Optional[Path], typer.Option("--params", metavar="FILE", help="params.yaml to use (default: project root's).")]
+InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", metavar="DIR", help="Folder with the three tables.")]
 
 
 def _params(path: Path | None = None) -> dict:
@@ -64,23 +65,28 @@ def _root(
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the synthetic clinic to.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write the synthetic clinic to.")] = Path(
         "data/raw/demo"
     ),
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: params simulate.seed).")] = None,
-    clients: Annotated[Optional[int], typer.Option(help="Number of clients (default: params).")] = None,
-    effect: Annotated[Optional[float], typer.Option(help="True hip-focus slope effect, NPRS/week.")] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (default: params simulate.seed).")] = None,
+    clients: Annotated[Optional[int], typer.Option(metavar="N", help="Number of clients (default: params).")] = None,
+    effect: Annotated[Optional[float], typer.Option(metavar="NUMBER", help="True hip-focus slope effect, NPRS/week.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite tables already in --out (e.g. the demo).")] = False,
 ) -> None:
     """Generate a synthetic clinic that follows the contract, with its ground truth (truth.json)."""
     from analysis.simulate import run_simulate
 
+    existing = [p.name for p in (out / n for n in ("clients.csv", "sessions.csv", "measurements.csv")) if p.exists()]
+    if existing and not force:
+        raise InputError(f"{out}: already holds {', '.join(existing)}; pass --force to overwrite them, or choose "
+                         "another --out (the committed demo lives in data/raw/demo)")
     summary = run_simulate(out, _params(), seed=seed, n_clients=clients, effect=effect)
     _echo(summary)
 
 
 @app.command()
 def template(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the blank templates.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the blank templates.")] = Path(
         "data/templates"
     ),
 ) -> None:
@@ -100,7 +106,12 @@ def validate(input: InputOpt = None) -> None:
 
 
 @app.command()
-def join(input: InputOpt = None) -> None:
+def join(
+    input: Annotated[Optional[Path], typer.Option(
+        "--input", "-i", metavar="DIR",
+        help="Folder with the validated tables written by `outcomes validate` (default: params validate.out_dir)."
+    )] = None,
+) -> None:
     """Join the validated tables into the long analysis dataset and the exclusion flow."""
     from analysis.join import run_join
 
@@ -136,7 +147,7 @@ def selfcheck(
 
 @app.command()
 def sheet(
-    client_ids: Annotated[list[str], typer.Argument(help="Client id(s) as in the therapist's report.")],
+    client_ids: Annotated[list[str], typer.Argument(metavar="CLIENT_ID", help="Client id(s) as in the therapist's report.")],
 ) -> None:
     """Write a one-page progress sheet (HTML and PDF) per client, to discuss with the client."""
     from analysis.report.sheet import run_sheet
@@ -146,7 +157,7 @@ def sheet(
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Key file to create (keep it outside the repo).")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Key file to create (keep it outside the repo).")],
 ) -> None:
     """Create a secret key for de-identification pseudonyms and date shifts."""
     from analysis.deidentify import run_keygen
@@ -156,14 +167,14 @@ def keygen(
 
 @app.command()
 def deidentify(
-    export: Annotated[list[Path], typer.Argument(help="Export file(s) from the practice software (CSV/XLSX).")],
-    mapping: Annotated[Path, typer.Option("--mapping", "-m", help="Mapping file (YAML).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the three contract tables.")],
+    export: Annotated[list[Path], typer.Argument(metavar="EXPORT", help="Export file(s) from the practice software (CSV/XLSX).")],
+    mapping: Annotated[Path, typer.Option("--mapping", "-m", metavar="FILE", help="Mapping file (YAML).")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the three contract tables.")],
     key_file: Annotated[
-        Optional[Path], typer.Option("--key-file", help="Key file (else $OUTCOMES_KEY or $OUTCOMES_KEY_FILE).")
+        Optional[Path], typer.Option("--key-file", metavar="FILE", help="Key file (else $OUTCOMES_KEY or $OUTCOMES_KEY_FILE).")
     ] = None,
     crosswalk: Annotated[
-        Optional[Path], typer.Option("--crosswalk", help="Private folder (outside the project and any git "
+        Optional[Path], typer.Option("--crosswalk", metavar="DIR", help="Private folder (outside the project and any git "
                                      "repository) for crosswalk.csv: pseudonym -> the practice's own record.")
     ] = None,
 ) -> None:
@@ -176,7 +187,7 @@ def deidentify(
 @app.command()
 def lookup(
     text: Annotated[str, typer.Argument(help="A pseudonym (e.g. C3RUWHRA5QWY7) or a value of the practice's record.")],
-    crosswalk: Annotated[Path, typer.Option("--crosswalk", help="The private folder holding crosswalk.csv.")],
+    crosswalk: Annotated[Path, typer.Option("--crosswalk", metavar="DIR", help="The private folder holding crosswalk.csv.")],
 ) -> None:
     """Key holder only: find a client in the crosswalk, by pseudonym or by the practice's own record."""
     from analysis.crosswalk import lookup as find
@@ -189,8 +200,8 @@ def lookup(
 
 @app.command()
 def pool(
-    bundles: Annotated[list[Path], typer.Argument(help="Findings bundles (findings.json) of the clinics to pool.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for pooled.json, forest.svg, pooled.html/.pdf.")],
+    bundles: Annotated[list[Path], typer.Argument(metavar="BUNDLE", help="Findings bundles (findings.json) of the clinics to pool.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for pooled.json, forest.svg, pooled.html/.pdf.")],
     tau2: Annotated[str, typer.Option("--tau2", help="Between-clinic variance estimator: REML, PM or DL.")] = "REML",
     ci: Annotated[str, typer.Option("--ci", help="Pooled CI: knha (Knapp-Hartung), knha_modified or z.")] = "knha",
 ) -> None:

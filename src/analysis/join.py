@@ -247,11 +247,26 @@ def _received_counts(validation_json: Path) -> dict[str, int] | None:
     return counts
 
 
+def check_validation_passed(validation_json: Path, rejects: Path, allow_rejects: bool) -> None:
+    """Refuse to join after a validation that found errors, unless ``validate.allow_rejects`` is true."""
+    if not validation_json.is_file():
+        raise InputError(f"{validation_json}: not found; run `outcomes validate` first (or `dvc repro`)")
+    summary = (json.loads(validation_json.read_text(encoding="utf-8")) or {}).get("summary") or {}
+    errors = int(summary.get("errors") or 0)
+    if errors and not allow_rejects:
+        html = validation_json.with_name("validation.html")
+        raise InputError(f"the last `outcomes validate` found {errors} problem(s) and params validate.allow_rejects "
+                         f"is false, so nothing was joined; see {html} and {rejects}, fix the inputs and validate "
+                         "again (or set validate.allow_rejects: true to go on with the valid rows only)")
+
+
 def run_join(params: dict, input_dir: Path | None = None) -> str:
     """I/O edge: read data/interim, write the analysis parquet and the flow table."""
     v = section(params, "validate")
     j = section(params, "join")
     interim = resolve(input_dir) if input_dir else resolve(v["out_dir"])
+    check_validation_passed(resolve(v["report_dir"]) / "validation.json", interim / "rejects.csv",
+                            bool(v.get("allow_rejects", False)))
     tables = read_valid_tables(interim)
     config = flow_config(params)
     dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"],

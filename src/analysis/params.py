@@ -11,8 +11,26 @@ from analysis.errors import InputError
 from analysis.paths import project_root
 
 
-def load_params(path: Path | None = None) -> dict[str, Any]:
-    """Load params.yaml (default: the project root's) as a dict."""
+LOCAL_NAME = "params.local.yaml"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` over ``base``, section by section (nested mappings merged, other values replaced)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_params(path: Path | None = None, *, check: bool = True) -> dict[str, Any]:
+    """Load params.yaml (default: the project root's) as a dict, checked against the typed schema.
+
+    A git-ignored ``params.local.yaml`` beside it (or the file named by ``$OUTCOMES_PARAMS_LOCAL``) is
+    merged over it, so a private input path or clinic id never lands in git diffs. A wrong type, an
+    unknown key or a missing section raises :class:`InputError` with one line per problem naming the key.
+    """
+    import os
+
     path = path or project_root() / "params.yaml"
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -22,6 +40,21 @@ def load_params(path: Path | None = None) -> dict[str, Any]:
         raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: must be a mapping of sections")
+    local = Path(os.environ.get("OUTCOMES_PARAMS_LOCAL") or Path(path).with_name(LOCAL_NAME))
+    if local.is_file():
+        try:
+            extra = yaml.safe_load(local.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{local}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(extra, dict):
+            raise InputError(f"{local}: must be a mapping of sections, like params.yaml")
+        raw = deep_merge(raw, extra)
+    if check:
+        from analysis.params_schema import check_params
+
+        problems = check_params(raw, Path(path).name + (f" + {local.name}" if local.is_file() else ""))
+        if problems:
+            raise InputError("\n".join(problems))
     return raw
 
 

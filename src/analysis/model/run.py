@@ -164,7 +164,30 @@ def run_model(params: dict, progress: Callable[[str], None] | None = None) -> st
     for stale in sorted(set(out.glob("*.csv")) - {out / f"{name}.csv" for name in tables}):
         stale.unlink()
     write_parquet(out / "diagnostics.parquet", diagnostics)
+    for name, wide in plot_tables(tables).items():  # for `dvc plots show`: one column per group
+        write_table(out / "plots" / f"{name}.csv", wide)
     return summary_line(entry, out, len(secondary))
+
+
+GROUP_NAMES = {"hip_focused": "hip-focused", "comparator": "knee-focused", "hip-focused": "hip-focused",
+               "knee-focused": "knee-focused"}
+
+
+def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Wide copies of the trajectories and Kaplan-Meier tables for DVC's plots: a ``week`` column and one
+    column per group, labelled as in the reports (``hip-focused``, ``knee-focused``); Kaplan-Meier values
+    are carried forward between a group's event times, so each column is a proper step curve."""
+    out = {}
+    for name, value in (("trajectories", "mean"), ("km", "survival")):
+        t = tables.get(name)
+        if t is None or t.empty or not {"group", "week", value} <= set(t.columns):
+            continue
+        wide = (t.assign(group=t["group"].map(lambda g: GROUP_NAMES.get(str(g), str(g))))
+                .pivot_table(index="week", columns="group", values=value, aggfunc="last").sort_index())
+        if name == "km":
+            wide = wide.ffill()
+        out[name] = wide.reset_index()
+    return out
 
 
 def metrics(entry: dict) -> dict:

@@ -284,15 +284,14 @@ def interpret(r: dict, alpha: float = 0.05) -> str:
 
 def selfcheck_figure(runs: pd.DataFrame) -> bytes:
     """PNG: each clinic's estimate and 95% CI, sorted, per scenario, against the truth (deterministic bytes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.figure import Figure
 
     scenarios = sorted(runs["scenario"].unique())
     with sns.axes_style("whitegrid"), plt.rc_context({"svg.hashsalt": "selfcheck", "font.size": 9}):
-        fig, axes = plt.subplots(1, len(scenarios), figsize=(5.2 * len(scenarios), 4.2), squeeze=False)
+        fig = Figure(figsize=(5.2 * len(scenarios), 4.2))
+        axes = fig.subplots(1, len(scenarios), squeeze=False)
         for ax, scenario in zip(axes[0], scenarios):
             g = runs[(runs["scenario"] == scenario) & runs["estimate"].notna()].sort_values(
                 ["estimate", "clinic"], kind="mergesort").reset_index(drop=True)
@@ -311,7 +310,6 @@ def selfcheck_figure(runs: pd.DataFrame) -> bytes:
         buf = io.BytesIO()
         # No software/date metadata, so the same runs give the same bytes.
         fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-        plt.close(fig)
     return buf.getvalue()
 
 

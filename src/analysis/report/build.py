@@ -119,7 +119,9 @@ def load_report_inputs(params: dict, root: Path | None = None) -> tuple[ReportIn
     return (ReportInputs(params=params, registry=registry, dataset=pd.read_parquet(dataset_path),
                          flow=pd.read_csv(flow_path), results=results, tables=tables, diagnostics=diagnostics,
                          validation=validation, validation_href=Path(href).as_posix(),
-                         clinic_id=fnd.clinic_identity(params), true_period=true_period), read)
+                         clinic_id=fnd.clinic_identity(
+                             params, demo=resolve(data["input"], root).resolve() == (root / "data/raw/demo").resolve()),
+                         true_period=true_period), read)
 
 
 # ----------------------------------------------------------------------------- building

@@ -70,10 +70,14 @@ def integrity_hash(bundle: dict) -> str:
     return sha256_of({k: v for k, v in bundle.items() if k != "integrity"})
 
 
-def clinic_identity(params: dict, store: Path | None = None) -> str:
+DEMO_CLINIC_ID = "demo-synthetic"
+
+
+def clinic_identity(params: dict, store: Path | None = None, demo: bool = False) -> str:
     """The clinic's id for bundles: unique and stable, never a shared default.
 
-    Order: params ``report.clinic_id``; the environment variable ``HIPKNEE_CLINIC_ID``; else a random
+    Order: params ``report.clinic_id``; the environment variable ``HIPKNEE_CLINIC_ID``; ``demo-synthetic``
+    for the bundled demo data (so its reports are byte-identical on every machine); else a random
     id (``K`` + 12 base32 characters) made at first use and kept in ``store`` (default
     ``~/.config/hip-knee-outcomes/clinic_id``, outside any project, so every checkout on the clinic's
     machine gives the same id and none is committed).
@@ -81,6 +85,8 @@ def clinic_identity(params: dict, store: Path | None = None) -> str:
     configured = (params.get("report") or {}).get("clinic_id") or os.environ.get(CLINIC_ID_ENV)
     if configured:
         return str(configured)
+    if demo:  # the bundled synthetic demo: one fixed id, so its bundle is the same on every machine
+        return DEMO_CLINIC_ID
     store = store or Path.home() / ".config" / "hip-knee-outcomes" / "clinic_id"
     if store.is_file():
         text = store.read_text(encoding="utf-8").strip()

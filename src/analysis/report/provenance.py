@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -95,18 +94,15 @@ def source_hash(package_dir: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def code_version(root: Path) -> str:
-    """``git describe --tags --always`` (no dirty flag), else ``v<package version>``; never raises."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "describe", "--tags", "--always", "--abbrev=12"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        out = None
-    if out is not None and out.returncode == 0 and out.stdout.strip():
-        return f"git {out.stdout.strip()}"
-    return f"v{analysis.__version__} (not a git checkout)"
+def code_version(root: Path | None = None) -> str:
+    """The version of the code that built the outputs, from the code itself: package version + source hash.
+
+    Not the git commit: a report that embeds the commit changes with every commit, so a fresh clone's
+    ``make report`` would change ``dvc.lock`` and never leave git clean; and a commit hash can be stale
+    (uncommitted edits). The source SHA-256 is always true, and any checkout can be matched to it.
+    ``root`` is accepted for compatibility and not used.
+    """
+    return f"v{analysis.__version__}+src.{source_hash()[:12]}"
 
 
 def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:

@@ -29,11 +29,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display, identical output everywhere; must precede pyplot
-
-import matplotlib.pyplot as plt  # noqa: E402
+# No backend is chosen here: figures are matplotlib.figure.Figure objects saved explicitly (any backend
+# gives the same bytes), so a notebook keeps its inline backend and shows them; builds set MPLBACKEND=Agg.
+import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 

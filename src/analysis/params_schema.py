@@ -1,0 +1,142 @@
+"""The typed schema of params.yaml (pydantic): a wrong type, an unknown key or a missing section is one line.
+
+Every stage section is checked strictly (``extra="forbid"``: a misspelt key is an error, not silently
+ignored). The ``simulate`` section is the synthetic generator's own configuration, read by
+:mod:`analysis.simulate`; only its type (a mapping) is checked here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class Data(_Section):
+    input: str
+    registry: str = "config/measures.yaml"
+
+
+class Validate(_Section):
+    out_dir: str
+    report_dir: str
+    allow_rejects: bool = False
+    max_file_mb: float = Field(512, gt=0)
+
+
+class Join(_Section):
+    out: str
+    flow: str
+    primary_measure: str
+    primary_timing: Literal["pre", "post"]
+    followup_weeks: float = Field(gt=0)
+
+
+class Exposure(_Section):
+    hip_focused: list[str]
+    comparator: list[str]
+    excluded: list[str] = []
+
+
+class Grid(_Section):
+    from_: float = Field(alias="from", gt=0)
+    to: float = Field(gt=0)
+    points: int = Field(gt=1)
+
+
+class Model(_Section):
+    out_dir: str
+    measure: str
+    timing: Literal["pre", "post"]
+    followup_weeks: float = Field(gt=0)
+    primary_week: float = Field(gt=0)
+    exposure: Exposure
+    covariates: list[str]
+    df_method: Literal["satterthwaite", "kenward_roger", "z"] = "satterthwaite"
+    singular_tol: float = Field(1e-4, gt=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    seed: int
+    n_imputations: int = Field(gt=1)
+    iptw_trim: list[float] = Field(min_length=2, max_length=2)
+    smd_target: float = Field(gt=0)
+    chronicity_weeks: list[float]
+    mediator: str
+    mediation_boot: int = Field(gt=0)
+    tipping_deltas: list[float]
+    power: float = Field(gt=0, lt=1)
+    target_difference: float = Field(gt=0)
+    endpoint_window_weeks: float = Field(gt=0)
+    min_level_n: int = Field(gt=0)
+    mi_pmm_donors: int = Field(gt=0)
+    mi_iterations: int = Field(gt=0)
+    chronicity_grid: Grid
+
+
+class Selfcheck(_Section):
+    n_clinics: int = Field(gt=0)
+    n_clients: int = Field(gt=0)
+    n_clients_small: int = Field(40, gt=0)
+    workers: int = Field(0, ge=0)
+    seed: int
+    out_dir: str
+
+
+class Attention(_Section):
+    min_sessions: int = Field(4, gt=0)
+    min_weeks: float = Field(4, gt=0)
+    active_weeks: float = Field(4, gt=0)
+
+
+class Report(_Section):
+    therapist_dir: str
+    peer_dir: str
+    min_cell: int = Field(5, gt=0)
+    attention: Attention = Attention()
+    clinic_label: str = ""
+    clinic_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class Privacy(_Section):
+    k_threshold: int = Field(gt=0)
+    scan_max_rows_per_rule: int = Field(gt=0)
+    pseudonym_chars: int = Field(ge=8, le=26)
+    therapist_pseudonym_chars: int = Field(ge=4, le=26)
+    date_shift_max_days: int = Field(ge=0)
+    example_seed: int
+    example_patients: int = Field(gt=0)
+
+
+class Params(_Section):
+    data: Data
+    validate_: Validate = Field(alias="validate")
+    join: Join
+    model: Model
+    selfcheck: Selfcheck
+    report: Report
+    simulate: dict[str, Any]
+    privacy: Privacy
+
+
+def check_params(raw: dict, source: str = "params.yaml") -> list[str]:
+    """One line per problem (``params.yaml: model.df_method: ...``); empty when params are valid."""
+    try:
+        Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            where = ".".join(str(p).rstrip("_") for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key (misspelt?); remove it or check the README"
+            elif e["type"] == "missing":
+                msg = "missing; add it (see the shipped params.yaml)"
+            else:
+                msg = e["msg"]
+                if "input" in e and not isinstance(e["input"], (dict, list)):
+                    msg += f" (got {e['input']!r})"
+            lines.append(f"{source}: {where}: {msg}")
+        return lines
+    return []

@@ -85,12 +85,11 @@ def make_inputs(tables: dict[str, pd.DataFrame], folder: Path = Path("in-memory"
 
 
 def write_params(root: Path, input_dir: Path, **validate: object) -> Path:
-    """A params.yaml in ``root`` whose data/validate paths point into ``root`` (absolute)."""
-    params = {
-        "data": {"input": str(input_dir), "registry": str(REGISTRY_PATH)},
-        "validate": {"out_dir": str(root / "interim"), "report_dir": str(root / "reports"),
-                     "allow_rejects": False, "max_file_mb": 512, **validate},
-    }
+    """A complete params.yaml in ``root`` (the shipped one) whose data/validate paths point into ``root``."""
+    params = yaml.safe_load((REGISTRY_PATH.parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    params["data"] = {"input": str(input_dir), "registry": str(REGISTRY_PATH)}
+    params["validate"] = {"out_dir": str(root / "interim"), "report_dir": str(root / "reports"),
+                          "allow_rejects": False, "max_file_mb": 512, **validate}
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path

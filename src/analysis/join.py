@@ -267,6 +267,10 @@ def run_join(params: dict, input_dir: Path | None = None) -> str:
     interim = resolve(input_dir) if input_dir else resolve(v["out_dir"])
     check_validation_passed(resolve(v["report_dir"]) / "validation.json", interim / "rejects.csv",
                             bool(v.get("allow_rejects", False)))
+    from analysis import lineage
+
+    validation_json = resolve(v["report_dir"]) / "validation.json"
+    lineage.check(interim, [interim / f"{n}.parquet" for n in TABLES] + [validation_json], "validate")
     tables = read_valid_tables(interim)
     config = flow_config(params)
     dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"],
@@ -277,6 +281,8 @@ def run_join(params: dict, input_dir: Path | None = None) -> str:
     out, flow_path = resolve(j["out"]), resolve(j["flow"])
     write_parquet(out, dataset)
     write_csv(flow_path, flow)
+    lineage.record(out.parent, "join", [interim / f"{n}.parquet" for n in TABLES] + [validation_json],
+                   [out, flow_path])
     last = flow.iloc[-3]
     return (f"analysis dataset: {len(dataset)} rows, {dataset['client_id'].nunique()} clients -> {out}\n"
             f"flow: {int(last['clients'])} clients reach the primary comparison -> {flow_path}")

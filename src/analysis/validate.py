@@ -446,6 +446,9 @@ def run_validate(params: dict, input_dir: Path | None = None, today: dt.date | N
     for name, frame in result.tables.items():
         write_parquet(out_dir / f"{name}.parquet", frame)
         written.append(out_dir / f"{name}.parquet")
+    from analysis import lineage
+
+    lineage.record(out_dir, "validate", inputs.paths, written)
     if result.errors and not v.get("allow_rejects", False):
         raise ValidationFailed(result.problems)
     text = summary_text(result, shown)

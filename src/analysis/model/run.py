@@ -115,6 +115,9 @@ def run_model(params: dict, progress: Callable[[str], None] | None = None) -> st
     dataset_path = resolve(section(params, "join")["out"])
     if not dataset_path.is_file():
         raise InputError(f"{dataset_path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
+    from analysis import lineage
+
+    lineage.check(dataset_path.parent, [dataset_path], "join")
     dataset = pd.read_parquet(dataset_path)
     registry = load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))
     if cfg["measure"] not in registry:
@@ -166,6 +169,8 @@ def run_model(params: dict, progress: Callable[[str], None] | None = None) -> st
     write_parquet(out / "diagnostics.parquet", diagnostics)
     for name, wide in plot_tables(tables).items():  # for `dvc plots show`: one column per group
         write_table(out / "plots" / f"{name}.csv", wide)
+    written = sorted(p for p in out.rglob("*") if p.is_file() and p.name != lineage.MANIFEST)
+    lineage.record(out, "model", [dataset_path], written)
     return summary_line(entry, out, len(secondary))
 
 

@@ -94,6 +94,16 @@ def load_report_inputs(params: dict, root: Path | None = None) -> tuple[ReportIn
     for path, cmd in ((dataset_path, "join"), (flow_path, "join"), (results_path, "model")):
         if not path.is_file():
             raise InputError(f"{path}: not found; run `outcomes {cmd}` first (or `dvc repro`)")
+    from analysis import lineage
+
+    # the results must come from the model run on *this* dataset, and the dataset from the last join
+    lineage.check(dataset_path.parent, [dataset_path, flow_path], "join")
+    manifest = results_dir / lineage.MANIFEST
+    lineage.check(results_dir, [results_path], "model")
+    used = (json.loads(manifest.read_text(encoding="utf-8")).get("inputs") or {}).get(lineage._key(dataset_path))
+    if used != lineage.sha256_file(dataset_path):
+        raise InputError(f"{results_path}: was made from another analysis dataset than {dataset_path} (the last "
+                         "`outcomes model` run failed or is older than the last join); re-run `outcomes model`")
     try:
         results = json.loads(results_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -288,3 +288,15 @@ def test_responder_ratios_and_km_steps_withheld_for_small_cells():
     km = pd.DataFrame({"group": ["a"] * 4, "week": [0, 1, 2, 3], "survival": [1, 0.8, 0.6, 0.5],
                        "at_risk": [9, 6, 4, 2]})
     assert km_for_peers(km, 5)["week"].tolist() == [0, 1]
+
+
+def test_local_paths_never_reach_peers():
+    from analysis.report.provenance import params_text
+
+    html = "<p>read from /home/olivia/clinic-north/export</p>"
+    assert any("local file path" in r for r in check_peer_output(html, forbidden_ids=[], min_cell=5))
+    assert any("local file path" in r for r in check_peer_output({"input": "C:\\\\Users\\\\olivia\\\\data"},
+                                                                   forbidden_ids=[], min_cell=5))
+    assert check_peer_output("<p>data/raw/demo and 2024-01 to 2025-06</p>", forbidden_ids=[], min_cell=5) == []
+    text = params_text({"data": {"input": "/home/olivia/clinic-north/export", "registry": "config/measures.yaml"}})
+    assert "olivia" not in text and "<outside the project>" in text and "config/measures.yaml" in text

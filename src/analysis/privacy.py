@@ -298,6 +298,11 @@ def _small(value: Any, min_cell: int) -> bool:
     return not math.isnan(v) and 0 < v < min_cell
 
 
+# An absolute local path: /home/..., /Users/..., /root/..., /tmp/..., /mnt/..., C:\..., \\server\...
+_LOCAL_PATH = re.compile(r"(?<![\w/.:-])(?:/(?:home|Users|root|tmp|mnt|media|srv|var|opt|private|data|work)/[^\s\"'<>]+"
+                         r"|[A-Za-z]:\\[^\s\"'<>]+|\\\\[^\s\"'<>]+)")
+
+
 def check_peer_output(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cell: int) -> list[str]:
     """Reasons why an output meant for peers is not safe; an empty list means safe.
 
@@ -324,6 +329,10 @@ def check_peer_output(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cel
         n_ids = sum(1 for tok in _TOKEN.findall(text) if tok in forbidden)
         if n_ids:
             reasons.append(f"text contains a client or session id {n_ids} time(s); show aggregates only")
+        n_paths = len(_LOCAL_PATH.findall(text))
+        if n_paths:
+            reasons.append(f"text contains {n_paths} local file path(s) (a folder name can hold a user's or "
+                           "clinic's name); show paths relative to the project, or not at all")
         for m in _DATA_COUNT.finditer(text):
             raw = next(g for g in m.groups() if g is not None).strip()
             line = text.count("\n", 0, m.start()) + 1
@@ -340,6 +349,11 @@ def check_peer_output(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cel
                                "(suppress_count) with complementary suppression (suppress_table)")
         return reasons
     _walk(obj_or_text, "$", False, forbidden, min_cell, reasons)
+    import json
+
+    n_paths = len(_LOCAL_PATH.findall(json.dumps(obj_or_text, default=str)))
+    if n_paths:
+        reasons.append(f"contains {n_paths} local file path(s); show paths relative to the project, or not at all")
     return reasons
 
 

@@ -15,11 +15,13 @@ visible, honestly, through the source hash.
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import analysis
 
@@ -75,11 +77,29 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def shown_paths(obj: Any, root: Path | None = None) -> Any:
+    """``obj`` with every absolute path relative to the project, or "<outside the project>" (never a local path)."""
+    if isinstance(obj, dict):
+        return {k: shown_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [shown_paths(v, root) for v in obj]
+    if isinstance(obj, str) and (obj.startswith("/") or obj.startswith("~") or re.match(r"^[A-Za-z]:[\\/]", obj)):
+        from analysis.paths import project_root
+
+        base = (root or project_root()).resolve()
+        try:
+            return Path(obj).expanduser().resolve().relative_to(base).as_posix()
+        except ValueError:
+            return "<outside the project>"
+    return obj
+
+
 def params_text(params: dict) -> str:
-    """The params as YAML with sorted keys, for the report's appendix."""
+    """The params as YAML with sorted keys, for the report's appendix; no local absolute paths."""
     import yaml
 
-    return yaml.safe_dump(params, sort_keys=True, default_flow_style=None, allow_unicode=True, width=100)
+    return yaml.safe_dump(shown_paths(params), sort_keys=True, default_flow_style=None, allow_unicode=True,
+                          width=100)
 
 
 def source_hash(package_dir: Path | None = None) -> str:

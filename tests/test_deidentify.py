@@ -441,3 +441,28 @@ def test_clinic_id_column_in_a_mapping_is_refused():
     raw["columns"]["clinic_id"] = "Clinic"
     with pytest.raises(InputError, match="clinic_id is not read from an export column"):
         parse_mapping(raw, "mapping.yaml", REGISTRY)
+
+
+def test_onset_month_or_date_becomes_weeks_before_the_first_visit():
+    from analysis.deidentify import parse_onset
+
+    onset = parse_onset(pd.Series(["Nov 2022", "since: 2022-11", "15/11/2022", "26 weeks", ""]), ["%d/%m/%Y"])
+    assert onset.iloc[:3].dt.strftime("%Y-%m-%d").tolist() == ["2022-11-15"] * 3
+    assert onset.iloc[3:].isna().all()
+    res = run([visit(date="03/03/2025", **{"Symptom Duration": "Nov 2022"})])
+    assert res.problems == [], [p.line() for p in res.problems]
+    assert res.tables["clients"]["symptom_weeks"].iloc[0] == str(round((pd.Timestamp("2025-03-03")
+                                                                         - pd.Timestamp("2022-11-15")).days / 7))
+    late = run([visit(date="03/03/2025", **{"Symptom Duration": "Apr 2025"})])
+    assert any("onset is after the visit" in p.line() for p in late.problems)
+
+
+def test_dates_can_be_coarsened_to_the_week():
+    rows = [visit(date=d) for d in ("03/03/2025", "05/03/2025", "13/03/2025")]
+    fine = run(rows)
+    coarse = run(rows, coarsen="week")
+    days = pd.to_datetime(coarse.tables["sessions"]["session_date"])
+    assert (days.dt.day_of_week == 0).all()  # every date a Monday
+    assert coarse.log["dates_coarsened_to"] == "week" and fine.log["dates_coarsened_to"] == "day"
+    fine_days = pd.to_datetime(fine.tables["sessions"]["session_date"]).sort_values().tolist()
+    assert days.sort_values().tolist() == [d - pd.Timedelta(days=d.weekday()) for d in fine_days]

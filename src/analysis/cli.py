@@ -177,11 +177,16 @@ def deidentify(
         Optional[Path], typer.Option("--crosswalk", metavar="DIR", help="Private folder (outside the project and any git "
                                      "repository) for crosswalk.csv: pseudonym -> the practice's own record.")
     ] = None,
+    coarsen_dates: Annotated[
+        Optional[str], typer.Option("--coarsen-dates", metavar="week", help="Move every visit date to the Monday of "
+                                    "its week (hides visit patterns; costs within-week detail, see README).")
+    ] = None,
 ) -> None:
     """Turn a practice-software export into the three contract tables, de-identified."""
     from analysis.deidentify import run_deidentify
 
-    _echo(run_deidentify(export, mapping, out, key_file=key_file, params=_params(), crosswalk_dir=crosswalk))
+    _echo(run_deidentify(export, mapping, out, key_file=key_file, params=_params(), crosswalk_dir=crosswalk,
+                         coarsen=coarsen_dates))
 
 
 @app.command()

@@ -520,6 +520,25 @@ def parse_duration_weeks(values: pd.Series, default_unit: str) -> pd.Series:
     return (number.astype("float64") * factor).round()
 
 
+_MONTH_FORMATS = ("%b %Y", "%B %Y", "%Y-%m", "%m/%Y", "%m.%Y", "%b-%Y", "%b %y")
+
+
+def parse_onset(values: pd.Series, date_formats: Sequence[str]) -> pd.Series:
+    """An onset written as a month ("Nov 2022", "2022-11") or a date -> a datetime (NaT if neither).
+
+    A month means its middle (the 15th), so the weeks before a visit are off by two weeks at most.
+    """
+    text = values.astype("string").str.strip().str.replace(r"(?i)^(since|from)\s*:?\s*", "", regex=True)
+    out = parse_dates(text, date_formats)
+    for fmt in _MONTH_FORMATS:
+        todo = out.isna() & text.notna() & text.ne("")
+        if not todo.any():
+            break
+        parsed = pd.to_datetime(text[todo], format=fmt, errors="coerce")
+        out = out.where(~todo, parsed + pd.Timedelta(days=14))
+    return out
+
+
 def _age_band(age: float) -> str | None:
     if np.isnan(age) or age < 18:
         return None
@@ -713,8 +732,15 @@ def _numbers(w: _Work, mapping: Mapping) -> dict[str, pd.Series]:
                  show=True)
     src = cols["symptom_weeks"]
     symptom = parse_duration_weeks(w.df[src], mapping.symptom_unit)
-    w.report(symptom.isna() & ~missing(src), src,
-             "symptom duration is not a number with an optional unit (e.g. '12 weeks', '6 months')", show=True)
+    # exports often give the onset instead ("Knee pain since: Nov 2022", or a date): weeks before this visit
+    onset = parse_onset(w.df[src], mapping.date_formats)
+    since = ((w.df["_date"] - onset).dt.days / 7.0).round()
+    w.report(symptom.isna() & onset.notna() & (since < 0), src,
+             "symptom onset is after the visit; fix the date", show=False)
+    symptom = symptom.fillna(since.where(since >= 0))
+    w.report(symptom.isna() & onset.isna() & ~missing(src), src,
+             "symptom duration is not a number with an optional unit (e.g. '12 weeks', '6 months') nor an onset "
+             "month or date (e.g. 'Nov 2022', '2022-11', or a date)", show=True)
     return {"minutes": minutes, "sitting_hours": sitting, "symptom_weeks": symptom}
 
 
@@ -816,8 +842,14 @@ def deidentify_frames(
     therapist_chars: int = 6,
     shift_max_days: int = 180,
     today: dt.date | None = None,
+    coarsen: str | None = None,
 ) -> Deidentified:
     """De-identify practice exports into the three contract tables (pure; no I/O).
+
+    ``coarsen="week"`` moves every (shifted) visit date to the Monday of its week: the pattern of gaps
+    between visits, which is unique for most clients and links them to an appointment book, is then
+    only known to the week. The cost: follow-up is measured in whole weeks, and visits within one week
+    lose their order (they are numbered by session pseudonym), so within-week changes cannot be seen.
 
     Parameters
     ----------
@@ -861,6 +893,10 @@ def deidentify_frames(
     if w.problems:
         return Deidentified({}, w.log, w.problems)
     shifted, n_adjusted, offsets = _shifted_dates(w, key, shift_max_days, today)
+    if coarsen == "week":
+        shifted = shifted - pd.to_timedelta(shifted.dt.day_of_week, unit="D")
+    elif coarsen is not None:
+        raise InputError(f"--coarsen-dates {coarsen!r}: only 'week' is offered")
     session_id = _session_ids(w, mapping, key, pseudonym_chars)
     therapist = pd.Series(pd.NA, index=w.df.index, dtype="string")
     if "therapist" in mapping.columns:
@@ -903,6 +939,7 @@ def deidentify_frames(
         "measurements": int(len(measurements)),
         "therapists": int(therapist.dropna().nunique()),
         "date_shift_days_range": [-shift_max_days, shift_max_days],
+        "dates_coarsened_to": coarsen or "day",
         "clients_shift_adjusted_to_stay_in_range": n_adjusted,
         # the real period at month level (the tables' dates are shifted): the findings bundle reports this
         "true_period": {"first_month": w.df["_date"].min().strftime("%Y-%m"),
@@ -973,7 +1010,7 @@ def load_mapping_yaml(path: Path) -> Any:
 
 
 def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Path, key_file: Path | None = None,
-                   params: dict | None = None, crosswalk_dir: Path | None = None) -> str:
+                   params: dict | None = None, crosswalk_dir: Path | None = None, coarsen: str | None = None) -> str:
     """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
     from analysis import store
     from analysis.params import load_params, section
@@ -1028,6 +1065,7 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
         pseudonym_chars=int(priv.get("pseudonym_chars", 12)),
         therapist_chars=int(priv.get("therapist_pseudonym_chars", 6)),
         shift_max_days=int(priv.get("date_shift_max_days", 180)),
+        coarsen=coarsen,
     )
     if result.problems:
         raise ValidationFailed(result.problems)

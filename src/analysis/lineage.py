@@ -13,7 +13,6 @@ against 4,300 rows; a findings bundle claiming 108 clients while the flow shows 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,12 +21,7 @@ from analysis.errors import InputError
 MANIFEST = "lineage.json"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from analysis.store import sha256_file  # noqa: E402
 
 
 def _key(path: Path) -> str:

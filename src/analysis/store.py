@@ -18,6 +18,17 @@ from typing import IO, Any
 import pandas as pd
 
 
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -54,12 +54,7 @@ class Provenance:
         }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from analysis.store import sha256_file  # noqa: E402,F401  (re-exported: provenance hashes its inputs)
 
 
 # The params sections that shape the reports; generator, self-check and de-identification settings do not.

@@ -371,3 +371,17 @@ def test_trajectory_band_is_clipped_to_the_scale_and_thin_data_marked():
     band = ax.collections[0].get_paths()[0].vertices
     assert band[:, 1].min() >= 0.0  # never below 0 on a 0-10 scale
     assert any(line.get_linestyle() == "--" for line in ax.get_lines())
+
+
+def test_model_tables_in_words_with_df():
+    primary = {"reference_levels": {"sex": "F"}, "fixed_effects": {
+        "C(sex)[T.M]": {"estimate": -0.3, "se": 0.3, "df": 116.1, "ci_low": -0.9, "ci_high": 0.3, "p_value": 0.3},
+        "Intercept": {"estimate": 4.6, "se": 0.7, "df": 116.2, "ci_low": 3.2, "ci_high": 6.0, "p_value": 1e-6},
+        "week:hip": {"estimate": -0.16, "se": 0.06, "df": 110.3, "ci_low": -0.28, "ci_high": -0.03, "p_value": 0.01}},
+        "random_effects": {"variances": {"Intercept": 2.2, "week": 0.09}, "correlation": {"corr(Intercept, week)": -0.2},
+                           "residual_variance": 0.8}}
+    fixed, var = summary.model_tables(primary)
+    assert [f["term"] for f in fixed] == ["intercept", "week × hip-focused", "sex M (vs F)"]
+    assert fixed[1]["df"] == 110.3
+    assert var[0]["component"] == "between clients: intercept" and var[0]["sd"] == pytest.approx(2.2 ** 0.5)
+    assert var[-1]["component"] == "within client (residual)"

@@ -189,6 +189,15 @@ def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict:
     )
 
 
+def _group_ns(n_by_group: pd.Series, min_cell: int) -> dict[str, str]:
+    """Group sizes for a table header; when one is suppressed the others are hidden too ("*"), since the
+    total is shown and subtraction would give the small one back."""
+    shown = {str(g): suppress_count(n, min_cell) for g, n in n_by_group.items()}
+    if any(v.startswith("<") for v in shown.values()):
+        shown = {g: (v if v.startswith("<") else "*") for g, v in shown.items()}
+    return shown
+
+
 def _thin_from(inp: ReportInputs, c: dict, share: float = 0.25) -> float | None:
     """First whole week after which fewer than ``share`` of the analysed clients are still followed."""
     d = inp.dataset[(inp.dataset["measure"] == c["measure"].key) & inp.dataset["value"].notna()]
@@ -362,6 +371,10 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
         flow_steps=steps, flow_groups=group_boxes,
         baseline=pr.baseline_table(clients, min_cell).to_dict(orient="records"),
         baseline_groups=[str(g) for g in n_by_group.index], continuous=cont.to_dict(orient="records"),
+        baseline_n=_group_ns(n_by_group, min_cell),
+        baseline_n_all=suppress_count(int(n_by_group.sum()), min_cell),
+        model_fixed=sm.model_tables(primary)[0] if c["primary_ok"] else [],
+        model_var=sm.model_tables(primary)[1] if c["primary_ok"] else [],
         tidier=dict(tidier, techniques=tidier["techniques"].to_dict(orient="records"),
                     focus=tidier["focus"].to_dict(orient="records"),
                     n_sessions=suppress_count(tidier["n_sessions"], min_cell)),

@@ -385,3 +385,15 @@ def test_model_tables_in_words_with_df():
     assert fixed[1]["df"] == 110.3
     assert var[0]["component"] == "between clients: intercept" and var[0]["sd"] == pytest.approx(2.2 ** 0.5)
     assert var[-1]["component"] == "within client (residual)"
+
+
+def test_peer_report_reads_like_a_short_paper(built):
+    root = built[0]
+    html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
+    for heading in ("Introduction", "1. Methods", "2. Results", "3. Discussion", "4. Limitations"):
+        assert f">{heading}<" in html, heading
+    assert "knee_pain_nprs (pre)" not in html  # the estimand in words, not column names
+    assert ") (" not in re.sub(r"<[^>]+>", "", html.split("<h3>Outcome</h3>")[1][:400])  # no doubled units
+    assert "p = &lt;0.001" not in html and "p = <0.001" not in html
+    pdf = (root / "reports/peer/report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-1.7")  # tagged (structure tree) PDF, as WeasyPrint writes with pdf_tags

@@ -176,7 +176,8 @@ def html_to_pdf(html: str) -> bytes:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = epoch or "0"
     try:
-        return HTML(string=html, base_url=None).write_pdf(pdf_identifier=None, uncompressed_pdf=False)
+        # pdf_tags: a tagged PDF (structure for screen readers, reading order), as WeasyPrint offers it
+        return HTML(string=html, base_url=None).write_pdf(pdf_identifier=None, uncompressed_pdf=False, pdf_tags=True)
     finally:
         logger.setLevel(level)
         if epoch is None:

@@ -397,3 +397,4 @@ def test_peer_report_reads_like_a_short_paper(built):
     assert "p = &lt;0.001" not in html and "p = <0.001" not in html
     pdf = (root / "reports/peer/report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-1.7")  # tagged (structure tree) PDF, as WeasyPrint writes with pdf_tags
+    assert "Knee pain at the first session" in html  # baseline pain per group in Table 1

@@ -343,6 +343,10 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
         # whose first session had a group's focus
         analysed = analysed[analysed["client_id"].isin(inp.diagnostics["client_id"])]
     clients = analysed.drop_duplicates("client_id").sort_values("client_id")
+    first = analysed[(analysed["measure"] == c["measure"].key) & (analysed["timing"] == c["m"]["timing"])
+                     & (analysed["session_number"] == 1)].drop_duplicates("client_id")
+    clients = clients.merge(first[["client_id", "value"]].rename(columns={"value": "baseline_pain"}),
+                            on="client_id", how="left")
     n_by_group = clients["group"].value_counts().sort_index()
     groups_ok = bool(len(n_by_group) == 2 and (n_by_group >= min_cell).all())
     figs = _shared_figures(inp, c, None, groups_ok=groups_ok, min_cell=min_cell)

@@ -159,7 +159,8 @@ def audited(full: pd.DataFrame, safe: pd.DataFrame, cols: list[str], min_cell: i
 
 
 def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    """Median (IQR) of symptom weeks and sitting hours by group.
+    """Median (IQR) of the baseline pain (when ``clients`` has ``baseline_pain``), symptom weeks and sitting
+    hours by group.
 
     A group of fewer than ``min_cell`` clients gets no quartiles: with one or
     two clients they would be the clients' own values.
@@ -169,7 +170,7 @@ def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     DataFrame with variable, group, median, q1, q3, n_missing (a count: suppressed by the caller).
     """
     rows = []
-    for var in ("symptom_weeks", "sitting_hours"):
+    for var in [v for v in ("baseline_pain", "symptom_weeks", "sitting_hours") if v in clients.columns]:
         for g, d in clients.groupby("group", sort=True):
             v = d[var].astype(float)
             q = (v.quantile([0.25, 0.5, 0.75]) if v.notna().sum() >= min_cell

@@ -236,15 +236,6 @@ def wald(estimate: float, se: float, alpha: float) -> dict:
                 ci_high=float(estimate + z * se), p_value=float(2 * stats.norm.sf(abs(estimate / se))))
 
 
-def fixed_effects_cov(fit: MixedFit) -> pd.DataFrame:
-    """Covariance matrix of the fixed effects, ``sigma^2 (X'V^-1 X)^-1`` (Kenward-Roger: the adjusted one)."""
-    _require(fit)
-    if fit.df_method == "kenward_roger":
-        names = fit.result.design.fixed_names
-        return pd.DataFrame(fit.result.kenward_roger.phi_adj, index=names, columns=names)
-    return fit.result.vcov_frame()
-
-
 def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
     """Fixed effects, random effects and fit evidence as plain dicts (JSON-ready).
 

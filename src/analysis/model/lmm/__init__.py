@@ -19,7 +19,7 @@ lme4 uses, and every stage is tested against committed R reference numbers
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -50,7 +50,6 @@ class LmmFit:
     design: Design
     reml: bool
     optimum: Optimum
-    _cache: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def pls(self) -> ob.PLS:

@@ -146,3 +146,10 @@ def test_demo_network_recovers_the_generating_effect(tmp_path):
     ids = {json.loads((tmp_path / "net" / c["clinic"] / "peer" / "findings.json").read_text())["clinic_id"]
            for c in r["clinics"]}
     assert ids == {"clinic-a", "clinic-b", "clinic-c"}  # each clinic its own id, no shared default
+
+
+def test_pool_reports_its_steps(tmp_path):
+    steps: list[str] = []
+    paths = [write(tmp_path, bundle(c, e, s)) for c, e, s in (("k-a", -1.1, 0.4), ("k-b", -0.5, 0.3))]
+    run_pool(paths, tmp_path / "out", progress=steps.append)
+    assert steps[0].startswith("checking 2 bundle(s)") and any("pooled report" in s for s in steps)

@@ -129,9 +129,10 @@ def model() -> None:
 @app.command()
 def report() -> None:
     """Build the therapist's report, the peer report (HTML + PDF) and the findings bundle."""
+    from analysis.model.run import stderr_progress
     from analysis.report.build import run_report
 
-    _echo(run_report(_params()))
+    _echo(run_report(_params(), progress=stderr_progress()))
 
 
 @app.command()
@@ -211,6 +212,7 @@ def pool(
     ci: Annotated[str, typer.Option("--ci", help="Pooled CI: knha (Knapp-Hartung), knha_modified or z.")] = "knha",
 ) -> None:
     """Pool clinics' findings bundles by random-effects meta-analysis (checks them first; writes nothing on a problem)."""
+    from analysis.model.run import stderr_progress
     from analysis.pool.meta import CI_METHODS, TAU2_METHODS
     from analysis.pool.run import run_pool
 
@@ -218,7 +220,7 @@ def pool(
         raise typer.BadParameter(f"must be one of {', '.join(TAU2_METHODS)}", param_hint="--tau2")
     if ci not in CI_METHODS:
         raise typer.BadParameter(f"must be one of {', '.join(CI_METHODS)}", param_hint="--ci")
-    _echo(run_pool(bundles, out, tau2_method=tau2.upper(), ci_method=ci))
+    _echo(run_pool(bundles, out, tau2_method=tau2.upper(), ci_method=ci, progress=stderr_progress()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,7 +117,7 @@ def pool(bundles: list[dict], *, tau2_method: str = "REML", ci_method: str = "kn
 
 
 def run_pool(paths: list[Path], out_dir: Path, *, tau2_method: str = "REML", ci_method: str = "knha",
-             alpha: float = 0.05) -> str:
+             alpha: float = 0.05, progress=None) -> str:
     """I/O edge of ``outcomes pool``: read and check, pool, render, gate, write. Returns a console summary.
 
     Raises
@@ -128,12 +128,16 @@ def run_pool(paths: list[Path], out_dir: Path, *, tau2_method: str = "REML", ci_
     from analysis.privacy import assert_peer_safe
     from analysis.store import to_json_text, write_bytes, write_text
 
+    say = progress or (lambda step: None)
     if not paths:
         raise InputError("outcomes pool: give at least one findings bundle (findings.json)")
+    say(f"checking {len(paths)} bundle(s)")
     bundles, problems = read_bundles([Path(p) for p in paths])
     if problems:
         raise InputError("\n".join(problems) + f"\n{len(problems)} problem(s): nothing pooled, nothing written")
+    say("pooling (meta-analysis, leave-one-out, influence)")
     result = pool(bundles, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+    say("forest plot and the pooled report (HTML, PDF)")
     outputs = render_outputs(result)
     min_cell = max(int(b["min_cell"]) for b in bundles)
     assert_peer_safe(result, forbidden_ids=set(), min_cell=min_cell, label=str(out_dir / "pooled.json"))

@@ -460,19 +460,26 @@ def write_outputs(outputs: dict, therapist_dir: Path, peer_dir: Path) -> list[Pa
     return written
 
 
-def run_report(params: dict) -> str:
+def run_report(params: dict, progress=None) -> str:
     """I/O edge: read the pipeline outputs, build all reports, gate the peer ones, write.
 
+    ``progress`` (optional) is called with the name of each step before it runs.
     Returns a summary of what was written and how long it took.
     """
+    say = progress or (lambda step: None)
     t0 = time.perf_counter()
     root = project_root()
     r = section(params, "report")
+    say("reading the results and the analysis dataset (checking their lineage)")
     inp, read = load_report_inputs(params, root)
     provenance = prov.collect(params, root, read)
+    say(f"building the therapist's report, the peer report and its PDF ({inp.dataset['client_id'].nunique()} "
+        "clients)")
     outputs = build_outputs(inp, provenance)
+    say("privacy gate over every peer output")
     check_peer(outputs, inp.dataset, int(r.get("min_cell", 5)))
     therapist_dir, peer_dir = resolve(r["therapist_dir"], root), resolve(r["peer_dir"], root)
+    say("writing")
     written = write_outputs(outputs, therapist_dir, peer_dir)
     took = time.perf_counter() - t0
     lines = [f"wrote {p}" for p in written]

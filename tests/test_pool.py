@@ -153,3 +153,11 @@ def test_pool_reports_its_steps(tmp_path):
     paths = [write(tmp_path, bundle(c, e, s)) for c, e, s in (("k-a", -1.1, 0.4), ("k-b", -0.5, 0.3))]
     run_pool(paths, tmp_path / "out", progress=steps.append)
     assert steps[0].startswith("checking 2 bundle(s)") and any("pooled report" in s for s in steps)
+
+
+def test_one_and_two_clinics_render(tmp_path):
+    one = run_pool([write(tmp_path, bundle("k-a", -1.1, 0.4))], tmp_path / "one")
+    assert "not pooled" in one and "Not pooled" in (tmp_path / "one" / "pooled.html").read_text()
+    two = run_pool([write(tmp_path, bundle("k-a", -1.1, 0.4)), write(tmp_path, bundle("k-b", -0.5, 0.3))],
+                   tmp_path / "two")
+    assert "WARNING: only 2 clinics" in two and (tmp_path / "two" / "pooled.pdf").is_file()

@@ -398,3 +398,12 @@ def test_peer_report_reads_like_a_short_paper(built):
     pdf = (root / "reports/peer/report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-1.7")  # tagged (structure tree) PDF, as WeasyPrint writes with pdf_tags
     assert "Knee pain at the first session" in html  # baseline pain per group in Table 1
+
+
+def test_table1_describes_the_flow_s_clients_even_when_the_fit_failed(tmp_path, monkeypatch):
+    _build(tmp_path, monkeypatch, status="failed")
+    html = (tmp_path / "reports/peer/report.html").read_text(encoding="utf-8")
+    flow = pd.read_csv(tmp_path / "data/processed/flow.csv")
+    in_comparison = int(flow.loc[flow["step"].str.contains("comparison", case=False), "clients"].iloc[0])
+    header = re.search(r"All<br><span class=\"n\">n = <span data-count=\"([^\"]+)\"", html).group(1)
+    assert header in (str(in_comparison), "<5", "&lt;5")

@@ -189,6 +189,17 @@ def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict:
     )
 
 
+def comparison_clients(dataset: pd.DataFrame, model_cfg: dict) -> set[str]:
+    """Clients in the primary comparison by the model step's own rules (:func:`analysis.model.prepare.primary_data`)."""
+    from analysis.errors import ModelError
+    from analysis.model.prepare import primary_data
+
+    try:
+        return set(primary_data(dataset, model_cfg).data["client_id"].astype(str))
+    except ModelError:
+        return set()
+
+
 def _group_ns(n_by_group: pd.Series, min_cell: int) -> dict[str, str]:
     """Group sizes for a table header; when one is suppressed the others are hidden too ("*"), since the
     total is shown and subtraction would give the small one back."""
@@ -338,10 +349,9 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
     """The peer report HTML (aggregate only) and its figures."""
     d = inp.dataset.assign(group=c["group"])
     analysed = d[d["group"] != "other"]
-    if inp.diagnostics is not None and len(inp.diagnostics):
-        # describe the clients the primary model analysed (as the flow diagram counts them), not everyone
-        # whose first session had a group's focus
-        analysed = analysed[analysed["client_id"].isin(inp.diagnostics["client_id"])]
+    # describe the clients in the comparison, as the flow diagram counts them (baseline and follow-up in the
+    # window, a group's focus), whether or not the primary model could be fitted
+    analysed = analysed[analysed["client_id"].isin(comparison_clients(inp.dataset, c["m"]))]
     clients = analysed.drop_duplicates("client_id").sort_values("client_id")
     first = analysed[(analysed["measure"] == c["measure"].key) & (analysed["timing"] == c["m"]["timing"])
                      & (analysed["session_number"] == 1)].drop_duplicates("client_id")

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: report report-local test selfcheck benchmark pool-demo lab venv clean
+.PHONY: report report-local test lint selfcheck benchmark pool-demo lab venv clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,12 @@ report: $(STAMP)
 report-local: $(STAMP)
 	$(BIN)/outcomes validate && $(BIN)/outcomes join && $(BIN)/outcomes model && $(BIN)/outcomes report
 
-## Run the test suite (warnings are errors; notebooks executed).
-test: $(STAMP)
+## Lint (ruff; rules in pyproject.toml). `make test` runs it first, so CI fails on a new finding.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+## Run the lint and the test suite (warnings are errors; notebooks executed).
+test: $(STAMP) lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 ## Slow statistical validation: simulation study of the primary estimator.

@@ -70,7 +70,7 @@ def main() -> None:
         pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), cfg)
         formula, week = primary_formula(pdata), float(cfg["primary_week"])
 
-        def engine():
+        def engine(pdata=pdata, formula=formula, week=week):
             fit = fit_mixed(pdata.data, formula, GROUPS, RE_FORMULA, reml=True)
             return fit.status, linear_contrast(fit, {SLOPE_TERM: week}) if fit.ok else {}
 
@@ -79,7 +79,7 @@ def main() -> None:
         if n <= args.sm_max:
             from statsmodels.regression.mixed_linear_model import MixedLM
 
-            def sm():
+            def sm(pdata=pdata, formula=formula):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # its convergence warnings are not the subject here
                     m = MixedLM.from_formula(formula, pdata.data, groups=pdata.data[GROUPS], re_formula=RE_FORMULA)

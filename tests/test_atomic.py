@@ -29,10 +29,9 @@ def test_exception_mid_write_keeps_old_file_and_no_temp(tmp_path, writer, monkey
         pass
 
     if writer in ("text", "bytes", "json"):
-        with pytest.raises(Boom):
-            with store.atomic_open(target, "wb" if writer == "bytes" else "w") as fh:
-                fh.write(b"partial" if writer == "bytes" else "partial")
-                raise Boom
+        with pytest.raises(Boom), store.atomic_open(target, "wb" if writer == "bytes" else "w") as fh:
+            fh.write(b"partial" if writer == "bytes" else "partial")
+            raise Boom
     else:
         # Make the library writer fail after it has written part of the temp file.
         method = "to_csv" if writer == "csv" else "to_parquet"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import REGISTRY_PATH
 
 from analysis.contract import (
     TABLES,
@@ -14,6 +13,7 @@ from analysis.contract import (
     parse_registry,
 )
 from analysis.errors import InputError
+from conftest import REGISTRY_PATH
 
 
 def test_tables_and_keys():

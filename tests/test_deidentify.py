@@ -131,7 +131,7 @@ def test_dates_shifted_per_client_intervals_kept():
     s = res.tables["sessions"].assign(d=lambda x: pd.to_datetime(x["session_date"]))
     jane = res.tables["clients"]["client_id"].iloc[0]
     by = dict(tuple(s.groupby("client_id")))
-    for cid, g in by.items():
+    for _cid, g in by.items():
         days = sorted(g["d"])
         if len(days) == 3:
             assert [(days[1] - days[0]).days, (days[2] - days[0]).days] == [7, 28]
@@ -175,7 +175,7 @@ def test_measurements_techniques_and_numbers():
                      "Techniques": "MFR, stretch / Trigger point", "Treatment Area": " hip + KNEE "})]
     res = run(rows)
     m = res.tables["measurements"]
-    assert sorted(zip(m["measure"], m["timing"], m["value"])) == [
+    assert sorted(zip(m["measure"], m["timing"], m["value"], strict=True)) == [
         ("hip_ir_left_deg", "pre", "31.5"), ("knee_pain_nprs", "post", "4"), ("knee_pain_nprs", "pre", "6")]
     s = res.tables["sessions"].iloc[0]
     assert (s["techniques"], s["focus"], s["minutes"]) == ("myofascial_release;stretching;trigger_point",
@@ -205,8 +205,9 @@ def test_no_identifying_value_survives():
 
 def test_unmapped_values_are_one_line_each_with_what_to_add():
     names = ["Ann Lee", "Bo Kim", "Cy Dunn", "Di Fox", "Ed Moss"]
-    rows = ([visit(name=n, Sport="Kayaking") for n in names] + [visit(name="Ann Lee", date="10/03/2025", Sport="Kayaking"),
-            visit(name="Tom Reid", Techniques="Cupping")])
+    rows = ([visit(name=n, Sport="Kayaking") for n in names]
+            + [visit(name="Ann Lee", date="10/03/2025", Sport="Kayaking"),
+               visit(name="Tom Reid", Techniques="Cupping")])
     res = run(rows)
     assert res.tables == {}
     lines = [p.line() for p in res.problems]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from conftest import valid_text_tables, write_tables
 
 from analysis.contract import TABLES
 from analysis.errors import InputError
 from analysis.load import load_inputs
+from conftest import valid_text_tables, write_tables
 
 CLIENTS_HEADER = ",".join(TABLES["clients"].column_names)
 

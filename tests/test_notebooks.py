@@ -44,6 +44,6 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     texts = [o.get("data", {}).get("text/plain", "") for o in outputs]
     assert not any(t.startswith("<Figure size") and "image/png" not in o.get("data", {})
-                   for t, o in zip(texts, outputs)), "a figure was shown as text, not drawn"
+                   for t, o in zip(texts, outputs, strict=True)), "a figure was shown as text, not drawn"
     if "figure" in path.read_text():  # notebooks that draw must show their figures as images
         assert any("image/png" in o.get("data", {}) for o in outputs)

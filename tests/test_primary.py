@@ -77,7 +77,7 @@ def test_every_excluded_client_is_listed_with_its_reason(dataset):
     d = d[~((d["client_id"] == "C0002") & (d["session_number"] > 1))]       # no follow-up
     d.loc[(d["client_id"] == "C0003") & (d["session_number"] > 2), "weeks_since_first"] = 20.0  # partly outside
     pdata = primary_data(d, CFG)
-    reasons = dict(zip(pdata.excluded["client_id"], pdata.excluded["reason"]))
+    reasons = dict(zip(pdata.excluded["client_id"], pdata.excluded["reason"], strict=True))
     assert reasons == {"C0000": "baseline focus other", "C0001": "no baseline measurement",
                        "C0002": "no follow-up within 12 weeks"}
     assert pdata.n_clients + len(pdata.excluded) == d["client_id"].nunique()

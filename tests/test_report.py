@@ -16,12 +16,11 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures.report_fake import make_project  # noqa: E402
-
 from analysis.contract import load_registry  # noqa: E402
 from analysis.errors import PrivacyError  # noqa: E402
 from analysis.privacy import check_peer_output  # noqa: E402
 from analysis.report import build, findings, peer, provenance, summary, therapist  # noqa: E402
+from fixtures.report_fake import make_project  # noqa: E402
 
 MAIN = Path(__file__).resolve().parents[1]
 N_CLIENTS = 24
@@ -378,8 +377,8 @@ def test_model_tables_in_words_with_df():
         "C(sex)[T.M]": {"estimate": -0.3, "se": 0.3, "df": 116.1, "ci_low": -0.9, "ci_high": 0.3, "p_value": 0.3},
         "Intercept": {"estimate": 4.6, "se": 0.7, "df": 116.2, "ci_low": 3.2, "ci_high": 6.0, "p_value": 1e-6},
         "week:hip": {"estimate": -0.16, "se": 0.06, "df": 110.3, "ci_low": -0.28, "ci_high": -0.03, "p_value": 0.01}},
-        "random_effects": {"variances": {"Intercept": 2.2, "week": 0.09}, "correlation": {"corr(Intercept, week)": -0.2},
-                           "residual_variance": 0.8}}
+        "random_effects": {"variances": {"Intercept": 2.2, "week": 0.09},
+                           "correlation": {"corr(Intercept, week)": -0.2}, "residual_variance": 0.8}}
     fixed, var = summary.model_tables(primary)
     assert [f["term"] for f in fixed] == ["intercept", "week × hip-focused", "sex M (vs F)"]
     assert fixed[1]["df"] == 110.3

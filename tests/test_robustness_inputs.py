@@ -130,7 +130,7 @@ def test_rejects_csv_has_no_live_formula(tmp_path):
 def test_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
     bomb = tmp_path / "bomb.yaml"
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, name in zip("abcdefgh", "bcdefghi"):
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     bomb.write_text("\n".join(lines) + "\n")
     key = tmp_path / "k.key"

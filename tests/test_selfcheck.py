@@ -137,7 +137,7 @@ def test_run_selfcheck_writes_reproducible_outputs(tmp_path):
     table = pd.read_csv(out / "selfcheck_summary.csv")
     assert list(table.columns) == SUMMARY_COLUMNS
     assert table["interpretation"].tolist() == [summary["interpretation"][f"{s} / {m}"]
-                                                for s, m in zip(table["scenario"], table["method"])]
+                                                for s, m in zip(table["scenario"], table["method"], strict=True)]
     files = ("selfcheck.csv", "selfcheck_summary.csv", "selfcheck.json", "selfcheck.png")
     first = {p: (out / p).read_bytes() for p in files}
     run_selfcheck(params, n_clinics=2, seed=3)

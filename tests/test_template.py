@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 
 import openpyxl
-from conftest import REGISTRY_PATH
 
 from analysis.contract import TABLES
 from analysis.load import load_inputs
 from analysis.template import DICTIONARY_COLUMNS, dictionary_frame, measures_frame, run_template
+from conftest import REGISTRY_PATH
 
 PARAMS = {"data": {"registry": str(REGISTRY_PATH)}}
 
@@ -17,7 +17,7 @@ PARAMS = {"data": {"registry": str(REGISTRY_PATH)}}
 def test_templates_are_written(tmp_path):
     paths = run_template(tmp_path / "tpl", PARAMS)
     assert [p.name for p in paths] == ["clients.csv", "sessions.csv", "measurements.csv", "template.xlsx"]
-    for name, table in TABLES.items():
+    for table in TABLES.values():
         assert (tmp_path / "tpl" / table.filename).read_bytes() == (",".join(table.column_names) + "\n").encode()
     wb = openpyxl.load_workbook(tmp_path / "tpl" / "template.xlsx")
     assert wb.sheetnames == ["clients", "sessions", "measurements", "dictionary", "measures"]
@@ -27,7 +27,7 @@ def test_templates_are_written(tmp_path):
     dictionary = list(wb["dictionary"].iter_rows(values_only=True))
     assert dictionary[0] == tuple(DICTIONARY_COLUMNS)
     assert len(dictionary) - 1 == sum(len(t.columns) for t in TABLES.values())
-    assert ("sessions", "session_date", "yes") == dictionary[1 + len(TABLES["clients"].columns) + 2][:3]
+    assert dictionary[1 + len(TABLES["clients"].columns) + 2][:3] == ("sessions", "session_date", "yes")
     measures = list(wb["measures"].iter_rows(values_only=True))
     assert [r[0] for r in measures[1:]] == ["knee_pain_nprs", "hip_ir_left_deg", "hip_ir_right_deg", "lefs"]
     assert wb.properties.created.year == 2024 and wb.properties.modified.year == 2024

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_inputs, valid_text_tables, write_params, write_tables
 
 from analysis.cli import main
 from analysis.contract import TABLES
 from analysis.errors import ValidationFailed
 from analysis.gx_suites import build_suites
 from analysis.validate import PARENT_REJECTED, REJECT_COLUMNS, WITHHELD, run_validate, validate_tables
+from conftest import make_inputs, valid_text_tables, write_params, write_tables
 
 TODAY = dt.date(2025, 6, 30)
 

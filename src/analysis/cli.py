@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,8 +30,10 @@ app = typer.Typer(
 
 _STATE = {"debug": False, "params": None}
 
-ParamsOpt = Annotated[Optional[Path], typer.Option("--params", metavar="FILE", help="params.yaml to use (default: project root's).")]
-InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", metavar="DIR", help="Folder with the three tables.")]
+ParamsOpt = Annotated[
+    Path | None, typer.Option("--params", metavar="FILE", help="params.yaml to use (default: project root's).")
+]
+InputOpt = Annotated[Path | None, typer.Option("--input", "-i", metavar="DIR", help="Folder with the three tables.")]
 
 
 def _params(path: Path | None = None) -> dict:
@@ -65,12 +67,16 @@ def _root(
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write the synthetic clinic to.")] = Path(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write the synthetic clinic to.")
+    ] = Path(
         "data/raw/demo"
     ),
-    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (default: params simulate.seed).")] = None,
-    clients: Annotated[Optional[int], typer.Option(metavar="N", help="Number of clients (default: params).")] = None,
-    effect: Annotated[Optional[float], typer.Option(metavar="NUMBER", help="True hip-focus slope effect, NPRS/week.")] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed (default: params simulate.seed).")] = None,
+    clients: Annotated[int | None, typer.Option(metavar="N", help="Number of clients (default: params).")] = None,
+    effect: Annotated[
+        float | None, typer.Option(metavar="NUMBER", help="True hip-focus slope effect, NPRS/week.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite tables already in --out (e.g. the demo).")] = False,
 ) -> None:
     """Generate a synthetic clinic that follows the contract, with its ground truth (truth.json)."""
@@ -107,7 +113,7 @@ def validate(input: InputOpt = None) -> None:
 
 @app.command()
 def join(
-    input: Annotated[Optional[Path], typer.Option(
+    input: Annotated[Path | None, typer.Option(
         "--input", "-i", metavar="DIR",
         help="Folder with the validated tables written by `outcomes validate` (default: params validate.out_dir)."
     )] = None,
@@ -137,8 +143,8 @@ def report() -> None:
 
 @app.command()
 def selfcheck(
-    clinics: Annotated[Optional[int], typer.Option(help="Number of simulated clinics (default: params).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed (default: params selfcheck.seed).")] = None,
+    clinics: Annotated[int | None, typer.Option(help="Number of simulated clinics (default: params).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: params selfcheck.seed).")] = None,
 ) -> None:
     """Simulation study: bias, SE, coverage, type-I error and power of the primary estimator."""
     from analysis.model.selfcheck import run_selfcheck
@@ -148,7 +154,9 @@ def selfcheck(
 
 @app.command()
 def sheet(
-    client_ids: Annotated[list[str], typer.Argument(metavar="CLIENT_ID", help="Client id(s) as in the therapist's report.")],
+    client_ids: Annotated[
+        list[str], typer.Argument(metavar="CLIENT_ID", help="Client id(s) as in the therapist's report.")
+    ],
 ) -> None:
     """Write a one-page progress sheet (HTML and PDF) per client, to discuss with the client."""
     from analysis.report.sheet import run_sheet
@@ -158,7 +166,9 @@ def sheet(
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Key file to create (keep it outside the repo).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE", help="Key file to create (keep it outside the repo).")
+    ],
 ) -> None:
     """Create a secret key for de-identification pseudonyms and date shifts."""
     from analysis.deidentify import run_keygen
@@ -168,18 +178,21 @@ def keygen(
 
 @app.command()
 def deidentify(
-    export: Annotated[list[Path], typer.Argument(metavar="EXPORT", help="Export file(s) from the practice software (CSV/XLSX).")],
+    export: Annotated[
+        list[Path], typer.Argument(metavar="EXPORT", help="Export file(s) from the practice software (CSV/XLSX).")
+    ],
     mapping: Annotated[Path, typer.Option("--mapping", "-m", metavar="FILE", help="Mapping file (YAML).")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the three contract tables.")],
     key_file: Annotated[
-        Optional[Path], typer.Option("--key-file", metavar="FILE", help="Key file (else $OUTCOMES_KEY or $OUTCOMES_KEY_FILE).")
+        Path | None,
+        typer.Option("--key-file", metavar="FILE", help="Key file (else $OUTCOMES_KEY or $OUTCOMES_KEY_FILE)."),
     ] = None,
     crosswalk: Annotated[
-        Optional[Path], typer.Option("--crosswalk", metavar="DIR", help="Private folder (outside the project and any git "
+        Path | None, typer.Option("--crosswalk", metavar="DIR", help="Private folder (outside the project and any git "
                                      "repository) for crosswalk.csv: pseudonym -> the practice's own record.")
     ] = None,
     coarsen_dates: Annotated[
-        Optional[str], typer.Option("--coarsen-dates", metavar="week", help="Move every visit date to the Monday of "
+        str | None, typer.Option("--coarsen-dates", metavar="week", help="Move every visit date to the Monday of "
                                     "its week (hides visit patterns; costs within-week detail, see README).")
     ] = None,
 ) -> None:
@@ -193,7 +206,9 @@ def deidentify(
 @app.command()
 def lookup(
     text: Annotated[str, typer.Argument(help="A pseudonym (e.g. C3RUWHRA5QWY7) or a value of the practice's record.")],
-    crosswalk: Annotated[Path, typer.Option("--crosswalk", metavar="DIR", help="The private folder holding crosswalk.csv.")],
+    crosswalk: Annotated[
+        Path, typer.Option("--crosswalk", metavar="DIR", help="The private folder holding crosswalk.csv.")
+    ],
 ) -> None:
     """Key holder only: find a client in the crosswalk, by pseudonym or by the practice's own record."""
     from analysis.crosswalk import lookup as find
@@ -206,12 +221,19 @@ def lookup(
 
 @app.command()
 def pool(
-    bundles: Annotated[list[Path], typer.Argument(metavar="BUNDLE", help="Findings bundles (findings.json) of the clinics to pool.")],
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for pooled.json, forest.svg, pooled.html/.pdf.")],
+    bundles: Annotated[
+        list[Path], typer.Argument(metavar="BUNDLE", help="Findings bundles (findings.json) of the clinics to pool.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for pooled.json, forest.svg, pooled.html/.pdf.")
+    ],
     tau2: Annotated[str, typer.Option("--tau2", help="Between-clinic variance estimator: REML, PM or DL.")] = "REML",
     ci: Annotated[str, typer.Option("--ci", help="Pooled CI: knha (Knapp-Hartung), knha_modified or z.")] = "knha",
 ) -> None:
-    """Pool clinics' findings bundles by random-effects meta-analysis (checks them first; writes nothing on a problem)."""
+    """Pool clinics' findings bundles by random-effects meta-analysis.
+
+    Every bundle is checked first; on any problem nothing is written.
+    """
     from analysis.model.run import stderr_progress
     from analysis.pool.meta import CI_METHODS, TAU2_METHODS
     from analysis.pool.run import run_pool

@@ -188,7 +188,8 @@ def parse_mapping(raw: object, source: str, registry: contract.Registry) -> Mapp
                          "clinic: write `clinic_id: <name>` at the top level instead (run deidentify once per clinic)")
     bad = set(columns) - allowed
     if bad:
-        raise InputError(f"{source}: columns: unknown field(s) {sorted(bad)}; allowed: {sorted(allowed - {'clinic_id'})}")
+        allowed_shown = sorted(allowed - {"clinic_id"})
+        raise InputError(f"{source}: columns: unknown field(s) {sorted(bad)}; allowed: {allowed_shown}")
     missing = [f for f in REQUIRED_FIELDS if f not in columns]
     if "date_of_birth" not in columns and "age" not in columns:
         missing.append("date_of_birth (or age)")
@@ -279,7 +280,7 @@ def _b32(digest: bytes, n: int) -> str:
 
 def _hmac(key: bytes, purpose: str, text: str) -> bytes:
     # The purpose prefix keeps client ids, session ids, therapist ids and date offsets independent.
-    return hmac.new(key, f"{purpose}\x1f{text}".encode("utf-8"), hashlib.sha256).digest()
+    return hmac.new(key, f"{purpose}\x1f{text}".encode(), hashlib.sha256).digest()
 
 
 def pseudonym(key: bytes, purpose: str, text: str, prefix: str, n_chars: int) -> str:
@@ -338,9 +339,8 @@ def load_key(key_file: Path | None = None, environ: MappingABC[str, str] | None 
 
 def run_keygen(path: Path) -> str:
     """Create a new random key file (32 bytes, hex), mode 0600, outside the project; never print the key."""
-    from analysis.paths import project_root
-
     from analysis.crosswalk import git_work_tree
+    from analysis.paths import project_root
 
     path = Path(path).expanduser().resolve()
     root = project_root().resolve()
@@ -701,7 +701,7 @@ def _techniques(w: _Work, mapping: Mapping) -> pd.Series:
                 got.add(t)
         out.append(";".join(sorted(got, key=order.get)) if got else pd.NA)
     ident = w.df["_identity"] if "_identity" in w.df else pd.Series("", index=w.df.index)
-    for item, where in sorted(unmapped.items()):
+    for _item, where in sorted(unmapped.items()):
         patients = ident.iloc[[i for i, _ in where]].nunique()
         # checked as exported (capitals intact) and only if shared by enough patients: free text in a
         # techniques column ("Olivia Whitfield ran 5k pain-free") is never echoed
@@ -1076,7 +1076,7 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
     if leaks:
         raise PrivacyError("de-identified tables still look identifying: " + "; ".join(p.line() for p in leaks[:5])
                            + "; check the mapping (which source column feeds which field); nothing was written")
-    for f, info in zip(result.log["files"], read_info):
+    for f, info in zip(result.log["files"], read_info, strict=True):
         f.update(info)
     # the output is a row-level export: say how well its clients hide among each other
     k_threshold = int(priv.get("k_threshold", 5))

@@ -335,7 +335,8 @@ def run_suite(context: Any, table: str, staged: pd.DataFrame, expectations: list
     for r in result.results:
         cfg = r.expectation_config
         if r.exception_info and r.exception_info.get("raised_exception"):
-            raise RuntimeError(f"GX could not evaluate {cfg.type} on {table}: {r.exception_info.get('exception_message')}")
+            message = r.exception_info.get("exception_message")
+            raise RuntimeError(f"GX could not evaluate {cfg.type} on {table}: {message}")
         meta = cfg.meta or {}
         rows = tuple(int(item[ROW_INDEX]) for item in r.result.get("unexpected_index_list") or [])
         outcomes.append(ExpectationOutcome(

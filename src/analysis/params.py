@@ -10,7 +10,6 @@ import yaml
 from analysis.errors import InputError
 from analysis.paths import project_root
 
-
 LOCAL_NAME = "params.local.yaml"
 
 

@@ -179,7 +179,8 @@ def _rejected_rows(raw: dict[str, pd.DataFrame], sources: dict[str, str], proble
     rejected: dict[str, set[int]] = {n: set() for n in TABLES}
     for p in problems:
         # ragged rows never reached the frame; load keeps them in Inputs.rejected_rows
-        if p.row is not None and p.severity in REJECTING and p.file in by_label and p.row in raw[by_label[p.file]].index:
+        if (p.row is not None and p.severity in REJECTING and p.file in by_label
+                and p.row in raw[by_label[p.file]].index):
             rejected[by_label[p.file]].add(p.row)
     children: dict[str, dict[int, str]] = {n: {} for n in TABLES}
     for table in TABLES.values():
@@ -361,7 +362,8 @@ def validation_html(report: dict[str, Any]) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Validation report</title>",
         f"<style>{_CSS}</style></head><body><h1>Validation report</h1>",
-        f"<p>Input folder: <code>{e(report['input'])}</code>. Session dates must not be after the day of validation.</p>",
+        f"<p>Input folder: <code>{e(report['input'])}</code>. "
+        "Session dates must not be after the day of validation.</p>",
         f"<p class='status {status[0]}'>{e(status[1])} {s['warnings']} warning(s).</p>",
         "<h2>Tables</h2><table><tr><th>table</th><th>file</th><th>rows received</th><th>valid</th>"
         "<th>rejected</th><th>of which parent rejected</th><th>errors</th><th>warnings</th></tr>",

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.contract import Measure
-from analysis.model.endpoint import client_endpoint, usable_terms, raw_column
+from analysis.model.endpoint import client_endpoint, raw_column, usable_terms
 from analysis.model.entries import NotEstimable
 
 TIPPING_COLUMNS = ["delta", "estimate", "ci_low", "ci_high", "p_value"]
@@ -289,7 +289,8 @@ def tipping_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dic
         out.update(tipping_delta=None, conclusion="no hip-focused endpoint was imputed: nothing to tip")
     elif not favours_hip:
         out.update(tipping_delta=None,
-                   conclusion="even with no shift the CI already includes no benefit of hip focus: no conclusion to tip")
+                   conclusion=("even with no shift the CI already includes no benefit of hip focus: "
+                               "no conclusion to tip"))
     else:
         # the conclusion "hip focus better" changes once the CI reaches 0
         includes = table[(table["ci_high"] >= 0)] if measure.lower_is_better else table[(table["ci_low"] <= 0)]

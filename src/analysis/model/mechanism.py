@@ -8,7 +8,7 @@ import patsy
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from analysis.model.endpoint import client_endpoint, usable_terms, rhs, window
+from analysis.model.endpoint import client_endpoint, rhs, usable_terms, window
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked, wald
 from analysis.model.fit import DF_METHOD_LABELS, fit_mixed, fit_mixed_with_fallback, fit_options, linear_contrast
 

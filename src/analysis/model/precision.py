@@ -14,7 +14,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from statsmodels.stats.power import TTestIndPower
 
-from analysis.model.endpoint import client_endpoint, usable_terms, rhs
+from analysis.model.endpoint import client_endpoint, rhs, usable_terms
 from analysis.model.entries import NotEstimable, fit_checked
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.model.endpoint import arm_summaries
 from analysis.model.fit import (
     DF_METHOD_LABELS,
     MixedFit,
@@ -32,7 +33,6 @@ from analysis.model.fit import (
     linear_contrast,
     mixed_summary,
 )
-from analysis.model.endpoint import arm_summaries
 from analysis.model.prepare import PrimaryData
 
 GROUPS = "client_id"

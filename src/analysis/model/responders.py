@@ -18,7 +18,7 @@ from scipy import stats
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from analysis.contract import Measure
-from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, usable_terms, rhs
+from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, rhs, usable_terms
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked, wald
 
 RESPONDER_COLUMNS = ["group", "n", "responders", "share"]

@@ -49,9 +49,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.join import build_analysis_dataset
-from analysis.model.prepare import primary_data
 from analysis.model.fit import fit_mixed_with_fallback, fit_options, linear_contrast
 from analysis.model.lmm import DF_METHODS
+from analysis.model.prepare import primary_data
 from analysis.model.primary import GROUPS, RE_FORMULA, SLOPE_TERM, primary_formula
 from analysis.params import section
 from analysis.paths import resolve
@@ -63,7 +63,8 @@ RUN_COLUMNS = [
     "covered", "covered_recorded", "rejected", "n_clients", "seconds",
 ]
 SUMMARY_COLUMNS = [
-    "scenario", "method", "mean_df", "true_slope_difference", "truth", "n_clinics", "n_fitted", "n_failed", "n_fallback",
+    "scenario", "method", "mean_df", "true_slope_difference", "truth", "n_clinics", "n_fitted", "n_failed",
+    "n_fallback",
     "mean_estimate", "bias", "bias_mcse", "bias_recorded", "empirical_se", "mean_model_se", "se_ratio",
     "se_ratio_mcse", "coverage", "coverage_mcse", "coverage_recorded", "rejection_rate", "rejection_meaning",
     "interpretation",
@@ -292,7 +293,7 @@ def selfcheck_figure(runs: pd.DataFrame) -> bytes:
     with sns.axes_style("whitegrid"), plt.rc_context({"svg.hashsalt": "selfcheck", "font.size": 9}):
         fig = Figure(figsize=(5.2 * len(scenarios), 4.2))
         axes = fig.subplots(1, len(scenarios), squeeze=False)
-        for ax, scenario in zip(axes[0], scenarios):
+        for ax, scenario in zip(axes[0], scenarios, strict=True):
             g = runs[(runs["scenario"] == scenario) & runs["estimate"].notna()].sort_values(
                 ["estimate", "clinic"], kind="mergesort").reset_index(drop=True)
             truth = float(runs.loc[runs["scenario"] == scenario, "truth"].mean())
@@ -368,7 +369,8 @@ def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None =
              f"{time.perf_counter() - t0:.0f} s -> {out}"]
     for r in summary.itertuples():
         lines.append(
-            f"  {r.scenario} / {r.method} (mean df {r.mean_df:.1f}): truth {r.truth:.3f}, bias {r.bias:+.3f} (MCSE {r.bias_mcse:.3f}), "
+            f"  {r.scenario} / {r.method} (mean df {r.mean_df:.1f}): truth {r.truth:.3f}, "
+            f"bias {r.bias:+.3f} (MCSE {r.bias_mcse:.3f}), "
             f"empirical SE {r.empirical_se:.3f} vs model SE {r.mean_model_se:.3f}, coverage {r.coverage:.1%}, "
             f"{r.rejection_meaning} {r.rejection_rate:.1%}; failed fits {r.n_failed}, fallbacks {r.n_fallback}")
         lines.append(f"    -> {r.interpretation}")

@@ -13,7 +13,7 @@ import pandas as pd
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
 
-from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, usable_terms, raw_column, rhs
+from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, raw_column, rhs, usable_terms
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked, term_name, wald
 from analysis.model.fit import fit_mixed_with_fallback, fit_options, linear_contrast, mixed_summary
 

@@ -69,14 +69,14 @@ def compatibility_problems(bundles: list[dict], paths: list[Path]) -> list[str]:
     """Bundles that estimate something else than the first one, and duplicate clinic ids."""
     problems = []
     ref, ref_path = bundles[0]["compatibility"], paths[0]
-    for b, p in zip(bundles[1:], paths[1:]):
+    for b, p in zip(bundles[1:], paths[1:], strict=True):
         c = b["compatibility"]
         if c["sha256"] != ref["sha256"]:
             diff = [f"{k} {c.get(k)!r} vs {ref.get(k)!r}" for k in COMPAT_FIELDS if c.get(k) != ref.get(k)]
             problems.append(f"{p}: estimates a different thing than {ref_path} ({'; '.join(diff) or 'hash differs'})"
                             "; only bundles with the same compatibility key can be pooled")
     seen: dict[str, Path] = {}
-    for b, p in zip(bundles, paths):
+    for b, p in zip(bundles, paths, strict=True):
         cid = b["clinic_id"]
         if cid in seen:
             problems.append(f"{p}: clinic id {cid!r} is also in {seen[cid]}: the same clinic twice, or two clinics "

@@ -74,7 +74,8 @@ def run_network(out: Path, params: dict, *, n_clinics: int = 6, tau: float = 0.0
               "pooled": {k: pooled["pooled"][k] for k in ("estimate", "se", "ci_low", "ci_high")} | {
                   "pi_low": pooled["prediction"]["pi_low"], "pi_high": pooled["prediction"]["pi_high"],
                   "tau": pooled["tau"], "tau2_method": pooled["tau2_method_used"]},
-              "covered": bool(pooled["pooled"]["ci_low"] <= truth["mean_change_difference"] <= pooled["pooled"]["ci_high"])}
+              "covered": bool(pooled["pooled"]["ci_low"] <= truth["mean_change_difference"]
+                              <= pooled["pooled"]["ci_high"])}
     write_json(out / "network.json", result)
     return result
 

@@ -27,7 +27,7 @@ def forest_figure(result: dict) -> Figure:
     y = np.arange(len(clinics))[::-1] + (2 if p["status"] == "pooled" else 0)
     labels, ticks = [], []
     xs = []
-    for yi, c in zip(y, clinics):
+    for yi, c in zip(y, clinics, strict=True):
         if c["ci_low"] is not None and c["ci_high"] is not None:
             ax.plot([c["ci_low"], c["ci_high"]], [yi, yi], color="#333333", lw=1.4)
             xs += [c["ci_low"], c["ci_high"]]

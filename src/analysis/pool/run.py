@@ -68,8 +68,8 @@ def _meta_block(y: list[float], v: list[float], ids: list[str], tau2_method: str
     if k >= 3:
         loo = meta.leave_one_out(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
         inf = meta.influence(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
-        out["leave_one_out"] = [{"clinic_id": i, **a} for i, a in zip(ids, loo)]
-        out["influence"] = [{"clinic_id": i, **a} for i, a in zip(ids, inf)]
+        out["leave_one_out"] = [{"clinic_id": i, **a} for i, a in zip(ids, loo, strict=True)]
+        out["influence"] = [{"clinic_id": i, **a} for i, a in zip(ids, inf, strict=True)]
     return out
 
 

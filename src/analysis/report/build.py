@@ -25,15 +25,15 @@ from analysis.contract import Measure, Registry, load_registry
 from analysis.errors import InputError
 from analysis.params import section
 from analysis.paths import project_root, resolve
-from analysis.privacy import km_for_peers, responder_cells_small, assert_peer_safe, suppress_count
-from analysis.report import figures as fg
+from analysis.privacy import assert_peer_safe, km_for_peers, responder_cells_small, suppress_count
 from analysis.report import clients as cl
+from analysis.report import figures as fg
 from analysis.report import findings as fnd
-from analysis.report import worklist as wl
 from analysis.report import peer as pr
 from analysis.report import provenance as prov
 from analysis.report import summary as sm
 from analysis.report import therapist as th
+from analysis.report import worklist as wl
 from analysis.report.render import GROUP_COLOURS, build_date, data_uri, figure_style, html_to_pdf, render, svg_bytes
 
 RESULT_TABLES = ("trajectories", "responders", "balance", "tipping", "chronicity", "km", "immediate",
@@ -272,7 +272,8 @@ def _shared_figures(inp: ReportInputs, c: dict, individual: pd.DataFrame | None,
                           "with different durations of symptoms before the first session.",
                           "Effect estimate against symptom weeks.",
                           _svg(lambda: fg.effect_curve(
-                              chron, x="symptom_weeks", xlabel="Weeks the pain had lasted at the first session (log scale)",
+                              chron, x="symptom_weeks",
+                              xlabel="Weeks the pain had lasted at the first session (log scale)",
                               ylabel=f"Difference in change at week {float(c['m']['primary_week']):g} (hip − knee)",
                               log_x=True,
                               favours=(("↓ favours hip-focused care", "↑ favours knee-focused care")
@@ -393,7 +394,8 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
                     focus=tidier["focus"].to_dict(orient="records"),
                     n_sessions=suppress_count(tidier["n_sessions"], min_cell)),
         # the model's own count (clients with follow-up in the window), not everyone with a group
-        n_analysed=suppress_count(c["primary"].get("n_clients") or len(clients), min_cell), title="Peer report", secondary=secondary,
+        n_analysed=suppress_count(c["primary"].get("n_clients") or len(clients), min_cell), title="Peer report",
+        secondary=secondary,
         forest=forest, primary=primary, sentence=sentence,
         stamp=f"{month}-01T00:00:00Z", stamp_date=month,
     ))

@@ -20,7 +20,7 @@ def _xy(weeks: list[float], values: list[float], lo: float, hi: float, w_max: fl
     span = (hi - lo) or 1.0
     wx = w_max or 1.0
     return [(PAD_L + (W - PAD_L - PAD_R) * (wk / wx), PAD_T + (H - PAD_T - PAD_B) * (1 - (v - lo) / span))
-            for wk, v in zip(weeks, values)]
+            for wk, v in zip(weeks, values, strict=True)]
 
 
 def chart_svg(weeks: list[float], values: list[float], measure: Measure, group: str, needed: float,
@@ -62,7 +62,7 @@ def sparkline_svg(values: list[float], measure: Measure) -> str:
         return ""
     xs = [2 + (w - 4) * (i / max(n - 1, 1)) for i in range(n)]
     ys = [2 + (h - 4) * (1 - (v - lo) / ((hi - lo) or 1.0)) for v in values]
-    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
     return (f'<svg class="sparkline" viewBox="0 0 {w} {h}" width="{w}" height="{h}" aria-hidden="true">'
             f'<polyline points="{path}" fill="none" stroke="#333" stroke-width="1.2"/>'
             f'<circle cx="{xs[-1]:.1f}" cy="{ys[-1]:.1f}" r="2" fill="#c0392b"/></svg>')

@@ -15,8 +15,8 @@ visible, honestly, through the source hash.
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -55,7 +55,6 @@ class Provenance:
 
 
 from analysis.store import sha256_file  # noqa: E402,F401  (re-exported: provenance hashes its inputs)
-
 
 # The params sections that shape the reports; generator, self-check and de-identification settings do not.
 ANALYSIS_SECTIONS = ("data", "validate", "join", "model", "report")

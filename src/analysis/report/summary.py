@@ -319,8 +319,8 @@ def chronicity_sentence(results: dict, measure_short: str = "NPRS") -> str:
         verdict = (f"Yes, probably: the benefit of hip-focused care was {way} the longer the pain had lasted "
                    f"(interaction {_ci(inter)}, p {fmt_p(inter.get('p_value'))})")
     else:
-        verdict = (f"No clear dependence on how long the pain had lasted (interaction {_ci(inter)}, "
-                   f"{'p < 0.001' if _f(inter.get('p_value')) < 0.001 else 'p = ' + fmt_num(inter.get('p_value'), 2)}): "
+        p_text = "p < 0.001" if _f(inter.get("p_value")) < 0.001 else "p = " + fmt_num(inter.get("p_value"), 2)
+        verdict = (f"No clear dependence on how long the pain had lasted (interaction {_ci(inter)}, {p_text}): "
                    "the data cannot tell whether longer-lasting pain responds differently")
     return f"{verdict}; estimated difference in {measure_short} change (hip − knee): {', '.join(parts)}."
 

@@ -27,7 +27,22 @@ def _fits():
 
 
 def test_reference_cases_present():
-    assert {"k2", "k3_tau0", "k10_het", "unequal", "log_or"} <= set(CASES)
+    assert {"k2", "k3_tau0", "k10_het", "unequal", "log_or", "k2_far", "reml_bimodal"} <= set(CASES)
+
+
+def test_reml_takes_the_higher_of_two_maxima():
+    ref = json.loads((REF / "reml_bimodal.json").read_text())
+    y, v = np.array(ref["y"]), np.array(ref["v"])
+    tau2 = meta.tau2_reml(y, v)
+    assert meta.reml_score(y, v, 0.0) < 0  # 0 is a local maximum ...
+    assert tau2 > 0 and meta.reml_loglik(y, v, tau2) > meta.reml_loglik(y, v, 0.0)  # ... but not the highest
+
+
+def test_strongly_disagreeing_clinics_are_pooled_with_a_finite_q_profile_bound():
+    r = meta.rma([-30.0, 30.0, 5.0], [1.0, 1.0, 2.0])  # LEFS-sized differences: bounds far above 1e4
+    assert r["tau2"] > 100 and 1e4 < r["tau2_ci"][1] < np.inf
+    loo = meta.leave_one_out([-30.0, 30.0, 5.0], [1.0, 1.0, 2.0])
+    assert len(loo) == 3
 
 
 @pytest.mark.parametrize(("y", "v", "method", "ci", "expected"), list(_fits()))

@@ -19,15 +19,21 @@ cases <- list(
   unequal = list(y = c(-0.6, -0.2, -1.4, 0.3, -0.9), v = c(0.0004, 0.5, 2.0, 0.01, 0.9),
                  about = "very unequal standard errors (0.02 to 1.4)"),
   log_or = list(y = c(0.45, 0.10, 0.80, -0.20, 0.35, 0.62), v = c(0.12, 0.30, 0.45, 0.20, 0.09, 0.25),
-                about = "responder log odds ratios of six clinics")
+                about = "responder log odds ratios of six clinics"),
+  k2_far = list(y = c(-3, 3), v = c(1, 1),
+                about = "two clinics 6 SEs apart: the Q-profile upper bound for tau^2 is above 1e4"),
+  reml_bimodal = list(y = c(0.0002, 0.1886, 0.0425, -0.3697, -0.1570),
+                      v = c(0.00049, 0.0684, 0.0040, 0.0279, 0.0113),
+                      about = paste("very unequal SEs where the restricted likelihood has two maxima: a local one",
+                                    "at tau^2 = 0 (the score there is negative) and a higher one inside"))
 )
 tests <- c(knha = "knha", knha_modified = "adhoc", z = "z")
-ctrl <- list(threshold = 1e-13, maxiter = 10000, tol = 1e-13, tau2.max = 1e4)
+ctrl <- list(threshold = 1e-13, maxiter = 10000, tol = 1e-13, tau2.max = 1e8)
 
 one <- function(y, v, method, test) {
   r <- rma(yi = y, vi = v, method = method, test = test, control = ctrl)
   p <- predict(r)
-  ci <- confint(r, control = list(tol = 1e-13, tau2.max = 1e4))
+  ci <- confint(r, control = list(tol = 1e-13, tau2.max = 1e8))
   res <- list(estimate = as.numeric(r$beta), se = r$se, ci_low = r$ci.lb, ci_high = r$ci.ub, p_value = r$pval,
               pi_low = p$pi.lb, pi_high = p$pi.ub, tau2 = r$tau2, i2 = r$I2, h2 = r$H2, q = r$QE, q_p = r$QEp,
               tau2_ci = I(c(ci$random["tau^2", "ci.lb"], ci$random["tau^2", "ci.ub"])),

@@ -7,9 +7,10 @@ itself alpha. The estimators are short, so they are written here and tested agai
 
 Model: ``y_i ~ N(mu, v_i + tau^2)``, ``i = 1..k`` (one estimate and its squared SE per clinic).
 
-- **tau^2**: REML (default; the root of the restricted score, solved to machine precision), Paule-Mandel
-  (generalised Q = k - 1) or DerSimonian-Laird; truncated at 0. If the chosen estimator fails, the chain
-  REML -> PM -> DL is followed and the fallback recorded.
+- **tau^2**: REML (default; the highest maximum of the restricted likelihood, solved to machine precision),
+  Paule-Mandel (generalised Q = k - 1) or DerSimonian-Laird; truncated at 0. If the chosen estimator fails,
+  the chain REML -> PM -> DL is followed and the fallback recorded. No root search is capped in outcome
+  units (a cap made pooling fail when clinics disagreed strongly).
 - **Pooled estimate**: ``mu = sum w y / sum w`` with ``w = 1 / (v + tau^2)``.
 - **CI**: Knapp-Hartung / HKSJ (default): ``se^2 = sum w (y - mu)^2 / ((k - 1) sum w)``, t(k - 1)
   (metafor ``test="knha"``); the modified variant never narrower than Wald, ``se = max(se_KH, se_z)``
@@ -32,7 +33,6 @@ from scipy import optimize, stats
 
 TAU2_METHODS = ("REML", "PM", "DL")
 CI_METHODS = ("knha", "knha_modified", "z")
-TAU2_MAX = 1e4  # upper end of the root searches, in squared outcome units
 
 
 class MetaError(ValueError):
@@ -71,22 +71,26 @@ def tau2_dl(y, v) -> float:
     return float(max(0.0, (q - (k - 1)) / c))
 
 
-def _root_decreasing(f, target: float) -> float:
-    """The tau2 >= 0 with f(tau2) = target for a decreasing f; 0 if f(0) <= target."""
-    if f(0.0) <= target:
+def _root_q(y: np.ndarray, v: np.ndarray, target: float) -> float:
+    """The tau2 >= 0 at which the generalised Q equals ``target`` (> 0); 0 if Q(0) <= target.
+
+    The bracket needs no cap in outcome units: mu(tau2) minimises the weighted sum of squares, so
+    ``Q(tau2) <= SS / (min v + tau2)`` with ``SS = sum (y - mean y)^2``, and ``Q(SS / target) < target``.
+    (A fixed cap of 1e4 made pooling fail for two clinics whose estimates differ by 6 SEs.)
+    """
+    f = lambda t: q_gen(y, v, t) - target  # noqa: E731 - a one-line closure reads best here
+    if f(0.0) <= 0:
         return 0.0
-    hi = 1.0
-    while f(hi) > target:
-        hi *= 10.0
-        if hi > TAU2_MAX:
-            raise MetaError(f"no tau^2 below {TAU2_MAX:g} solves the equation")
-    return float(optimize.brentq(lambda t: f(t) - target, 0.0, hi, xtol=1e-14, rtol=1e-14, maxiter=500))
+    hi = float(np.sum((y - np.mean(y)) ** 2)) / target
+    while f(hi) > 0:  # only rounding can leave Q(hi) above the target
+        hi *= 2.0
+    return float(optimize.brentq(f, 0.0, hi, xtol=1e-14, rtol=1e-14, maxiter=500))
 
 
 def tau2_pm(y, v) -> float:
     """Paule-Mandel: the tau2 at which the generalised Q equals k - 1 (0 if Q(0) <= k - 1)."""
     y, v = _check(y, v)
-    return _root_decreasing(lambda t: q_gen(y, v, t), len(y) - 1.0)
+    return _root_q(y, v, len(y) - 1.0)
 
 
 def reml_score(y: np.ndarray, v: np.ndarray, tau2: float) -> float:
@@ -95,19 +99,50 @@ def reml_score(y: np.ndarray, v: np.ndarray, tau2: float) -> float:
     return float(-0.5 * np.sum(w) + 0.5 * np.sum(w**2 * (y - mu) ** 2) + 0.5 * np.sum(w**2) / np.sum(w))
 
 
+def reml_loglik(y: np.ndarray, v: np.ndarray, tau2: float) -> float:
+    """The restricted log-likelihood (without its constant) at tau2."""
+    mu, w = _mu(y, v, tau2)
+    return float(-0.5 * (np.sum(np.log(v + tau2)) + np.log(np.sum(w)) + np.sum(w * (y - mu) ** 2)))
+
+
+def _reml_scores(y: np.ndarray, v: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """:func:`reml_score` at every tau2 of ``grid`` at once."""
+    w = 1.0 / (v[None, :] + grid[:, None])
+    sw = w.sum(axis=1)
+    mu = (w * y[None, :]).sum(axis=1) / sw
+    return 0.5 * (-sw + (w**2 * (y[None, :] - mu[:, None]) ** 2).sum(axis=1) + (w**2).sum(axis=1) / sw)
+
+
 def tau2_reml(y, v) -> float:
-    """REML: root of the restricted score (0 when the score at 0 is not positive)."""
+    """REML: the tau2 >= 0 that maximises the restricted likelihood over all its local maxima.
+
+    The restricted likelihood can have two maxima when the SEs are very unequal (e.g. one at 0 and one
+    inside): stopping at 0 because the score there is negative misses an interior maximum that is higher.
+    So the score is scanned on a log grid up to where it stays negative, every sign change from + to -
+    is solved to machine precision, and the candidate (with 0 when the score there is <= 0) of highest
+    restricted likelihood is returned.
+    """
     y, v = _check(y, v)
     if len(y) < 2:
         raise MetaError("REML needs at least 2 estimates")
-    if reml_score(y, v, 0.0) <= 0:
+    spread = float(np.ptp(y)) ** 2
+    if spread == 0.0:
         return 0.0
-    hi = max(float(np.var(y, ddof=1)), 1e-8)
+    # beyond ~ k (range y)^2 + max v the score is negative; extend until it is, to be sure
+    hi = 10.0 * (len(y) * spread + float(np.max(v)))
     while reml_score(y, v, hi) > 0:
         hi *= 10.0
-        if hi > TAU2_MAX:
+        if not np.isfinite(hi):
             raise MetaError("the REML score does not change sign: no finite maximum")
-    return float(optimize.brentq(lambda t: reml_score(y, v, t), 0.0, hi, xtol=1e-15, rtol=1e-14, maxiter=500))
+    grid = np.concatenate([[0.0], np.geomspace(1e-10 * min(float(np.min(v)), hi), hi, 2000)])
+    scores = _reml_scores(y, v, grid)
+    if not np.all(np.isfinite(scores)):
+        raise MetaError("the REML score is not finite on the search grid")
+    candidates = [0.0] if scores[0] <= 0 else []
+    for i in np.flatnonzero((scores[:-1] > 0) & (scores[1:] <= 0)):
+        candidates.append(float(optimize.brentq(lambda t: reml_score(y, v, t), grid[i], grid[i + 1],
+                                                xtol=1e-15, rtol=1e-14, maxiter=500)))
+    return max(candidates, key=lambda t: reml_loglik(y, v, t))
 
 
 _TAU2 = {"REML": tau2_reml, "PM": tau2_pm, "DL": tau2_dl}
@@ -167,8 +202,7 @@ def q_profile(y, v, alpha: float = 0.05) -> tuple[float, float]:
         return float("nan"), float("nan")
     lo_target = float(stats.chi2.ppf(1 - alpha / 2, k - 1))
     hi_target = float(stats.chi2.ppf(alpha / 2, k - 1))
-    f = lambda t: q_gen(y, v, t)  # noqa: E731 - a one-line closure reads best here
-    return _root_decreasing(f, lo_target), _root_decreasing(f, hi_target)
+    return _root_q(y, v, lo_target), _root_q(y, v, hi_target)
 
 
 def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> dict:

@@ -20,7 +20,7 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def bundle(clinic: str, estimate: float, se: float, *, measure: str = "knee_pain_nprs", lor=(0.3, 0.4),
-           chron=(-0.01, 0.04)) -> dict:
+           chron=(-0.01, 0.04), mcid_points: float = 2.0) -> dict:
     params = {"model": {**PARAMS["model"], "measure": measure}}
     results = {
         "primary": {"status": "ok", "estimate": estimate, "se": se, "df": 60.0, "df_method": "satterthwaite",
@@ -38,7 +38,7 @@ def bundle(clinic: str, estimate: float, se: float, *, measure: str = "knee_pain
     return fnd.build_findings(results, clinic_id=clinic, period=("2024-01", "2025-06"),
                               n_by_group={"hip-focused": 40, "knee-focused": 40}, params=params,
                               params_sha256="0" * 64, packages={"numpy": "2"}, code_version="test",
-                              min_cell=5, mcid={"points": 2.0, "percent": 30.0})
+                              min_cell=5, mcid={"points": mcid_points, "percent": 30.0})
 
 
 def write(tmp_path: Path, b: dict, name: str | None = None) -> Path:
@@ -169,3 +169,14 @@ def test_two_strongly_disagreeing_clinics_are_pooled(tmp_path, capsys):
     assert main(["pool", *map(str, paths), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
     primary = json.loads((tmp_path / "out" / "pooled.json").read_text())["primary"]
     assert primary["status"] == "pooled" and 1e4 < primary["tau2_ci"][1] < float("inf")
+
+
+def test_responders_with_different_mcids_are_not_pooled():
+    same = pool([bundle("k-a", -1.1, 0.4), bundle("k-b", -0.5, 0.3), bundle("k-c", -0.8, 0.5)])
+    assert same["responders"]["status"] == "pooled" and same["responders"]["mcid"] == {"points": 2.0, "percent": 30.0}
+    mixed = pool([bundle("k-a", -1.1, 0.4), bundle("k-b", -0.5, 0.3), bundle("k-c", -0.8, 0.5, mcid_points=1.0)])
+    assert mixed["primary"]["status"] == "pooled"  # the primary estimand does not depend on the MCID
+    assert mixed["responders"]["status"] == "not_pooled" and "different MCIDs" in mixed["responders"]["reason"]
+    import jsonschema
+
+    jsonschema.validate(json.loads(json.dumps(mixed)), schema())

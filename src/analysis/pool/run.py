@@ -90,11 +90,18 @@ def pool(bundles: list[dict], *, tau2_method: str = "REML", ci_method: str = "kn
                           tau2_method, ci_method, alpha)
     resp = [b for b in bundles if b["responders"].get("log_odds_ratio") is not None
             and b["responders"].get("log_odds_ratio_se")]
-    responders = _meta_block([b["responders"]["log_odds_ratio"] for b in resp],
-                             [b["responders"]["log_odds_ratio_se"] ** 2 for b in resp],
-                             [b["clinic_id"] for b in resp], tau2_method, ci_method, alpha)
+    mcids = sorted({json.dumps(b["responders"].get("mcid"), sort_keys=True) for b in resp})
+    if len(mcids) > 1:  # the MCID is not in the compatibility key: responders can mean different things
+        responders = {"status": "not_pooled", "k": len(resp),
+                      "reason": "the clinics defined a responder with different MCIDs (" + " vs ".join(mcids)
+                                + "), so their odds ratios compare different things"}
+    else:
+        responders = _meta_block([b["responders"]["log_odds_ratio"] for b in resp],
+                                 [b["responders"]["log_odds_ratio_se"] ** 2 for b in resp],
+                                 [b["clinic_id"] for b in resp], tau2_method, ci_method, alpha)
     responders["scale"] = "log odds ratio, hip-focused vs comparator (positive = more responders with hip focus)"
-    responders["mcid"] = bundles[0]["responders"].get("mcid") if bundles else None
+    responders["mcid"] = (json.loads(mcids[0]) if len(mcids) == 1 else
+                          None if mcids or not bundles else bundles[0]["responders"].get("mcid"))
     chron = [b for b in bundles if b["chronicity"].get("estimate") is not None and b["chronicity"].get("se")]
     chronicity = _meta_block([b["chronicity"]["estimate"] for b in chron], [b["chronicity"]["se"] ** 2 for b in chron],
                              [b["clinic_id"] for b in chron], tau2_method, ci_method, alpha)

@@ -46,6 +46,18 @@ def _echo(text: str) -> None:
     typer.echo(text)
 
 
+def stderr_progress():
+    """A progress callback for long commands: one line per step on stderr, with the elapsed time."""
+    import time
+
+    t0 = time.perf_counter()
+
+    def say(step: str) -> None:
+        print(f"  [{time.perf_counter() - t0:6.1f} s] {step}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -127,7 +139,7 @@ def join(
 @app.command()
 def model() -> None:
     """Fit the primary mixed model and every secondary analysis; write reports/results/."""
-    from analysis.model.run import run_model, stderr_progress
+    from analysis.model.run import run_model
 
     _echo(run_model(_params(), progress=stderr_progress()))
 
@@ -135,7 +147,6 @@ def model() -> None:
 @app.command()
 def report() -> None:
     """Build the therapist's report, the peer report (HTML + PDF) and the findings bundle."""
-    from analysis.model.run import stderr_progress
     from analysis.report.build import run_report
 
     _echo(run_report(_params(), progress=stderr_progress()))
@@ -234,7 +245,6 @@ def pool(
 
     Every bundle is checked first; on any problem nothing is written.
     """
-    from analysis.model.run import stderr_progress
     from analysis.pool.meta import CI_METHODS, TAU2_METHODS
     from analysis.pool.run import run_pool
 

@@ -63,8 +63,6 @@ the summary line says so loudly and the report states that it failed.
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,16 +86,6 @@ EXPLORATORY_NOTE = (
 )
 DIAGNOSTIC_COLUMNS = ["client_id", "week", "y", "fitted", "residual"]
 RANDOM_EFFECT_COLUMNS = ["client_id", "intercept", "slope"]
-
-
-def stderr_progress() -> Callable[[str], None]:
-    """A progress callback for the console: one line per step on stderr, with the elapsed time."""
-    t0 = time.perf_counter()
-
-    def say(step: str) -> None:
-        print(f"  [{time.perf_counter() - t0:6.1f} s] {step}", file=sys.stderr, flush=True)
-
-    return say
 
 
 def run_model(params: dict, progress: Callable[[str], None] | None = None) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import lineage
 from analysis.contract import TABLES
 from analysis.errors import InputError
 from analysis.params import section
@@ -265,24 +266,21 @@ def run_join(params: dict, input_dir: Path | None = None) -> str:
     v = section(params, "validate")
     j = section(params, "join")
     interim = resolve(input_dir) if input_dir else resolve(v["out_dir"])
-    check_validation_passed(resolve(v["report_dir"]) / "validation.json", interim / "rejects.csv",
-                            bool(v.get("allow_rejects", False)))
-    from analysis import lineage
-
     validation_json = resolve(v["report_dir"]) / "validation.json"
-    lineage.check(interim, [interim / f"{n}.parquet" for n in TABLES] + [validation_json], "validate")
+    check_validation_passed(validation_json, interim / "rejects.csv", bool(v.get("allow_rejects", False)))
+    validated = [interim / f"{n}.parquet" for n in TABLES] + [validation_json]
+    lineage.check(interim, validated, "validate")
     tables = read_valid_tables(interim)
     config = flow_config(params)
     dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"],
                                      config.hip_focused)
-    received = _received_counts(resolve(v["report_dir"]) / "validation.json")
+    received = _received_counts(validation_json)
     flow = exclusion_flow(dataset, tables["clients"], tables["sessions"], tables["measurements"],
                           config, received)
     out, flow_path = resolve(j["out"]), resolve(j["flow"])
     write_parquet(out, dataset)
     write_csv(flow_path, flow)
-    lineage.record(out.parent, "join", [interim / f"{n}.parquet" for n in TABLES] + [validation_json],
-                   [out, flow_path])
+    lineage.record(out.parent, "join", validated, [out, flow_path])
     last = flow.iloc[-3]
     return (f"analysis dataset: {len(dataset)} rows, {dataset['client_id'].nunique()} clients -> {out}\n"
             f"flow: {int(last['clients'])} clients reach the primary comparison -> {flow_path}")

@@ -17,26 +17,27 @@ import json
 from pathlib import Path
 
 from analysis.errors import InputError
+from analysis.store import sha256_file, write_json
 
 MANIFEST = "lineage.json"
 
 
-from analysis.store import sha256_file  # noqa: E402
-
-
-def _key(path: Path) -> str:
+def key(path: Path) -> str:
+    """How a file is named in a manifest: its folder and name (``processed/analysis.parquet``)."""
     return Path(path).name if Path(path).parent.name == "" else f"{Path(path).parent.name}/{Path(path).name}"
 
 
 def record(folder: Path, stage: str, inputs: list[Path], outputs: list[Path]) -> None:
     """Write ``folder/lineage.json`` for ``stage`` (call after every output is written)."""
-    from analysis.store import write_json
-
     write_json(Path(folder) / MANIFEST, {
         "stage": stage,
-        "inputs": {_key(p): sha256_file(p) for p in sorted(inputs, key=str) if Path(p).is_file()},
-        "outputs": {_key(p): sha256_file(p) for p in sorted(outputs, key=str)},
+        "inputs": {key(p): sha256_file(p) for p in sorted(inputs, key=str) if Path(p).is_file()},
+        "outputs": {key(p): sha256_file(p) for p in sorted(outputs, key=str)},
     })
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")) or {}
 
 
 def check(folder: Path, files: list[Path], made_by: str) -> dict[str, str]:
@@ -52,16 +53,24 @@ def check(folder: Path, files: list[Path], made_by: str) -> dict[str, str]:
     if not manifest.is_file():
         raise InputError(f"{manifest}: not found, so {folder} cannot be shown to come from one "
                          f"`outcomes {made_by}` run; {rerun}")
-    recorded = (json.loads(manifest.read_text(encoding="utf-8")) or {}).get("outputs") or {}
+    recorded = _manifest(folder).get("outputs") or {}
     hashes = {}
     for p in files:
-        key = _key(p)
+        name = key(p)
         if not Path(p).is_file():
             raise InputError(f"{p}: not found; {rerun}")
         digest = sha256_file(p)
-        if recorded.get(key) != digest:
+        if recorded.get(name) != digest:
             raise InputError(f"{p}: is not the file the last `outcomes {made_by}` run wrote (an interrupted or "
                              f"refused run, or a file changed by hand): outputs of different runs would be mixed; "
                              f"{rerun}")
-        hashes[key] = digest
+        hashes[name] = digest
     return hashes
+
+
+def read_by(folder: Path, path: Path, digest: str) -> bool:
+    """Did the run recorded in ``folder`` read ``path`` as it is now (``digest``, e.g. from :func:`check`)?
+
+    Call after :func:`check` on ``folder``, which has shown that its manifest exists.
+    """
+    return (_manifest(folder).get("inputs") or {}).get(key(path)) == digest

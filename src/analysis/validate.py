@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import lineage
 from analysis.contract import DEFAULT_CLINIC, TABLES, Registry, load_registry
 from analysis.errors import Problem, ValidationFailed
 from analysis.gx_suites import (
@@ -448,8 +449,6 @@ def run_validate(params: dict, input_dir: Path | None = None, today: dt.date | N
     for name, frame in result.tables.items():
         write_parquet(out_dir / f"{name}.parquet", frame)
         written.append(out_dir / f"{name}.parquet")
-    from analysis import lineage
-
     lineage.record(out_dir, "validate", inputs.paths, written)
     if result.errors and not v.get("allow_rejects", False):
         raise ValidationFailed(result.problems)

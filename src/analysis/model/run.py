@@ -68,6 +68,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import lineage
 from analysis.contract import load_registry
 from analysis.errors import InputError, ModelError
 from analysis.model.prepare import primary_data
@@ -103,8 +104,6 @@ def run_model(params: dict, progress: Callable[[str], None] | None = None) -> st
     dataset_path = resolve(section(params, "join")["out"])
     if not dataset_path.is_file():
         raise InputError(f"{dataset_path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
-    from analysis import lineage
-
     lineage.check(dataset_path.parent, [dataset_path], "join")
     dataset = pd.read_parquet(dataset_path)
     registry = load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))

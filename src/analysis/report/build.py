@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import lineage
 from analysis.contract import Measure, Registry, load_registry
 from analysis.errors import InputError
 from analysis.params import section
@@ -94,14 +95,10 @@ def load_report_inputs(params: dict, root: Path | None = None) -> tuple[ReportIn
     for path, cmd in ((dataset_path, "join"), (flow_path, "join"), (results_path, "model")):
         if not path.is_file():
             raise InputError(f"{path}: not found; run `outcomes {cmd}` first (or `dvc repro`)")
-    from analysis import lineage
-
     # the results must come from the model run on *this* dataset, and the dataset from the last join
-    lineage.check(dataset_path.parent, [dataset_path, flow_path], "join")
-    manifest = results_dir / lineage.MANIFEST
+    joined = lineage.check(dataset_path.parent, [dataset_path, flow_path], "join")
     lineage.check(results_dir, [results_path], "model")
-    used = (json.loads(manifest.read_text(encoding="utf-8")).get("inputs") or {}).get(lineage._key(dataset_path))
-    if used != lineage.sha256_file(dataset_path):
+    if not lineage.read_by(results_dir, dataset_path, joined[lineage.key(dataset_path)]):
         raise InputError(f"{results_path}: was made from another analysis dataset than {dataset_path} (the last "
                          "`outcomes model` run failed or is older than the last join); re-run `outcomes model`")
     try:

@@ -264,6 +264,11 @@ class Measure:
         """Improvement from baseline in points, positive = better (scalars or pandas Series)."""
         return (baseline - value) if self.lower_is_better else (value - baseline)
 
+    def mcid_target(self, baseline: float) -> float:
+        """The value that is a clinically important improvement from ``baseline`` (NaN without an MCID)."""
+        need = self.mcid_needed(baseline)
+        return baseline - need if self.lower_is_better else baseline + need
+
 
 @dataclass(frozen=True)
 class Registry:

@@ -43,6 +43,7 @@ API (called by other stages)
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -349,8 +350,6 @@ def check_peer_output(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cel
                                "(suppress_count) with complementary suppression (suppress_table)")
         return reasons
     _walk(obj_or_text, "$", False, forbidden, min_cell, reasons)
-    import json
-
     n_paths = len(_LOCAL_PATH.findall(json.dumps(obj_or_text, default=str)))
     if n_paths:
         reasons.append(f"contains {n_paths} local file path(s); show paths relative to the project, or not at all")

@@ -8,6 +8,7 @@ agree (the differing fields are named) and no clinic id appears twice.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -17,11 +18,16 @@ COMPAT_FIELDS = ("measure", "timing", "primary_week", "followup_weeks", "endpoin
                  "covariates", "df_method", "estimand")
 
 
-def _schema_problem(bundle: dict) -> str | None:
+@functools.cache
+def _validator():
+    """The findings schema's validator, built once per run (not once per bundle)."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(fnd.schema())
-    errors = sorted(validator.iter_errors(bundle), key=lambda e: list(e.absolute_path))
+    return jsonschema.Draft202012Validator(fnd.schema())
+
+
+def _schema_problem(bundle: dict) -> str | None:
+    errors = sorted(_validator().iter_errors(bundle), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
     e = errors[0]

@@ -378,6 +378,7 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
     month = c["stamp"][:7]
     primary = dict(c["primary"], reason=sm.peer_text(str(c["primary"].get("reason") or "")))
     sentence = sm.primary_sentence(primary, c["measure"], float(c["m"]["primary_week"]), c["measure_short"])
+    model_fixed, model_var = sm.model_tables(primary) if c["primary_ok"] else ([], [])
     html = render("peer.html.j2", dict(
         c, figures={f.key: f for f in figs}, groups_ok=groups_ok, min_cell=min_cell,
         flow_steps=steps, flow_groups=group_boxes,
@@ -385,8 +386,7 @@ def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Fig
         baseline_groups=[str(g) for g in n_by_group.index], continuous=cont.to_dict(orient="records"),
         baseline_n=_group_ns(n_by_group, min_cell),
         baseline_n_all=suppress_count(int(n_by_group.sum()), min_cell),
-        model_fixed=sm.model_tables(primary)[0] if c["primary_ok"] else [],
-        model_var=sm.model_tables(primary)[1] if c["primary_ok"] else [],
+        model_fixed=model_fixed, model_var=model_var,
         tidier=dict(tidier, techniques=tidier["techniques"].to_dict(orient="records"),
                     focus=tidier["focus"].to_dict(orient="records"),
                     n_sessions=suppress_count(tidier["n_sessions"], min_cell)),

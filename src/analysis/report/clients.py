@@ -30,7 +30,7 @@ def chart_svg(weeks: list[float], values: list[float], measure: Measure, group: 
     w_max = max(1.0, max(weeks) if weeks else 1.0)
     colour = GROUP_COLOURS.get(group, "#555555")
     base = values[0] if values else lo
-    target = base - needed if measure.lower_is_better else base + needed
+    target = measure.mcid_target(base)
     band = sorted([min(max(base, lo), hi), min(max(target, lo), hi)]) if math.isfinite(needed) else None
     parts = [f'<svg class="spark" viewBox="0 0 {W} {H}" role="img" aria-label="{html.escape(label)}">']
     if band:

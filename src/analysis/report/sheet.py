@@ -15,12 +15,11 @@ from matplotlib.figure import Figure
 from analysis.contract import Registry
 from analysis.errors import InputError
 from analysis.report.render import GROUP_COLOURS, data_uri, figure_style, html_to_pdf, render, svg_bytes
+from analysis.report.therapist import assign_group, at_timing
 
 
 def _series(d: pd.DataFrame, measure: str, timing: str = "pre") -> pd.DataFrame:
-    x = d[(d["measure"] == measure) & d["value"].notna()]
-    if (x["timing"] == timing).any():
-        x = x[x["timing"] == timing]
+    x = at_timing(d[(d["measure"] == measure) & d["value"].notna()], timing)
     return x.sort_values("session_number", kind="mergesort")[["weeks_since_first", "value"]]
 
 
@@ -46,19 +45,21 @@ def _chart(panels: list[tuple[str, pd.DataFrame, tuple[float, float], tuple[floa
 
 
 def client_sheet(dataset: pd.DataFrame, registry: Registry, client_id: str, group: str, clinic_label: str,
-                 pain: str = "knee_pain_nprs") -> str:
-    """The sheet's HTML (self-contained). Raises InputError for an unknown client id."""
+                 pain: str = "knee_pain_nprs", timing: str = "pre") -> str:
+    """The sheet's HTML (self-contained). Raises InputError for an unknown client id.
+
+    ``pain`` and ``timing`` are the primary measure and its timing (params ``model.measure``/``timing``).
+    """
     d = dataset[dataset["client_id"] == client_id]
     if d.empty:
         raise InputError(f"{client_id!r}: no such client in the analysis dataset (ids as in the therapist's report)")
     colour = GROUP_COLOURS.get(group, "#555555")
     m = registry[pain]
-    p = _series(d, pain)
+    p = _series(d, pain, timing)
     band = None
     if not p.empty:
         base = float(p["value"].iloc[0])
-        need = float(m.mcid_needed(base))
-        band = (base, base - need if m.lower_is_better else base + need)
+        band = (base, float(m.mcid_target(base)))
     panels = [(m.label, p, (m.minimum, m.maximum), band, m.unit)]
     if "lefs" in registry:
         lefs = registry["lefs"]
@@ -96,7 +97,6 @@ def run_sheet(params: dict, client_ids: list[str]) -> str:
     from analysis.contract import load_registry
     from analysis.params import section
     from analysis.paths import resolve
-    from analysis.report.therapist import assign_group
     from analysis.store import write_bytes, write_text
 
     path = resolve(section(params, "join")["out"])
@@ -104,7 +104,8 @@ def run_sheet(params: dict, client_ids: list[str]) -> str:
         raise InputError(f"{path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
     dataset = pd.read_parquet(path)
     registry = load_registry(resolve(section(params, "data")["registry"]))
-    exposure = section(params, "model").get("exposure", {})
+    model = section(params, "model")
+    exposure = model.get("exposure", {})
     group = assign_group(dataset, tuple(exposure.get("hip_focused", ())), tuple(exposure.get("comparator", ())))
     out = resolve(section(params, "report")["therapist_dir"]) / "sheets"
     label = str(section(params, "report").get("clinic_label", ""))
@@ -112,7 +113,7 @@ def run_sheet(params: dict, client_ids: list[str]) -> str:
     for cid in client_ids:
         rows = dataset["client_id"] == cid
         g = str(group[rows].iloc[0]) if rows.any() else "other"
-        html = client_sheet(dataset, registry, cid, g, label)
+        html = client_sheet(dataset, registry, cid, g, label, pain=model["measure"], timing=model["timing"])
         write_text(out / f"{cid}.html", html)
         write_bytes(out / f"{cid}.pdf", html_to_pdf(html))
         written.append(out / f"{cid}.pdf")

@@ -42,6 +42,13 @@ def client_progress(dataset: pd.DataFrame, measure: str, timing: str, group: pd.
     return d[PROGRESS_COLUMNS].sort_values(["client_id", "session_number"], kind="mergesort").reset_index(drop=True)
 
 
+def at_timing(rows: pd.DataFrame, timing: str) -> pd.DataFrame:
+    """The rows recorded at ``timing`` if the measure has any there, else all of them (a measure taken only
+    after the session, or only once, is still summarised)."""
+    at = rows["timing"] == timing
+    return rows[at] if at.any() else rows
+
+
 def mcid_needed(measure: Measure, baseline: float) -> float:
     """Improvement (points) that counts as clinically important from ``baseline`` (see Measure.mcid_needed)."""
     return measure.mcid_needed(baseline)
@@ -91,9 +98,7 @@ def measure_summary(dataset: pd.DataFrame, registry, group: pd.Series, timing: s
         x = d[(d["measure"] == key) & d["value"].notna()]
         if x.empty:
             continue
-        if (x["timing"] == timing).any():
-            x = x[x["timing"] == timing]
-        x = x.sort_values(["client_id", "session_number"], kind="mergesort")
+        x = at_timing(x, timing).sort_values(["client_id", "session_number"], kind="mergesort")
         per = x.groupby("client_id", sort=True).agg(first=("value", "first"), latest=("value", "last"),
                                                     n=("value", "size"), group=("group", "first"))
         per = per[per["n"] >= 2]

@@ -564,23 +564,27 @@ class _Work:
                                          value))
 
     def report_grouped(self, mask: pd.Series, column: str, key: pd.Series, rule: str) -> None:
-        """One problem per distinct value (at its first row): one missing mapping entry is one line, not 500.
+        """One problem per distinct value (at its first row): one missing mapping entry is one line, not 500."""
+        hits = pd.DataFrame({"key": key[mask], "i": np.flatnonzero(mask.to_numpy())})
+        for _, grp in hits.groupby("key", sort=True):
+            rows = grp["i"].tolist()
+            self.report_value(rows, column, rule, self.df[column].iloc[rows[0]])
+
+    def report_value(self, rows: list[int], column: str, rule: str, text: Any) -> None:
+        """One problem for a value found at row positions ``rows``, reported at the first of them.
 
         The value is shown only when it cannot point to a person: it passes the identifier checks on the
         text as exported (before any lower-casing) *and* at least :data:`ECHO_MIN_PATIENTS` patients have
         it -- a surname typed into a treatment-area column belongs to one patient and is never echoed.
         """
-        hits = pd.DataFrame({"key": key[mask], "i": np.flatnonzero(mask.to_numpy())})
         ident = self.df["_identity"] if "_identity" in self.df else pd.Series("", index=self.df.index)
-        for _, grp in hits.groupby("key", sort=True):
-            i = int(grp["i"].iloc[0])
-            more = f" (and {len(grp) - 1} more row(s) with this value)" if len(grp) > 1 else ""
-            patients = ident.iloc[grp["i"].to_numpy()].nunique()
-            shown = _showable(self.df[column].iloc[i]) if patients >= ECHO_MIN_PATIENTS else None
-            self.problems.append(Problem(str(self.df["_file"].iloc[i]), int(self.df["_row"].iloc[i]), column,
-                                         rule + more + ("" if shown else f" (value not shown: {patients} "
-                                                        "patient(s) have it, so it could identify someone)"),
-                                         shown))
+        patients = ident.iloc[rows].nunique()
+        shown = _showable(text) if patients >= ECHO_MIN_PATIENTS else None
+        more = f" (and {len(rows) - 1} more row(s) with this value)" if len(rows) > 1 else ""
+        hidden = "" if shown else f" (value not shown: {patients} patient(s) have it, so it could identify someone)"
+        i = rows[0]
+        self.problems.append(Problem(str(self.df["_file"].iloc[i]), int(self.df["_row"].iloc[i]), column,
+                                     rule + more + hidden, shown))
 
 
 def _combine(exports: Sequence[tuple[str, pd.DataFrame]], mapping: Mapping) -> _Work:
@@ -700,16 +704,10 @@ def _techniques(w: _Work, mapping: Mapping) -> pd.Series:
             else:
                 got.add(t)
         out.append(";".join(sorted(got, key=order.get)) if got else pd.NA)
-    ident = w.df["_identity"] if "_identity" in w.df else pd.Series("", index=w.df.index)
     for _item, where in sorted(unmapped.items()):
-        patients = ident.iloc[[i for i, _ in where]].nunique()
         # checked as exported (capitals intact) and only if shared by enough patients: free text in a
         # techniques column ("Olivia Whitfield ran 5k pain-free") is never echoed
-        shown = _showable(where[0][1]) if patients >= ECHO_MIN_PATIENTS else None
-        i = where[0][0]
-        more = f" (and {len(where) - 1} more row(s) with this value)" if len(where) > 1 else ""
-        w.problems.append(Problem(str(w.df["_file"].iloc[i]), int(w.df["_row"].iloc[i]), src, rule + more
-                                  + ("" if shown else " (value not shown: it could identify someone)"), shown))
+        w.report_value([i for i, _ in where], src, rule, where[0][1])
     w.log["unmapped_values"][src] = n_unmapped
     return pd.Series(out, index=w.df.index, dtype="string")
 

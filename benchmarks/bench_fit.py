@@ -87,14 +87,32 @@ def main() -> None:
 
             s_med, s_peak, res = _timed(sm, sm_reps)
             s_est = float(week * res.fe_params[SLOPE_TERM])
-        rows.append((n, pdata.n_clients, len(pdata.data), reps, e_med, e_peak, sm_reps, s_med, s_peak, e_status,
-                     e_head.get("estimate", float("nan")), s_est))
+        rows.append(
+            (
+                n,
+                pdata.n_clients,
+                len(pdata.data),
+                reps,
+                e_med,
+                e_peak,
+                sm_reps,
+                s_med,
+                s_peak,
+                e_status,
+                e_head.get("estimate", float("nan")),
+                s_est,
+            )
+        )
         print(f"  {n:>7} clients: engine {e_med:.2f} s, statsmodels {s_med:.2f} s", flush=True)
-    print(f"\n{'clients':>8} {'analysed':>9} {'obs':>8} | {'engine s':>9} {'peak MB':>8} (reps) | "
-          f"{'statsm. s':>9} {'peak MB':>8} (reps) | {'ratio':>6} | status | headline engine / statsmodels")
+    print(
+        f"\n{'clients':>8} {'analysed':>9} {'obs':>8} | {'engine s':>9} {'peak MB':>8} (reps) | "
+        f"{'statsm. s':>9} {'peak MB':>8} (reps) | {'ratio':>6} | status | headline engine / statsmodels"
+    )
     for n, na, obs, reps, em, ep, sreps, sm_, sp, st, ee, se in rows:
-        print(f"{n:>8} {na:>9} {obs:>8} | {em:>9.2f} {ep:>8.0f} ({reps}) | {sm_:>9.2f} {sp:>8.0f} ({sreps}) | "
-              f"{sm_ / em:>6.1f} | {st} | {ee:.4f} / {se:.4f}")
+        print(
+            f"{n:>8} {na:>9} {obs:>8} | {em:>9.2f} {ep:>8.0f} ({reps}) | {sm_:>9.2f} {sp:>8.0f} ({sreps}) | "
+            f"{sm_ / em:>6.1f} | {st} | {ee:.4f} / {se:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -61,14 +61,27 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("demo (150 clients)", n_sessions, n_rows, _time(lambda: validate_join(demo), args.repeats)))
 
     big = dict(params)
-    big["simulate"] = dict(params["simulate"], planned_sessions_mean=10, sessions_max=10, dropout_base=0.0,
-                           dropout_no_progress=0.0, dropout_recovered=0.0, enrol_days=540)
+    big["simulate"] = dict(
+        params["simulate"],
+        planned_sessions_mean=10,
+        sessions_max=10,
+        dropout_base=0.0,
+        dropout_no_progress=0.0,
+        dropout_recovered=0.0,
+        enrol_days=540,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "big"
         run_simulate(folder, big, n_clients=args.clients)
         n_sessions, n_rows = validate_join(folder)
-        rows.append((f"{args.clients:,} clients x 10 sessions", n_sessions, n_rows,
-                     _time(lambda: validate_join(folder), max(1, args.repeats // 3))))
+        rows.append(
+            (
+                f"{args.clients:,} clients x 10 sessions",
+                n_sessions,
+                n_rows,
+                _time(lambda: validate_join(folder), max(1, args.repeats // 3)),
+            )
+        )
 
     print(f"great_expectations import (once per CLI run): {gx_import:.1f} s")
     print(f"{'clinic':32} {'sessions':>9} {'dataset rows':>13} {'validate+join (median s)':>25}")

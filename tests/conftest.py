@@ -88,8 +88,13 @@ def write_params(root: Path, input_dir: Path, **validate: object) -> Path:
     """A complete params.yaml in ``root`` (the shipped one) whose data/validate paths point into ``root``."""
     params = yaml.safe_load((REGISTRY_PATH.parents[1] / "params.yaml").read_text(encoding="utf-8"))
     params["data"] = {"input": str(input_dir), "registry": str(REGISTRY_PATH)}
-    params["validate"] = {"out_dir": str(root / "interim"), "report_dir": str(root / "reports"),
-                          "allow_rejects": False, "max_file_mb": 512, **validate}
+    params["validate"] = {
+        "out_dir": str(root / "interim"),
+        "report_dir": str(root / "reports"),
+        "allow_rejects": False,
+        "max_file_mb": 512,
+        **validate,
+    }
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path

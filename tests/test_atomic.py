@@ -75,8 +75,12 @@ def test_sigkill_mid_write_leaves_old_file(tmp_path):
     target = tmp_path / "big.bin"
     old = b"the previous, complete output\n" * 100
     target.write_bytes(old)
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(target)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         line = proc.stdout.readline()
         assert line.strip() == b"writing", proc.stderr.read()

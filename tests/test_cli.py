@@ -13,11 +13,14 @@ from analysis.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(("args", "expect"), [
-    ([], "Usage: outcomes"),
-    (["valdiate"], "Did you mean 'validate'"),
-    (["model", "--input", "x"], "No such option: --input"),
-])
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        ([], "Usage: outcomes"),
+        (["valdiate"], "Did you mean 'validate'"),
+        (["model", "--input", "x"], "No such option: --input"),
+    ],
+)
 def test_usage_mistakes_exit_2_with_click_s_message(capsys, args, expect):
     assert main(args) == 2
     out = capsys.readouterr()
@@ -73,12 +76,15 @@ def _params_file(tmp_path: Path, edit) -> Path:
     return p
 
 
-@pytest.mark.parametrize(("edit", "expect"), [
-    (lambda p: p["model"].update(primary_week="six"), "model.primary_week: Input should be a valid number"),
-    (lambda p: p["model"].update(df_methd="z"), "model.df_methd: unknown key"),
-    (lambda p: p.pop("join"), "join: missing"),
-    (lambda p: p["report"].update(min_cell=0), "report.min_cell: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    ("edit", "expect"),
+    [
+        (lambda p: p["model"].update(primary_week="six"), "model.primary_week: Input should be a valid number"),
+        (lambda p: p["model"].update(df_methd="z"), "model.df_methd: unknown key"),
+        (lambda p: p.pop("join"), "join: missing"),
+        (lambda p: p["report"].update(min_cell=0), "report.min_cell: Input should be greater than 0"),
+    ],
+)
 def test_params_are_validated_with_one_line_naming_the_key(tmp_path, capsys, edit, expect):
     p = _params_file(tmp_path, edit)
     assert main(["--params", str(p), "model"]) != 0

@@ -38,14 +38,17 @@ def test_rule_text():
     assert TABLES["sessions"].column("techniques").rule.startswith("';'-separated subset of")
 
 
-@pytest.mark.parametrize("name", ["first_name", "Surname", "E-mail", "phone", "DOB", "postcode", "clinical notes",
-                                  "patient", "home_address"])
+@pytest.mark.parametrize(
+    "name", ["first_name", "Surname", "E-mail", "phone", "DOB", "postcode", "clinical notes", "patient", "home_address"]
+)
 def test_identifier_like_columns_are_flagged(name):
     assert identifier_reason(name) is not None
 
 
-@pytest.mark.parametrize("name", ["client_id", "session_date", "measure", "timing", "minutes", "knee", "therapist_id",
-                                  "clinic_id", "sitting_hours"])
+@pytest.mark.parametrize(
+    "name",
+    ["client_id", "session_date", "measure", "timing", "minutes", "knee", "therapist_id", "clinic_id", "sitting_hours"],
+)
 def test_contract_columns_are_not_flagged(name):
     assert identifier_reason(name) is None
 
@@ -64,20 +67,23 @@ def _entry(**changes):
     return {"measures": {"x_score": {k: v for k, v in entry.items() if v is not None}}}
 
 
-@pytest.mark.parametrize(("raw", "words"), [
-    ({}, "non-empty mapping"),
-    ({"measures": {}}, "non-empty mapping"),
-    ({"measures": {"Bad Key": {}}}, "lower_snake_case"),
-    ({"measures": {"x": "text"}}, "mapping of fields"),
-    (_entry(colour="red"), "unknown field"),
-    (_entry(unit=None), "missing field 'unit'"),
-    (_entry(min=10, max=0), "min < max"),
-    (_entry(min="0"), "min < max"),
-    (_entry(direction="up"), "'direction'"),
-    (_entry(integer="yes"), "'integer'"),
-    (_entry(mcid={"points": -1}), "positive number"),
-    (_entry(mcid={"ratio": 1}), "'mcid'"),
-])
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ({}, "non-empty mapping"),
+        ({"measures": {}}, "non-empty mapping"),
+        ({"measures": {"Bad Key": {}}}, "lower_snake_case"),
+        ({"measures": {"x": "text"}}, "mapping of fields"),
+        (_entry(colour="red"), "unknown field"),
+        (_entry(unit=None), "missing field 'unit'"),
+        (_entry(min=10, max=0), "min < max"),
+        (_entry(min="0"), "min < max"),
+        (_entry(direction="up"), "'direction'"),
+        (_entry(integer="yes"), "'integer'"),
+        (_entry(mcid={"points": -1}), "positive number"),
+        (_entry(mcid={"ratio": 1}), "'mcid'"),
+    ],
+)
 def test_registry_errors(raw, words):
     with pytest.raises(InputError, match=words):
         parse_registry(raw, "test.yaml")
@@ -94,8 +100,14 @@ def test_registry_file_errors(tmp_path):
 
 def test_new_measure_needs_no_code(tmp_path, registry):
     raw = yaml.safe_load(REGISTRY_PATH.read_text(encoding="utf-8"))
-    raw["measures"]["grip_kg"] = {"label": "Grip", "unit": "kg", "min": 0, "max": 100, "integer": False,
-                                  "direction": "higher_is_better"}
+    raw["measures"]["grip_kg"] = {
+        "label": "Grip",
+        "unit": "kg",
+        "min": 0,
+        "max": 100,
+        "integer": False,
+        "direction": "higher_is_better",
+    }
     extended = parse_registry(raw)
     assert "grip_kg" in extended and "grip_kg" not in registry
 

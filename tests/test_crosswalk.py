@@ -25,8 +25,14 @@ def deidentified(tmp_path_factory):
     key = tmp / "key"
     key.write_text(KEY.hex())
     out, private = tmp / "out", tmp / "private"
-    msg = run_deidentify([EXAMPLES / "practice_export.csv"], EXAMPLES / "mapping.yaml", out, key_file=key,
-                         params=load_params(ROOT / "params.yaml"), crosswalk_dir=private)
+    msg = run_deidentify(
+        [EXAMPLES / "practice_export.csv"],
+        EXAMPLES / "mapping.yaml",
+        out,
+        key_file=key,
+        params=load_params(ROOT / "params.yaml"),
+        crosswalk_dir=private,
+    )
     return out, private, msg
 
 
@@ -39,8 +45,12 @@ def test_crosswalk_maps_every_pseudonym_to_the_practice_record(deidentified):
     assert (private / "crosswalk.csv").stat().st_mode & 0o077 == 0  # owner only
     assert "Crosswalk (key holder only)" in msg
     # nothing of it reaches the de-identified folder
-    assert sorted(p.name for p in out.iterdir()) == ["clients.csv", "deidentify_log.json", "measurements.csv",
-                                                     "sessions.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clients.csv",
+        "deidentify_log.json",
+        "measurements.csv",
+        "sessions.csv",
+    ]
     # the shift turns a shifted date back into the real one
     sessions = pd.read_csv(out / "sessions.csv", dtype=str)
     row = walk.iloc[0]
@@ -53,8 +63,9 @@ def test_lookup_both_ways(deidentified, capsys):
     _, private, _ = deidentified
     walk = pd.read_csv(private / "crosswalk.csv", dtype=str)
     pseudonym = walk["client_id"].iloc[3]
-    identity_cols = [c for c in walk.columns if c not in ("client_id", "first_visit_real", "last_visit_real",
-                                                          "date_shift_days")]
+    identity_cols = [
+        c for c in walk.columns if c not in ("client_id", "first_visit_real", "last_visit_real", "date_shift_days")
+    ]
     record = walk[identity_cols[0]].iloc[3]
     assert main(["lookup", pseudonym, "--crosswalk", str(private)]) == 0
     assert record in capsys.readouterr().out
@@ -77,6 +88,18 @@ def test_crosswalk_refused_inside_the_project_or_a_git_tree(tmp_path):
 def test_deidentify_refuses_a_crosswalk_in_the_project_before_writing(tmp_path):
     key = tmp_path / "key"
     key.write_text(KEY.hex())
-    code = main(["deidentify", str(EXAMPLES / "practice_export.csv"), "--mapping", str(EXAMPLES / "mapping.yaml"),
-                 "--out", str(tmp_path / "out"), "--key-file", str(key), "--crosswalk", str(ROOT / "reports" / "cw")])
+    code = main(
+        [
+            "deidentify",
+            str(EXAMPLES / "practice_export.csv"),
+            "--mapping",
+            str(EXAMPLES / "mapping.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--key-file",
+            str(key),
+            "--crosswalk",
+            str(ROOT / "reports" / "cw"),
+        ]
+    )
     assert code != 0 and not (tmp_path / "out").exists() and not (ROOT / "reports" / "cw").exists()

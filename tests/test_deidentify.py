@@ -50,10 +50,22 @@ def export(rows: list[dict], label: str = "export.csv") -> tuple[str, pd.DataFra
 
 
 def visit(name="Jane Smith", dob="01/02/1980", date="03/03/2025", **kw):
-    base = {"Patient Name": name, "Date of Birth": dob, "Visit Date": date, "Treatment Area": "Hip",
-            "Minutes": "45", "Gender": "Female", "Knee": "Left", "Sport": "Jogging", "Symptom Duration": "6 months",
-            "Pain Before": "6", "Therapist": "Anna Berg", "Email": "jane@example.com", "Phone": "07700 900123",
-            "Notes": "Dr Who says hi"}
+    base = {
+        "Patient Name": name,
+        "Date of Birth": dob,
+        "Visit Date": date,
+        "Treatment Area": "Hip",
+        "Minutes": "45",
+        "Gender": "Female",
+        "Knee": "Left",
+        "Sport": "Jogging",
+        "Symptom Duration": "6 months",
+        "Pain Before": "6",
+        "Therapist": "Anna Berg",
+        "Email": "jane@example.com",
+        "Phone": "07700 900123",
+        "Notes": "Dr Who says hi",
+    }
     return {**base, **kw}
 
 
@@ -112,8 +124,9 @@ def test_key_sources_and_refusal(tmp_path):
 def test_same_patient_same_id_across_exports_and_spellings():
     m = example_mapping()
     a = deidentify_frames([export([visit()], "jan.csv")], m, KEY, today=TODAY)
-    b = deidentify_frames([export([visit(name="  JANE   smith ", dob="01.02.1980", date="10/03/2025")], "feb.csv")],
-                          m, KEY, today=TODAY)
+    b = deidentify_frames(
+        [export([visit(name="  JANE   smith ", dob="01.02.1980", date="10/03/2025")], "feb.csv")], m, KEY, today=TODAY
+    )
     assert a.tables["clients"]["client_id"].tolist() == b.tables["clients"]["client_id"].tolist()
     cid = a.tables["clients"]["client_id"].iloc[0]
     assert cid.startswith("C") and len(cid) == 13
@@ -125,8 +138,9 @@ def test_same_patient_same_id_across_exports_and_spellings():
 
 
 def test_dates_shifted_per_client_intervals_kept():
-    rows = [visit(date=d) for d in ("03/03/2025", "10/03/2025", "31/03/2025")] + [visit(name="Tom Reid",
-                                                                                          date="05/03/2025")]
+    rows = [visit(date=d) for d in ("03/03/2025", "10/03/2025", "31/03/2025")] + [
+        visit(name="Tom Reid", date="05/03/2025")
+    ]
     res = run(rows, shift_max_days=180)
     s = res.tables["sessions"].assign(d=lambda x: pd.to_datetime(x["session_date"]))
     jane = res.tables["clients"]["client_id"].iloc[0]
@@ -136,8 +150,12 @@ def test_dates_shifted_per_client_intervals_kept():
         if len(days) == 3:
             assert [(days[1] - days[0]).days, (days[2] - days[0]).days] == [7, 28]
     assert jane in by
-    real = {pd.Timestamp("2025-03-03"), pd.Timestamp("2025-03-10"), pd.Timestamp("2025-03-31"),
-            pd.Timestamp("2025-03-05")}
+    real = {
+        pd.Timestamp("2025-03-03"),
+        pd.Timestamp("2025-03-10"),
+        pd.Timestamp("2025-03-31"),
+        pd.Timestamp("2025-03-05"),
+    }
     assert (s["d"] <= pd.Timestamp(TODAY)).all() and (s["d"] >= pd.Timestamp("2000-01-01")).all()
     assert not set(s["d"]) <= real or date_offset(KEY, "x", 180) == 0  # dates really moved
 
@@ -171,15 +189,32 @@ def test_client_fields_from_first_visit_and_blank_fill():
 
 
 def test_measurements_techniques_and_numbers():
-    rows = [visit(**{"Pain After": "4", "Hip IR L": "31,5", "Hip IR R": "n/a", "LEFS": "", "Minutes": "45 min",
-                     "Techniques": "MFR, stretch / Trigger point", "Treatment Area": " hip + KNEE "})]
+    rows = [
+        visit(
+            **{
+                "Pain After": "4",
+                "Hip IR L": "31,5",
+                "Hip IR R": "n/a",
+                "LEFS": "",
+                "Minutes": "45 min",
+                "Techniques": "MFR, stretch / Trigger point",
+                "Treatment Area": " hip + KNEE ",
+            }
+        )
+    ]
     res = run(rows)
     m = res.tables["measurements"]
     assert sorted(zip(m["measure"], m["timing"], m["value"], strict=True)) == [
-        ("hip_ir_left_deg", "pre", "31.5"), ("knee_pain_nprs", "post", "4"), ("knee_pain_nprs", "pre", "6")]
+        ("hip_ir_left_deg", "pre", "31.5"),
+        ("knee_pain_nprs", "post", "4"),
+        ("knee_pain_nprs", "pre", "6"),
+    ]
     s = res.tables["sessions"].iloc[0]
-    assert (s["techniques"], s["focus"], s["minutes"]) == ("myofascial_release;stretching;trigger_point",
-                                                          "hip_and_knee", "45")
+    assert (s["techniques"], s["focus"], s["minutes"]) == (
+        "myofascial_release;stretching;trigger_point",
+        "hip_and_knee",
+        "45",
+    )
     assert s["therapist_id"].startswith("T") and len(s["therapist_id"]) == 7
 
 
@@ -193,8 +228,18 @@ def test_no_identifying_value_survives():
     rows = [visit(), visit(name="Tom Reid", date="05/03/2025", Therapist="Sara Khan")]
     res = run(rows)
     text = "\n".join(t.to_csv() for t in res.tables.values()) + json.dumps(res.log)
-    for needle in ("Jane", "Smith", "jane@example.com", "07700", "Dr Who", "Anna", "Berg", "Sara", "1980",
-                   "2025-03-03"):
+    for needle in (
+        "Jane",
+        "Smith",
+        "jane@example.com",
+        "07700",
+        "Dr Who",
+        "Anna",
+        "Berg",
+        "Sara",
+        "1980",
+        "2025-03-03",
+    ):
         assert needle not in text, needle
     assert res.log["columns_dropped"]["Email"] == "contact details"
     assert res.log["columns_dropped"]["Patient Name"].startswith("direct identifier")
@@ -205,15 +250,17 @@ def test_no_identifying_value_survives():
 
 def test_unmapped_values_are_one_line_each_with_what_to_add():
     names = ["Ann Lee", "Bo Kim", "Cy Dunn", "Di Fox", "Ed Moss"]
-    rows = ([visit(name=n, Sport="Kayaking") for n in names]
-            + [visit(name="Ann Lee", date="10/03/2025", Sport="Kayaking"),
-               visit(name="Tom Reid", Techniques="Cupping")])
+    rows = [visit(name=n, Sport="Kayaking") for n in names] + [
+        visit(name="Ann Lee", date="10/03/2025", Sport="Kayaking"),
+        visit(name="Tom Reid", Techniques="Cupping"),
+    ]
     res = run(rows)
     assert res.tables == {}
     lines = [p.line() for p in res.problems]
     assert len(lines) == 2, lines
-    assert lines[0].startswith("export.csv, row 2, column Sport: value not in the mapping; add it under values: "
-                               "activity:")
+    assert lines[0].startswith(
+        "export.csv, row 2, column Sport: value not in the mapping; add it under values: activity:"
+    )
     # shared by five patients: safe to show, so the user knows what to add
     assert "(and 5 more row(s) with this value)" in lines[0] and "(value 'Kayaking')" in lines[0]
     assert lines[1].startswith("export.csv, row 8, column Techniques: technique not in the mapping")
@@ -231,8 +278,12 @@ def test_free_text_and_surnames_are_never_echoed():
 
 
 def test_bad_dates_and_identity_problems_never_show_the_value():
-    rows = [visit(date="2025/13/45"), visit(name="", date="04/03/2025"), visit(date="01/01/2099"),
-            visit(dob="31/02/1980")]
+    rows = [
+        visit(date="2025/13/45"),
+        visit(name="", date="04/03/2025"),
+        visit(date="01/01/2099"),
+        visit(dob="31/02/1980"),
+    ]
     res = run(rows)
     lines = [p.line() for p in res.problems]
     assert any("row 2, column Visit Date: visit date is blank or not in the format" in x for x in lines)
@@ -253,18 +304,24 @@ def test_missing_mapped_column(tmp_path):
     res = deidentify_frames([(label, frame.drop(columns=["Knee"]))], example_mapping(), KEY, today=TODAY)
     assert [p.line() for p in res.problems] == [
         "export.csv, row 1, column Knee: column named in the mapping is not in the export; "
-        "fix the column name in the mapping"]
+        "fix the column name in the mapping"
+    ]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"identity": []}, "identity"),
-    ({"columns": {"focus": "Treatment Area"}}, "add the source column for"),
-    ({"values": {"sex": {"Female": "woman"}}}, "not one of F, M, X, U"),
-    ({"measurements": {"Pain Before": {"measure": "koos", "timing": "pre"}}}, "not in the measures registry"),
-    ({"measurements": {"A": {"measure": "lefs", "timing": "pre"}, "B": {"measure": "lefs", "timing": "pre"}}},
-     "both give lefs pre"),
-    ({"colums": {}}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"identity": []}, "identity"),
+        ({"columns": {"focus": "Treatment Area"}}, "add the source column for"),
+        ({"values": {"sex": {"Female": "woman"}}}, "not one of F, M, X, U"),
+        ({"measurements": {"Pain Before": {"measure": "koos", "timing": "pre"}}}, "not in the measures registry"),
+        (
+            {"measurements": {"A": {"measure": "lefs", "timing": "pre"}, "B": {"measure": "lefs", "timing": "pre"}}},
+            "both give lefs pre",
+        ),
+        ({"colums": {}}, "unknown key"),
+    ],
+)
 def test_mapping_errors_are_clear(change, message):
     with pytest.raises(InputError, match=message):
         example_mapping(**change)
@@ -287,8 +344,13 @@ def example_out(tmp_path_factory):
     key = tmp / "key"
     key.write_text(KEY.hex())
     out = tmp / "out"
-    msg = run_deidentify([EXAMPLES / "practice_export.csv"], EXAMPLES / "mapping.yaml", out, key_file=key,
-                         params=load_params(ROOT / "params.yaml"))
+    msg = run_deidentify(
+        [EXAMPLES / "practice_export.csv"],
+        EXAMPLES / "mapping.yaml",
+        out,
+        key_file=key,
+        params=load_params(ROOT / "params.yaml"),
+    )
     return out, msg
 
 
@@ -297,8 +359,12 @@ def test_example_deidentifies_and_passes_validate(example_out):
 
     out, msg = example_out
     assert "40 clients" in msg
-    assert sorted(p.name for p in out.iterdir()) == ["clients.csv", "deidentify_log.json", "measurements.csv",
-                                                     "sessions.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clients.csv",
+        "deidentify_log.json",
+        "measurements.csv",
+        "sessions.csv",
+    ]
     result = validate_tables(load_inputs(out), REGISTRY)
     assert result.errors == [], [p.line() for p in result.errors[:5]]
     assert len(result.tables["clients"]) == 40
@@ -307,8 +373,9 @@ def test_example_deidentifies_and_passes_validate(example_out):
 def test_example_output_holds_no_source_identifiers(example_out):
     out, _ = example_out
     source = pd.read_csv(EXAMPLES / "practice_export.csv", dtype=str, keep_default_na=False)
-    written = "\n".join((out / n).read_text() for n in ("clients.csv", "sessions.csv", "measurements.csv",
-                                                        "deidentify_log.json"))
+    written = "\n".join(
+        (out / n).read_text() for n in ("clients.csv", "sessions.csv", "measurements.csv", "deidentify_log.json")
+    )
     for col in IDENTIFYING_COLUMNS:
         for value in set(source[col].str.strip()) - {""}:
             assert value not in written, (col, value)
@@ -326,8 +393,13 @@ def test_run_refuses_bad_out_folders(tmp_path):
     src.mkdir()
     (src / "e.csv").write_bytes((EXAMPLES / "practice_export.csv").read_bytes())
     with pytest.raises(InputError, match="demo data folder"):
-        run_deidentify([src / "e.csv"], EXAMPLES / "mapping.yaml", ROOT / "data" / "raw" / "demo" / "x",
-                       key_file=key, params=params)
+        run_deidentify(
+            [src / "e.csv"],
+            EXAMPLES / "mapping.yaml",
+            ROOT / "data" / "raw" / "demo" / "x",
+            key_file=key,
+            params=params,
+        )
     with pytest.raises(InputError, match="folder of the export"):
         run_deidentify([src / "e.csv"], EXAMPLES / "mapping.yaml", src, key_file=key, params=params)
     assert sorted(p.name for p in src.iterdir()) == ["e.csv"]
@@ -337,8 +409,12 @@ def test_run_without_key_refuses(tmp_path, monkeypatch):
     monkeypatch.delenv("OUTCOMES_KEY", raising=False)
     monkeypatch.delenv("OUTCOMES_KEY_FILE", raising=False)
     with pytest.raises(InputError, match="keygen"):
-        run_deidentify([EXAMPLES / "practice_export.csv"], EXAMPLES / "mapping.yaml", tmp_path / "o",
-                       params=load_params(ROOT / "params.yaml"))
+        run_deidentify(
+            [EXAMPLES / "practice_export.csv"],
+            EXAMPLES / "mapping.yaml",
+            tmp_path / "o",
+            params=load_params(ROOT / "params.yaml"),
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -350,8 +426,13 @@ def test_run_with_unmapped_values_writes_nothing(tmp_path):
     m = tmp_path / "m.yaml"
     m.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValidationFailed) as info:
-        run_deidentify([EXAMPLES / "practice_export.csv"], m, tmp_path / "o", key_file=key,
-                       params=load_params(ROOT / "params.yaml"))
+        run_deidentify(
+            [EXAMPLES / "practice_export.csv"],
+            m,
+            tmp_path / "o",
+            key_file=key,
+            params=load_params(ROOT / "params.yaml"),
+        )
     assert any("column Sport" in p.line() and "'Jogging'" in p.line() for p in info.value.problems)
     assert not (tmp_path / "o").exists()
 
@@ -380,16 +461,35 @@ def test_cli_deidentify_with_env_key(tmp_path, monkeypatch):
     monkeypatch.delenv("OUTCOMES_KEY_FILE", raising=False)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["deidentify", str(EXAMPLES / "practice_export.csv"), "--mapping", str(EXAMPLES / "mapping.yaml"),
-                     "--out", str(tmp_path / "o")])
+        code = main(
+            [
+                "deidentify",
+                str(EXAMPLES / "practice_export.csv"),
+                "--mapping",
+                str(EXAMPLES / "mapping.yaml"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     assert code == 0, err.getvalue()
     assert "Next: outcomes validate --input" in out.getvalue()
     assert KEY.hex() not in out.getvalue() + err.getvalue()
     first = (tmp_path / "o" / "clients.csv").read_text()
     # same key, same export -> byte-identical output (deterministic pseudonyms and shifts)
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["deidentify", str(EXAMPLES / "practice_export.csv"), "--mapping",
-                     str(EXAMPLES / "mapping.yaml"), "--out", str(tmp_path / "o2")]) == 0
+        assert (
+            main(
+                [
+                    "deidentify",
+                    str(EXAMPLES / "practice_export.csv"),
+                    "--mapping",
+                    str(EXAMPLES / "mapping.yaml"),
+                    "--out",
+                    str(tmp_path / "o2"),
+                ]
+            )
+            == 0
+        )
     assert (tmp_path / "o2" / "clients.csv").read_text() == first
 
 
@@ -432,8 +532,13 @@ def test_output_inside_the_project_only_under_data_raw_name(tmp_path):
     key.write_text(bytes(range(1, 33)).hex())
     params = load_params(ROOT / "params.yaml")
     with pytest.raises(InputError, match="data/raw/<name>"):
-        run_deidentify([EXAMPLES / "practice_export.csv"], EXAMPLES / "mapping.yaml", ROOT / "reports" / "deid",
-                       key_file=key, params=params)
+        run_deidentify(
+            [EXAMPLES / "practice_export.csv"],
+            EXAMPLES / "mapping.yaml",
+            ROOT / "reports" / "deid",
+            key_file=key,
+            params=params,
+        )
     assert not (ROOT / "reports" / "deid").exists()
 
 
@@ -452,8 +557,9 @@ def test_onset_month_or_date_becomes_weeks_before_the_first_visit():
     assert onset.iloc[3:].isna().all()
     res = run([visit(date="03/03/2025", **{"Symptom Duration": "Nov 2022"})])
     assert res.problems == [], [p.line() for p in res.problems]
-    assert res.tables["clients"]["symptom_weeks"].iloc[0] == str(round((pd.Timestamp("2025-03-03")
-                                                                         - pd.Timestamp("2022-11-15")).days / 7))
+    assert res.tables["clients"]["symptom_weeks"].iloc[0] == str(
+        round((pd.Timestamp("2025-03-03") - pd.Timestamp("2022-11-15")).days / 7)
+    )
     late = run([visit(date="03/03/2025", **{"Symptom Duration": "Apr 2025"})])
     assert any("onset is after the visit" in p.line() for p in late.problems)
 

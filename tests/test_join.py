@@ -12,33 +12,40 @@ from analysis.join import DATASET_COLUMNS, FlowConfig, build_analysis_dataset, e
 
 @pytest.fixture()
 def tiny():
-    clients = pd.DataFrame({
-        "client_id": ["A", "B", "C", "D"],
-        "clinic_id": ["clinic-1"] * 4,
-        "sex": ["F", "M", "F", "X"],
-        "age_band": ["30-39", "40-49", "50-59", "18-29"],
-        "symptom_weeks": np.array([0, 12, 52, 3], dtype="int64"),
-        "sitting_hours": [8.0, np.nan, 4.0, 6.0],
-        "activity": ["running", "cycling", "gym", "none"],
-        "knee": ["left", "right", "both", "left"],
-    })
-    sessions = pd.DataFrame({
-        # B's sessions are given out of order and two fall on one day (ordered by session_id)
-        "session_id": ["A1", "A2", "A3", "B2", "B1", "B3", "C1"],
-        "client_id": ["A", "A", "A", "B", "B", "B", "C"],
-        "session_date": pd.to_datetime(["2024-01-01", "2024-01-08", "2024-01-22",
-                                        "2024-02-01", "2024-02-01", "2024-02-15", "2024-03-01"]),
-        "therapist_id": ["T1"] * 7,
-        "focus": ["hip", "knee", "hip_and_knee", "knee", "knee", "hip", "other"],
-        "techniques": ["stretching"] * 7,
-        "minutes": np.array([45] * 7, dtype="int64"),
-    })
-    measurements = pd.DataFrame({
-        "session_id": ["A1", "A1", "A2", "A3", "B1", "B2", "B3", "C1", "A1"],
-        "measure": ["knee_pain_nprs"] * 8 + ["lefs"],
-        "timing": ["pre", "post", "pre", "pre", "pre", "pre", "pre", "pre", "pre"],
-        "value": [6.0, 4.0, 5.0, 2.0, 7.0, 7.0, 6.0, 5.0, 40.0],
-    })
+    clients = pd.DataFrame(
+        {
+            "client_id": ["A", "B", "C", "D"],
+            "clinic_id": ["clinic-1"] * 4,
+            "sex": ["F", "M", "F", "X"],
+            "age_band": ["30-39", "40-49", "50-59", "18-29"],
+            "symptom_weeks": np.array([0, 12, 52, 3], dtype="int64"),
+            "sitting_hours": [8.0, np.nan, 4.0, 6.0],
+            "activity": ["running", "cycling", "gym", "none"],
+            "knee": ["left", "right", "both", "left"],
+        }
+    )
+    sessions = pd.DataFrame(
+        {
+            # B's sessions are given out of order and two fall on one day (ordered by session_id)
+            "session_id": ["A1", "A2", "A3", "B2", "B1", "B3", "C1"],
+            "client_id": ["A", "A", "A", "B", "B", "B", "C"],
+            "session_date": pd.to_datetime(
+                ["2024-01-01", "2024-01-08", "2024-01-22", "2024-02-01", "2024-02-01", "2024-02-15", "2024-03-01"]
+            ),
+            "therapist_id": ["T1"] * 7,
+            "focus": ["hip", "knee", "hip_and_knee", "knee", "knee", "hip", "other"],
+            "techniques": ["stretching"] * 7,
+            "minutes": np.array([45] * 7, dtype="int64"),
+        }
+    )
+    measurements = pd.DataFrame(
+        {
+            "session_id": ["A1", "A1", "A2", "A3", "B1", "B2", "B3", "C1", "A1"],
+            "measure": ["knee_pain_nprs"] * 8 + ["lefs"],
+            "timing": ["pre", "post", "pre", "pre", "pre", "pre", "pre", "pre", "pre"],
+            "value": [6.0, 4.0, 5.0, 2.0, 7.0, 7.0, 6.0, 5.0, 40.0],
+        }
+    )
     return clients, sessions, measurements
 
 
@@ -74,8 +81,9 @@ def test_same_day_sessions_ordered_by_id(tiny):
 
 def test_orphan_measurement_raises(tiny):
     clients, sessions, measurements = tiny
-    bad = pd.concat([measurements, pd.DataFrame({"session_id": ["ZZ"], "measure": ["lefs"],
-                                                 "timing": ["pre"], "value": [1.0]})])
+    bad = pd.concat(
+        [measurements, pd.DataFrame({"session_id": ["ZZ"], "measure": ["lefs"], "timing": ["pre"], "value": [1.0]})]
+    )
     with pytest.raises(InputError, match="unknown sessions"):
         build_analysis_dataset(clients, sessions, bad)
 

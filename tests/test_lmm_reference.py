@@ -23,17 +23,25 @@ CASES = sorted(p.stem for p in REF.glob("*.json") if p.stem != "versions" and no
 
 
 def _close(a, b, rel: float, abs_: float = 0.0) -> bool:
-    return bool(np.all(np.abs(np.asarray(a, float) - np.asarray(b, float))
-                       <= np.maximum(rel * np.abs(np.asarray(b, float)), abs_)))
+    return bool(
+        np.all(
+            np.abs(np.asarray(a, float) - np.asarray(b, float)) <= np.maximum(rel * np.abs(np.asarray(b, float)), abs_)
+        )
+    )
 
 
 @pytest.fixture(scope="module", params=CASES)
 def case(request):
     ref = json.loads((REF / f"{request.param}.json").read_text())
     data = pd.read_csv(REF / f"{request.param}.csv", dtype={"group": str})
-    design = lmm.from_arrays(data[ref["fixed_names"]].to_numpy(), data[ref["re_names"]].to_numpy(),
-                             data["y"].to_numpy(), data["group"].to_numpy(),
-                             fixed_names=ref["fixed_names"], re_names=ref["re_names"])
+    design = lmm.from_arrays(
+        data[ref["fixed_names"]].to_numpy(),
+        data[ref["re_names"]].to_numpy(),
+        data["y"].to_numpy(),
+        data["group"].to_numpy(),
+        fixed_names=ref["fixed_names"],
+        re_names=ref["re_names"],
+    )
     return ref, lmm.fit(design, reml=bool(ref["reml"]))
 
 

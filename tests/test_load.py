@@ -38,12 +38,15 @@ def test_valid_folder_reads_every_table_as_text(input_dir):
     assert sorted(p.name for p in inputs.paths) == ["clients.csv", "measurements.csv", "sessions.csv"]
 
 
-@pytest.mark.parametrize("encode", [
-    pytest.param(lambda t: ("\ufeff" + t).encode("utf-8"), id="bom"),
-    pytest.param(lambda t: t.replace("\n", "\r\n").encode("utf-8"), id="crlf"),
-    pytest.param(lambda t: t.replace("\n", "\r").encode("utf-8"), id="cr-only"),
-    pytest.param(lambda t: (t + "\n\n").encode("utf-8"), id="trailing-blank-lines"),
-])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda t: ("\ufeff" + t).encode("utf-8"), id="bom"),
+        pytest.param(lambda t: t.replace("\n", "\r\n").encode("utf-8"), id="crlf"),
+        pytest.param(lambda t: t.replace("\n", "\r").encode("utf-8"), id="cr-only"),
+        pytest.param(lambda t: (t + "\n\n").encode("utf-8"), id="trailing-blank-lines"),
+    ],
+)
 def test_encodings_and_line_endings_are_accepted(tmp_path, encode):
     text = CLIENTS_HEADER + "\nC1,clinic-1,F,40-49,26,7.5,running,right\nC2,,M,50-59,104,,gym,left\n"
     inputs = load_inputs(_folder(tmp_path, encode(text)))
@@ -54,8 +57,10 @@ def test_encodings_and_line_endings_are_accepted(tmp_path, encode):
 
 
 def test_quoted_commas_and_multiline_fields_keep_line_numbers(tmp_path):
-    text = (CLIENTS_HEADER + '\n"C1","clinic-1",F,40-49,26,"7.5",running,right\n'
-            'C2,,M,"50-59",104,,"gym",left\nC3,,X,80+,0,"1,5",none,both\n')
+    text = (
+        CLIENTS_HEADER + '\n"C1","clinic-1",F,40-49,26,"7.5",running,right\n'
+        'C2,,M,"50-59",104,,"gym",left\nC3,,X,80+,0,"1,5",none,both\n'
+    )
     inputs = load_inputs(_folder(tmp_path, text.encode()))
     clients = inputs.tables["clients"]
     assert clients.loc[4, "sitting_hours"] == "1,5"  # one field: validate reports the decimal comma
@@ -68,19 +73,28 @@ def test_values_are_stripped(tmp_path):
     assert clients.loc[2, "client_id"] == "C1" and clients.loc[2, "symptom_weeks"] == "26"
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    pytest.param(CLIENTS_HEADER.replace(",", ";").encode() + b"\nC1;clinic-1;F;40-49;26;7.5;running;right\n",
-                 "';' as delimiter", id="semicolon"),
-    pytest.param(CLIENTS_HEADER.replace(",", "\t").encode() + b"\n", "tab as delimiter", id="tab"),
-    pytest.param((CLIENTS_HEADER + "\nC1,clinic-1,F,40-49,26,7.5,running,Zürich\n").encode("latin-1"),
-                 "not UTF-8", id="latin-1"),
-    pytest.param(b"", "file is empty", id="empty"),
-    pytest.param(b"  \n\n", "file is empty", id="blank-lines"),
-    pytest.param(CLIENTS_HEADER.encode() + b"\n", "header but no data rows", id="header-only"),
-    pytest.param(b"PK\x03\x04rest-of-a-zip", "Excel workbook named .csv", id="xlsx-named-csv"),
-    pytest.param(b"a,b\x00c\n", "NUL bytes", id="nul"),
-    pytest.param((CLIENTS_HEADER + ',"unclosed\n').encode(), "not well-formed CSV", id="bad-quote"),
-])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        pytest.param(
+            CLIENTS_HEADER.replace(",", ";").encode() + b"\nC1;clinic-1;F;40-49;26;7.5;running;right\n",
+            "';' as delimiter",
+            id="semicolon",
+        ),
+        pytest.param(CLIENTS_HEADER.replace(",", "\t").encode() + b"\n", "tab as delimiter", id="tab"),
+        pytest.param(
+            (CLIENTS_HEADER + "\nC1,clinic-1,F,40-49,26,7.5,running,Zürich\n").encode("latin-1"),
+            "not UTF-8",
+            id="latin-1",
+        ),
+        pytest.param(b"", "file is empty", id="empty"),
+        pytest.param(b"  \n\n", "file is empty", id="blank-lines"),
+        pytest.param(CLIENTS_HEADER.encode() + b"\n", "header but no data rows", id="header-only"),
+        pytest.param(b"PK\x03\x04rest-of-a-zip", "Excel workbook named .csv", id="xlsx-named-csv"),
+        pytest.param(b"a,b\x00c\n", "NUL bytes", id="nul"),
+        pytest.param((CLIENTS_HEADER + ',"unclosed\n').encode(), "not well-formed CSV", id="bad-quote"),
+    ],
+)
 def test_unusable_files_are_reported(tmp_path, content, words):
     inputs = load_inputs(_folder(tmp_path, content))
     assert "clients" not in inputs.tables

@@ -35,15 +35,18 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     kernels = tmp_path / "kernels"
     install(prefix=str(kernels), kernel_name="outcomes-test")
     monkeypatch.setenv("JUPYTER_PATH", str(kernels / "share" / "jupyter"))
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="outcomes-test", resources={
-        "metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="outcomes-test", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
     # ipykernel.kernelspec.install writes this interpreter (the .venv) into the kernelspec
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     texts = [o.get("data", {}).get("text/plain", "") for o in outputs]
-    assert not any(t.startswith("<Figure size") and "image/png" not in o.get("data", {})
-                   for t, o in zip(texts, outputs, strict=True)), "a figure was shown as text, not drawn"
+    assert not any(
+        t.startswith("<Figure size") and "image/png" not in o.get("data", {})
+        for t, o in zip(texts, outputs, strict=True)
+    ), "a figure was shown as text, not drawn"
     if "figure" in path.read_text():  # notebooks that draw must show their figures as images
         assert any("image/png" in o.get("data", {}) for o in outputs)

@@ -52,11 +52,20 @@ def test_raw_inputs_untouched(built):
 
 def test_outputs_exist(built):
     tmp, _, _ = built
-    for rel in ("interim/clients.parquet", "interim/rejects.csv", "reports/validation/validation.json",
-                "reports/validation/validation.html", "processed/analysis.parquet", "processed/flow.csv",
-                "reports/results/results.json", "reports/results/metrics.json",
-                "reports/therapist/index.html", "reports/peer/report.html", "reports/peer/report.pdf",
-                "reports/peer/findings.json"):
+    for rel in (
+        "interim/clients.parquet",
+        "interim/rejects.csv",
+        "reports/validation/validation.json",
+        "reports/validation/validation.html",
+        "processed/analysis.parquet",
+        "processed/flow.csv",
+        "reports/results/results.json",
+        "reports/results/metrics.json",
+        "reports/therapist/index.html",
+        "reports/peer/report.html",
+        "reports/peer/report.pdf",
+        "reports/peer/findings.json",
+    ):
         assert (tmp / rel).is_file(), rel
 
 

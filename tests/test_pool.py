@@ -19,26 +19,67 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def bundle(clinic: str, estimate: float, se: float, *, measure: str = "knee_pain_nprs", lor=(0.3, 0.4),
-           chron=(-0.01, 0.04), mcid_points: float = 2.0) -> dict:
+def bundle(
+    clinic: str,
+    estimate: float,
+    se: float,
+    *,
+    measure: str = "knee_pain_nprs",
+    lor=(0.3, 0.4),
+    chron=(-0.01, 0.04),
+    mcid_points: float = 2.0,
+) -> dict:
     params = {"model": {**PARAMS["model"], "measure": measure}}
     results = {
-        "primary": {"status": "ok", "estimate": estimate, "se": se, "df": 60.0, "df_method": "satterthwaite",
-                    "ci_low": estimate - 2 * se, "ci_high": estimate + 2 * se, "p_value": 0.04, "n_clients": 80,
-                    "n_observations": 500, "converged": True,
-                    "arms": {a: {"n": 40, "baseline_mean": 6.0, "baseline_sd": 1.5, "n_endpoint": 30,
-                                 "change_mean": -2.0, "change_sd": 1.8} for a in ("hip_focused", "comparator")}},
+        "primary": {
+            "status": "ok",
+            "estimate": estimate,
+            "se": se,
+            "df": 60.0,
+            "df_method": "satterthwaite",
+            "ci_low": estimate - 2 * se,
+            "ci_high": estimate + 2 * se,
+            "p_value": 0.04,
+            "n_clients": 80,
+            "n_observations": 500,
+            "converged": True,
+            "arms": {
+                a: {
+                    "n": 40,
+                    "baseline_mean": 6.0,
+                    "baseline_sd": 1.5,
+                    "n_endpoint": 30,
+                    "change_mean": -2.0,
+                    "change_sd": 1.8,
+                }
+                for a in ("hip_focused", "comparator")
+            },
+        },
         "secondary": {
-            "responders": {"status": "done", "definition": "2 points or 30%", "n_hip_focused": 30,
-                           "responders_hip_focused": 18, "n_comparator": 30, "responders_comparator": 12,
-                           "log_odds_ratio": {"estimate": lor[0], "se": lor[1], "method": "Woolf (unadjusted)"}},
+            "responders": {
+                "status": "done",
+                "definition": "2 points or 30%",
+                "n_hip_focused": 30,
+                "responders_hip_focused": 18,
+                "n_comparator": 30,
+                "responders_comparator": 12,
+                "log_odds_ratio": {"estimate": lor[0], "se": lor[1], "method": "Woolf (unadjusted)"},
+            },
             "chronicity": {"status": "done", "interaction": {"estimate": chron[0], "se": chron[1], "df": 70.0}},
         },
     }
-    return fnd.build_findings(results, clinic_id=clinic, period=("2024-01", "2025-06"),
-                              n_by_group={"hip-focused": 40, "knee-focused": 40}, params=params,
-                              params_sha256="0" * 64, packages={"numpy": "2"}, code_version="test",
-                              min_cell=5, mcid={"points": mcid_points, "percent": 30.0})
+    return fnd.build_findings(
+        results,
+        clinic_id=clinic,
+        period=("2024-01", "2025-06"),
+        n_by_group={"hip-focused": 40, "knee-focused": 40},
+        params=params,
+        params_sha256="0" * 64,
+        packages={"numpy": "2"},
+        code_version="test",
+        min_cell=5,
+        mcid={"points": mcid_points, "percent": 30.0},
+    )
 
 
 def write(tmp_path: Path, b: dict, name: str | None = None) -> Path:
@@ -48,8 +89,11 @@ def write(tmp_path: Path, b: dict, name: str | None = None) -> Path:
 
 
 def test_pooled_estimate_is_metafor_s_estimator_on_the_clinic_numbers():
-    bs = [bundle("k-a", -1.1, 0.4, lor=(0.5, 0.4)), bundle("k-b", -0.5, 0.3, lor=(0.1, 0.35)),
-          bundle("k-c", -0.8, 0.5, lor=(0.3, 0.5), chron=(0.02, 0.05))]
+    bs = [
+        bundle("k-a", -1.1, 0.4, lor=(0.5, 0.4)),
+        bundle("k-b", -0.5, 0.3, lor=(0.1, 0.35)),
+        bundle("k-c", -0.8, 0.5, lor=(0.3, 0.5), chron=(0.02, 0.05)),
+    ]
     r = pool(bs)
     direct = meta.rma([-1.1, -0.5, -0.8], [0.16, 0.09, 0.25])
     assert r["primary"]["status"] == "pooled" and r["k"] == 3
@@ -77,8 +121,9 @@ def test_one_clinic_is_not_pooled_and_two_give_a_warning():
 
 
 def test_outputs_are_written_and_reproducible(tmp_path):
-    paths = [write(tmp_path, bundle(c, e, s)) for c, e, s in (("k-a", -1.1, 0.4), ("k-b", -0.5, 0.3),
-                                                                ("k-c", -0.8, 0.5))]
+    paths = [
+        write(tmp_path, bundle(c, e, s)) for c, e, s in (("k-a", -1.1, 0.4), ("k-b", -0.5, 0.3), ("k-c", -0.8, 0.5))
+    ]
     text = run_pool(paths, tmp_path / "out")
     assert "3 clinics pooled" in text
     files = ("pooled.json", "forest.svg", "pooled.html", "pooled.pdf")
@@ -123,8 +168,9 @@ def test_bad_bundles_give_one_clear_line_and_write_nothing(tmp_path, capsys, cas
 
 
 def test_other_measure_names_the_differing_field(tmp_path):
-    _, problems = read_bundles([write(tmp_path, bundle("k-a", -1.1, 0.4)),
-                                write(tmp_path, bundle("k-b", -0.5, 0.3, measure="lefs"))])
+    _, problems = read_bundles(
+        [write(tmp_path, bundle("k-a", -1.1, 0.4)), write(tmp_path, bundle("k-b", -0.5, 0.3, measure="lefs"))]
+    )
     assert len(problems) == 1 and "measure 'lefs' vs 'knee_pain_nprs'" in problems[0]
 
 
@@ -143,8 +189,10 @@ def test_demo_network_recovers_the_generating_effect(tmp_path):
     assert len(r["clinics"]) == 3 and r["pooled"]["ci_low"] < r["pooled"]["ci_high"]
     truth, p = r["truth"]["mean_change_difference"], r["pooled"]
     assert abs(p["estimate"] - truth) < 3 * p["se"] + 0.2
-    ids = {json.loads((tmp_path / "net" / c["clinic"] / "peer" / "findings.json").read_text())["clinic_id"]
-           for c in r["clinics"]}
+    ids = {
+        json.loads((tmp_path / "net" / c["clinic"] / "peer" / "findings.json").read_text())["clinic_id"]
+        for c in r["clinics"]
+    }
     assert ids == {"clinic-a", "clinic-b", "clinic-c"}  # each clinic its own id, no shared default
 
 
@@ -158,8 +206,9 @@ def test_pool_reports_its_steps(tmp_path):
 def test_one_and_two_clinics_render(tmp_path):
     one = run_pool([write(tmp_path, bundle("k-a", -1.1, 0.4))], tmp_path / "one")
     assert "not pooled" in one and "Not pooled" in (tmp_path / "one" / "pooled.html").read_text()
-    two = run_pool([write(tmp_path, bundle("k-a", -1.1, 0.4)), write(tmp_path, bundle("k-b", -0.5, 0.3))],
-                   tmp_path / "two")
+    two = run_pool(
+        [write(tmp_path, bundle("k-a", -1.1, 0.4)), write(tmp_path, bundle("k-b", -0.5, 0.3))], tmp_path / "two"
+    )
     assert "WARNING: only 2 clinics" in two and (tmp_path / "two" / "pooled.pdf").is_file()
 
 

@@ -40,14 +40,31 @@ def make_dataset(n: int = 160, slope_diff: float = -0.15, seed: int = 1, session
             week = 1.2 * k
             y = level + slope * week + rng.normal(0, 0.8)
             base = y if k == 0 else base
-            rows.append(dict(
-                client_id=f"C{i:04d}", clinic_id="clinic-1", sex=sex, age_band=age, symptom_weeks=sw,
-                log_symptom_weeks=np.log(sw + 1.0), sitting_hours=sitting, activity=activity, knee="left",
-                session_id=f"S{i:04d}{k:02d}", session_number=k + 1, n_sessions=sessions,
-                days_since_first=int(round(week * 7)), weeks_since_first=round(week * 7) / 7.0,
-                focus=focus, baseline_focus=focus, cum_hip_sessions=(k + 1) * hip, measure="knee_pain_nprs",
-                timing="pre", value=y, baseline_value=base,
-            ))
+            rows.append(
+                dict(
+                    client_id=f"C{i:04d}",
+                    clinic_id="clinic-1",
+                    sex=sex,
+                    age_band=age,
+                    symptom_weeks=sw,
+                    log_symptom_weeks=np.log(sw + 1.0),
+                    sitting_hours=sitting,
+                    activity=activity,
+                    knee="left",
+                    session_id=f"S{i:04d}{k:02d}",
+                    session_number=k + 1,
+                    n_sessions=sessions,
+                    days_since_first=int(round(week * 7)),
+                    weeks_since_first=round(week * 7) / 7.0,
+                    focus=focus,
+                    baseline_focus=focus,
+                    cum_hip_sessions=(k + 1) * hip,
+                    measure="knee_pain_nprs",
+                    timing="pre",
+                    value=y,
+                    baseline_value=base,
+                )
+            )
     return pd.DataFrame(rows).assign(change_from_baseline=lambda d: d["value"] - d["baseline_value"])
 
 
@@ -72,14 +89,17 @@ def test_reference_level_is_most_common_then_alphabetical():
 
 def test_every_excluded_client_is_listed_with_its_reason(dataset):
     d = dataset.copy()
-    d.loc[d["client_id"] == "C0000", ["baseline_focus"]] = "other"          # outside both groups
-    d = d[~((d["client_id"] == "C0001") & (d["session_number"] == 1))]      # no baseline
-    d = d[~((d["client_id"] == "C0002") & (d["session_number"] > 1))]       # no follow-up
+    d.loc[d["client_id"] == "C0000", ["baseline_focus"]] = "other"  # outside both groups
+    d = d[~((d["client_id"] == "C0001") & (d["session_number"] == 1))]  # no baseline
+    d = d[~((d["client_id"] == "C0002") & (d["session_number"] > 1))]  # no follow-up
     d.loc[(d["client_id"] == "C0003") & (d["session_number"] > 2), "weeks_since_first"] = 20.0  # partly outside
     pdata = primary_data(d, CFG)
     reasons = dict(zip(pdata.excluded["client_id"], pdata.excluded["reason"], strict=True))
-    assert reasons == {"C0000": "baseline focus other", "C0001": "no baseline measurement",
-                       "C0002": "no follow-up within 12 weeks"}
+    assert reasons == {
+        "C0000": "baseline focus other",
+        "C0001": "no baseline measurement",
+        "C0002": "no follow-up within 12 weeks",
+    }
     assert pdata.n_clients + len(pdata.excluded) == d["client_id"].nunique()
     assert (pdata.data.loc[pdata.data["client_id"] == "C0003", "week"] <= 12).all()
     assert len(pdata.data[pdata.data["client_id"] == "C0003"]) == 2
@@ -133,9 +153,28 @@ def test_missing_sitting_hours_keeps_clients_with_indicator():
 
 def test_entry_has_the_promised_fields(analysed):
     pdata, entry, tables, fit = analysed
-    for key in ("estimand", "formula", "re_formula", "estimate", "se", "ci_low", "ci_high", "p_value",
-                "slope_difference", "n_clients", "n_clients_by_group", "n_observations", "converged", "optimizer",
-                "status", "reason", "checks", "fixed_effects", "random_effects", "notes"):
+    for key in (
+        "estimand",
+        "formula",
+        "re_formula",
+        "estimate",
+        "se",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "slope_difference",
+        "n_clients",
+        "n_clients_by_group",
+        "n_observations",
+        "converged",
+        "optimizer",
+        "status",
+        "reason",
+        "checks",
+        "fixed_effects",
+        "random_effects",
+        "notes",
+    ):
         assert key in entry, key
     assert entry["status"] == "ok" and entry["converged"] and entry["re_formula"] == "~week"
     assert entry["formula"] == primary_formula(pdata)
@@ -168,7 +207,7 @@ def test_trajectories_follow_the_model(analysed):
     assert list(t.columns) == ["group", "week", "mean", "ci_low", "ci_high"]
     assert len(t) == 2 * 13 and set(t["group"]) == {"hip-focused", "knee-focused"}
     wide = t.pivot(index="week", columns="group", values="mean")
-    change = (wide.loc[6.0] - wide.loc[0.0])
+    change = wide.loc[6.0] - wide.loc[0.0]
     assert change["hip-focused"] - change["knee-focused"] == pytest.approx(entry["estimate"])
     assert (t["ci_low"] < t["mean"]).all() and (t["mean"] < t["ci_high"]).all()
 

@@ -44,9 +44,35 @@ IDENTIFYING = [
 ]
 
 LEGITIMATE = [
-    "C0001", "S00001", "clinic-1", "T1", "CQ3ZK7M2XA4B", "S7VU5OWHKX5ML", "hip", "hip_and_knee", "F", "U", "40-49",
-    "80+", "2025-03-14", "7.5", "45", "0", "1040", "knee_pain_nprs", "myofascial_release;stretching;trigger_point",
-    "pre", "post", "running", "Running", "Hip And Knee", "Left Knee", "100000001", "31.5", "-3", "",
+    "C0001",
+    "S00001",
+    "clinic-1",
+    "T1",
+    "CQ3ZK7M2XA4B",
+    "S7VU5OWHKX5ML",
+    "hip",
+    "hip_and_knee",
+    "F",
+    "U",
+    "40-49",
+    "80+",
+    "2025-03-14",
+    "7.5",
+    "45",
+    "0",
+    "1040",
+    "knee_pain_nprs",
+    "myofascial_release;stretching;trigger_point",
+    "pre",
+    "post",
+    "running",
+    "Running",
+    "Hip And Knee",
+    "Left Knee",
+    "100000001",
+    "31.5",
+    "-3",
+    "",
 ]
 
 
@@ -77,8 +103,11 @@ def test_scan_short_ids_are_not_postcodes():
 def test_scan_reports_every_column_and_caps_long_runs():
     n = 30
     frame = pd.DataFrame(
-        {"client_id": [f"C{i:04d}" for i in range(n)], "clinic_id": ["a@example.com"] * n,
-         "sex": ["F"] * (n - 1) + ["Jo Bloggs"]},
+        {
+            "client_id": [f"C{i:04d}" for i in range(n)],
+            "clinic_id": ["a@example.com"] * n,
+            "sex": ["F"] * (n - 1) + ["Jo Bloggs"],
+        },
         index=pd.RangeIndex(2, n + 2, name="row"),
     )
     problems = scan_values(frame, "clients.csv", max_rows_per_rule=5)
@@ -94,10 +123,14 @@ def test_scan_is_fast_on_long_tables():
     n = 400_000
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
-        {"session_id": [f"S{i:06d}" for i in rng.integers(0, 60_000, n)],
-         "measure": rng.choice(["knee_pain_nprs", "lefs", "hip_ir_left_deg"], n),
-         "timing": rng.choice(["pre", "post"], n), "value": rng.integers(0, 11, n).astype(str)},
-        index=pd.RangeIndex(2, n + 2, name="row"), dtype="string",
+        {
+            "session_id": [f"S{i:06d}" for i in rng.integers(0, 60_000, n)],
+            "measure": rng.choice(["knee_pain_nprs", "lefs", "hip_ir_left_deg"], n),
+            "timing": rng.choice(["pre", "post"], n),
+            "value": rng.integers(0, 11, n).astype(str),
+        },
+        index=pd.RangeIndex(2, n + 2, name="row"),
+        dtype="string",
     )
     frame.loc[1000, "value"] = "ann@example.com"
     start = time.perf_counter()
@@ -113,14 +146,16 @@ IDS = {"C0001", "S00017", "clinic-1"}
 
 
 def test_peer_text_clean_passes():
-    html = ('<p>Clients <td data-count="12">12</td> <td data-count="<5">&lt;5</td> <td data-count="0">0</td>'
-            ' <td data-count="*">*</td> <td data-count="&lt;5">&lt;5</td> C00011 is not C0001x</p>')
+    html = (
+        '<p>Clients <td data-count="12">12</td> <td data-count="<5">&lt;5</td> <td data-count="0">0</td>'
+        ' <td data-count="*">*</td> <td data-count="&lt;5">&lt;5</td> C00011 is not C0001x</p>'
+    )
     assert check_peer_output(html, forbidden_ids=IDS, min_cell=5) == []
     assert_peer_safe(html, forbidden_ids=IDS, min_cell=5)
 
 
 def test_peer_text_flags_ids_and_small_counts_without_naming_the_id():
-    html = '<p>Client C0001 improved</p>\n<td data-count="3">3</td>\n<td data-count=\'x\'>'
+    html = "<p>Client C0001 improved</p>\n<td data-count=\"3\">3</td>\n<td data-count='x'>"
     reasons = check_peer_output(html, forbidden_ids=IDS, min_cell=5)
     assert len(reasons) == 3
     assert "client or session id" in reasons[0] and "C0001" not in " ".join(reasons)
@@ -152,9 +187,21 @@ def test_peer_json_conventions():
     assert "C0001" not in joined and "S00017" not in joined
 
 
-@pytest.mark.parametrize(("key", "expected"), [("n", True), ("n_clients", True), ("clients_n", True),
-                                               ("count", True), ("counts", True), ("session_count", True),
-                                               ("mean", False), ("ni", False), ("n", True), ("noun", False)])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("n", True),
+        ("n_clients", True),
+        ("clients_n", True),
+        ("count", True),
+        ("counts", True),
+        ("session_count", True),
+        ("mean", False),
+        ("ni", False),
+        ("n", True),
+        ("noun", False),
+    ],
+)
 def test_count_key_convention(key, expected):
     assert is_count_key(key) is expected
 
@@ -164,7 +211,15 @@ def test_count_key_convention(key, expected):
 
 def test_suppress_count():
     assert [suppress_count(v, 5) for v in (0, 1, 4, 5, 12, 3.0, float("nan"), None)] == [
-        "0", "<5", "<5", "5", "12", "<5", "", ""]
+        "0",
+        "<5",
+        "<5",
+        "5",
+        "12",
+        "<5",
+        "",
+        "",
+    ]
 
 
 def _recoverable(hidden: np.ndarray) -> bool:
@@ -216,14 +271,20 @@ def test_suppress_table_single_column_uses_column_complement():
 
 
 def test_k_anonymity():
-    df = pd.DataFrame({
-        "clinic_id": ["c"] * 7,
-        "sex": ["F", "F", "F", "M", "M", "M", "M"],
-        "age_band": ["40-49"] * 3 + ["50-59"] * 3 + [None],
-        "knee": ["left"] * 7,
-    })
-    assert k_anonymity(df, threshold=3) == {"k": 1, "n_classes": 3, "n_below_threshold": 1,
-                                            "n_records_below_threshold": 1}
+    df = pd.DataFrame(
+        {
+            "clinic_id": ["c"] * 7,
+            "sex": ["F", "F", "F", "M", "M", "M", "M"],
+            "age_band": ["40-49"] * 3 + ["50-59"] * 3 + [None],
+            "knee": ["left"] * 7,
+        }
+    )
+    assert k_anonymity(df, threshold=3) == {
+        "k": 1,
+        "n_classes": 3,
+        "n_below_threshold": 1,
+        "n_records_below_threshold": 1,
+    }
     assert k_anonymity(df.iloc[:0])["k"] == 0
     with pytest.raises(KeyError, match="age"):
         k_anonymity(df, quasi=("sex", "age"))
@@ -253,19 +314,29 @@ def test_table1_has_no_pinned_cell_on_small_clinics():
     rng = np.random.default_rng(3)
     for n in (8, 10, 12, 15):
         for _ in range(10):
-            clients = pd.DataFrame({
-                "group": rng.choice(["hip-focused", "knee-focused"], n),
-                "sex": rng.choice(["F", "M", "X"], n, p=[0.55, 0.4, 0.05]),
-                "age_band": rng.choice(["30-39", "40-49", "50-59"], n),
-                "activity": rng.choice(["cycling", "running", "none", "other"], n),
-                "knee": rng.choice(["left", "right", "both"], n)})
+            clients = pd.DataFrame(
+                {
+                    "group": rng.choice(["hip-focused", "knee-focused"], n),
+                    "sex": rng.choice(["F", "M", "X"], n, p=[0.55, 0.4, 0.05]),
+                    "age_band": rng.choice(["30-39", "40-49", "50-59"], n),
+                    "activity": rng.choice(["cycling", "running", "none", "other"], n),
+                    "knee": rng.choice(["left", "right", "both"], n),
+                }
+            )
             if clients["group"].nunique() < 2:
                 continue
             table = baseline_table(clients, 5)
             groups = sorted(clients["group"].unique())
             for var, block in table.groupby("variable", sort=False):
-                full = (clients.groupby([var, "group"]).size().unstack("group").reindex(columns=groups)
-                        .fillna(0).reindex(block["level"]).to_numpy(dtype=float))
+                full = (
+                    clients.groupby([var, "group"])
+                    .size()
+                    .unstack("group")
+                    .reindex(columns=groups)
+                    .fillna(0)
+                    .reindex(block["level"])
+                    .to_numpy(dtype=float)
+                )
                 full = np.column_stack([full, full.sum(axis=1)])
                 full = np.vstack([full, full.sum(axis=0)])
                 shown = block[[*groups, "total"]].to_numpy()
@@ -279,14 +350,25 @@ def test_table1_has_no_pinned_cell_on_small_clinics():
 def test_responder_ratios_and_km_steps_withheld_for_small_cells():
     from analysis.privacy import km_for_peers, responder_cells_small
 
-    entry = {"status": "done", "n_hip_focused": 3, "responders_hip_focused": 3, "n_comparator": 5,
-             "responders_comparator": 3}
+    entry = {
+        "status": "done",
+        "n_hip_focused": 3,
+        "responders_hip_focused": 3,
+        "n_comparator": 5,
+        "responders_comparator": 3,
+    }
     assert responder_cells_small(entry, 5)
-    big = {"status": "done", "n_hip_focused": 30, "responders_hip_focused": 12, "n_comparator": 25,
-           "responders_comparator": 10}
+    big = {
+        "status": "done",
+        "n_hip_focused": 30,
+        "responders_hip_focused": 12,
+        "n_comparator": 25,
+        "responders_comparator": 10,
+    }
     assert not responder_cells_small(big, 5)
-    km = pd.DataFrame({"group": ["a"] * 4, "week": [0, 1, 2, 3], "survival": [1, 0.8, 0.6, 0.5],
-                       "at_risk": [9, 6, 4, 2]})
+    km = pd.DataFrame(
+        {"group": ["a"] * 4, "week": [0, 1, 2, 3], "survival": [1, 0.8, 0.6, 0.5], "at_risk": [9, 6, 4, 2]}
+    )
     assert km_for_peers(km, 5)["week"].tolist() == [0, 1]
 
 
@@ -295,8 +377,10 @@ def test_local_paths_never_reach_peers():
 
     html = "<p>read from /home/olivia/clinic-north/export</p>"
     assert any("local file path" in r for r in check_peer_output(html, forbidden_ids=[], min_cell=5))
-    assert any("local file path" in r for r in check_peer_output({"input": "C:\\\\Users\\\\olivia\\\\data"},
-                                                                   forbidden_ids=[], min_cell=5))
+    assert any(
+        "local file path" in r
+        for r in check_peer_output({"input": "C:\\\\Users\\\\olivia\\\\data"}, forbidden_ids=[], min_cell=5)
+    )
     assert check_peer_output("<p>data/raw/demo and 2024-01 to 2025-06</p>", forbidden_ids=[], min_cell=5) == []
     text = params_text({"data": {"input": "/home/olivia/clinic-north/export", "registry": "config/measures.yaml"}})
     assert "olivia" not in text and "<outside the project>" in text and "config/measures.yaml" in text

@@ -50,8 +50,13 @@ def _outputs(root: Path) -> dict[str, bytes]:
 def test_build_writes_every_output(built):
     root, _, text = built
     out = _outputs(root)
-    for name in ("reports/therapist/index.html", "reports/peer/report.html", "reports/peer/report.pdf",
-                 "reports/peer/findings.json", "reports/peer/figures/forest.svg"):
+    for name in (
+        "reports/therapist/index.html",
+        "reports/peer/report.html",
+        "reports/peer/report.pdf",
+        "reports/peer/findings.json",
+        "reports/peer/figures/forest.svg",
+    ):
         assert name in out, name
     assert out["reports/peer/report.pdf"].startswith(b"%PDF")
     assert "reports built in" in text
@@ -77,7 +82,7 @@ def test_html_is_self_contained(built):
         assert not re.search(r"""<link[^>]*\bhref\s*=\s*["']?(https?:)?//""", html, re.I), page
         assert not re.search(r"""\b(src|href)\s*=\s*["']?(https?:)?//""", html, re.I), page
         assert not re.search(r"""url\(\s*["']?(https?:)?//""", html, re.I), page
-        assert "<img src=\"data:image/svg+xml;base64," in html
+        assert '<img src="data:image/svg+xml;base64,' in html
 
 
 def test_therapist_links_validation_and_lists_clients(built):
@@ -174,25 +179,43 @@ def test_primary_sentence_when_fit_failed(nprs):
 
 
 def test_peer_flow_merges_small_exclusions():
-    flow = pd.DataFrame({
-        "step": ["received", "valid", "with baseline", "with follow-up", "in comparison", "analysed: hip",
-                 "analysed: knee"],
-        "clients": [100, 98, 97, 80, 77, 40, 37],
-        "excluded_clients": [0, 2, 1, 17, 3, 0, 0],
-        "reason": ["", "invalid", "no baseline", "no follow-up", "other focus", "group", "group"],
-    })
+    flow = pd.DataFrame(
+        {
+            "step": [
+                "received",
+                "valid",
+                "with baseline",
+                "with follow-up",
+                "in comparison",
+                "analysed: hip",
+                "analysed: knee",
+            ],
+            "clients": [100, 98, 97, 80, 77, 40, 37],
+            "excluded_clients": [0, 2, 1, 17, 3, 0, 0],
+            "reason": ["", "invalid", "no baseline", "no follow-up", "other focus", "group", "group"],
+        }
+    )
     steps, groups = peer.peer_flow(flow, 5)
     shown = [(b.step, b.clients, b.excluded) for b in steps]
-    assert shown == [("received", "100", "0"), ("with follow-up", "80", "20"), ("in comparison", "77", "3")] \
-        or shown == [("received", "100", "0"), ("in comparison", "77", "23")]
+    assert shown == [
+        ("received", "100", "0"),
+        ("with follow-up", "80", "20"),
+        ("in comparison", "77", "3"),
+    ] or shown == [("received", "100", "0"), ("in comparison", "77", "23")]
     for b in steps:
         assert not (b.excluded.isdigit() and 0 < int(b.excluded) < 5)
     assert [g.clients for g in groups] == ["40", "37"]
 
 
 def test_peer_flow_hides_group_recoverable_by_subtraction():
-    flow = pd.DataFrame({"step": ["received", "analysed: hip", "analysed: knee"], "clients": [30, 3, 27],
-                         "excluded_clients": [0, 0, 0], "reason": ["", "group", "group"]})
+    flow = pd.DataFrame(
+        {
+            "step": ["received", "analysed: hip", "analysed: knee"],
+            "clients": [30, 3, 27],
+            "excluded_clients": [0, 0, 0],
+            "reason": ["", "group", "group"],
+        }
+    )
     _, groups = peer.peer_flow(flow, 5)
     assert groups[0].clients == "<5" and groups[1].clients in ("<5", "*")
 
@@ -203,8 +226,12 @@ def test_mcid_needed_takes_the_easier_of_points_and_percent(nprs):
 
 
 def test_forest_rows_keep_failed_analyses_visible():
-    rows = summary.forest_rows({"primary": {"status": "failed", "reason": "x"},
-                                "secondary": {"gee": {"status": "ok", "estimate": -1, "ci_low": -2, "ci_high": 0}}})
+    rows = summary.forest_rows(
+        {
+            "primary": {"status": "failed", "reason": "x"},
+            "secondary": {"gee": {"status": "ok", "estimate": -1, "ci_low": -2, "ci_high": 0}},
+        }
+    )
     assert rows["label"].iloc[0].startswith("Primary") and math.isnan(rows["estimate"].iloc[0])
     assert rows.loc[rows["label"].str.startswith("GEE"), "estimate"].item() == -1
     assert len(rows) == 1 + len(summary.SENSITIVITY)
@@ -233,13 +260,31 @@ def test_fallback_fit_is_reported_as_such():
 
 def test_findings_hide_the_other_group_when_one_is_small():
     jsonschema = pytest.importorskip("jsonschema")
-    results = {"primary": {"status": "ok", "estimate": -1.0, "se": 0.5, "ci_low": -2.0, "ci_high": 0.0,
-                           "p_value": 0.05, "n_clients": 23, "n_observations": 120, "converged": True},
-               "secondary": {}}
-    bundle = findings.build_findings(results, clinic_id="KTESTCLINIC01", period=("2024-01", "2024-06"),
-                                     n_by_group={"hip-focused": 19, "knee-focused": 4}, params={"model": {}},
-                                     params_sha256="0" * 64, packages={"pandas": "x"}, code_version="v0",
-                                     min_cell=5)
+    results = {
+        "primary": {
+            "status": "ok",
+            "estimate": -1.0,
+            "se": 0.5,
+            "ci_low": -2.0,
+            "ci_high": 0.0,
+            "p_value": 0.05,
+            "n_clients": 23,
+            "n_observations": 120,
+            "converged": True,
+        },
+        "secondary": {},
+    }
+    bundle = findings.build_findings(
+        results,
+        clinic_id="KTESTCLINIC01",
+        period=("2024-01", "2024-06"),
+        n_by_group={"hip-focused": 19, "knee-focused": 4},
+        params={"model": {}},
+        params_sha256="0" * 64,
+        packages={"pandas": "x"},
+        code_version="v0",
+        min_cell=5,
+    )
     # 23 - 19 would give the suppressed 4 away: both groups are hidden
     assert bundle["n_clients_by_group"] == {"hip-focused": "*", "knee-focused": "<5"}
     jsonschema.validate(bundle, findings.schema())
@@ -248,32 +293,70 @@ def test_findings_hide_the_other_group_when_one_is_small():
 def test_peer_medians_withheld_for_small_groups():
     from analysis.report import peer
 
-    clients = pd.DataFrame({"group": ["hip-focused"] * 2 + ["knee-focused"] * 6,
-                            "symptom_weeks": [3, 900, 10, 12, 14, 16, 18, 20],
-                            "sitting_hours": [1.0, 2.0, 5, 6, 7, 8, 9, 10]})
+    clients = pd.DataFrame(
+        {
+            "group": ["hip-focused"] * 2 + ["knee-focused"] * 6,
+            "symptom_weeks": [3, 900, 10, 12, 14, 16, 18, 20],
+            "sitting_hours": [1.0, 2.0, 5, 6, 7, 8, 9, 10],
+        }
+    )
     summary = peer.continuous_summary(clients, 5).set_index(["variable", "group"])
     assert math.isnan(summary.loc[("symptom_weeks", "hip-focused"), "median"])  # two clients: no quartiles
     assert summary.loc[("symptom_weeks", "knee-focused"), "median"] == 15
 
 
 def _bundle(primary_extra: dict | None = None, responders: dict | None = None, params: dict | None = None) -> dict:
-    results = {"primary": {"status": "ok", "estimate": -1.0, "se": 0.5, "df": 40.2, "df_method": "satterthwaite",
-                           "ci_low": -2.0, "ci_high": 0.0, "p_value": 0.05, "n_clients": 40, "n_observations": 200,
-                           "converged": True, **(primary_extra or {})},
-               "secondary": {"responders": responders} if responders else {}}
-    return findings.build_findings(results, clinic_id="KTESTCLINIC01", period=("2024-01", "2024-06"),
-                                   n_by_group={"hip-focused": 22, "knee-focused": 18},
-                                   params=params or {"model": {"measure": "knee_pain_nprs", "primary_week": 6}},
-                                   params_sha256="0" * 64, packages={"pandas": "x"}, code_version="v0", min_cell=5,
-                                   mcid={"points": 2.0, "percent": 30.0})
+    results = {
+        "primary": {
+            "status": "ok",
+            "estimate": -1.0,
+            "se": 0.5,
+            "df": 40.2,
+            "df_method": "satterthwaite",
+            "ci_low": -2.0,
+            "ci_high": 0.0,
+            "p_value": 0.05,
+            "n_clients": 40,
+            "n_observations": 200,
+            "converged": True,
+            **(primary_extra or {}),
+        },
+        "secondary": {"responders": responders} if responders else {},
+    }
+    return findings.build_findings(
+        results,
+        clinic_id="KTESTCLINIC01",
+        period=("2024-01", "2024-06"),
+        n_by_group={"hip-focused": 22, "knee-focused": 18},
+        params=params or {"model": {"measure": "knee_pain_nprs", "primary_week": 6}},
+        params_sha256="0" * 64,
+        packages={"pandas": "x"},
+        code_version="v0",
+        min_cell=5,
+        mcid={"points": 2.0, "percent": 30.0},
+    )
 
 
 def test_findings_v2_arms_withheld_below_min_cell():
     jsonschema = pytest.importorskip("jsonschema")
-    arms = {"hip_focused": {"n": 22, "baseline_mean": 6.1, "baseline_sd": 1.5, "n_endpoint": 4,
-                            "change_mean": -2.5, "change_sd": 1.1},
-            "comparator": {"n": 18, "baseline_mean": 5.8, "baseline_sd": 1.7, "n_endpoint": 12,
-                           "change_mean": -1.5, "change_sd": 1.6}}
+    arms = {
+        "hip_focused": {
+            "n": 22,
+            "baseline_mean": 6.1,
+            "baseline_sd": 1.5,
+            "n_endpoint": 4,
+            "change_mean": -2.5,
+            "change_sd": 1.1,
+        },
+        "comparator": {
+            "n": 18,
+            "baseline_mean": 5.8,
+            "baseline_sd": 1.7,
+            "n_endpoint": 12,
+            "change_mean": -1.5,
+            "change_sd": 1.6,
+        },
+    }
     b = _bundle({"arms": arms})
     jsonschema.validate(b, findings.schema())
     assert b["arms"]["hip_focused"]["baseline_mean"] == pytest.approx(6.1)
@@ -284,8 +367,13 @@ def test_findings_v2_arms_withheld_below_min_cell():
 
 def test_findings_v2_responder_ratio_withheld_when_a_cell_is_small():
     jsonschema = pytest.importorskip("jsonschema")
-    base = {"status": "done", "definition": "2 points or 30%", "n_hip_focused": 20, "n_comparator": 18,
-            "log_odds_ratio": {"estimate": 0.4, "se": 0.6, "method": "Woolf (unadjusted)"}}
+    base = {
+        "status": "done",
+        "definition": "2 points or 30%",
+        "n_hip_focused": 20,
+        "n_comparator": 18,
+        "log_odds_ratio": {"estimate": 0.4, "se": 0.6, "method": "Woolf (unadjusted)"},
+    }
     ok = _bundle(responders={**base, "responders_hip_focused": 12, "responders_comparator": 7})
     assert ok["responders"]["status"] == "done" and ok["responders"]["log_odds_ratio"] == pytest.approx(0.4)
     assert ok["responders"]["mcid"] == {"points": 2.0, "percent": 30.0}
@@ -317,14 +405,23 @@ def test_clinic_identity_is_stable_unique_and_never_shared(tmp_path, monkeypatch
 
 
 def _sens_results(primary_ci=(-1.66, -0.2), iptw=(-0.49, -1.61, 0.64), mi=(-0.52, -1.28, 0.24), balanced=False):
-    return {"primary": {"status": "ok", "estimate": -0.9, "ci_low": primary_ci[0], "ci_high": primary_ci[1]},
-            "secondary": {
-                "gee": {"status": "done", "estimate": -0.84, "ci_low": -1.55, "ci_high": -0.14},
-                "iptw": {"status": "done", "estimate": iptw[0], "ci_low": iptw[1], "ci_high": iptw[2],
-                         "balanced": balanced, "max_abs_smd_weighted": 0.24, "smd_target": 0.1},
-                "multiple_imputation": {"status": "done", "estimate": mi[0], "ci_low": mi[1], "ci_high": mi[2]},
-                "tipping_point": {"status": "done", "tipping_delta": None,
-                                  "conclusion": "no conclusion to tip"}}}
+    return {
+        "primary": {"status": "ok", "estimate": -0.9, "ci_low": primary_ci[0], "ci_high": primary_ci[1]},
+        "secondary": {
+            "gee": {"status": "done", "estimate": -0.84, "ci_low": -1.55, "ci_high": -0.14},
+            "iptw": {
+                "status": "done",
+                "estimate": iptw[0],
+                "ci_low": iptw[1],
+                "ci_high": iptw[2],
+                "balanced": balanced,
+                "max_abs_smd_weighted": 0.24,
+                "smd_target": 0.1,
+            },
+            "multiple_imputation": {"status": "done", "estimate": mi[0], "ci_low": mi[1], "ci_high": mi[2]},
+            "tipping_point": {"status": "done", "tipping_delta": None, "conclusion": "no conclusion to tip"},
+        },
+    }
 
 
 def test_robustness_sentence_never_lets_the_headline_sound_surer():
@@ -335,7 +432,8 @@ def test_robustness_sentence_never_lets_the_headline_sound_surer():
     assert "did not balance the groups" in text and "0.24" in text
     agree = _sens_results(iptw=(-0.8, -1.5, -0.1), mi=(-0.85, -1.5, -0.2), balanced=True)
     assert summary.robustness_sentence(agree, summary.forest_rows(agree)).startswith(
-        "All 3 sensitivity analyses point the same way")
+        "All 3 sensitivity analyses point the same way"
+    )
 
 
 def test_tipping_point_status_agrees_in_plot_and_table():
@@ -347,23 +445,42 @@ def test_tipping_point_status_agrees_in_plot_and_table():
 
 
 def test_chronicity_is_answered_in_words():
-    r = {"secondary": {"chronicity": {"status": "done", "interaction": {
-        "estimate": -0.014, "ci_low": -0.12, "ci_high": 0.09, "p_value": 0.79,
-        "change_at_primary_week_per_log_unit": -0.08},
-        "at_symptom_weeks": {"4": {"estimate": -0.8}, "26": {"estimate": -0.9}, "104": {"estimate": -1.0}}}}}
+    r = {
+        "secondary": {
+            "chronicity": {
+                "status": "done",
+                "interaction": {
+                    "estimate": -0.014,
+                    "ci_low": -0.12,
+                    "ci_high": 0.09,
+                    "p_value": 0.79,
+                    "change_at_primary_week_per_log_unit": -0.08,
+                },
+                "at_symptom_weeks": {"4": {"estimate": -0.8}, "26": {"estimate": -0.9}, "104": {"estimate": -1.0}},
+            }
+        }
+    }
     text = summary.chronicity_sentence(r)
     assert text.startswith("No clear dependence on how long the pain had lasted")
     assert "−0.8 at 4 weeks" in text and "−1.0 at 104 weeks" in text
-    r["secondary"]["chronicity"]["interaction"].update(ci_low=0.02, ci_high=0.2, p_value=0.01,
-                                                        change_at_primary_week_per_log_unit=0.3)
+    r["secondary"]["chronicity"]["interaction"].update(
+        ci_low=0.02, ci_high=0.2, p_value=0.01, change_at_primary_week_per_log_unit=0.3
+    )
     assert "smaller the longer the pain had lasted" in summary.chronicity_sentence(r)
 
 
 def test_trajectory_band_is_clipped_to_the_scale_and_thin_data_marked():
     from analysis.report import figures as fg
 
-    traj = pd.DataFrame({"group": ["hip_focused"] * 3, "week": [0.0, 6.0, 12.0], "mean": [5.5, 2.0, 0.2],
-                         "ci_low": [5.0, 1.0, -1.2], "ci_high": [6.0, 3.0, 1.6]})
+    traj = pd.DataFrame(
+        {
+            "group": ["hip_focused"] * 3,
+            "week": [0.0, 6.0, 12.0],
+            "mean": [5.5, 2.0, 0.2],
+            "ci_low": [5.0, 1.0, -1.2],
+            "ci_high": [6.0, 3.0, 1.6],
+        }
+    )
     fig = fg.trajectories(traj, None, ylabel="NPRS", ylim=(0, 10), thin_from=10.0)
     ax = fig.axes[0]
     assert ax.get_ylim() == (0.0, 10.0)
@@ -373,16 +490,30 @@ def test_trajectory_band_is_clipped_to_the_scale_and_thin_data_marked():
 
 
 def test_model_tables_in_words_with_df():
-    primary = {"reference_levels": {"sex": "F"}, "fixed_effects": {
-        "C(sex)[T.M]": {"estimate": -0.3, "se": 0.3, "df": 116.1, "ci_low": -0.9, "ci_high": 0.3, "p_value": 0.3},
-        "Intercept": {"estimate": 4.6, "se": 0.7, "df": 116.2, "ci_low": 3.2, "ci_high": 6.0, "p_value": 1e-6},
-        "week:hip": {"estimate": -0.16, "se": 0.06, "df": 110.3, "ci_low": -0.28, "ci_high": -0.03, "p_value": 0.01}},
-        "random_effects": {"variances": {"Intercept": 2.2, "week": 0.09},
-                           "correlation": {"corr(Intercept, week)": -0.2}, "residual_variance": 0.8}}
+    primary = {
+        "reference_levels": {"sex": "F"},
+        "fixed_effects": {
+            "C(sex)[T.M]": {"estimate": -0.3, "se": 0.3, "df": 116.1, "ci_low": -0.9, "ci_high": 0.3, "p_value": 0.3},
+            "Intercept": {"estimate": 4.6, "se": 0.7, "df": 116.2, "ci_low": 3.2, "ci_high": 6.0, "p_value": 1e-6},
+            "week:hip": {
+                "estimate": -0.16,
+                "se": 0.06,
+                "df": 110.3,
+                "ci_low": -0.28,
+                "ci_high": -0.03,
+                "p_value": 0.01,
+            },
+        },
+        "random_effects": {
+            "variances": {"Intercept": 2.2, "week": 0.09},
+            "correlation": {"corr(Intercept, week)": -0.2},
+            "residual_variance": 0.8,
+        },
+    }
     fixed, var = summary.model_tables(primary)
     assert [f["term"] for f in fixed] == ["intercept", "week × hip-focused", "sex M (vs F)"]
     assert fixed[1]["df"] == 110.3
-    assert var[0]["component"] == "between clients: intercept" and var[0]["sd"] == pytest.approx(2.2 ** 0.5)
+    assert var[0]["component"] == "between clients: intercept" and var[0]["sd"] == pytest.approx(2.2**0.5)
     assert var[-1]["component"] == "within client (residual)"
 
 

@@ -91,7 +91,7 @@ def _corrupt(data: bytes, op: str, pos: float, junk: str, col: int) -> bytes:
     header = lines[0].split(",")
     i = int(pos * max(len(data) - 1, 1))
     if op == "flip":
-        return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+        return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
     if op == "truncate":
         return data[:i]
     if op == "drop_column":
@@ -123,8 +123,20 @@ def _corrupt(data: bytes, op: str, pos: float, junk: str, col: int) -> bytes:
     raise AssertionError(op)
 
 
-OPS = ["flip", "truncate", "drop_column", "duplicate_column", "junk_cell", "semicolons", "tabs", "utf16", "latin1",
-       "bom_crlf", "nul", "quote"]
+OPS = [
+    "flip",
+    "truncate",
+    "drop_column",
+    "duplicate_column",
+    "junk_cell",
+    "semicolons",
+    "tabs",
+    "utf16",
+    "latin1",
+    "bom_crlf",
+    "nul",
+    "quote",
+]
 
 
 # 30 examples: each runs one great-expectations validation (~1 s), keeping this test well under a minute.
@@ -161,8 +173,11 @@ XLSX_BYTES = b"PK\x03\x04" + b"\x00" * 200
 
 
 def _ragged():
-    return {"sessions.csv": SESSIONS.replace("S0002,C0001,2025-03-10,T1,hip,,45",
-                                             "S0002,C0001,2025-03-10,T1,hip,stretching,trigger_point,45")}
+    return {
+        "sessions.csv": SESSIONS.replace(
+            "S0002,C0001,2025-03-10,T1,hip,,45", "S0002,C0001,2025-03-10,T1,hip,stretching,trigger_point,45"
+        )
+    }
 
 
 # id, files to replace (None = delete), extra validate params, expected exit code, strings the stderr must contain
@@ -171,43 +186,131 @@ CASES = [
     ("empty_file", {"clients.csv": ""}, {}, 1, ["clients.csv", "empty"]),
     ("header_only", {"clients.csv": CLIENTS.splitlines()[0] + "\n"}, {}, 1, ["clients.csv", "no data rows"]),
     ("wrong_delimiter", {"clients.csv": CLIENTS.replace(",", ";")}, {}, 1, ["clients.csv", "row 1", "delimiter"]),
-    ("not_utf8", {"clients.csv": CLIENTS.replace("running", "rünning").encode("latin-1")}, {}, 1,
-     ["clients.csv", "row 2", "UTF-8"]),
+    (
+        "not_utf8",
+        {"clients.csv": CLIENTS.replace("running", "rünning").encode("latin-1")},
+        {},
+        1,
+        ["clients.csv", "row 2", "UTF-8"],
+    ),
     ("bom", {"clients.csv": b"\xef\xbb\xbf" + CLIENTS.encode()}, {}, 0, []),
     ("crlf", {k: v.replace("\n", "\r\n") for k, v in VALID.items()}, {}, 0, []),
-    ("quoted_comma", {"sessions.csv": SESSIONS.replace("trigger_point,30", '"trigger_point,stretching",30')}, {},
-     1, ["sessions.csv", "row 4", "column techniques"]),
+    (
+        "quoted_comma",
+        {"sessions.csv": SESSIONS.replace("trigger_point,30", '"trigger_point,stretching",30')},
+        {},
+        1,
+        ["sessions.csv", "row 4", "column techniques"],
+    ),
     ("unquoted_comma", _ragged(), {}, 1, ["sessions.csv", "row 3", "fields"]),
-    ("missing_column", {"clients.csv": CLIENTS.replace(",knee", "").replace(",right", "").replace(",left", "")},
-     {}, 1, ["clients.csv", "column knee", "missing"]),
-    ("extra_column", {"clients.csv": CLIENTS.replace("knee\n", "knee,shoe_size\n").replace("right\n", "right,9\n")
-                      .replace("left\n", "left,10\n")}, {}, 1, ["clients.csv", "column shoe_size", "unknown column"]),
-    ("identifier_column", {"clients.csv": CLIENTS.replace("knee\n", "knee,email\n").replace("right\n", "right,x\n")
-                           .replace("left\n", "left,y\n")}, {}, 1, ["clients.csv", "column email", "identifier"]),
-    ("duplicated_column", {"measurements.csv": MEASUREMENTS.replace("value\n", "value,value\n")}, {}, 1,
-     ["measurements.csv", "column value", "more than once"]),
-    ("wrong_type", {"sessions.csv": SESSIONS.replace(",hip,,45", ",hip,,forty-five")}, {}, 1,
-     ["sessions.csv", "row 3", "column minutes"]),
-    ("out_of_range", {"measurements.csv": MEASUREMENTS.replace("pre,7", "pre,11")}, {}, 1,
-     ["measurements.csv", "row 6", "column value"]),
-    ("unknown_category", {"clients.csv": CLIENTS.replace(",F,", ",female,")}, {}, 1,
-     ["clients.csv", "row 2", "column sex"]),
-    ("other_date_format", {"sessions.csv": SESSIONS.replace("2025-03-04", "04/03/2025")}, {}, 1,
-     ["sessions.csv", "row 4", "column session_date"]),
-    ("impossible_date", {"sessions.csv": SESSIONS.replace("2025-03-04", "2025-02-30")}, {}, 1,
-     ["sessions.csv", "row 4", "column session_date"]),
-    ("future_date", {"sessions.csv": SESSIONS.replace("2025-03-04", "2099-03-04")}, {}, 1,
-     ["sessions.csv", "row 4", "column session_date"]),
-    ("duplicate_key", {"clients.csv": CLIENTS.replace("C0002,,M", "C0001,,M")}, {}, 1,
-     ["clients.csv", "row 3", "column client_id"]),
-    ("orphan", {"sessions.csv": SESSIONS.replace("S0003,C0002", "S0003,C0009")}, {}, 1,
-     ["sessions.csv", "row 4", "column client_id"]),
-    ("unknown_measure", {"measurements.csv": MEASUREMENTS.replace("S0003,lefs", "S0003,koos")}, {}, 1,
-     ["measurements.csv", "row 7", "column measure"]),
+    (
+        "missing_column",
+        {"clients.csv": CLIENTS.replace(",knee", "").replace(",right", "").replace(",left", "")},
+        {},
+        1,
+        ["clients.csv", "column knee", "missing"],
+    ),
+    (
+        "extra_column",
+        {
+            "clients.csv": CLIENTS.replace("knee\n", "knee,shoe_size\n")
+            .replace("right\n", "right,9\n")
+            .replace("left\n", "left,10\n")
+        },
+        {},
+        1,
+        ["clients.csv", "column shoe_size", "unknown column"],
+    ),
+    (
+        "identifier_column",
+        {
+            "clients.csv": CLIENTS.replace("knee\n", "knee,email\n")
+            .replace("right\n", "right,x\n")
+            .replace("left\n", "left,y\n")
+        },
+        {},
+        1,
+        ["clients.csv", "column email", "identifier"],
+    ),
+    (
+        "duplicated_column",
+        {"measurements.csv": MEASUREMENTS.replace("value\n", "value,value\n")},
+        {},
+        1,
+        ["measurements.csv", "column value", "more than once"],
+    ),
+    (
+        "wrong_type",
+        {"sessions.csv": SESSIONS.replace(",hip,,45", ",hip,,forty-five")},
+        {},
+        1,
+        ["sessions.csv", "row 3", "column minutes"],
+    ),
+    (
+        "out_of_range",
+        {"measurements.csv": MEASUREMENTS.replace("pre,7", "pre,11")},
+        {},
+        1,
+        ["measurements.csv", "row 6", "column value"],
+    ),
+    (
+        "unknown_category",
+        {"clients.csv": CLIENTS.replace(",F,", ",female,")},
+        {},
+        1,
+        ["clients.csv", "row 2", "column sex"],
+    ),
+    (
+        "other_date_format",
+        {"sessions.csv": SESSIONS.replace("2025-03-04", "04/03/2025")},
+        {},
+        1,
+        ["sessions.csv", "row 4", "column session_date"],
+    ),
+    (
+        "impossible_date",
+        {"sessions.csv": SESSIONS.replace("2025-03-04", "2025-02-30")},
+        {},
+        1,
+        ["sessions.csv", "row 4", "column session_date"],
+    ),
+    (
+        "future_date",
+        {"sessions.csv": SESSIONS.replace("2025-03-04", "2099-03-04")},
+        {},
+        1,
+        ["sessions.csv", "row 4", "column session_date"],
+    ),
+    (
+        "duplicate_key",
+        {"clients.csv": CLIENTS.replace("C0002,,M", "C0001,,M")},
+        {},
+        1,
+        ["clients.csv", "row 3", "column client_id"],
+    ),
+    (
+        "orphan",
+        {"sessions.csv": SESSIONS.replace("S0003,C0002", "S0003,C0009")},
+        {},
+        1,
+        ["sessions.csv", "row 4", "column client_id"],
+    ),
+    (
+        "unknown_measure",
+        {"measurements.csv": MEASUREMENTS.replace("S0003,lefs", "S0003,koos")},
+        {},
+        1,
+        ["measurements.csv", "row 7", "column measure"],
+    ),
     ("huge_file", {}, {"max_file_mb": 0.0001}, 1, ["clients.csv", "MB"]),
     ("xlsx_named_csv", {"clients.csv": XLSX_BYTES}, {}, 1, ["clients.csv", "Excel"]),
-    ("email_in_cell", {"sessions.csv": SESSIONS.replace(",T2,", ",jo@example.com,")}, {}, 1,
-     ["sessions.csv", "row 4", "column therapist_id", "email"]),
+    (
+        "email_in_cell",
+        {"sessions.csv": SESSIONS.replace(",T2,", ",jo@example.com,")},
+        {},
+        1,
+        ["sessions.csv", "row 4", "column therapist_id", "email"],
+    ),
 ]
 
 
@@ -253,8 +356,10 @@ def test_valid_clinic_passes(tmp_path):
 
 
 def _hashes(folder: Path) -> dict[str, tuple[str, int]]:
-    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(p.stat().st_mode))
-            for p in sorted(folder.iterdir())}
+    return {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(p.stat().st_mode))
+        for p in sorted(folder.iterdir())
+    }
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["valid", "with_errors"])

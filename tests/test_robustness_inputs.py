@@ -103,18 +103,19 @@ def test_name_like_client_id_is_refused(tmp_path, capsys):
 
 
 def test_every_csv_written_neutralises_formulas(tmp_path):
-    df = pd.DataFrame({"raw": ['=HYPERLINK("http://x","y")', "=cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "-1.5", "ok"],
-                       "n": range(6)})
+    df = pd.DataFrame(
+        {"raw": ['=HYPERLINK("http://x","y")', "=cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "-1.5", "ok"], "n": range(6)}
+    )
     write_csv(tmp_path / "r.csv", df)
     back = pd.read_csv(tmp_path / "r.csv", dtype=str)["raw"].tolist()
-    assert back[:4] == ["'=HYPERLINK(\"http://x\",\"y\")", "'=cmd|' /C calc'!A0", "'@SUM(A1)", "'\tx"]
+    assert back[:4] == ['\'=HYPERLINK("http://x","y")', "'=cmd|' /C calc'!A0", "'@SUM(A1)", "'\tx"]
     assert back[4:] == ["-1.5", "ok"]  # numbers stay numbers
     assert neutralise_formulas(df)["n"].tolist() == list(range(6))
 
 
 def test_rejects_csv_has_no_live_formula(tmp_path):
     folder = _demo_copy(tmp_path)
-    _edit_clients(folder, {(2, "activity"): "=HYPERLINK(\"http://evil\")"})
+    _edit_clients(folder, {(2, "activity"): '=HYPERLINK("http://evil")'})
     out = tmp_path / "params.yaml"
     import yaml
 
@@ -135,15 +136,24 @@ def test_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
     bomb.write_text("\n".join(lines) + "\n")
     key = tmp_path / "k.key"
     key.write_text(bytes(range(1, 33)).hex())
-    code = main(["deidentify", str(EXAMPLES / "practice_export.csv"), "--mapping", str(bomb), "--out",
-                 str(tmp_path / "o"), "--key-file", str(key)])
+    code = main(
+        [
+            "deidentify",
+            str(EXAMPLES / "practice_export.csv"),
+            "--mapping",
+            str(bomb),
+            "--out",
+            str(tmp_path / "o"),
+            "--key-file",
+            str(key),
+        ]
+    )
     assert code != 0 and "aliases (*name) are not allowed" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_deidentify_refuses_a_phone_number_mapped_into_a_number_field(tmp_path, capsys):
-    mapping = (EXAMPLES / "mapping.yaml").read_text().replace("symptom_weeks: Symptom Duration",
-                                                              "symptom_weeks: Phone")
+    mapping = (EXAMPLES / "mapping.yaml").read_text().replace("symptom_weeks: Symptom Duration", "symptom_weeks: Phone")
     m = tmp_path / "mapping.yaml"
     m.write_text(mapping)
     export = pd.read_csv(EXAMPLES / "practice_export.csv", dtype=str, keep_default_na=False)

@@ -27,24 +27,49 @@ from analysis.model.sensitivity import (
 )
 from analysis.model.survival import time_to_improvement_analysis
 
-NPRS = Measure(key="knee_pain_nprs", label="Knee pain", unit="points", minimum=0, maximum=10, integer=True,
-               direction="lower_is_better", mcid_points=2, mcid_percent=30)
+NPRS = Measure(
+    key="knee_pain_nprs",
+    label="Knee pain",
+    unit="points",
+    minimum=0,
+    maximum=10,
+    integer=True,
+    direction="lower_is_better",
+    mcid_points=2,
+    mcid_percent=30,
+)
 REGISTRY = Registry({"knee_pain_nprs": NPRS})
 
 CFG = {
-    "measure": "knee_pain_nprs", "timing": "pre", "followup_weeks": 12, "primary_week": 6,
+    "measure": "knee_pain_nprs",
+    "timing": "pre",
+    "followup_weeks": 12,
+    "primary_week": 6,
     "exposure": {"hip_focused": ["hip", "hip_and_knee"], "comparator": ["knee"], "excluded": ["other"]},
     "covariates": ["age_band", "sex", "log_symptom_weeks", "sitting_hours", "activity"],
-    "df_method": "satterthwaite", "singular_tol": 1e-4, "alpha": 0.05, "seed": 11,
-    "n_imputations": 5, "iptw_trim": [0.01, 0.99], "smd_target": 0.1, "chronicity_weeks": [4, 26, 104],
-    "mediation_boot": 100, "tipping_deltas": [0.0, 1.0, 2.0, 3.0], "power": 0.8, "target_difference": 1.0,
-    "endpoint_window_weeks": 2, "min_level_n": 5, "mi_pmm_donors": 5, "mi_iterations": 3,
+    "df_method": "satterthwaite",
+    "singular_tol": 1e-4,
+    "alpha": 0.05,
+    "seed": 11,
+    "n_imputations": 5,
+    "iptw_trim": [0.01, 0.99],
+    "smd_target": 0.1,
+    "chronicity_weeks": [4, 26, 104],
+    "mediation_boot": 100,
+    "tipping_deltas": [0.0, 1.0, 2.0, 3.0],
+    "power": 0.8,
+    "target_difference": 1.0,
+    "endpoint_window_weeks": 2,
+    "min_level_n": 5,
+    "mi_pmm_donors": 5,
+    "mi_iterations": 3,
     "chronicity_grid": {"from": 1, "to": 520, "points": 12},
 }
 
 
-def make_dataset(n: int = 120, effect: float = -0.2, seed: int = 1, confounded: bool = True,
-                 dropout: float = 0.25) -> pd.DataFrame:
+def make_dataset(
+    n: int = 120, effect: float = -0.2, seed: int = 1, confounded: bool = True, dropout: float = 0.25
+) -> pd.DataFrame:
     """A long analysis dataset (HELPERS.md schema, the columns the model step uses) with a known effect.
 
     Pain y = 6 + 0.15 * (sitting - 7) + u_i - (0.25 + slope_i) * week + e, with slope_i = -effect for
@@ -68,22 +93,39 @@ def make_dataset(n: int = 120, effect: float = -0.2, seed: int = 1, confounded: 
             pre = 6 + 0.15 * (sitting[i] - 7) + u - (0.25 - effect * hip[i] + s_i) * w + rng.normal(0, 0.7)
             post = pre - (1.1 if focus != "knee" else 0.8) + rng.normal(0, 0.5)
             ir = ir0 + gain * w
-            for measure, timing, value in (("knee_pain_nprs", "pre", pre), ("knee_pain_nprs", "post", post),
-                                           ("hip_ir_left_deg", "pre", ir + rng.normal(0, 1)),
-                                           ("hip_ir_right_deg", "pre", ir + rng.normal(0, 1))):
-                rows.append({"client_id": cid, "session_id": f"{cid}S{k:02d}", "session_number": k + 1,
-                             "weeks_since_first": float(w) + 0.1 * rng.random() * (k > 0), "focus": focus,
-                             "measure": measure, "timing": timing,
-                             "value": float(np.clip(np.round(value), 0, 10)) if measure == "knee_pain_nprs"
-                             else float(value)})
+            for measure, timing, value in (
+                ("knee_pain_nprs", "pre", pre),
+                ("knee_pain_nprs", "post", post),
+                ("hip_ir_left_deg", "pre", ir + rng.normal(0, 1)),
+                ("hip_ir_right_deg", "pre", ir + rng.normal(0, 1)),
+            ):
+                rows.append(
+                    {
+                        "client_id": cid,
+                        "session_id": f"{cid}S{k:02d}",
+                        "session_number": k + 1,
+                        "weeks_since_first": float(w) + 0.1 * rng.random() * (k > 0),
+                        "focus": focus,
+                        "measure": measure,
+                        "timing": timing,
+                        "value": float(np.clip(np.round(value), 0, 10))
+                        if measure == "knee_pain_nprs"
+                        else float(value),
+                    }
+                )
     d = pd.DataFrame(rows)
-    clients = pd.DataFrame({
-        "client_id": [f"C{i:03d}" for i in range(n)], "clinic_id": "clinic-1",
-        "sex": rng.choice(["F", "M"], n), "age_band": rng.choice(["30-39", "40-49", "50-59"], n),
-        "symptom_weeks": sw, "log_symptom_weeks": np.log(sw + 1.0),
-        "sitting_hours": np.where(rng.random(n) < 0.05, np.nan, sitting),
-        "activity": rng.choice(["running", "walking", "gym"], n),
-    })
+    clients = pd.DataFrame(
+        {
+            "client_id": [f"C{i:03d}" for i in range(n)],
+            "clinic_id": "clinic-1",
+            "sex": rng.choice(["F", "M"], n),
+            "age_band": rng.choice(["30-39", "40-49", "50-59"], n),
+            "symptom_weeks": sw,
+            "log_symptom_weeks": np.log(sw + 1.0),
+            "sitting_hours": np.where(rng.random(n) < 0.05, np.nan, sitting),
+            "activity": rng.choice(["running", "walking", "gym"], n),
+        }
+    )
     d = d.sort_values(["client_id", "session_number"], kind="mergesort")
     d["is_hip"] = d["focus"].isin(["hip", "hip_and_knee"]) & (d["measure"] == "knee_pain_nprs") & (d["timing"] == "pre")
     d["cum_hip_sessions"] = d.groupby("client_id")["is_hip"].cumsum().astype("int64")
@@ -203,7 +245,7 @@ def test_rubin_hand_example():
     assert r["total_variance"] == pytest.approx(1 + 4 / 3)
     assert r["riv"] == pytest.approx(4 / 3)
     assert r["lambda"] == pytest.approx(4 / 7)
-    assert r["df_classic"] == pytest.approx(6.125)        # (m - 1) (1 + 1/r)^2
+    assert r["df_classic"] == pytest.approx(6.125)  # (m - 1) (1 + 1/r)^2
     # Barnard-Rubin with 10 complete-data df: df_obs = 11/13 * 10 * 3/7
     br = rubin([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], df_complete=10)
     df_obs = 11 / 13 * 10 * 3 / 7
@@ -248,8 +290,16 @@ def test_responder_definition_points_or_percent():
     value = pd.Series([8.0, 2.0, 4.0, 0.0, 7.0])
     # 2 points; 1 point = 33%; 1 point = 20%; no room; worse
     assert is_responder(base, value, NPRS).tolist() == [1, 1, 0, 0, 0]
-    lefs = Measure(key="lefs", label="LEFS", unit="points", minimum=0, maximum=80, integer=True,
-                   direction="higher_is_better", mcid_points=9)
+    lefs = Measure(
+        key="lefs",
+        label="LEFS",
+        unit="points",
+        minimum=0,
+        maximum=80,
+        integer=True,
+        direction="higher_is_better",
+        mcid_points=9,
+    )
     assert is_responder(pd.Series([40.0, 40.0]), pd.Series([49.0, 31.0]), lefs).tolist() == [1, 0]
 
 
@@ -263,8 +313,7 @@ def _km_pdata() -> PrimaryData:
             rows.append({"client_id": f"H{i}", "week": float(w), "y": y, "baseline_y": 6.0, "hip": 1})
     for i in range(3):
         rows += [{"client_id": f"K{i}", "week": float(w), "y": 6.0, "baseline_y": 6.0, "hip": 0} for w in range(4)]
-    return PrimaryData(data=pd.DataFrame(rows), excluded=pd.DataFrame(columns=["client_id", "reason"]),
-                       covariates=[])
+    return PrimaryData(data=pd.DataFrame(rows), excluded=pd.DataFrame(columns=["client_id", "reason"]), covariates=[])
 
 
 def test_km_median_hand_example():
@@ -300,8 +349,18 @@ def test_fit_checked_raises_fitfailed_on_warning():
 def test_tiny_clinic_never_crashes():
     dataset = make_dataset(n=8, seed=3)
     pdata = primary_data(dataset, CFG)
-    fit = MixedFit(result=None, converged=False, optimizer="", status="failed", reason="test: not fitted",
-                   checks={}, formula="y ~ week * hip", re_formula="~week", n_groups=8, n_obs=1)
+    fit = MixedFit(
+        result=None,
+        converged=False,
+        optimizer="",
+        status="failed",
+        reason="test: not fitted",
+        checks={},
+        formula="y ~ week * hip",
+        re_formula="~week",
+        n_groups=8,
+        n_obs=1,
+    )
     entries, tables = run_secondary(pdata, dataset, fit, CFG, REGISTRY)
     assert list(entries) == list(LABELS)
     for name, e in entries.items():
@@ -314,8 +373,9 @@ def test_tiny_clinic_never_crashes():
 
 def test_no_mcid_and_no_mediator_are_not_estimable(clinic):
     dataset, pdata, _ = clinic
-    no_mcid = Measure(key="knee_pain_nprs", label="p", unit="u", minimum=0, maximum=10, integer=True,
-                      direction="lower_is_better")
+    no_mcid = Measure(
+        key="knee_pain_nprs", label="p", unit="u", minimum=0, maximum=10, integer=True, direction="lower_is_better"
+    )
     e, tables = guarded("r", "m", lambda: responder_analysis(pdata, CFG, no_mcid))
     assert e["status"] == "not_estimable" and "MCID" in e["reason"] and tables == {}
     e, _ = guarded("t", "m", lambda: time_to_improvement_analysis(pdata, CFG, no_mcid))
@@ -347,8 +407,18 @@ def test_tipping_point_reported_when_not_reached(clinic):
 
 def test_e_value_needs_a_primary_fit(clinic):
     _, pdata, _ = clinic
-    failed = MixedFit(result=None, converged=False, optimizer="", status="failed", reason="no optimiser",
-                      checks={}, formula="y ~ week * hip", re_formula="~week", n_groups=1, n_obs=1)
+    failed = MixedFit(
+        result=None,
+        converged=False,
+        optimizer="",
+        status="failed",
+        reason="no optimiser",
+        checks={},
+        formula="y ~ week * hip",
+        re_formula="~week",
+        n_groups=1,
+        n_obs=1,
+    )
     e, _ = guarded("e", "m", lambda: e_value_analysis(pdata, failed, CFG))
     assert e["status"] == "not_estimable" and "no optimiser" in e["reason"]
 

@@ -96,8 +96,21 @@ def test_committed_demo_is_what_params_generate(tmp_path):
 def test_cli_writes_the_clinic_with_overrides(tmp_path):
     ppath = tmp_path / "params.yaml"
     ppath.write_text(yaml.safe_dump(_params(tmp_path)), encoding="utf-8")
-    code = main(["--params", str(ppath), "simulate", "--out", str(tmp_path / "x"), "--seed", "3",
-                 "--clients", "25", "--effect", "-0.2"])
+    code = main(
+        [
+            "--params",
+            str(ppath),
+            "simulate",
+            "--out",
+            str(tmp_path / "x"),
+            "--seed",
+            "3",
+            "--clients",
+            "25",
+            "--effect",
+            "-0.2",
+        ]
+    )
     assert code == 0
     truth = json.loads((tmp_path / "x" / "truth.json").read_text(encoding="utf-8"))
     assert truth["seed"] == 3 and truth["params"]["n_clients"] == 25
@@ -117,9 +130,11 @@ def test_typed_tables_follow_the_schema(small):
     assert small.sessions["session_date"].dtype == "datetime64[ns]"
     assert small.sessions["minutes"].dtype == np.int64
     assert small.measurements["value"].dtype == np.float64
-    for frame, cols in ((small.clients, ("client_id", "clinic_id", "sex", "age_band", "activity", "knee")),
-                        (small.sessions, ("session_id", "client_id", "therapist_id", "focus", "techniques")),
-                        (small.measurements, ("session_id", "measure", "timing"))):
+    for frame, cols in (
+        (small.clients, ("client_id", "clinic_id", "sex", "age_band", "activity", "knee")),
+        (small.sessions, ("session_id", "client_id", "therapist_id", "focus", "techniques")),
+        (small.measurements, ("session_id", "measure", "timing")),
+    ):
         for col in cols:
             assert frame[col].dtype == "str", col
 
@@ -196,8 +211,19 @@ def test_real_validator_accepts_a_generated_clinic_and_types_it_identically(tmp_
 
 def test_truth_has_the_fields(small):
     t = small.truth
-    for key in ("true_slope_difference", "true_change_difference_week6", "seed", "params", "moderation",
-                "mediation", "estimand", "dgp", "sample", "counts", "reference_date"):
+    for key in (
+        "true_slope_difference",
+        "true_change_difference_week6",
+        "seed",
+        "params",
+        "moderation",
+        "mediation",
+        "estimand",
+        "dgp",
+        "sample",
+        "counts",
+        "reference_date",
+    ):
         assert key in t, key
     assert t["true_slope_difference"] == CFG["hip_slope_effect"]
     assert t["true_change_difference_week6"] == pytest.approx(6 * CFG["hip_slope_effect"])
@@ -242,8 +268,9 @@ def _raw_week6_difference(clinic) -> float:
 def test_non_improvers_drop_out_more(large):
     t = _timeline(large)
     base = t.loc[t["k"] == 0].set_index("client_id")["nprs"]
-    at3 = t[t["k"] == 2].assign(improvement=lambda d: d["client_id"].map(base) - d["nprs"]).dropna(
-        subset=["improvement"])
+    at3 = (
+        t[t["k"] == 2].assign(improvement=lambda d: d["client_id"].map(base) - d["nprs"]).dropna(subset=["improvement"])
+    )
     at3 = at3[at3["nprs"] > CFG["recovered_nprs"]]  # leave out the recovered, who also stop more often
     stopped = at3["n"] == 3
     not_improving = at3["improvement"] < CFG["no_progress_points"]

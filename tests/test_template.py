@@ -63,4 +63,5 @@ def test_committed_templates_are_current(tmp_path):
     committed = Path(__file__).resolve().parents[1] / "data" / "templates"
     for path in run_template(tmp_path / "now", PARAMS):
         assert (committed / path.name).read_bytes() == path.read_bytes(), (
-            f"data/templates/{path.name} is stale: run `outcomes template --out data/templates`")
+            f"data/templates/{path.name} is stale: run `outcomes template --out data/templates`"
+        )

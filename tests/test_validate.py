@@ -56,8 +56,9 @@ def test_suites_are_built_from_the_contract(registry):
         columns = {e.meta["column"] for e in suites[name].expectations}
         assert set(table.column_names) <= columns | {", ".join(table.unique_together)}
     # one range rule per registry measure, applied only to that measure's rows
-    ranged = [e for e in suites["measurements"].expectations
-              if e.expectation_type == "expect_column_values_to_be_between"]
+    ranged = [
+        e for e in suites["measurements"].expectations if e.expectation_type == "expect_column_values_to_be_between"
+    ]
     assert sorted(e.meta["condition"] for e in ranged) == sorted(f"measure == {k}" for k in registry.keys)
 
 
@@ -119,8 +120,9 @@ def broken(registry):
     tables = valid_text_tables()
     # spare valid sessions, one per measurement case, so each measurement row has its own key
     spare = [[f"SM{i}", "C3", f"2024-06-{i % 28 + 1:02d}", "T2", "knee", "", "30"] for i in range(len(RULE_CASES))]
-    tables["sessions"] = pd.concat([tables["sessions"], pd.DataFrame(spare, columns=tables["sessions"].columns)],
-                                   ignore_index=True)
+    tables["sessions"] = pd.concat(
+        [tables["sessions"], pd.DataFrame(spare, columns=tables["sessions"].columns)], ignore_index=True
+    )
     lines = []
     for i, (table, column, value, _, other) in enumerate(RULE_CASES):
         frame = tables[table]
@@ -176,7 +178,11 @@ def test_every_problem_is_reported_at_once(text_tables, registry):
     tables = _set(tables, "measurements", 7, "value", "-3")
     result = _check(tables, registry)
     assert {(p.file, p.row) for p in result.errors} == {
-        ("clients.csv", 2), ("clients.csv", 4), ("sessions.csv", 5), ("measurements.csv", 9)}
+        ("clients.csv", 2),
+        ("clients.csv", 4),
+        ("sessions.csv", 5),
+        ("measurements.csv", 9),
+    }
 
 
 def test_children_of_rejected_parents_are_rejected(text_tables, registry):
@@ -235,8 +241,10 @@ def _tree_hash(folder: Path) -> dict[str, str]:
 
 
 def test_run_validate_writes_every_output(tmp_path, input_dir):
-    params = {"data": {"input": str(input_dir), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
-              "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")}}
+    params = {
+        "data": {"input": str(input_dir), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
+        "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")},
+    }
     before = _tree_hash(input_dir)
     text = run_validate(params, today=TODAY)
     assert "0 error(s)" in text
@@ -256,8 +264,10 @@ def test_run_validate_writes_every_output(tmp_path, input_dir):
 
 
 def test_run_validate_is_deterministic(tmp_path, input_dir):
-    params = {"data": {"input": str(input_dir), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
-              "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")}}
+    params = {
+        "data": {"input": str(input_dir), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
+        "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")},
+    }
     run_validate(params, today=TODAY)
     first = _tree_hash(tmp_path / "rep") | _tree_hash(tmp_path / "interim")
     run_validate(params, today=TODAY)
@@ -266,14 +276,19 @@ def test_run_validate_is_deterministic(tmp_path, input_dir):
 
 def test_rejects_written_before_failing(tmp_path):
     raw = write_tables(tmp_path / "raw", _set(valid_text_tables(), "clients", 2, "sex", "Q"))
-    params = {"data": {"input": str(raw), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
-              "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")}}
+    params = {
+        "data": {"input": str(raw), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
+        "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")},
+    }
     with pytest.raises(ValidationFailed) as info:
         run_validate(params, today=TODAY)
     assert [p.row for p in info.value.problems] == [4]
     rejects = pd.read_csv(tmp_path / "interim" / "rejects.csv", dtype=str, keep_default_na=False)
     assert rejects[["table", "row", "client_id"]].values.tolist() == [
-        ["clients", "4", "C3"], ["sessions", "5", "C3"], ["measurements", "9", ""]]
+        ["clients", "4", "C3"],
+        ["sessions", "5", "C3"],
+        ["measurements", "9", ""],
+    ]
     assert "sex: unknown category" in rejects.loc[0, "reasons"]
     assert len(pd.read_parquet(tmp_path / "interim" / "clients.parquet")) == 2
     report = json.loads((tmp_path / "rep" / "validation.json").read_text(encoding="utf-8"))

@@ -70,8 +70,9 @@ def _version(value: bool) -> None:
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")] = False,
     params: ParamsOpt = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     _STATE["debug"] = debug
     _STATE["params"] = params
@@ -81,9 +82,7 @@ def _root(
 def simulate(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write the synthetic clinic to.")
-    ] = Path(
-        "data/raw/demo"
-    ),
+    ] = Path("data/raw/demo"),
     seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed (default: params simulate.seed).")] = None,
     clients: Annotated[int | None, typer.Option(metavar="N", help="Number of clients (default: params).")] = None,
     effect: Annotated[
@@ -96,8 +95,10 @@ def simulate(
 
     existing = [p.name for p in (out / n for n in ("clients.csv", "sessions.csv", "measurements.csv")) if p.exists()]
     if existing and not force:
-        raise InputError(f"{out}: already holds {', '.join(existing)}; pass --force to overwrite them, or choose "
-                         "another --out (the committed demo lives in data/raw/demo)")
+        raise InputError(
+            f"{out}: already holds {', '.join(existing)}; pass --force to overwrite them, or choose "
+            "another --out (the committed demo lives in data/raw/demo)"
+        )
     summary = run_simulate(out, _params(), seed=seed, n_clients=clients, effect=effect)
     _echo(summary)
 
@@ -125,10 +126,15 @@ def validate(input: InputOpt = None) -> None:
 
 @app.command()
 def join(
-    input: Annotated[Path | None, typer.Option(
-        "--input", "-i", metavar="DIR",
-        help="Folder with the validated tables written by `outcomes validate` (default: params validate.out_dir)."
-    )] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="DIR",
+            help="Folder with the validated tables written by `outcomes validate` (default: params validate.out_dir).",
+        ),
+    ] = None,
 ) -> None:
     """Join the validated tables into the long analysis dataset and the exclusion flow."""
     from analysis.join import run_join
@@ -199,19 +205,32 @@ def deidentify(
         typer.Option("--key-file", metavar="FILE", help="Key file (else $OUTCOMES_KEY or $OUTCOMES_KEY_FILE)."),
     ] = None,
     crosswalk: Annotated[
-        Path | None, typer.Option("--crosswalk", metavar="DIR", help="Private folder (outside the project and any git "
-                                     "repository) for crosswalk.csv: pseudonym -> the practice's own record.")
+        Path | None,
+        typer.Option(
+            "--crosswalk",
+            metavar="DIR",
+            help="Private folder (outside the project and any git "
+            "repository) for crosswalk.csv: pseudonym -> the practice's own record.",
+        ),
     ] = None,
     coarsen_dates: Annotated[
-        str | None, typer.Option("--coarsen-dates", metavar="week", help="Move every visit date to the Monday of "
-                                    "its week (hides visit patterns; costs within-week detail, see README).")
+        str | None,
+        typer.Option(
+            "--coarsen-dates",
+            metavar="week",
+            help="Move every visit date to the Monday of "
+            "its week (hides visit patterns; costs within-week detail, see README).",
+        ),
     ] = None,
 ) -> None:
     """Turn a practice-software export into the three contract tables, de-identified."""
     from analysis.deidentify import run_deidentify
 
-    _echo(run_deidentify(export, mapping, out, key_file=key_file, params=_params(), crosswalk_dir=crosswalk,
-                         coarsen=coarsen_dates))
+    _echo(
+        run_deidentify(
+            export, mapping, out, key_file=key_file, params=_params(), crosswalk_dir=crosswalk, coarsen=coarsen_dates
+        )
+    )
 
 
 @app.command()
@@ -262,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     import click
 
     # typer >= 0.16 vendors click: catch its exception classes as well as click's own
-    usage_errors = tuple({click.ClickException, *(c for c in typer.BadParameter.__mro__
-                                                   if c.__name__ == "ClickException")})
+    usage_errors = tuple(
+        {click.ClickException, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")}
+    )
     try:
         app(args=args, prog_name="outcomes", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:

@@ -365,9 +365,7 @@ def data_dictionary_markdown(registry: Registry | None = None) -> str:
         lines.append("|---|---|---|---|---|")
         for c in table.columns:
             rule = c.rule.replace("|", "\\|")
-            lines.append(
-                f"| {c.name} | {'yes' if c.required else 'no'} | {rule} | {c.description} | `{c.example}` |"
-            )
+            lines.append(f"| {c.name} | {'yes' if c.required else 'no'} | {rule} | {c.description} | `{c.example}` |")
         if table.unique_together:
             lines.append("")
             lines.append(f"({', '.join(table.unique_together)}) together are unique.")
@@ -378,14 +376,17 @@ def data_dictionary_markdown(registry: Registry | None = None) -> str:
         lines.append("| measure | label | range | integer | better | MCID | reference |")
         lines.append("|---|---|---|---|---|---|---|")
         for m in registry.measures.values():
-            mcid = ", ".join(
-                x
-                for x in (
-                    f"{m.mcid_points:g} points" if m.mcid_points else "",
-                    f"{m.mcid_percent:g}%" if m.mcid_percent else "",
+            mcid = (
+                ", ".join(
+                    x
+                    for x in (
+                        f"{m.mcid_points:g} points" if m.mcid_points else "",
+                        f"{m.mcid_percent:g}%" if m.mcid_percent else "",
+                    )
+                    if x
                 )
-                if x
-            ) or "—"
+                or "—"
+            )
             better = "lower" if m.lower_is_better else "higher"
             lines.append(
                 f"| {m.key} | {m.label} | {m.minimum:g}–{m.maximum:g} | {'yes' if m.integer else 'no'} "

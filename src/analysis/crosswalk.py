@@ -37,12 +37,16 @@ def check_private_dir(folder: Path, root: Path | None = None) -> Path:
     folder = Path(folder).expanduser().resolve()
     root = (root or project_root()).resolve()
     if folder == root or root in folder.parents:
-        raise InputError(f"{folder}: the crosswalk identifies patients and may not be written inside the project "
-                         f"({root}); choose a folder only the key holder can read, e.g. ~/clinic-private")
+        raise InputError(
+            f"{folder}: the crosswalk identifies patients and may not be written inside the project "
+            f"({root}); choose a folder only the key holder can read, e.g. ~/clinic-private"
+        )
     tree = git_work_tree(folder)
     if tree is not None:
-        raise InputError(f"{folder}: is inside the git work tree {tree}; the crosswalk must never be committed: "
-                         "choose a folder outside any repository")
+        raise InputError(
+            f"{folder}: is inside the git work tree {tree}; the crosswalk must never be committed: "
+            "choose a folder outside any repository"
+        )
     return folder
 
 

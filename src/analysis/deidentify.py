@@ -105,11 +105,33 @@ CATEGORY_FIELDS = {
     "techniques": contract.TECHNIQUES,
 }
 REQUIRED_FIELDS = ("session_date", "focus", "minutes", "sex", "symptom_weeks", "activity", "knee")
-_MAPPING_KEYS = {"source", "identity", "session_key", "clinic_id", "columns", "values", "measurements", "drop",
-                 "missing_values", "technique_separators", "symptom_unit"}
+_MAPPING_KEYS = {
+    "source",
+    "identity",
+    "session_key",
+    "clinic_id",
+    "columns",
+    "values",
+    "measurements",
+    "drop",
+    "missing_values",
+    "technique_separators",
+    "symptom_unit",
+}
 _SOURCE_KEYS = {"date_formats", "encoding", "delimiter", "sheet"}
-_UNITS_IN_WEEKS = {"day": 1 / 7, "week": 1.0, "wk": 1.0, "w": 1.0, "month": 52 / 12, "mth": 52 / 12,
-                   "mo": 52 / 12, "m": 52 / 12, "year": 52.0, "yr": 52.0, "y": 52.0}
+_UNITS_IN_WEEKS = {
+    "day": 1 / 7,
+    "week": 1.0,
+    "wk": 1.0,
+    "w": 1.0,
+    "month": 52 / 12,
+    "mth": 52 / 12,
+    "mo": 52 / 12,
+    "m": 52 / 12,
+    "year": 52.0,
+    "yr": 52.0,
+    "y": 52.0,
+}
 # Visible in errors only if it is one of these shapes (numbers, short category labels), never dates.
 _SHOWABLE = re.compile(r"^[A-Za-z0-9 +&/_.,'()-]{0,40}$")
 
@@ -184,8 +206,10 @@ def parse_mapping(raw: object, source: str, registry: contract.Registry) -> Mapp
     if not isinstance(columns, dict) or not all(isinstance(v, str) and v for v in columns.values()):
         raise InputError(f"{source}: 'columns' must map contract fields to source column names")
     if "clinic_id" in columns:
-        raise InputError(f"{source}: columns: clinic_id is not read from an export column; one export is one "
-                         "clinic: write `clinic_id: <name>` at the top level instead (run deidentify once per clinic)")
+        raise InputError(
+            f"{source}: columns: clinic_id is not read from an export column; one export is one "
+            "clinic: write `clinic_id: <name>` at the top level instead (run deidentify once per clinic)"
+        )
     bad = set(columns) - allowed
     if bad:
         allowed_shown = sorted(allowed - {"clinic_id"})
@@ -201,8 +225,9 @@ def parse_mapping(raw: object, source: str, registry: contract.Registry) -> Mapp
     values: dict[str, dict[str, str]] = {}
     for fld, table in values_raw.items():
         if fld not in CATEGORY_FIELDS and fld != "clinic_id":
-            raise InputError(f"{source}: values: '{fld}' is not a category field; "
-                             f"allowed: {sorted(CATEGORY_FIELDS)} and clinic_id")
+            raise InputError(
+                f"{source}: values: '{fld}' is not a category field; allowed: {sorted(CATEGORY_FIELDS)} and clinic_id"
+            )
         if not isinstance(table, dict):
             raise InputError(f"{source}: values.{fld} must map source values to contract values")
         out: dict[str, str] = {}
@@ -210,8 +235,10 @@ def parse_mapping(raw: object, source: str, registry: contract.Registry) -> Mapp
             k = "" if k is None else str(k)
             v = str(v)
             if fld in CATEGORY_FIELDS and v not in CATEGORY_FIELDS[fld]:
-                raise InputError(f"{source}: values.{fld}: '{k}' maps to '{v}', which is not one of "
-                                 f"{', '.join(CATEGORY_FIELDS[fld])}")
+                raise InputError(
+                    f"{source}: values.{fld}: '{k}' maps to '{v}', which is not one of "
+                    f"{', '.join(CATEGORY_FIELDS[fld])}"
+                )
             if fld == "clinic_id" and not re.fullmatch(contract.ID_PATTERN, v):
                 raise InputError(f"{source}: values.clinic_id: '{v}' must be {contract.ID_RULE}")
             out[norm_text(k)] = v
@@ -226,8 +253,10 @@ def parse_mapping(raw: object, source: str, registry: contract.Registry) -> Mapp
             raise InputError(f"{source}: measurements.{col} must be {{measure: <registry key>, timing: pre|post}}")
         m, t = str(spec["measure"]), str(spec["timing"])
         if m not in registry:
-            raise InputError(f"{source}: measurements.{col}: measure '{m}' is not in the measures registry "
-                             f"({', '.join(registry.keys)}); add it to config/measures.yaml")
+            raise InputError(
+                f"{source}: measurements.{col}: measure '{m}' is not in the measures registry "
+                f"({', '.join(registry.keys)}); add it to config/measures.yaml"
+            )
         if t not in contract.TIMINGS:
             raise InputError(f"{source}: measurements.{col}: timing must be pre or post")
         if (m, t) in seen:
@@ -308,8 +337,9 @@ def _parse_key(text: str, where: str) -> bytes:
         raise InputError(f"{where}: the key is too short ({len(key)} bytes, need at least 16); {KEYGEN_HINT}")
     if len(set(key)) < 8:
         # all zeros, one repeated byte, "0123..." typed by hand: anyone could guess it and undo the pseudonyms
-        raise InputError(f"{where}: the key is weak (only {len(set(key))} distinct byte values); make a random "
-                         f"one: {KEYGEN_HINT}")
+        raise InputError(
+            f"{where}: the key is weak (only {len(set(key))} distinct byte values); make a random one: {KEYGEN_HINT}"
+        )
     return key
 
 
@@ -326,8 +356,10 @@ def load_key(key_file: Path | None = None, environ: MappingABC[str, str] | None 
 
     tree = git_work_tree(path.resolve().parent)
     if tree is not None:
-        raise InputError(f"{path}: the key file is inside the git work tree {tree}, where it could be committed; "
-                         "move it outside every repository (e.g. ~/.config/outcomes/key)")
+        raise InputError(
+            f"{path}: the key file is inside the git work tree {tree}, where it could be committed; "
+            "move it outside every repository (e.g. ~/.config/outcomes/key)"
+        )
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
@@ -345,15 +377,21 @@ def run_keygen(path: Path) -> str:
     path = Path(path).expanduser().resolve()
     root = project_root().resolve()
     if path == root or root in path.parents:
-        raise InputError(f"{path}: is inside the project folder {root}; keep the key outside the repository, "
-                         "e.g. `outcomes keygen --out ~/.config/outcomes/key`")
+        raise InputError(
+            f"{path}: is inside the project folder {root}; keep the key outside the repository, "
+            "e.g. `outcomes keygen --out ~/.config/outcomes/key`"
+        )
     tree = git_work_tree(path.parent)
     if tree is not None:  # another checkout, or any repository: keygen run from outside a project too
-        raise InputError(f"{path}: is inside the git work tree {tree}; keep the key outside every repository, "
-                         "e.g. `outcomes keygen --out ~/.config/outcomes/key`")
+        raise InputError(
+            f"{path}: is inside the git work tree {tree}; keep the key outside every repository, "
+            "e.g. `outcomes keygen --out ~/.config/outcomes/key`"
+        )
     if path.exists() or path.is_symlink():
-        raise InputError(f"{path}: already exists; a new key would change every pseudonym. Keep the old key, "
-                         "or move it away first if you really mean to start again")
+        raise InputError(
+            f"{path}: already exists; a new key would change every pseudonym. Keep the old key, "
+            "or move it away first if you really mean to start again"
+        )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(KEY_BYTES)
     # O_EXCL: never overwrite, even if the file appeared since the check; 0600 from the start.
@@ -364,8 +402,10 @@ def run_keygen(path: Path) -> str:
     finally:
         os.close(fd)
     os.chmod(path, 0o600)
-    return (f"wrote a new key to {path} (mode 0600, fingerprint {key_fingerprint(key)}). Back it up somewhere "
-            "safe: the same key gives the same pseudonyms in every export; never commit or share it.")
+    return (
+        f"wrote a new key to {path} (mode 0600, fingerprint {key_fingerprint(key)}). Back it up somewhere "
+        "safe: the same key gives the same pseudonyms in every export; never commit or share it."
+    )
 
 
 # ----------------------------------------------------------------------------- reading exports
@@ -450,14 +490,16 @@ def _frame(rows: list[tuple[int, list[str]]], label: str) -> pd.DataFrame:
     header = [h.strip().lstrip("\ufeff") for h in rows[0][1]]
     dupes = sorted({h for h in header if h and header.count(h) > 1})
     if dupes:
-        raise InputError(f"{label}, row {rows[0][0]}: column(s) {dupes} appear more than once in the header; "
-                         "rename one")
+        raise InputError(
+            f"{label}, row {rows[0][0]}: column(s) {dupes} appear more than once in the header; rename one"
+        )
     width = len(header)
     body = [(i, (r + [""] * width)[:width]) for i, r in rows[1:]]
     if not body:
         raise InputError(f"{label}: has a header but no data rows")
-    frame = pd.DataFrame([r for _, r in body], columns=header, index=pd.Index([i for i, _ in body], name="row"),
-                         dtype="string")
+    frame = pd.DataFrame(
+        [r for _, r in body], columns=header, index=pd.Index([i for i, _ in body], name="row"), dtype="string"
+    )
     return frame.loc[:, [h for h in header if h]]
 
 
@@ -481,8 +523,11 @@ def _clean(s: pd.Series) -> pd.Series:
 def _showable(value: str) -> str | None:
     from analysis.privacy import looks_identifying
 
-    if _SHOWABLE.match(value) and not re.search(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}", value) \
-            and not looks_identifying(value):
+    if (
+        _SHOWABLE.match(value)
+        and not re.search(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}", value)
+        and not looks_identifying(value)
+    ):
         return value
     return None
 
@@ -560,8 +605,9 @@ class _Work:
         """One problem per flagged row; the value is shown only if ``show`` and it cannot identify anyone."""
         for i in np.flatnonzero(mask.to_numpy()):
             value = _showable(self.df[column].iloc[i]) if show and self.df[column].iloc[i] else None
-            self.problems.append(Problem(str(self.df["_file"].iloc[i]), int(self.df["_row"].iloc[i]), column, rule,
-                                         value))
+            self.problems.append(
+                Problem(str(self.df["_file"].iloc[i]), int(self.df["_row"].iloc[i]), column, rule, value)
+            )
 
     def report_grouped(self, mask: pd.Series, column: str, key: pd.Series, rule: str) -> None:
         """One problem per distinct value (at its first row): one missing mapping entry is one line, not 500."""
@@ -583,8 +629,9 @@ class _Work:
         more = f" (and {len(rows) - 1} more row(s) with this value)" if len(rows) > 1 else ""
         hidden = "" if shown else f" (value not shown: {patients} patient(s) have it, so it could identify someone)"
         i = rows[0]
-        self.problems.append(Problem(str(self.df["_file"].iloc[i]), int(self.df["_row"].iloc[i]), column,
-                                     rule + more + hidden, shown))
+        self.problems.append(
+            Problem(str(self.df["_file"].iloc[i]), int(self.df["_row"].iloc[i]), column, rule + more + hidden, shown)
+        )
 
 
 def _combine(exports: Sequence[tuple[str, pd.DataFrame]], mapping: Mapping) -> _Work:
@@ -595,8 +642,11 @@ def _combine(exports: Sequence[tuple[str, pd.DataFrame]], mapping: Mapping) -> _
     for label, frame in exports:
         missing = [c for c in mapping.read_columns if c not in frame.columns]
         for c in missing:
-            problems.append(Problem(label, 1, c, "column named in the mapping is not in the export; "
-                                                  "fix the column name in the mapping"))
+            problems.append(
+                Problem(
+                    label, 1, c, "column named in the mapping is not in the export; fix the column name in the mapping"
+                )
+            )
         for c in frame.columns:
             if c not in mapping.read_columns:
                 log["columns_dropped"].setdefault(c, mapping.drop.get(c) or "not in the mapping (dropped unread)")
@@ -611,8 +661,9 @@ def _combine(exports: Sequence[tuple[str, pd.DataFrame]], mapping: Mapping) -> _
         log["columns_dropped"].setdefault(cols["date_of_birth"], "date of birth: turned into the age band")
     if "therapist" in cols:
         log["columns_dropped"].setdefault(cols["therapist"], "therapist name: replaced by a keyed pseudonym")
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*mapping.read_columns, "_file",
-                                                                                   "_row"])
+    df = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*mapping.read_columns, "_file", "_row"])
+    )
     log["rows_in"] = int(len(df))
     # Exactly repeated rows (overlapping exports) are one visit.
     dup = df.duplicated(subset=mapping.read_columns, keep="first")
@@ -628,8 +679,12 @@ def _identity(w: _Work, mapping: Mapping) -> pd.Series:
         if c == dob_col:
             d = parse_dates(w.df[c], mapping.date_formats)
             part = d.dt.strftime("%Y-%m-%d").fillna("").astype("string")
-            w.report(d.isna() & w.df[c].ne(""), c, "date of birth is not a date in the format(s) "
-                     f"{', '.join(mapping.date_formats)}; fix it or add its format to source.date_formats")
+            w.report(
+                d.isna() & w.df[c].ne(""),
+                c,
+                "date of birth is not a date in the format(s) "
+                f"{', '.join(mapping.date_formats)}; fix it or add its format to source.date_formats",
+            )
         else:
             part = w.df[c].map(norm_text).astype("string")
         w.report(w.df[c].eq(""), c, "blank identity value: the patient cannot be recognised; fill it in")
@@ -641,10 +696,17 @@ def _visit_dates(w: _Work, mapping: Mapping, today: dt.date) -> pd.Series:
     """Real visit dates, checked (real, from 2000-01-01, not in the future)."""
     col = mapping.columns["session_date"]
     real = parse_dates(w.df[col], mapping.date_formats)
-    w.report(real.isna(), col, f"visit date is blank or not in the format(s) {', '.join(mapping.date_formats)}; "
-                               "fix it or add its format to source.date_formats")
-    w.report(real.notna() & (real < pd.Timestamp(contract.EARLIEST_DATE)), col,
-             f"visit date is before {contract.EARLIEST_DATE}; fix it")
+    w.report(
+        real.isna(),
+        col,
+        f"visit date is blank or not in the format(s) {', '.join(mapping.date_formats)}; "
+        "fix it or add its format to source.date_formats",
+    )
+    w.report(
+        real.notna() & (real < pd.Timestamp(contract.EARLIEST_DATE)),
+        col,
+        f"visit date is before {contract.EARLIEST_DATE}; fix it",
+    )
     w.report(real.notna() & (real > pd.Timestamp(today)), col, "visit date is in the future; fix it")
     return real
 
@@ -664,8 +726,13 @@ def _categories(w: _Work, mapping: Mapping) -> tuple[dict[str, pd.Series], dict[
         blank = norm.eq("")
         w.log["unmapped_values"][src] = int(unmapped.sum())
         if unmapped.any():
-            w.report_grouped(unmapped, src, norm, f"value not in the mapping; add it under values: {fld}: "
-                                                  f"{{'<this value>': one of {', '.join(CATEGORY_FIELDS[fld])}}}")
+            w.report_grouped(
+                unmapped,
+                src,
+                norm,
+                f"value not in the mapping; add it under values: {fld}: "
+                f"{{'<this value>': one of {', '.join(CATEGORY_FIELDS[fld])}}}",
+            )
         if fld == "focus":
             # Focus belongs to the session, so a blank is filled (or reported) per row.
             if table.get("") is not None:
@@ -686,8 +753,10 @@ def _techniques(w: _Work, mapping: Mapping) -> pd.Series:
     src = mapping.columns["techniques"]
     table = mapping.values.get("techniques", {})
     order = {t: i for i, t in enumerate(contract.TECHNIQUES)}
-    rule = ("technique not in the mapping; add it under values: techniques: "
-            f"{{'<this value>': one of {', '.join(contract.TECHNIQUES)}}}")
+    rule = (
+        "technique not in the mapping; add it under values: techniques: "
+        f"{{'<this value>': one of {', '.join(contract.TECHNIQUES)}}}"
+    )
     n_unmapped = 0
     out = []
     unmapped: dict[str, list[tuple[int, str]]] = {}  # normalised item -> (row position, text as exported)
@@ -720,25 +789,35 @@ def _numbers(w: _Work, mapping: Mapping) -> dict[str, pd.Series]:
         return w.df[src].map(norm_text).isin(mapping.missing_values)
 
     minutes = parse_number(w.df[cols["minutes"]])
-    w.report(minutes.isna() | (minutes % 1 != 0), cols["minutes"], "minutes is blank or not a whole number; fix it",
-             show=True)
+    w.report(
+        minutes.isna() | (minutes % 1 != 0),
+        cols["minutes"],
+        "minutes is blank or not a whole number; fix it",
+        show=True,
+    )
     sitting = pd.Series(np.nan, index=w.df.index)
     if "sitting_hours" in cols:
         src = cols["sitting_hours"]
         sitting = parse_number(w.df[src])
-        w.report(sitting.isna() & ~missing(src), src, "sitting hours is not a number; fix it or leave it blank",
-                 show=True)
+        w.report(
+            sitting.isna() & ~missing(src), src, "sitting hours is not a number; fix it or leave it blank", show=True
+        )
     src = cols["symptom_weeks"]
     symptom = parse_duration_weeks(w.df[src], mapping.symptom_unit)
     # exports often give the onset instead ("Knee pain since: Nov 2022", or a date): weeks before this visit
     onset = parse_onset(w.df[src], mapping.date_formats)
     since = ((w.df["_date"] - onset).dt.days / 7.0).round()
-    w.report(symptom.isna() & onset.notna() & (since < 0), src,
-             "symptom onset is after the visit; fix the date", show=False)
+    w.report(
+        symptom.isna() & onset.notna() & (since < 0), src, "symptom onset is after the visit; fix the date", show=False
+    )
     symptom = symptom.fillna(since.where(since >= 0))
-    w.report(symptom.isna() & onset.isna() & ~missing(src), src,
-             "symptom duration is not a number with an optional unit (e.g. '12 weeks', '6 months') nor an onset "
-             "month or date (e.g. 'Nov 2022', '2022-11', or a date)", show=True)
+    w.report(
+        symptom.isna() & onset.isna() & ~missing(src),
+        src,
+        "symptom duration is not a number with an optional unit (e.g. '12 weeks', '6 months') nor an onset "
+        "month or date (e.g. 'Nov 2022', '2022-11', or a date)",
+        show=True,
+    )
     return {"minutes": minutes, "sitting_hours": sitting, "symptom_weeks": symptom}
 
 
@@ -748,15 +827,23 @@ def _measurements(w: _Work, mapping: Mapping) -> pd.DataFrame:
     for src, (measure, timing) in mapping.measurements.items():
         v = parse_number(w.df[src])
         miss = w.df[src].map(norm_text).isin(mapping.missing_values)
-        w.report(v.isna() & ~miss, src, f"{measure} value is not a number; fix it or leave it blank "
-                                        "(or add the marker to missing_values)", show=True)
-        parts.append(pd.DataFrame({"_i": w.df.index[v.notna()], "measure": measure, "timing": timing,
-                                   "value": v[v.notna()].to_numpy()}))
+        w.report(
+            v.isna() & ~miss,
+            src,
+            f"{measure} value is not a number; fix it or leave it blank (or add the marker to missing_values)",
+            show=True,
+        )
+        parts.append(
+            pd.DataFrame(
+                {"_i": w.df.index[v.notna()], "measure": measure, "timing": timing, "value": v[v.notna()].to_numpy()}
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
-def _clients(w: _Work, mapping: Mapping, mapped: dict[str, pd.Series], blank_fill: dict[str, str],
-             numbers: dict[str, pd.Series]) -> pd.DataFrame:
+def _clients(
+    w: _Work, mapping: Mapping, mapped: dict[str, pd.Series], blank_fill: dict[str, str], numbers: dict[str, pd.Series]
+) -> pd.DataFrame:
     """One row per client: the first non-blank value of each field by real visit date; age band from real dates.
 
     Index client_id; columns sex, activity, knee, symptom_weeks, sitting_hours, age_band.
@@ -764,17 +851,20 @@ def _clients(w: _Work, mapping: Mapping, mapped: dict[str, pd.Series], blank_fil
     cols = mapping.columns
     df = w.df
     order = df.sort_values(["client_id", "_date", "_file", "_row"], kind="stable").index
-    grouped = pd.DataFrame({
-        "client_id": df.loc[order, "client_id"],
-        **{f: mapped[f].loc[order] for f in ("sex", "activity", "knee")},
-        **{f: numbers[f].loc[order] for f in ("symptom_weeks", "sitting_hours")},
-        "_date": df.loc[order, "_date"],
-        "_file": df.loc[order, "_file"],
-        "_row": df.loc[order, "_row"],
-    }).groupby("client_id", sort=True)
+    grouped = pd.DataFrame(
+        {
+            "client_id": df.loc[order, "client_id"],
+            **{f: mapped[f].loc[order] for f in ("sex", "activity", "knee")},
+            **{f: numbers[f].loc[order] for f in ("symptom_weeks", "sitting_hours")},
+            "_date": df.loc[order, "_date"],
+            "_file": df.loc[order, "_file"],
+            "_row": df.loc[order, "_row"],
+        }
+    ).groupby("client_id", sort=True)
     clients = grouped.first()  # first non-null per column, in real-date order
     w.log["clients_with_conflicting_values_first_visit_used"] = {
-        c: int((grouped[c].nunique() > 1).sum()) for c in ("sex", "activity", "knee")}
+        c: int((grouped[c].nunique() > 1).sum()) for c in ("sex", "activity", "knee")
+    }
     for fld, fill in blank_fill.items():
         w.log["blank_values_filled"][cols[fld]] = int(clients[fld].isna().sum())
         clients[fld] = clients[fld].fillna(fill)
@@ -793,13 +883,24 @@ def _clients(w: _Work, mapping: Mapping, mapped: dict[str, pd.Series], blank_fil
         where = (str(c["_file"]), int(c["_row"]))
         if c["age_band"] is None:
             under = not pd.isna(age.get(cid))
-            w.problems.append(Problem(*where, age_src, "client is under 18, outside the contract's age bands; "
-                                      "remove them from the export" if under else
-                                      "age is unknown (date of birth / age blank or unreadable); fill it in"))
+            w.problems.append(
+                Problem(
+                    *where,
+                    age_src,
+                    "client is under 18, outside the contract's age bands; remove them from the export"
+                    if under
+                    else "age is unknown (date of birth / age blank or unreadable); fill it in",
+                )
+            )
         for fld in ("sex", "activity", "knee", "symptom_weeks"):
             if pd.isna(c[fld]):
-                w.problems.append(Problem(*where, cols[fld], f"no {fld} on any visit of this patient; fill it in "
-                                                             "or map blanks in values (e.g. '': ...)"))
+                w.problems.append(
+                    Problem(
+                        *where,
+                        cols[fld],
+                        f"no {fld} on any visit of this patient; fill it in or map blanks in values (e.g. '': ...)",
+                    )
+                )
     return clients
 
 
@@ -817,8 +918,11 @@ def _shifted_dates(w: _Work, key: bytes, max_days: int, today: dt.date) -> tuple
             off = -off  # would land in the future: shift backwards instead
         offsets[cid] = int(min(max(off, lo), hi))
         adjusted += offsets[cid] != raw
-    return (w.df["_date"] + pd.to_timedelta(w.df["client_id"].map(offsets), unit="D"), int(adjusted),
-            pd.Series(offsets, dtype="int64"))
+    return (
+        w.df["_date"] + pd.to_timedelta(w.df["client_id"].map(offsets), unit="D"),
+        int(adjusted),
+        pd.Series(offsets, dtype="int64"),
+    )
 
 
 def _session_ids(w: _Work, mapping: Mapping, key: bytes, n_chars: int) -> pd.Series:
@@ -898,29 +1002,38 @@ def deidentify_frames(
     session_id = _session_ids(w, mapping, key, pseudonym_chars)
     therapist = pd.Series(pd.NA, index=w.df.index, dtype="string")
     if "therapist" in mapping.columns:
-        therapist = pd.Series([pseudonym(key, "therapist", n, "T", therapist_chars) if n else pd.NA
-                               for n in w.df[mapping.columns["therapist"]].map(norm_text)],
-                              index=w.df.index, dtype="string")
+        therapist = pd.Series(
+            [
+                pseudonym(key, "therapist", n, "T", therapist_chars) if n else pd.NA
+                for n in w.df[mapping.columns["therapist"]].map(norm_text)
+            ],
+            index=w.df.index,
+            dtype="string",
+        )
 
-    clients_out = pd.DataFrame({
-        "client_id": clients.index,
-        "clinic_id": mapping.clinic_id,
-        "sex": clients["sex"].to_numpy(),
-        "age_band": clients["age_band"].to_numpy(),
-        "symptom_weeks": [str(int(v)) for v in clients["symptom_weeks"]],
-        "sitting_hours": ["" if pd.isna(v) else _num_text(v) for v in clients["sitting_hours"]],
-        "activity": clients["activity"].to_numpy(),
-        "knee": clients["knee"].to_numpy(),
-    })
-    sessions = pd.DataFrame({
-        "session_id": session_id,
-        "client_id": w.df["client_id"],
-        "session_date": shifted.dt.strftime("%Y-%m-%d"),
-        "therapist_id": therapist,
-        "focus": mapped["focus"],
-        "techniques": techniques,
-        "minutes": numbers["minutes"].astype("int64").astype(str),
-    }).sort_values(["client_id", "session_date", "session_id"], kind="stable")
+    clients_out = pd.DataFrame(
+        {
+            "client_id": clients.index,
+            "clinic_id": mapping.clinic_id,
+            "sex": clients["sex"].to_numpy(),
+            "age_band": clients["age_band"].to_numpy(),
+            "symptom_weeks": [str(int(v)) for v in clients["symptom_weeks"]],
+            "sitting_hours": ["" if pd.isna(v) else _num_text(v) for v in clients["sitting_hours"]],
+            "activity": clients["activity"].to_numpy(),
+            "knee": clients["knee"].to_numpy(),
+        }
+    )
+    sessions = pd.DataFrame(
+        {
+            "session_id": session_id,
+            "client_id": w.df["client_id"],
+            "session_date": shifted.dt.strftime("%Y-%m-%d"),
+            "therapist_id": therapist,
+            "focus": mapped["focus"],
+            "techniques": techniques,
+            "minutes": numbers["minutes"].astype("int64").astype(str),
+        }
+    ).sort_values(["client_id", "session_date", "session_id"], kind="stable")
     measurements = measurements.assign(
         session_id=session_id.reindex(measurements["_i"]).to_numpy(),
         value=[_num_text(v) for v in measurements["value"]],
@@ -930,21 +1043,25 @@ def deidentify_frames(
         "sessions": sessions.reset_index(drop=True).astype("string"),
         "measurements": measurements.reset_index(drop=True).astype("string"),
     }
-    w.log.update({
-        "rows_out": {k: int(len(v)) for k, v in tables.items()},
-        "clients": int(len(clients_out)),
-        "sessions": int(len(sessions)),
-        "measurements": int(len(measurements)),
-        "therapists": int(therapist.dropna().nunique()),
-        "date_shift_days_range": [-shift_max_days, shift_max_days],
-        "dates_coarsened_to": coarsen or "day",
-        "clients_shift_adjusted_to_stay_in_range": n_adjusted,
-        # the real period at month level (the tables' dates are shifted): the findings bundle reports this
-        "true_period": {"first_month": w.df["_date"].min().strftime("%Y-%m"),
-                        "last_month": w.df["_date"].max().strftime("%Y-%m")},
-        "key_fingerprint": key_fingerprint(key),
-        "pseudonym_chars": pseudonym_chars,
-    })
+    w.log.update(
+        {
+            "rows_out": {k: int(len(v)) for k, v in tables.items()},
+            "clients": int(len(clients_out)),
+            "sessions": int(len(sessions)),
+            "measurements": int(len(measurements)),
+            "therapists": int(therapist.dropna().nunique()),
+            "date_shift_days_range": [-shift_max_days, shift_max_days],
+            "dates_coarsened_to": coarsen or "day",
+            "clients_shift_adjusted_to_stay_in_range": n_adjusted,
+            # the real period at month level (the tables' dates are shifted): the findings bundle reports this
+            "true_period": {
+                "first_month": w.df["_date"].min().strftime("%Y-%m"),
+                "last_month": w.df["_date"].max().strftime("%Y-%m"),
+            },
+            "key_fingerprint": key_fingerprint(key),
+            "pseudonym_chars": pseudonym_chars,
+        }
+    )
     from analysis.crosswalk import crosswalk_frame
 
     return Deidentified(tables, w.log, [], crosswalk=crosswalk_frame(w.df, list(mapping.identity), offsets))
@@ -983,8 +1100,14 @@ def check_against_contract(tables: dict[str, pd.DataFrame], registry: contract.R
         inputs.tables[name] = table.set_axis(pd.RangeIndex(2, len(table) + 2, name="row")).astype(object)
         inputs.sources[name] = f"de-identified {name}.csv"
     errors = validate_tables(inputs, registry).errors
-    return [replace(p, value=None, rule=p.rule + " (check which source column the mapping feeds into this field; "
-                    "nothing was written)") for p in errors]
+    return [
+        replace(
+            p,
+            value=None,
+            rule=p.rule + " (check which source column the mapping feeds into this field; nothing was written)",
+        )
+        for p in errors
+    ]
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -994,8 +1117,10 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in a "
-                                 "mapping file; write the values out")
+            raise yaml.YAMLError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in a "
+                "mapping file; write the values out"
+            )
         return super().compose_node(parent, index)
 
 
@@ -1007,8 +1132,15 @@ def load_mapping_yaml(path: Path) -> Any:
     return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe loader subclass
 
 
-def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Path, key_file: Path | None = None,
-                   params: dict | None = None, crosswalk_dir: Path | None = None, coarsen: str | None = None) -> str:
+def run_deidentify(
+    export_paths: Sequence[Path],
+    mapping_path: Path,
+    out_dir: Path,
+    key_file: Path | None = None,
+    params: dict | None = None,
+    crosswalk_dir: Path | None = None,
+    coarsen: str | None = None,
+) -> str:
     """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
     from analysis import store
     from analysis.params import load_params, section
@@ -1027,13 +1159,16 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
 
     root, raw = project_root().resolve(), resolve("data/raw").resolve()
     if _inside(out, root) and not (raw in out.parents and out.parent == raw):
-        raise InputError(f"{out}: de-identified tables are personal data; inside the project they may only go to "
-                         f"a git-ignored folder data/raw/<name>/ (e.g. {raw / 'clinic'}), or outside the project")
+        raise InputError(
+            f"{out}: de-identified tables are personal data; inside the project they may only go to "
+            f"a git-ignored folder data/raw/<name>/ (e.g. {raw / 'clinic'}), or outside the project"
+        )
     exports = [resolve(p).resolve() for p in export_paths]
     for p in exports:
         if out == p.parent:
-            raise InputError(f"{out}: is the folder of the export {p.name}; write the de-identified tables "
-                             "to a separate folder")
+            raise InputError(
+                f"{out}: is the folder of the export {p.name}; write the de-identified tables to a separate folder"
+            )
         if _inside(p, out):
             raise InputError(f"{out}: contains the export {p.name}; choose an empty folder for --out")
     if crosswalk_dir is not None:
@@ -1059,7 +1194,9 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
         frames.append((label, frame))
         read_info.append(info)
     result = deidentify_frames(
-        frames, mapping, key,
+        frames,
+        mapping,
+        key,
         pseudonym_chars=int(priv.get("pseudonym_chars", 12)),
         therapist_chars=int(priv.get("therapist_pseudonym_chars", 6)),
         shift_max_days=int(priv.get("date_shift_max_days", 180)),
@@ -1072,15 +1209,19 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
         raise ValidationFailed(contract_problems)
     leaks = [p for name, t in result.tables.items() for p in scan_values(t, f"{name}.csv")]
     if leaks:
-        raise PrivacyError("de-identified tables still look identifying: " + "; ".join(p.line() for p in leaks[:5])
-                           + "; check the mapping (which source column feeds which field); nothing was written")
+        raise PrivacyError(
+            "de-identified tables still look identifying: "
+            + "; ".join(p.line() for p in leaks[:5])
+            + "; check the mapping (which source column feeds which field); nothing was written"
+        )
     for f, info in zip(result.log["files"], read_info, strict=True):
         f.update(info)
     # the output is a row-level export: say how well its clients hide among each other
     k_threshold = int(priv.get("k_threshold", 5))
     kanon = k_anonymity(result.tables["clients"], threshold=k_threshold)
-    result.log["k_anonymity"] = dict(kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"],
-                                     threshold=k_threshold)
+    result.log["k_anonymity"] = dict(
+        kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"], threshold=k_threshold
+    )
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
@@ -1090,10 +1231,18 @@ def run_deidentify(export_paths: Sequence[Path], mapping_path: Path, out_dir: Pa
 
         walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, result.crosswalk)}."
     lg = result.log
-    small = (f" ({kanon['n_records_below_threshold']} client(s) in classes smaller than {k_threshold}: "
-             "keep these tables inside the clinic)") if kanon["n_below_threshold"] else ""
-    return (f"de-identified {lg['rows_in']} row(s) from {len(exports)} file(s): {lg['clients']} clients, "
-            f"{lg['sessions']} sessions, {lg['measurements']} measurements -> {out} "
-            f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
-            f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
-            f"Next: outcomes validate --input {out}.{walk}")
+    small = (
+        (
+            f" ({kanon['n_records_below_threshold']} client(s) in classes smaller than {k_threshold}: "
+            "keep these tables inside the clinic)"
+        )
+        if kanon["n_below_threshold"]
+        else ""
+    )
+    return (
+        f"de-identified {lg['rows_in']} row(s) from {len(exports)} file(s): {lg['clients']} clients, "
+        f"{lg['sessions']} sessions, {lg['measurements']} measurements -> {out} "
+        f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
+        f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
+        f"Next: outcomes validate --input {out}.{walk}"
+    )

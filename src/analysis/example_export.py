@@ -21,21 +21,77 @@ import numpy as np
 import pandas as pd
 
 FIRST_NAMES = (
-    "Jane", "Oliver", "Amira", "Tom", "Sofia", "Liam", "Grace", "Noah", "Priya", "Ethan", "Chloe", "Jack",
-    "Maya", "Lucas", "Freya", "Daniel", "Leila", "Sam", "Ruth", "Kofi",
+    "Jane",
+    "Oliver",
+    "Amira",
+    "Tom",
+    "Sofia",
+    "Liam",
+    "Grace",
+    "Noah",
+    "Priya",
+    "Ethan",
+    "Chloe",
+    "Jack",
+    "Maya",
+    "Lucas",
+    "Freya",
+    "Daniel",
+    "Leila",
+    "Sam",
+    "Ruth",
+    "Kofi",
 )
 LAST_NAMES = (
-    "Smith", "Jones", "Patel", "Brown", "Taylor", "Wilson", "Khan", "Evans", "Thomas", "Roberts", "Walker",
-    "Wright", "Hughes", "Green", "Hall", "Okafor", "Nowak", "Murphy", "Clarke", "Singh",
+    "Smith",
+    "Jones",
+    "Patel",
+    "Brown",
+    "Taylor",
+    "Wilson",
+    "Khan",
+    "Evans",
+    "Thomas",
+    "Roberts",
+    "Walker",
+    "Wright",
+    "Hughes",
+    "Green",
+    "Hall",
+    "Okafor",
+    "Nowak",
+    "Murphy",
+    "Clarke",
+    "Singh",
 )
 STREETS = ("High Street", "Mill Lane", "Church Road", "Station Road", "Park Avenue", "Queens Road")
 TOWNS = ("Exampleton", "Sampleford", "Testbury", "Mockham")
 THERAPISTS = ("Anna Berg", "Tom Reid", "Sara Khan")
 
 COLUMNS = (
-    "Patient No", "Patient Name", "Date of Birth", "Email", "Phone", "Address", "Postcode", "Visit Date",
-    "Therapist", "Treatment Area", "Techniques", "Pain Before", "Pain After", "Hip IR L", "Hip IR R", "LEFS",
-    "Minutes", "Sport", "Sitting hrs/day", "Symptom Duration", "Gender", "Knee", "Notes",
+    "Patient No",
+    "Patient Name",
+    "Date of Birth",
+    "Email",
+    "Phone",
+    "Address",
+    "Postcode",
+    "Visit Date",
+    "Therapist",
+    "Treatment Area",
+    "Techniques",
+    "Pain Before",
+    "Pain After",
+    "Hip IR L",
+    "Hip IR R",
+    "LEFS",
+    "Minutes",
+    "Sport",
+    "Sitting hrs/day",
+    "Symptom Duration",
+    "Gender",
+    "Knee",
+    "Notes",
 )
 
 _AREAS = {
@@ -44,21 +100,39 @@ _AREAS = {
     "hip_and_knee": ("Hip + knee", "Knee + hip", "hip+knee", "Hip & Knee"),
     "other": ("Other", "Lower back"),
 }
-_TECHNIQUES = ("MFR", "Myofascial release", "Stretching", "stretch", "Trigger point", "TrP", "Joint mob",
-               "Mobilisation", "Exercise advice", "Home exercises")
+_TECHNIQUES = (
+    "MFR",
+    "Myofascial release",
+    "Stretching",
+    "stretch",
+    "Trigger point",
+    "TrP",
+    "Joint mob",
+    "Mobilisation",
+    "Exercise advice",
+    "Home exercises",
+)
 _SPORTS = ("Jogging", "Running", "running ", "Cycling", "Bike", "Gym", "Football", "Walking", "None", "")
 _SEXES = {"F": ("Female", "female ", "F"), "M": ("Male", "M", "male"), "U": ("",)}
 _KNEES = ("Left", "L", "left ", "Right", "R", "RIGHT", "Both", "Bilateral")
 _NOTES = (
-    "", "", "", "Referred by Dr Patel", "Call back on 07700 900456 if no better", "Works nights",
-    "Mrs Hughes says better on stairs", "email results to gp.practice@example.org", "Sore after last visit",
+    "",
+    "",
+    "",
+    "Referred by Dr Patel",
+    "Call back on 07700 900456 if no better",
+    "Works nights",
+    "Mrs Hughes says better on stairs",
+    "email results to gp.practice@example.org",
+    "Sore after last visit",
 )
 
 
 def _fmt_date(d: dt.date, rng: np.random.Generator) -> str:
     # Most dates as DD/MM/YYYY, a few with dots and a trailing space, as exported by hand-edited sheets.
-    return d.strftime("%d.%m.%Y") if rng.random() < 0.1 else d.strftime("%d/%m/%Y") + (" " if rng.random() < 0.1
-                                                                                        else "")
+    return (
+        d.strftime("%d.%m.%Y") if rng.random() < 0.1 else d.strftime("%d/%m/%Y") + (" " if rng.random() < 0.1 else "")
+    )
 
 
 def _fmt_num(x: float, rng: np.random.Generator) -> str:
@@ -109,12 +183,17 @@ def make_example_export(seed: int, n_patients: int = 40) -> pd.DataFrame:
         pain = int(rng.integers(4, 10))
         ir_l, ir_r = float(rng.normal(30, 6)), float(rng.normal(31, 6))
         lefs = int(rng.integers(25, 60))
-        phone = f"07700 900{int(rng.integers(0, 1000)):03d}" if rng.random() < 0.7 else \
-            f"+44 7700 900{int(rng.integers(0, 1000)):03d}"
+        phone = (
+            f"07700 900{int(rng.integers(0, 1000)):03d}"
+            if rng.random() < 0.7
+            else f"+44 7700 900{int(rng.integers(0, 1000)):03d}"
+        )
         email = f"{first.lower()}.{last.lower()}{int(rng.integers(1, 99))}@example.com"
         address = f"{int(rng.integers(1, 120))} {rng.choice(STREETS)}, {rng.choice(TOWNS)}"
-        postcode = f"{rng.choice(['EX', 'SA', 'TB', 'MK'])}{int(rng.integers(1, 20))} {int(rng.integers(1, 10))}" \
-                   f"{rng.choice(list('ABDEFGHJLNPQRSTUWXYZ'))}{rng.choice(list('ABDEFGHJLNPQRSTUWXYZ'))}"
+        postcode = (
+            f"{rng.choice(['EX', 'SA', 'TB', 'MK'])}{int(rng.integers(1, 20))} {int(rng.integers(1, 10))}"
+            f"{rng.choice(list('ABDEFGHJLNPQRSTUWXYZ'))}{rng.choice(list('ABDEFGHJLNPQRSTUWXYZ'))}"
+        )
         symptom = rng.choice(["6 months", "12 wks", "1 year", "8 weeks", "3 mths", "26", "2 years", "4 weeks"])
         therapist = rng.choice(THERAPISTS)
         visit = first_visit
@@ -126,31 +205,33 @@ def make_example_export(seed: int, n_patients: int = 40) -> pd.DataFrame:
             name = f"{first} {last}"
             # Names typed differently on different visits: the pseudonym must not change.
             name = name.upper() if rng.random() < 0.1 else (name.lower() + " " if rng.random() < 0.1 else name)
-            rows.append({
-                "Patient No": f"P{10000 + i:05d}",
-                "Patient Name": name,
-                "Date of Birth": dob.strftime("%d/%m/%Y"),
-                "Email": email,
-                "Phone": phone,
-                "Address": address,
-                "Postcode": postcode,
-                "Visit Date": _fmt_date(visit, rng),
-                "Therapist": therapist if rng.random() < 0.9 else rng.choice(THERAPISTS),
-                "Treatment Area": rng.choice(_AREAS[area]),
-                "Techniques": rng.choice([", ", " / ", ","]).join(techs),
-                "Pain Before": str(pain) if rng.random() > 0.04 else "n/a",
-                "Pain After": str(after) if rng.random() > 0.1 else "",
-                "Hip IR L": _fmt_num(ir_l, rng) if rng.random() > 0.1 else "",
-                "Hip IR R": _fmt_num(ir_r, rng) if rng.random() > 0.1 else "",
-                "LEFS": str(lefs) if v % 3 == 0 else "",
-                "Minutes": rng.choice(["30", "45", "45 min", "60", "40"]),
-                "Sport": rng.choice(_SPORTS) if v == 0 else "",
-                "Sitting hrs/day": _fmt_num(float(rng.choice([2, 4, 6, 7.5, 8, 9, 10])), rng) if v == 0 else "",
-                "Symptom Duration": symptom if v == 0 else "",
-                "Gender": rng.choice(_SEXES[sex]),
-                "Knee": rng.choice(_KNEES) if v == 0 else "",
-                "Notes": rng.choice(_NOTES),
-            })
+            rows.append(
+                {
+                    "Patient No": f"P{10000 + i:05d}",
+                    "Patient Name": name,
+                    "Date of Birth": dob.strftime("%d/%m/%Y"),
+                    "Email": email,
+                    "Phone": phone,
+                    "Address": address,
+                    "Postcode": postcode,
+                    "Visit Date": _fmt_date(visit, rng),
+                    "Therapist": therapist if rng.random() < 0.9 else rng.choice(THERAPISTS),
+                    "Treatment Area": rng.choice(_AREAS[area]),
+                    "Techniques": rng.choice([", ", " / ", ","]).join(techs),
+                    "Pain Before": str(pain) if rng.random() > 0.04 else "n/a",
+                    "Pain After": str(after) if rng.random() > 0.1 else "",
+                    "Hip IR L": _fmt_num(ir_l, rng) if rng.random() > 0.1 else "",
+                    "Hip IR R": _fmt_num(ir_r, rng) if rng.random() > 0.1 else "",
+                    "LEFS": str(lefs) if v % 3 == 0 else "",
+                    "Minutes": rng.choice(["30", "45", "45 min", "60", "40"]),
+                    "Sport": rng.choice(_SPORTS) if v == 0 else "",
+                    "Sitting hrs/day": _fmt_num(float(rng.choice([2, 4, 6, 7.5, 8, 9, 10])), rng) if v == 0 else "",
+                    "Symptom Duration": symptom if v == 0 else "",
+                    "Gender": rng.choice(_SEXES[sex]),
+                    "Knee": rng.choice(_KNEES) if v == 0 else "",
+                    "Notes": rng.choice(_NOTES),
+                }
+            )
             pain = int(np.clip(pain - rng.integers(-1, 3 if hip else 2), 0, 10))
             ir_l += float(rng.normal(1.0 if hip else 0.2, 1.0))
             ir_r += float(rng.normal(1.0 if hip else 0.2, 1.0))

@@ -78,60 +78,117 @@ def column_expectations(table: Table, column: Column, registry: Registry, today:
     name = column.name
     out: list = []
     if column.required:
-        out.append(E.ExpectColumnValuesToNotBeNull(
-            column=name, meta=_meta(name, "required value is blank; fill it in")))
+        out.append(
+            E.ExpectColumnValuesToNotBeNull(column=name, meta=_meta(name, "required value is blank; fill it in"))
+        )
     if column.kind == "id":
-        out.append(E.ExpectColumnValuesToMatchRegex(
-            column=name, regex=ID_PATTERN, meta=_meta(name, f"not a valid pseudonym ({ID_RULE})")))
+        out.append(
+            E.ExpectColumnValuesToMatchRegex(
+                column=name, regex=ID_PATTERN, meta=_meta(name, f"not a valid pseudonym ({ID_RULE})")
+            )
+        )
     elif column.kind == "category":
-        out.append(E.ExpectColumnValuesToBeInSet(
-            column=name, value_set=list(column.categories),
-            meta=_meta(name, "unknown category; use one of " + ", ".join(column.categories))))
+        out.append(
+            E.ExpectColumnValuesToBeInSet(
+                column=name,
+                value_set=list(column.categories),
+                meta=_meta(name, "unknown category; use one of " + ", ".join(column.categories)),
+            )
+        )
     elif column.kind == "multi_category":
-        out.append(E.ExpectColumnValuesToMatchRegex(
-            column=name, regex=multi_category_pattern(column.categories),
-            meta=_meta(name, "not a ';'-separated subset of " + ", ".join(column.categories))))
+        out.append(
+            E.ExpectColumnValuesToMatchRegex(
+                column=name,
+                regex=multi_category_pattern(column.categories),
+                meta=_meta(name, "not a ';'-separated subset of " + ", ".join(column.categories)),
+            )
+        )
     elif column.kind in ("integer", "number"):
         whole = column.kind == "integer"
-        out.append(E.ExpectColumnValuesToMatchRegex(
-            column=name, regex=INTEGER_PATTERN if whole else NUMBER_PATTERN,
-            meta=_meta(name, "not a whole number" if whole else "not a number (use '.' for decimals)")))
-        out.append(E.ExpectColumnValuesToBeBetween(
-            column=name + NUM_SUFFIX, min_value=column.minimum, max_value=column.maximum,
-            meta=_meta(name, f"outside the allowed range {column.minimum:g}-{column.maximum:g}")))
+        out.append(
+            E.ExpectColumnValuesToMatchRegex(
+                column=name,
+                regex=INTEGER_PATTERN if whole else NUMBER_PATTERN,
+                meta=_meta(name, "not a whole number" if whole else "not a number (use '.' for decimals)"),
+            )
+        )
+        out.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=name + NUM_SUFFIX,
+                min_value=column.minimum,
+                max_value=column.maximum,
+                meta=_meta(name, f"outside the allowed range {column.minimum:g}-{column.maximum:g}"),
+            )
+        )
     elif column.kind == "date":
-        out.append(E.ExpectColumnValuesToMatchRegex(
-            column=name, regex=DATE_PATTERN, meta=_meta(name, "not a date written YYYY-MM-DD")))
-        out.append(E.ExpectColumnValuesToMatchStrftimeFormat(
-            column=name, strftime_format="%Y-%m-%d", meta=_meta(name, "not a real calendar date")))
-        out.append(E.ExpectColumnValuesToBeBetween(
-            column=name + DATE_SUFFIX, min_value=dt.datetime.combine(EARLIEST_DATE, dt.time()),
-            meta=_meta(name, f"before {EARLIEST_DATE}; check the year")))
-        out.append(E.ExpectColumnValuesToBeBetween(
-            column=name + DATE_SUFFIX, max_value=dt.datetime.combine(today, dt.time()),
-            meta=_meta(name, "in the future (after the day of validation); check the date")))
+        out.append(
+            E.ExpectColumnValuesToMatchRegex(
+                column=name, regex=DATE_PATTERN, meta=_meta(name, "not a date written YYYY-MM-DD")
+            )
+        )
+        out.append(
+            E.ExpectColumnValuesToMatchStrftimeFormat(
+                column=name, strftime_format="%Y-%m-%d", meta=_meta(name, "not a real calendar date")
+            )
+        )
+        out.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=name + DATE_SUFFIX,
+                min_value=dt.datetime.combine(EARLIEST_DATE, dt.time()),
+                meta=_meta(name, f"before {EARLIEST_DATE}; check the year"),
+            )
+        )
+        out.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=name + DATE_SUFFIX,
+                max_value=dt.datetime.combine(today, dt.time()),
+                meta=_meta(name, "in the future (after the day of validation); check the date"),
+            )
+        )
     elif column.kind == "measure":
-        out.append(E.ExpectColumnValuesToBeInSet(
-            column=name, value_set=registry.keys,
-            meta=_meta(name, "unknown measure; add it to the measures registry or use one of "
-                       + ", ".join(registry.keys))))
+        out.append(
+            E.ExpectColumnValuesToBeInSet(
+                column=name,
+                value_set=registry.keys,
+                meta=_meta(
+                    name, "unknown measure; add it to the measures registry or use one of " + ", ".join(registry.keys)
+                ),
+            )
+        )
     elif column.kind == "value":
-        out.append(E.ExpectColumnValuesToMatchRegex(
-            column=name, regex=NUMBER_PATTERN, meta=_meta(name, "not a number (use '.' for decimals)")))
+        out.append(
+            E.ExpectColumnValuesToMatchRegex(
+                column=name, regex=NUMBER_PATTERN, meta=_meta(name, "not a number (use '.' for decimals)")
+            )
+        )
         for m in registry.measures.values():
             # row_condition: each measure's range applies only to its own rows
             is_measure = GxColumn("measure") == m.key
             where = f"measure == {m.key}"
-            out.append(E.ExpectColumnValuesToBeBetween(
-                column=name + NUM_SUFFIX, min_value=m.minimum, max_value=m.maximum, row_condition=is_measure,
-                meta=_meta(name, f"outside the range of {m.key} ({m.minimum:g}-{m.maximum:g})", condition=where)))
+            out.append(
+                E.ExpectColumnValuesToBeBetween(
+                    column=name + NUM_SUFFIX,
+                    min_value=m.minimum,
+                    max_value=m.maximum,
+                    row_condition=is_measure,
+                    meta=_meta(name, f"outside the range of {m.key} ({m.minimum:g}-{m.maximum:g})", condition=where),
+                )
+            )
             if m.integer:
-                out.append(E.ExpectColumnValuesToMatchRegex(
-                    column=name, regex=INTEGER_PATTERN, row_condition=is_measure,
-                    meta=_meta(name, f"{m.key} must be a whole number", condition=where)))
+                out.append(
+                    E.ExpectColumnValuesToMatchRegex(
+                        column=name,
+                        regex=INTEGER_PATTERN,
+                        row_condition=is_measure,
+                        meta=_meta(name, f"{m.key} must be a whole number", condition=where),
+                    )
+                )
     if column.unique:
-        out.append(E.ExpectColumnValuesToBeUnique(
-            column=name, meta=_meta(name, f"{name} appears more than once; each must be unique")))
+        out.append(
+            E.ExpectColumnValuesToBeUnique(
+                column=name, meta=_meta(name, f"{name} appears more than once; each must be unique")
+            )
+        )
     return out
 
 
@@ -155,9 +212,12 @@ def build_suites(registry: Registry, today: dt.date | None = None) -> dict[str, 
         expectations = [e for c in table.columns for e in column_expectations(table, c, registry, today)]
         if table.unique_together:
             cols = list(table.unique_together)
-            expectations.append(gx.expectations.ExpectCompoundColumnsToBeUnique(
-                column_list=cols,
-                meta=_meta(", ".join(cols), f"({', '.join(cols)}) appears more than once; keep one row")))
+            expectations.append(
+                gx.expectations.ExpectCompoundColumnsToBeUnique(
+                    column_list=cols,
+                    meta=_meta(", ".join(cols), f"({', '.join(cols)}) appears more than once; keep one row"),
+                )
+            )
         suites[table.name] = gx.ExpectationSuite(name=table.name, expectations=expectations)
     return suites
 
@@ -195,7 +255,8 @@ def cross_table_links(raw: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Se
                 links[table.name][link_column(c.name, parent)] = _member(frame[c.name], raw[parent][key])
     if "clients" in raw and "sessions" in raw:
         links["clients"][link_column("client_id", "sessions")] = _member(
-            raw["clients"]["client_id"], raw["sessions"]["client_id"])
+            raw["clients"]["client_id"], raw["sessions"]["client_id"]
+        )
     return links
 
 
@@ -221,14 +282,23 @@ def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list]:
         for c in table.columns:
             if c.references and c.references[0] in raw:
                 parent, key = c.references
-                out[table.name].append(E.ExpectColumnValuesToBeInSet(
-                    column=link_column(c.name, parent), value_set=[True],
-                    meta=_meta(c.name, f"not found in {parent}.{key}; add the {parent} row or fix the id")))
+                out[table.name].append(
+                    E.ExpectColumnValuesToBeInSet(
+                        column=link_column(c.name, parent),
+                        value_set=[True],
+                        meta=_meta(c.name, f"not found in {parent}.{key}; add the {parent} row or fix the id"),
+                    )
+                )
     if "clients" in raw and "sessions" in raw:
-        out["clients"].append(E.ExpectColumnValuesToBeInSet(
-            column=link_column("client_id", "sessions"), value_set=[True],
-            meta=_meta("client_id", "warning: client has no sessions; kept and counted in the exclusion flow",
-                       "warning")))
+        out["clients"].append(
+            E.ExpectColumnValuesToBeInSet(
+                column=link_column("client_id", "sessions"),
+                value_set=[True],
+                meta=_meta(
+                    "client_id", "warning: client has no sessions; kept and counted in the exclusion flow", "warning"
+                ),
+            )
+        )
     return out
 
 
@@ -310,9 +380,15 @@ class ExpectationOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "table": self.table, "expectation": self.expectation, "column": self.column, "rule": self.rule,
-            "severity": self.severity, "row_condition": self.row_condition, "checked": self.element_count,
-            "failed": self.unexpected_count, "success": self.success,
+            "table": self.table,
+            "expectation": self.expectation,
+            "column": self.column,
+            "rule": self.rule,
+            "severity": self.severity,
+            "row_condition": self.row_condition,
+            "checked": self.element_count,
+            "failed": self.unexpected_count,
+            "success": self.success,
         }
 
 
@@ -324,8 +400,10 @@ def run_suite(context: Any, table: str, staged: pd.DataFrame, expectations: list
     gx = import_gx()
     suite = gx.ExpectationSuite(name=f"{table}-run", expectations=list(expectations))
     source = context.data_sources.add_or_update_pandas(f"inputs-{table}")
-    batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all").get_batch(
-        batch_parameters={"dataframe": staged}
+    batch = (
+        source.add_dataframe_asset(table)
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": staged})
     )
     with quiet_gx():
         result = batch.validate(
@@ -339,11 +417,18 @@ def run_suite(context: Any, table: str, staged: pd.DataFrame, expectations: list
             raise RuntimeError(f"GX could not evaluate {cfg.type} on {table}: {message}")
         meta = cfg.meta or {}
         rows = tuple(int(item[ROW_INDEX]) for item in r.result.get("unexpected_index_list") or [])
-        outcomes.append(ExpectationOutcome(
-            table=table, expectation=cfg.type, column=meta.get("column", ""), rule=meta.get("rule", cfg.type),
-            severity=meta.get("severity", "error"), element_count=int(r.result.get("element_count") or 0),
-            unexpected_count=int(r.result.get("unexpected_count") or 0), success=bool(r.success),
-            rows=tuple(sorted(set(rows))), row_condition=meta.get("condition"),
-        ))
+        outcomes.append(
+            ExpectationOutcome(
+                table=table,
+                expectation=cfg.type,
+                column=meta.get("column", ""),
+                rule=meta.get("rule", cfg.type),
+                severity=meta.get("severity", "error"),
+                element_count=int(r.result.get("element_count") or 0),
+                unexpected_count=int(r.result.get("unexpected_count") or 0),
+                success=bool(r.success),
+                rows=tuple(sorted(set(rows))),
+                row_condition=meta.get("condition"),
+            )
+        )
     return outcomes
-

@@ -29,10 +29,32 @@ from analysis.store import write_csv, write_parquet
 HIP_FOCI = ("hip", "hip_and_knee")
 
 DATASET_COLUMNS = [
-    "client_id", "clinic_id", "sex", "age_band", "symptom_weeks", "log_symptom_weeks", "sitting_hours",
-    "activity", "knee", "session_id", "session_date", "therapist_id", "focus", "techniques", "minutes",
-    "session_number", "n_sessions", "days_since_first", "weeks_since_first", "baseline_focus",
-    "cum_hip_sessions", "measure", "timing", "value", "baseline_value", "change_from_baseline",
+    "client_id",
+    "clinic_id",
+    "sex",
+    "age_band",
+    "symptom_weeks",
+    "log_symptom_weeks",
+    "sitting_hours",
+    "activity",
+    "knee",
+    "session_id",
+    "session_date",
+    "therapist_id",
+    "focus",
+    "techniques",
+    "minutes",
+    "session_number",
+    "n_sessions",
+    "days_since_first",
+    "weeks_since_first",
+    "baseline_focus",
+    "cum_hip_sessions",
+    "measure",
+    "timing",
+    "value",
+    "baseline_value",
+    "change_from_baseline",
 ]
 FLOW_COLUMNS = ["step", "clients", "sessions", "measurements", "excluded_clients", "reason"]
 
@@ -84,7 +106,9 @@ def session_timeline(sessions: pd.DataFrame, hip_foci: tuple[str, ...] = HIP_FOC
 
 
 def build_analysis_dataset(
-    clients: pd.DataFrame, sessions: pd.DataFrame, measurements: pd.DataFrame,
+    clients: pd.DataFrame,
+    sessions: pd.DataFrame,
+    measurements: pd.DataFrame,
     hip_foci: tuple[str, ...] = HIP_FOCI,
 ) -> pd.DataFrame:
     """Join the typed contract tables into the long analysis dataset.
@@ -110,22 +134,17 @@ def build_analysis_dataset(
     >>> build_analysis_dataset(c.clients, c.sessions, c.measurements).head()  # doctest: +SKIP
     """
     timeline = session_timeline(sessions, hip_foci)
-    m = measurements.merge(
-        timeline, on="session_id", how="left", validate="many_to_one", indicator=True
-    )
+    m = measurements.merge(timeline, on="session_id", how="left", validate="many_to_one", indicator=True)
     orphans = int((m["_merge"] != "both").sum())
     if orphans:
         raise InputError(f"{orphans} measurement(s) refer to unknown sessions; run `outcomes validate` first")
-    m = m.drop(columns="_merge").merge(
-        clients, on="client_id", how="left", validate="many_to_one", indicator=True
-    )
+    m = m.drop(columns="_merge").merge(clients, on="client_id", how="left", validate="many_to_one", indicator=True)
     orphans = int((m["_merge"] != "both").sum())
     if orphans:
         raise InputError(f"{orphans} session(s) refer to unknown clients; run `outcomes validate` first")
     m = m.drop(columns="_merge")
-    baseline = (
-        m.loc[(m["session_number"] == 1) & (m["timing"] == "pre"), ["client_id", "measure", "value"]]
-        .rename(columns={"value": "baseline_value"})
+    baseline = m.loc[(m["session_number"] == 1) & (m["timing"] == "pre"), ["client_id", "measure", "value"]].rename(
+        columns={"value": "baseline_value"}
     )
     m = m.merge(baseline, on=["client_id", "measure"], how="left", validate="many_to_one")
     m = m.assign(
@@ -168,36 +187,57 @@ def exclusion_flow(
         meas = measurements[measurements["session_id"].isin(sess["session_id"])]
         previous = rows[-1]["clients"] if rows else len(ids)
         rows.append(
-            dict(step=step, clients=len(ids), sessions=len(sess), measurements=len(meas),
-                 excluded_clients=previous - len(ids), reason=reason)
+            dict(
+                step=step,
+                clients=len(ids),
+                sessions=len(sess),
+                measurements=len(meas),
+                excluded_clients=previous - len(ids),
+                reason=reason,
+            )
         )
 
     if received:
-        rows.append(dict(step="received", clients=int(received.get("clients", 0)),
-                         sessions=int(received.get("sessions", 0)),
-                         measurements=int(received.get("measurements", 0)), excluded_clients=0, reason=""))
+        rows.append(
+            dict(
+                step="received",
+                clients=int(received.get("clients", 0)),
+                sessions=int(received.get("sessions", 0)),
+                measurements=int(received.get("measurements", 0)),
+                excluded_clients=0,
+                reason="",
+            )
+        )
     add("valid", clients["client_id"], "failed validation (see data/interim/rejects.csv)" if received else "")
     with_sessions = clients.loc[clients["client_id"].isin(sessions["client_id"]), "client_id"]
     add("with at least one session", with_sessions, "no sessions recorded")
 
     primary = dataset[(dataset["measure"] == config.measure) & (dataset["timing"] == config.timing)]
     with_baseline = primary.loc[primary["session_number"] == 1, "client_id"]
-    add(f"with baseline {config.measure} ({config.timing}) at the first session", with_baseline,
-        f"no {config.measure} ({config.timing}) at the first session")
+    add(
+        f"with baseline {config.measure} ({config.timing}) at the first session",
+        with_baseline,
+        f"no {config.measure} ({config.timing}) at the first session",
+    )
 
     follow = primary[
         (primary["session_number"] > 1)
         & (primary["weeks_since_first"] <= config.followup_weeks)
         & primary["client_id"].isin(with_baseline)
     ]["client_id"]
-    add(f"with at least one follow-up within {config.followup_weeks:g} weeks", follow,
-        f"no later {config.measure} ({config.timing}) within {config.followup_weeks:g} weeks")
+    add(
+        f"with at least one follow-up within {config.followup_weeks:g} weeks",
+        follow,
+        f"no later {config.measure} ({config.timing}) within {config.followup_weeks:g} weeks",
+    )
 
     focus = dataset.drop_duplicates("client_id").set_index("client_id")["baseline_focus"]
-    in_comparison = [c for c in pd.Index(follow).unique()
-                     if focus.get(c) in config.hip_focused + config.comparator]
-    add("in the comparison (baseline focus hip-focused or knee-focused)", pd.Index(in_comparison),
-        "first session's focus outside both groups (e.g. 'other')")
+    in_comparison = [c for c in pd.Index(follow).unique() if focus.get(c) in config.hip_focused + config.comparator]
+    add(
+        "in the comparison (baseline focus hip-focused or knee-focused)",
+        pd.Index(in_comparison),
+        "first session's focus outside both groups (e.g. 'other')",
+    )
     hip = [c for c in in_comparison if focus.get(c) in config.hip_focused]
     knee = [c for c in in_comparison if focus.get(c) in config.comparator]
     flow = pd.DataFrame(rows, columns=FLOW_COLUMNS)
@@ -256,9 +296,11 @@ def check_validation_passed(validation_json: Path, rejects: Path, allow_rejects:
     errors = int(summary.get("errors") or 0)
     if errors and not allow_rejects:
         html = validation_json.with_name("validation.html")
-        raise InputError(f"the last `outcomes validate` found {errors} problem(s) and params validate.allow_rejects "
-                         f"is false, so nothing was joined; see {html} and {rejects}, fix the inputs and validate "
-                         "again (or set validate.allow_rejects: true to go on with the valid rows only)")
+        raise InputError(
+            f"the last `outcomes validate` found {errors} problem(s) and params validate.allow_rejects "
+            f"is false, so nothing was joined; see {html} and {rejects}, fix the inputs and validate "
+            "again (or set validate.allow_rejects: true to go on with the valid rows only)"
+        )
 
 
 def run_join(params: dict, input_dir: Path | None = None) -> str:
@@ -272,15 +314,15 @@ def run_join(params: dict, input_dir: Path | None = None) -> str:
     lineage.check(interim, validated, "validate")
     tables = read_valid_tables(interim)
     config = flow_config(params)
-    dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"],
-                                     config.hip_focused)
+    dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"], config.hip_focused)
     received = _received_counts(validation_json)
-    flow = exclusion_flow(dataset, tables["clients"], tables["sessions"], tables["measurements"],
-                          config, received)
+    flow = exclusion_flow(dataset, tables["clients"], tables["sessions"], tables["measurements"], config, received)
     out, flow_path = resolve(j["out"]), resolve(j["flow"])
     write_parquet(out, dataset)
     write_csv(flow_path, flow)
     lineage.record(out.parent, "join", validated, [out, flow_path])
     last = flow.iloc[-3]
-    return (f"analysis dataset: {len(dataset)} rows, {dataset['client_id'].nunique()} clients -> {out}\n"
-            f"flow: {int(last['clients'])} clients reach the primary comparison -> {flow_path}")
+    return (
+        f"analysis dataset: {len(dataset)} rows, {dataset['client_id'].nunique()} clients -> {out}\n"
+        f"flow: {int(last['clients'])} clients reach the primary comparison -> {flow_path}"
+    )

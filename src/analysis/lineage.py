@@ -29,11 +29,14 @@ def key(path: Path) -> str:
 
 def record(folder: Path, stage: str, inputs: list[Path], outputs: list[Path]) -> None:
     """Write ``folder/lineage.json`` for ``stage`` (call after every output is written)."""
-    write_json(Path(folder) / MANIFEST, {
-        "stage": stage,
-        "inputs": {key(p): sha256_file(p) for p in sorted(inputs, key=str) if Path(p).is_file()},
-        "outputs": {key(p): sha256_file(p) for p in sorted(outputs, key=str)},
-    })
+    write_json(
+        Path(folder) / MANIFEST,
+        {
+            "stage": stage,
+            "inputs": {key(p): sha256_file(p) for p in sorted(inputs, key=str) if Path(p).is_file()},
+            "outputs": {key(p): sha256_file(p) for p in sorted(outputs, key=str)},
+        },
+    )
 
 
 def _manifest(folder: Path) -> dict:
@@ -51,8 +54,9 @@ def check(folder: Path, files: list[Path], made_by: str) -> dict[str, str]:
     manifest = Path(folder) / MANIFEST
     rerun = f"re-run `outcomes {made_by}` (or `dvc repro`)"
     if not manifest.is_file():
-        raise InputError(f"{manifest}: not found, so {folder} cannot be shown to come from one "
-                         f"`outcomes {made_by}` run; {rerun}")
+        raise InputError(
+            f"{manifest}: not found, so {folder} cannot be shown to come from one `outcomes {made_by}` run; {rerun}"
+        )
     recorded = _manifest(folder).get("outputs") or {}
     hashes = {}
     for p in files:
@@ -61,9 +65,11 @@ def check(folder: Path, files: list[Path], made_by: str) -> dict[str, str]:
             raise InputError(f"{p}: not found; {rerun}")
         digest = sha256_file(p)
         if recorded.get(name) != digest:
-            raise InputError(f"{p}: is not the file the last `outcomes {made_by}` run wrote (an interrupted or "
-                             f"refused run, or a file changed by hand): outputs of different runs would be mixed; "
-                             f"{rerun}")
+            raise InputError(
+                f"{p}: is not the file the last `outcomes {made_by}` run wrote (an interrupted or "
+                f"refused run, or a file changed by hand): outputs of different runs would be mixed; "
+                f"{rerun}"
+            )
         hashes[name] = digest
     return hashes
 

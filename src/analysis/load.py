@@ -31,10 +31,10 @@ XLSX_MAGIC = b"PK\x03\x04"
 DEFAULT_MAX_MB = 512
 ROW_INDEX = "row"
 #: bounds for spreadsheets: a tiny .xlsx can declare a used range of 16,384 x 1,048,576 cells
-MAX_XLSX_COLUMNS = 64          # contract tables have a handful of columns; cells beyond are not read
-MAX_ROWS = 2_000_000           # data rows per table
-MAX_UNCOMPRESSED_MB = 1024     # an .xlsx is a zip: its unpacked size is checked before it is opened
-MAX_CELL_CHARS = 10_000        # no contract value is longer; a longer cell is reported with its column
+MAX_XLSX_COLUMNS = 64  # contract tables have a handful of columns; cells beyond are not read
+MAX_ROWS = 2_000_000  # data rows per table
+MAX_UNCOMPRESSED_MB = 1024  # an .xlsx is a zip: its unpacked size is checked before it is opened
+MAX_CELL_CHARS = 10_000  # no contract value is longer; a longer cell is reported with its column
 _MIDNIGHT = r"^(\d{4}-\d{2}-\d{2})[ T]00:00(?::00(?:\.0+)?)?$"
 
 
@@ -65,8 +65,10 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
     """
     folder = Path(folder)
     if not folder.exists():
-        raise InputError(f"{folder}: input folder not found; pass --input DIR with clients.csv, sessions.csv, "
-                         "measurements.csv (or an .xlsx workbook with those sheets)")
+        raise InputError(
+            f"{folder}: input folder not found; pass --input DIR with clients.csv, sessions.csv, "
+            "measurements.csv (or an .xlsx workbook with those sheets)"
+        )
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file, not a folder; pass the folder that holds the three tables")
     out = Inputs(folder=folder)
@@ -85,8 +87,12 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
                 _read_one(out, table, book, f"{book.name}[{table.name}]", max_mb, kind="xlsx", sheet=table.name)
             else:
                 out.problems.append(
-                    Problem(table.filename, None, None,
-                            f"file not found in {folder}; add {table.filename} (see `outcomes template`)")
+                    Problem(
+                        table.filename,
+                        None,
+                        None,
+                        f"file not found in {folder}; add {table.filename} (see `outcomes template`)",
+                    )
                 )
     return out
 
@@ -104,16 +110,23 @@ def _sheet_names(path: Path) -> list[str]:
         return []
 
 
-def _read_one(out: Inputs, table: Table, path: Path, label: str, max_mb: float, kind: str,
-              sheet: str | None = None) -> None:
+def _read_one(
+    out: Inputs, table: Table, path: Path, label: str, max_mb: float, kind: str, sheet: str | None = None
+) -> None:
     if path.is_dir():
         out.problems.append(Problem(label, None, None, "is a folder, not a file; put the table's file here"))
         return
     size = path.stat().st_size
     if size > max_mb * 1024 * 1024:
-        out.problems.append(Problem(label, None, None,
-                                    f"file is {size / 1024 / 1024:.0f} MB, over the {max_mb:g} MB limit "
-                                    "(params validate.max_file_mb); split it or raise the limit"))
+        out.problems.append(
+            Problem(
+                label,
+                None,
+                None,
+                f"file is {size / 1024 / 1024:.0f} MB, over the {max_mb:g} MB limit "
+                "(params validate.max_file_mb); split it or raise the limit",
+            )
+        )
         return
     try:
         with open(path, "rb") as fh:  # read-only: inputs are never modified
@@ -124,9 +137,14 @@ def _read_one(out: Inputs, table: Table, path: Path, label: str, max_mb: float, 
     out.paths.append(path)
     if kind == "csv":
         if data.startswith(XLSX_MAGIC):
-            out.problems.append(Problem(label, None, None,
-                                        "is an Excel workbook named .csv; save it as 'CSV UTF-8' or rename it "
-                                        f"to {table.name}.xlsx"))
+            out.problems.append(
+                Problem(
+                    label,
+                    None,
+                    None,
+                    f"is an Excel workbook named .csv; save it as 'CSV UTF-8' or rename it to {table.name}.xlsx",
+                )
+            )
             return
         rows, problems = _parse_csv(data, label)
     else:
@@ -151,8 +169,9 @@ def _parse_csv(data: bytes, label: str) -> tuple[list[tuple[int, list[str]]] | N
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        return None, [Problem(label, line, None,
-                              f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as 'CSV UTF-8'")]
+        return None, [
+            Problem(label, line, None, f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as 'CSV UTF-8'")
+        ]
     if "\x00" in text:
         return None, [Problem(label, None, None, "contains NUL bytes: not a text CSV file; export it as CSV UTF-8")]
     sep_hint = re.match(r"sep=,\s*\r?\n", text[:10])
@@ -161,8 +180,11 @@ def _parse_csv(data: bytes, label: str) -> tuple[list[tuple[int, list[str]]] | N
         if sep_hint:  # Excel's "sep=," first line: a hint, not the header
             rows = rows[1:]
     except CsvSyntaxError as exc:
-        return None, [Problem(label, exc.line, None,
-                              f"is not well-formed CSV ({exc.message}); check quotes around values with commas")]
+        return None, [
+            Problem(
+                label, exc.line, None, f"is not well-formed CSV ({exc.message}); check quotes around values with commas"
+            )
+        ]
     return rows, []
 
 
@@ -203,8 +225,7 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-def _parse_xlsx(data: bytes, label: str, sheet: str | None) -> tuple[list[tuple[int, list[str]]] | None,
-                                                                     list[Problem]]:
+def _parse_xlsx(data: bytes, label: str, sheet: str | None) -> tuple[list[tuple[int, list[str]]] | None, list[Problem]]:
     import warnings
     import zipfile
 
@@ -217,8 +238,15 @@ def _parse_xlsx(data: bytes, label: str, sheet: str | None) -> tuple[list[tuple[
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         return None, [Problem(label, None, None, f"cannot be opened as a workbook ({exc.__class__.__name__})")]
     if unpacked > MAX_UNCOMPRESSED_MB * 1024 * 1024:
-        return None, [Problem(label, None, None, f"unpacks to {unpacked / 2**20:.0f} MB, over the "
-                              f"{MAX_UNCOMPRESSED_MB} MB limit for a workbook; save the table as CSV UTF-8")]
+        return None, [
+            Problem(
+                label,
+                None,
+                None,
+                f"unpacks to {unpacked / 2**20:.0f} MB, over the "
+                f"{MAX_UNCOMPRESSED_MB} MB limit for a workbook; save the table as CSV UTF-8",
+            )
+        ]
     try:
         with warnings.catch_warnings():
             # openpyxl warns about unsupported styling/extensions, which do not affect values
@@ -247,24 +275,36 @@ def _parse_xlsx(data: bytes, label: str, sheet: str | None) -> tuple[list[tuple[
     return [(i, r[:width] + [""] * (width - len(r))) for i, r in rows], []
 
 
-def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
-              ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, list[Problem]]:
+def _to_frame(
+    rows: list[tuple[int, list[str]]], table: Table, label: str
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, list[Problem]]:
     """Check the header and build the string frame; ragged rows become problems + rejects."""
     problems: list[Problem] = []
     header_line, header = rows[0]
     header = [unicodedata.normalize("NFKC", h).strip().lstrip("\ufeff") for h in header]
     # trailing empty columns (a spreadsheet's stray commas) carry nothing: drop them if every value is blank
-    while header and header[-1] == "" and all(len(r) < len(header) or not r[len(header) - 1].strip()
-                                              for _, r in rows[1:]):
+    while (
+        header and header[-1] == "" and all(len(r) < len(header) or not r[len(header) - 1].strip() for _, r in rows[1:])
+    ):
         header = header[:-1]
         rows = [(i, r[: len(header)] if len(r) > len(header) else r) for i, r in rows]
     # "".join(...).strip(): one C call per row, so 800k-row files stay fast
     data_rows = [(i, r) for i, r in rows[1:] if "".join(r).strip()]
     if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
         sep = next(s for s in (";", "\t", "|") if s in header[0])
-        return None, None, [Problem(label, header_line, None,
-                                    f"uses {'tab' if sep == chr(9) else repr(sep)} as delimiter; "
-                                    "the contract needs comma-separated values (save as 'CSV UTF-8')")]
+        return (
+            None,
+            None,
+            [
+                Problem(
+                    label,
+                    header_line,
+                    None,
+                    f"uses {'tab' if sep == chr(9) else repr(sep)} as delimiter; "
+                    "the contract needs comma-separated values (save as 'CSV UTF-8')",
+                )
+            ],
+        )
     seen: set[str] = set()
     for h in header:
         if h == "":
@@ -275,9 +315,15 @@ def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
     for h in header:
         if h and h not in table.column_names:
             reason = identifier_reason(h)
-            problems.append(Problem(label, header_line, h,
-                                    reason or f"unknown column; allowed: {', '.join(table.column_names)}",
-                                    severity="privacy" if reason else "error"))
+            problems.append(
+                Problem(
+                    label,
+                    header_line,
+                    h,
+                    reason or f"unknown column; allowed: {', '.join(table.column_names)}",
+                    severity="privacy" if reason else "error",
+                )
+            )
     for name in table.required_columns:
         if name not in header:
             problems.append(Problem(label, header_line, name, "required column is missing from the header"))
@@ -290,9 +336,14 @@ def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
     bad: list[dict] = []
     for line, fields in data_rows:
         if len(fields) != len(header):
-            problems.append(Problem(label, line, None,
-                                    f"has {len(fields)} fields but the header has {len(header)}; "
-                                    "quote values that contain commas"))
+            problems.append(
+                Problem(
+                    label,
+                    line,
+                    None,
+                    f"has {len(fields)} fields but the header has {len(header)}; quote values that contain commas",
+                )
+            )
             bad.append({ROW_INDEX: line, "raw": ",".join(fields)})
             continue
         good.append(fields)
@@ -302,20 +353,29 @@ def _to_frame(rows: list[tuple[int, list[str]]], table: Table, label: str
     # as some keyboards type them, become ASCII: the same rule for validation and conversion), spaces
     # trimmed, and a date with a midnight time (a spreadsheet's datetime) reduced to the date
     if len(frame):
-        frame = frame.apply(lambda col: col.str.normalize("NFKC").str.strip()
-                            .str.replace(_MIDNIGHT, r"\1", regex=True)).astype(object)
+        frame = frame.apply(
+            lambda col: col.str.normalize("NFKC").str.strip().str.replace(_MIDNIGHT, r"\1", regex=True)
+        ).astype(object)
     too_long = set()
     for name in frame.columns:
         long = frame[name].str.len() > MAX_CELL_CHARS
         for line in frame.index[long.fillna(False).to_numpy(dtype=bool)]:
-            problems.append(Problem(label, int(line), name,
-                                    f"value is {len(frame.at[line, name]):,} characters long, over the "
-                                    f"{MAX_CELL_CHARS:,} a contract value can have (a broken quote can swallow "
-                                    "many lines into one cell); the row is rejected"))
+            problems.append(
+                Problem(
+                    label,
+                    int(line),
+                    name,
+                    f"value is {len(frame.at[line, name]):,} characters long, over the "
+                    f"{MAX_CELL_CHARS:,} a contract value can have (a broken quote can swallow "
+                    "many lines into one cell); the row is rejected",
+                )
+            )
             too_long.add(line)
     if too_long:  # the row goes to the rejects, its content cut to a readable length
-        bad += [{ROW_INDEX: int(line), "raw": ",".join(frame.loc[line].astype(str))[:200] + " ..."}
-                for line in sorted(too_long)]
+        bad += [
+            {ROW_INDEX: int(line), "raw": ",".join(frame.loc[line].astype(str))[:200] + " ..."}
+            for line in sorted(too_long)
+        ]
         frame = frame.drop(index=sorted(too_long))
     for c in table.columns:
         if c.name not in frame.columns:

@@ -92,11 +92,7 @@ _NAME_JOINED = r"^[A-Za-z][a-z]+(?:[_.][A-Za-z][a-z]+|-[A-Z][a-z]+)+$"
 # Words that make up legitimate (or nearly legitimate) contract values: "Hip And Knee" is a wrong
 # category, not a person, and must get the category error, not a privacy one.
 _DOMAIN_WORDS = frozenset(
-    w
-    for table in TABLES.values()
-    for col in table.columns
-    for cat in col.categories
-    for w in cat.split("_")
+    w for table in TABLES.values() for col in table.columns for cat in col.categories for w in cat.split("_")
 ) | frozenset(
     "and or both left right hip hips knee knees pre post none other not yes no unknown female male clinic "
     "session sessions client clients therapist measure value total mean missing treatment focus "
@@ -107,26 +103,54 @@ _DOMAIN_WORDS = frozenset(
 # (kind, pattern, case-insensitive, rule) - the rule says what it is and what to do, never the value.
 _RULES: list[tuple[str, str, bool, str]] = [
     ("email", _EMAIL, False, "looks like an email address: remove it (contact details must not be in the tables)"),
-    ("national_id", _NATIONAL_ID, False,
-     "looks like a national id / health service number: remove it (use a pseudonym, see `outcomes deidentify`)"),
+    (
+        "national_id",
+        _NATIONAL_ID,
+        False,
+        "looks like a national id / health service number: remove it (use a pseudonym, see `outcomes deidentify`)",
+    ),
     ("postcode", _POSTCODE_UK, True, "looks like a postcode: remove it (addresses must not be in the tables)"),
-    ("postcode_tight", _POSTCODE_UK_TIGHT, False,
-     "looks like a postcode: remove it (addresses must not be in the tables)"),
+    (
+        "postcode_tight",
+        _POSTCODE_UK_TIGHT,
+        False,
+        "looks like a postcode: remove it (addresses must not be in the tables)",
+    ),
     ("zip", _ZIP4, False, "looks like a ZIP+4 code: remove it (addresses must not be in the tables)"),
-    ("postcode_generic", _POSTCODE_GENERIC, False,
-     "looks like a postal code: remove it (addresses must not be in the tables)"),
+    (
+        "postcode_generic",
+        _POSTCODE_GENERIC,
+        False,
+        "looks like a postal code: remove it (addresses must not be in the tables)",
+    ),
     ("phone", _PHONE, False, "looks like a phone number: remove it (contact details must not be in the tables)"),
-    ("title", _TITLE, False,
-     "looks like a person's name (title such as Mr/Dr): remove it (names must not be in the tables; "
-     "use pseudonyms, see `outcomes deidentify`)"),
-    ("name", _NAME, False,
-     "looks like a person's name: remove it (names must not be in the tables; "
-     "use pseudonyms, see `outcomes deidentify`)"),
-    ("name_upper", _NAME_UPPER, False,
-     "looks like a person's name: remove it (names must not be in the tables; "
-     "use pseudonyms, see `outcomes deidentify`)"),
-    ("name_joined", _NAME_JOINED, False,
-     "looks like a person's name written as an id: use a pseudonym such as C0001 (see `outcomes deidentify`)"),
+    (
+        "title",
+        _TITLE,
+        False,
+        "looks like a person's name (title such as Mr/Dr): remove it (names must not be in the tables; "
+        "use pseudonyms, see `outcomes deidentify`)",
+    ),
+    (
+        "name",
+        _NAME,
+        False,
+        "looks like a person's name: remove it (names must not be in the tables; "
+        "use pseudonyms, see `outcomes deidentify`)",
+    ),
+    (
+        "name_upper",
+        _NAME_UPPER,
+        False,
+        "looks like a person's name: remove it (names must not be in the tables; "
+        "use pseudonyms, see `outcomes deidentify`)",
+    ),
+    (
+        "name_joined",
+        _NAME_JOINED,
+        False,
+        "looks like a person's name written as an id: use a pseudonym such as C0001 (see `outcomes deidentify`)",
+    ),
 ]
 _COMPILED = {kind: re.compile(p, re.IGNORECASE if ci else 0) for kind, p, ci, _ in _RULES}
 _ISO_DATE_RANGE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:\s*(?:-|to|/)\s*\d{4}-\d{2}-\d{2})?$")
@@ -247,13 +271,17 @@ def scan_values(frame: pd.DataFrame, file_label: str, *, max_rows_per_rule: int 
             rows = text.index[text.isin(bad_values).to_numpy()]
             rule = rules[kind]
             shown = rows if max_rows_per_rule is None else rows[:max_rows_per_rule]
-            problems.extend(
-                Problem(file_label, _row(r), str(column), rule, None, "privacy") for r in shown
-            )
+            problems.extend(Problem(file_label, _row(r), str(column), rule, None, "privacy") for r in shown)
             if len(rows) > len(shown):
                 problems.append(
-                    Problem(file_label, None, str(column),
-                            f"{len(rows) - len(shown)} more row(s) in this column: {rule}", None, "privacy")
+                    Problem(
+                        file_label,
+                        None,
+                        str(column),
+                        f"{len(rows) - len(shown)} more row(s) in this column: {rule}",
+                        None,
+                        "privacy",
+                    )
                 )
     problems.sort(key=lambda p: (p.row is None, p.row or 0, p.column or "", p.rule))
     return problems
@@ -300,8 +328,10 @@ def _small(value: Any, min_cell: int) -> bool:
 
 
 # An absolute local path: /home/..., /Users/..., /root/..., /tmp/..., /mnt/..., C:\..., \\server\...
-_LOCAL_PATH = re.compile(r"(?<![\w/.:-])(?:/(?:home|Users|root|tmp|mnt|media|srv|var|opt|private|data|work)/[^\s\"'<>]+"
-                         r"|[A-Za-z]:\\[^\s\"'<>]+|\\\\[^\s\"'<>]+)")
+_LOCAL_PATH = re.compile(
+    r"(?<![\w/.:-])(?:/(?:home|Users|root|tmp|mnt|media|srv|var|opt|private|data|work)/[^\s\"'<>]+"
+    r"|[A-Za-z]:\\[^\s\"'<>]+|\\\\[^\s\"'<>]+)"
+)
 
 
 def check_peer_output(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cell: int) -> list[str]:
@@ -332,8 +362,10 @@ def check_peer_output(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cel
             reasons.append(f"text contains a client or session id {n_ids} time(s); show aggregates only")
         n_paths = len(_LOCAL_PATH.findall(text))
         if n_paths:
-            reasons.append(f"text contains {n_paths} local file path(s) (a folder name can hold a user's or "
-                           "clinic's name); show paths relative to the project, or not at all")
+            reasons.append(
+                f"text contains {n_paths} local file path(s) (a folder name can hold a user's or "
+                "clinic's name); show paths relative to the project, or not at all"
+            )
         for m in _DATA_COUNT.finditer(text):
             raw = next(g for g in m.groups() if g is not None).strip()
             line = text.count("\n", 0, m.start()) + 1
@@ -342,12 +374,15 @@ def check_peer_output(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cel
             try:
                 value = float(raw)
             except ValueError:
-                reasons.append(f"line {line}: data-count is not a number or '<{min_cell}'; "
-                               "mark counts as data-count=\"k\"")
+                reasons.append(
+                    f"line {line}: data-count is not a number or '<{min_cell}'; mark counts as data-count=\"k\""
+                )
                 continue
             if _small(value, min_cell):
-                reasons.append(f"line {line}: count {value:g} is below {min_cell}; show it as '<{min_cell}' "
-                               "(suppress_count) with complementary suppression (suppress_table)")
+                reasons.append(
+                    f"line {line}: count {value:g} is below {min_cell}; show it as '<{min_cell}' "
+                    "(suppress_count) with complementary suppression (suppress_table)"
+                )
         return reasons
     _walk(obj_or_text, "$", False, forbidden, min_cell, reasons)
     n_paths = len(_LOCAL_PATH.findall(json.dumps(obj_or_text, default=str)))
@@ -373,12 +408,15 @@ def _walk(obj: Any, path: str, in_count: bool, forbidden: set[str], min_cell: in
         if any(tok in forbidden for tok in _TOKEN.findall(obj)):
             reasons.append(f"{path}: contains a client or session id; show aggregates only")
     elif in_count and _small(obj, min_cell):
-        reasons.append(f"{path}: count {float(obj):g} is below {min_cell}; "
-                       f"write '<{min_cell}' (suppress_count) with complementary suppression")
+        reasons.append(
+            f"{path}: count {float(obj):g} is below {min_cell}; "
+            f"write '<{min_cell}' (suppress_count) with complementary suppression"
+        )
 
 
-def assert_peer_safe(obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cell: int,
-                     label: str = "peer output") -> None:
+def assert_peer_safe(
+    obj_or_text: Any, *, forbidden_ids: Iterable[str], min_cell: int, label: str = "peer output"
+) -> None:
     """Raise :class:`PrivacyError` listing every reason ``obj_or_text`` is not safe for peers.
 
     Call it just before writing a peer output; if it raises, write nothing.
@@ -464,14 +502,17 @@ def suppress_table(df: pd.DataFrame, count_cols: Sequence[str], min_cell: int) -
 
     out = df.copy()
     for j, c in enumerate(cols):
-        shown = [f"<{min_cell}" if primary[i, j] else SECONDARY_MARK if hidden[i, j]
-                 else suppress_count(values[i, j], 1) for i in range(len(df))]
+        shown = [
+            f"<{min_cell}" if primary[i, j] else SECONDARY_MARK if hidden[i, j] else suppress_count(values[i, j], 1)
+            for i in range(len(df))
+        ]
         out[c] = pd.Series(shown, index=df.index, dtype="string")
     return out
 
 
-def k_anonymity(df: pd.DataFrame, quasi: Sequence[str] = ("clinic_id", "sex", "age_band", "knee"),
-                threshold: int = 5) -> dict[str, int]:
+def k_anonymity(
+    df: pd.DataFrame, quasi: Sequence[str] = ("clinic_id", "sex", "age_band", "knee"), threshold: int = 5
+) -> dict[str, int]:
     """k-anonymity of a client table over the quasi-identifiers.
 
     Parameters
@@ -535,8 +576,9 @@ def km_for_peers(km: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     return km[keep].reset_index(drop=True)
 
 
-def pinned_cells(counts: np.ndarray, hidden: np.ndarray, min_cell: int,
-                 small: np.ndarray | None = None) -> list[tuple[int, int]]:
+def pinned_cells(
+    counts: np.ndarray, hidden: np.ndarray, min_cell: int, small: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """Hidden cells of a two-way table that the shown numbers still pin to one value (a linear-programming audit).
 
     ``counts`` is the full table with its totals in the last row and the last column; ``hidden`` marks the
@@ -567,8 +609,10 @@ def pinned_cells(counts: np.ndarray, hidden: np.ndarray, min_cell: int,
         bounds.append((1.0, min_cell - 1.0) if small[i, j] else (0.0, cap))
     rows_eq, rhs = [], []
     # row i: sum of the group cells = the total cell; column j: sum of the level cells = the totals row
-    for lines in ([[(i, j) for j in range(C - 1)] + [(i, C - 1)] for i in range(R)],
-                  [[(i, j) for i in range(R - 1)] + [(R - 1, j)] for j in range(C)]):
+    for lines in (
+        [[(i, j) for j in range(C - 1)] + [(i, C - 1)] for i in range(R)],
+        [[(i, j) for i in range(R - 1)] + [(R - 1, j)] for j in range(C)],
+    ):
         for line in lines:
             parts, total = line[:-1], line[-1]
             a, b = np.zeros(len(cells)), 0.0

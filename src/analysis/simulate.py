@@ -115,8 +115,10 @@ def resolve_config(cfg: dict, seed: int, n_clients: int | None = None, effect: f
     """
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
-        raise InputError(f"params.yaml simulate: missing key(s) {', '.join(missing)}; see the documented "
-                         "simulate section of the project's params.yaml")
+        raise InputError(
+            f"params.yaml simulate: missing key(s) {', '.join(missing)}; see the documented "
+            "simulate section of the project's params.yaml"
+        )
     p = {k: cfg[k] for k in REQUIRED_KEYS}
     p["seed"] = int(seed)
     p["start_date"], p["reference_date"] = str(p["start_date"]), str(p["reference_date"])
@@ -128,8 +130,14 @@ def resolve_config(cfg: dict, seed: int, n_clients: int | None = None, effect: f
         raise InputError("params.yaml simulate.n_clients: must be at least 1")
     if not 1 <= int(p["sessions_max"]) <= 60:
         raise InputError("params.yaml simulate.sessions_max: must be 1-60")
-    for name, cats in (("sex_shares", SEXES), ("age_band_shares", AGE_BANDS), ("activity_shares", ACTIVITIES),
-                       ("knee_shares", KNEES), ("focus_switch_shares", FOCI), ("technique_shares", TECHNIQUES)):
+    for name, cats in (
+        ("sex_shares", SEXES),
+        ("age_band_shares", AGE_BANDS),
+        ("activity_shares", ACTIVITIES),
+        ("knee_shares", KNEES),
+        ("focus_switch_shares", FOCI),
+        ("technique_shares", TECHNIQUES),
+    ):
         bad = sorted(set(map(str, p[name])) - set(cats))
         if bad:
             raise InputError(f"params.yaml simulate.{name}: unknown categories {bad}; allowed: {', '.join(cats)}")
@@ -221,8 +229,9 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
     # right-skewed duration; a few chronic clients beyond two years, never beyond the contract's 1040
     log_sw_draw = np.log(p["symptom_weeks_median"]) + p["symptom_weeks_log_sd"] * rng.standard_normal(n)
     sw = np.clip(np.rint(np.exp(log_sw_draw)), 1, 1040).astype(np.int64)
-    sitting = np.clip(np.round(2 * (p["sitting_hours_mean"] + p["sitting_hours_sd"] * rng.standard_normal(n))) / 2,
-                      0, 14)
+    sitting = np.clip(
+        np.round(2 * (p["sitting_hours_mean"] + p["sitting_hours_sd"] * rng.standard_normal(n))) / 2, 0, 14
+    )
     sitting_missing = rng.random(n) < p["missing_sitting"]
     log_sw = np.log(sw + 1.0)
     run_cycle = np.isin(activity, ["running", "cycling"])
@@ -231,13 +240,15 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
 
     # ---- exposure: focus of the first session (confounding by indication) -------------------
     sit_c = sitting - 7.0
-    p_hip = _sigmoid(p["hip_logit_intercept"] + p["hip_logit_per_sitting_hour"] * sit_c
-                     + p["hip_logit_run_cycle"] * run_cycle)
+    p_hip = _sigmoid(
+        p["hip_logit_intercept"] + p["hip_logit_per_sitting_hour"] * sit_c + p["hip_logit_run_cycle"] * run_cycle
+    )
     u_other, u_hip, u_hk = rng.random(n), rng.random(n), rng.random(n)
     is_other = u_other < p["focus_other_share"]
     hip = (~is_other) & (u_hip < p_hip)
-    base_focus = np.where(is_other, "other", np.where(hip, np.where(u_hk < p["hip_and_knee_share"],
-                                                                     "hip_and_knee", "hip"), "knee")).astype(object)
+    base_focus = np.where(
+        is_other, "other", np.where(hip, np.where(u_hk < p["hip_and_knee_share"], "hip_and_knee", "hip"), "knee")
+    ).astype(object)
     compared = ~is_other
     hip_f = hip.astype(float)
 
@@ -247,9 +258,13 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
     direct = effect_total - indirect
     gamma = indirect / p["hip_ir_gain_per_week"] if p["hip_ir_gain_per_week"] > 0 else 0.0
     centre = float(log_sw[compared].mean()) if compared.any() else float(log_sw.mean())
-    cov_effect = (p["nprs_per_sitting_hour"] * sit_c + p["nprs_run_cycle"] * (run_cycle - 0.37)
-                  + p["nprs_female"] * (female - 0.6) + p["nprs_per_age_band"] * (age_idx - 2.5)
-                  + p["nprs_per_log_symptom_weeks"] * (log_sw - math.log(21.0)))
+    cov_effect = (
+        p["nprs_per_sitting_hour"] * sit_c
+        + p["nprs_run_cycle"] * (run_cycle - 0.37)
+        + p["nprs_female"] * (female - 0.6)
+        + p["nprs_per_age_band"] * (age_idx - 2.5)
+        + p["nprs_per_log_symptom_weeks"] * (log_sw - math.log(21.0))
+    )
     z0, z1 = rng.standard_normal(n), rng.standard_normal(n)
     rho = float(p["intercept_slope_corr"])
     u0 = p["intercept_sd"] * z0
@@ -306,18 +321,27 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
     u_min = rng.random((n, K))
     minutes = np.where(
         np.arange(K)[None, :] == 0,
-        mchoices[np.minimum(np.searchsorted(np.cumsum(_norm(p["minutes_first_shares"])), u_min, side="right"),
-                            len(mchoices) - 1)],
-        mchoices[np.minimum(np.searchsorted(np.cumsum(_norm(p["minutes_later_shares"])), u_min, side="right"),
-                            len(mchoices) - 1)],
+        mchoices[
+            np.minimum(
+                np.searchsorted(np.cumsum(_norm(p["minutes_first_shares"])), u_min, side="right"), len(mchoices) - 1
+            )
+        ],
+        mchoices[
+            np.minimum(
+                np.searchsorted(np.cumsum(_norm(p["minutes_later_shares"])), u_min, side="right"), len(mchoices) - 1
+            )
+        ],
     )
 
     # ---- measurements on the full client x session grid --------------------------------------
     pre_latent = level[:, None] + slope[:, None] * weeks + p["residual_sd"] * rng.standard_normal((n, K))
     nprs_pre = np.clip(np.rint(pre_latent), 0, 10)
     hipish = np.isin(focus, HIP_FOCI)
-    drop = np.maximum(0.0, np.where(hipish, p["immediate_drop_hip"], p["immediate_drop_knee"])
-                      + p["immediate_drop_sd"] * rng.standard_normal((n, K)))
+    drop = np.maximum(
+        0.0,
+        np.where(hipish, p["immediate_drop_hip"], p["immediate_drop_knee"])
+        + p["immediate_drop_sd"] * rng.standard_normal((n, K)),
+    )
     nprs_post = np.clip(np.rint(pre_latent - drop), 0, 10)
     res = float(p["hip_ir_resolution"])
     ir_base = p["hip_ir_mean"] + p["hip_ir_sd"] * rng.standard_normal(n)
@@ -330,10 +354,18 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
         ir_pre.append(np.clip(np.rint(pre / res) * res, 0, 90))
         ir_post.append(np.clip(np.rint(post / res) * res, 0, 90))
     # function follows pain: LEFS rises as NPRS falls, with its own noise
-    lefs_base = (p["lefs_mean"] + p["lefs_per_nprs"] * (level - p["baseline_nprs_mean"])
-                 + p["lefs_sd"] * rng.standard_normal(n))
-    lefs = np.clip(np.rint(lefs_base[:, None] + p["lefs_per_nprs"] * slope[:, None] * weeks
-                           + p["lefs_error_sd"] * rng.standard_normal((n, K))), 0, 80)
+    lefs_base = (
+        p["lefs_mean"] + p["lefs_per_nprs"] * (level - p["baseline_nprs_mean"]) + p["lefs_sd"] * rng.standard_normal(n)
+    )
+    lefs = np.clip(
+        np.rint(
+            lefs_base[:, None]
+            + p["lefs_per_nprs"] * slope[:, None] * weeks
+            + p["lefs_error_sd"] * rng.standard_normal((n, K))
+        ),
+        0,
+        80,
+    )
 
     # which measurements are taken (before dropout decides which sessions happen)
     nprs_pre_taken = rng.random((n, K)) >= p["missing_nprs_pre"]
@@ -343,8 +375,7 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
     left_only = rng.random((n, K)) < 0.5
     ir_left_taken = ir_taken & ~(one_side & ~left_only)
     ir_right_taken = ir_taken & ~(one_side & left_only)
-    lefs_taken = rng.random((n, K)) < np.where(np.arange(K)[None, :] == 0, p["lefs_taken_first"],
-                                                p["lefs_taken_later"])
+    lefs_taken = rng.random((n, K)) < np.where(np.arange(K)[None, :] == 0, p["lefs_taken_first"], p["lefs_taken_later"])
 
     # ---- attendance: planned course, dropout by observed progress, data-extract date ---------
     planned = np.clip(1 + rng.poisson(max(float(p["planned_sessions_mean"]) - 1, 0.0), n), 1, K)
@@ -365,30 +396,34 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
     # ---- assemble the typed tables ------------------------------------------------------------
     cw = max(4, len(str(n)))
     client_ids = _ids("C", np.arange(1, n + 1), cw)
-    clients = pd.DataFrame({
-        "client_id": pd.array(client_ids, dtype="str"),
-        "clinic_id": pd.array(np.full(n, str(p["clinic_id"]), dtype=object), dtype="str"),
-        "sex": pd.array(sex, dtype="str"),
-        "age_band": pd.array(age, dtype="str"),
-        "symptom_weeks": sw.astype(np.int64),
-        "sitting_hours": np.where(sitting_missing, np.nan, sitting).astype(np.float64),
-        "activity": pd.array(activity, dtype="str"),
-        "knee": pd.array(knee, dtype="str"),
-    })[TABLES["clients"].column_names]
+    clients = pd.DataFrame(
+        {
+            "client_id": pd.array(client_ids, dtype="str"),
+            "clinic_id": pd.array(np.full(n, str(p["clinic_id"]), dtype=object), dtype="str"),
+            "sex": pd.array(sex, dtype="str"),
+            "age_band": pd.array(age, dtype="str"),
+            "symptom_weeks": sw.astype(np.int64),
+            "sitting_hours": np.where(sitting_missing, np.nan, sitting).astype(np.float64),
+            "activity": pd.array(activity, dtype="str"),
+            "knee": pd.array(knee, dtype="str"),
+        }
+    )[TABLES["clients"].column_names]
 
     ci, ki = np.nonzero(attend)  # row-major: client by client, session by session
     n_sess = len(ci)
     sw_ids = max(5, len(str(n_sess)))
     session_ids = _ids("S", np.arange(1, n_sess + 1), sw_ids)
-    sessions = pd.DataFrame({
-        "session_id": pd.array(session_ids, dtype="str"),
-        "client_id": pd.array(client_ids[ci], dtype="str"),
-        "session_date": pd.to_datetime(days[ci, ki].astype("datetime64[D]")).astype("datetime64[ns]"),
-        "therapist_id": pd.array(np.where(ther_missing[ci, ki], None, ther[ci, ki]), dtype="str"),
-        "focus": pd.array(focus[ci, ki], dtype="str"),
-        "techniques": pd.array(np.where(tech_missing[ci, ki], None, tech_lookup[tech_code[ci, ki]]), dtype="str"),
-        "minutes": minutes[ci, ki].astype(np.int64),
-    })[TABLES["sessions"].column_names]
+    sessions = pd.DataFrame(
+        {
+            "session_id": pd.array(session_ids, dtype="str"),
+            "client_id": pd.array(client_ids[ci], dtype="str"),
+            "session_date": pd.to_datetime(days[ci, ki].astype("datetime64[D]")).astype("datetime64[ns]"),
+            "therapist_id": pd.array(np.where(ther_missing[ci, ki], None, ther[ci, ki]), dtype="str"),
+            "focus": pd.array(focus[ci, ki], dtype="str"),
+            "techniques": pd.array(np.where(tech_missing[ci, ki], None, tech_lookup[tech_code[ci, ki]]), dtype="str"),
+            "minutes": minutes[ci, ki].astype(np.int64),
+        }
+    )[TABLES["sessions"].column_names]
 
     pieces = (  # (measure, timing, values grid, taken grid)
         (IR_LEFT, "pre", ir_pre[0], ir_left_taken),
@@ -412,19 +447,34 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
     s_all, p_all, v_all = s_all[order], p_all[order], v_all[order]
     measure_names = np.array([m for m, _, _, _ in pieces], dtype=object)
     timing_names = np.array([t for _, t, _, _ in pieces], dtype=object)
-    measurements = pd.DataFrame({
-        "session_id": pd.array(session_ids[s_all], dtype="str"),
-        "measure": pd.array(measure_names[p_all], dtype="str"),
-        "timing": pd.array(timing_names[p_all], dtype="str"),
-        "value": v_all.astype(np.float64),
-    })[TABLES["measurements"].column_names]
+    measurements = pd.DataFrame(
+        {
+            "session_id": pd.array(session_ids[s_all], dtype="str"),
+            "measure": pd.array(measure_names[p_all], dtype="str"),
+            "timing": pd.array(timing_names[p_all], dtype="str"),
+            "value": v_all.astype(np.float64),
+        }
+    )[TABLES["measurements"].column_names]
 
     # ---- the truth -----------------------------------------------------------------------------
-    truth = _truth(p, dict(
-        centre=centre, direct=direct, indirect=indirect, gamma=gamma, hip=hip, compared=compared,
-        log_sw=log_sw, level=level, slope_knee_cf=slope_knee_cf, slope_hip_cf=slope_hip_cf,
-        n_sessions=n_sess, n_measurements=len(measurements), attend=attend,
-    ))
+    truth = _truth(
+        p,
+        dict(
+            centre=centre,
+            direct=direct,
+            indirect=indirect,
+            gamma=gamma,
+            hip=hip,
+            compared=compared,
+            log_sw=log_sw,
+            level=level,
+            slope_knee_cf=slope_knee_cf,
+            slope_hip_cf=slope_hip_cf,
+            n_sessions=n_sess,
+            n_measurements=len(measurements),
+            attend=attend,
+        ),
+    )
     return Clinic(clients=clients, sessions=sessions, measurements=measurements, truth=truth)
 
 
@@ -461,12 +511,11 @@ def _truth(p: dict, s: dict) -> dict:
     y_hip = _expected_recorded(s["level"] + s["slope_hip_cf"] * PRIMARY_WEEK, p["residual_sd"])
     y_knee = _expected_recorded(s["level"] + s["slope_knee_cf"] * PRIMARY_WEEK, p["residual_sd"])
     observed_scale = float((y_hip - y_knee)[compared].mean()) if compared.any() else None
-    by_sw = {
-        str(int(w)): effect + mod * (math.log(float(w) + 1.0) - centre) for w in p["truth_symptom_weeks"]
-    }
+    by_sw = {str(int(w)): effect + mod * (math.log(float(w) + 1.0) - centre) for w in p["truth_symptom_weeks"]}
     slope_var_total = p["slope_sd"] ** 2 + (s["gamma"] * p["hip_ir_gain_sd"]) ** 2
-    params_used = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, (list, tuple)) else v)
-                   for k, v in p.items()}
+    params_used = {
+        k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, (list, tuple)) else v) for k, v in p.items()
+    }
     return {
         "model_version": MODEL_VERSION,
         "seed": p["seed"],
@@ -489,7 +538,7 @@ def _truth(p: dict, s: dict) -> dict:
             "centre_log_symptom_weeks": centre,
             "centre_symptom_weeks": math.exp(centre) - 1.0,
             "centred_over": "mean ln(symptom_weeks + 1) over this clinic's compared clients (hip or knee first "
-                            "session), so the average effect over them equals true_slope_difference",
+            "session), so the average effect over them equals true_slope_difference",
             "formula": "slope difference(sw) = true_slope_difference + per_log_unit * (ln(sw + 1) - centre)",
             "slope_difference_at_symptom_weeks": by_sw,
         },
@@ -569,8 +618,13 @@ def _number_text(values: np.ndarray) -> np.ndarray:
     return np.where(missing, "", text).astype(object)
 
 
-def run_simulate(out_dir: Path | str, params: dict, seed: int | None = None, n_clients: int | None = None,
-                 effect: float | None = None) -> str:
+def run_simulate(
+    out_dir: Path | str,
+    params: dict,
+    seed: int | None = None,
+    n_clients: int | None = None,
+    effect: float | None = None,
+) -> str:
     """Simulate a clinic and write clients.csv, sessions.csv, measurements.csv and truth.json.
 
     Files are written atomically and are byte-identical for the same
@@ -582,8 +636,9 @@ def run_simulate(out_dir: Path | str, params: dict, seed: int | None = None, n_c
         registry = load_registry(resolve(registry_path))
         absent = [m for m in MEASURES if m not in registry]
         if absent:
-            raise InputError(f"{registry.source}: the simulator records {', '.join(absent)}; add them to the "
-                             "measures registry")
+            raise InputError(
+                f"{registry.source}: the simulator records {', '.join(absent)}; add them to the measures registry"
+            )
     seed = int(cfg.get("seed", 0) if seed is None else seed)
     t0 = time.perf_counter()
     clinic = simulate_clinic(cfg, seed, n_clients=n_clients, effect=effect)
@@ -592,7 +647,9 @@ def run_simulate(out_dir: Path | str, params: dict, seed: int | None = None, n_c
         write_csv(out / TABLES[name].filename, frame)
     write_json(out / "truth.json", clinic.truth)
     t = clinic.truth
-    return (f"wrote {out}: {len(clinic.clients):,} clients, {len(clinic.sessions):,} sessions, "
-            f"{len(clinic.measurements):,} measurements (seed {seed}, {time.perf_counter() - t0:.1f} s); "
-            f"true slope difference {t['true_slope_difference']:g} NPRS/week, "
-            f"week {PRIMARY_WEEK} change difference {t['true_change_difference_week6']:g}")
+    return (
+        f"wrote {out}: {len(clinic.clients):,} clients, {len(clinic.sessions):,} sessions, "
+        f"{len(clinic.measurements):,} measurements (seed {seed}, {time.perf_counter() - t0:.1f} s); "
+        f"true slope difference {t['true_slope_difference']:g} NPRS/week, "
+        f"week {PRIMARY_WEEK} change difference {t['true_change_difference_week6']:g}"
+    )

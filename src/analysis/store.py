@@ -46,7 +46,7 @@ def _clean_stale(path: Path) -> None:
     stale. Two runs at once (two ``outcomes report``) therefore never delete each other's temp files.
     """
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        parts = stale.name[len(path.name) + 2:].split(".")
+        parts = stale.name[len(path.name) + 2 :].split(".")
         pid = int(parts[0]) if parts and parts[0].isdigit() else None
         if pid is None or not _pid_alive(pid):
             stale.unlink(missing_ok=True)
@@ -66,8 +66,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _clean_stale(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except PermissionError:
-        raise OutputError(f"{path.parent}: cannot write here (permission denied); make the folder writable or "
-                          "choose another output folder in params.yaml") from None
+        raise OutputError(
+            f"{path.parent}: cannot write here (permission denied); make the folder writable or "
+            "choose another output folder in params.yaml"
+        ) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -24,8 +24,19 @@ from analysis.contract import TABLES, Registry, load_registry
 # Fixed workbook timestamp so that the template is byte-identical across runs.
 FIXED_TIME = dt.datetime(2024, 1, 1, 0, 0, 0)
 DICTIONARY_COLUMNS = ["table", "column", "required", "rule", "description", "example"]
-MEASURE_COLUMNS = ["measure", "label", "unit", "min", "max", "integer", "direction", "mcid_points",
-                   "mcid_percent", "side", "reference"]
+MEASURE_COLUMNS = [
+    "measure",
+    "label",
+    "unit",
+    "min",
+    "max",
+    "integer",
+    "direction",
+    "mcid_points",
+    "mcid_percent",
+    "side",
+    "reference",
+]
 
 
 def header_csv(table_name: str) -> str:
@@ -41,8 +52,14 @@ def dictionary_frame() -> pd.DataFrame:
     DataFrame with columns table, column, required ("yes"/"no"), rule, description, example.
     """
     rows = [
-        {"table": t.name, "column": c.name, "required": "yes" if c.required else "no", "rule": c.rule,
-         "description": c.description, "example": c.example}
+        {
+            "table": t.name,
+            "column": c.name,
+            "required": "yes" if c.required else "no",
+            "rule": c.rule,
+            "description": c.description,
+            "example": c.example,
+        }
         for t in TABLES.values()
         for c in t.columns
     ]
@@ -58,9 +75,19 @@ def measures_frame(registry: Registry) -> pd.DataFrame:
     mcid_points, mcid_percent, side, reference (one row per measure, registry order).
     """
     rows = [
-        {"measure": m.key, "label": m.label, "unit": m.unit, "min": m.minimum, "max": m.maximum,
-         "integer": "yes" if m.integer else "no", "direction": m.direction, "mcid_points": m.mcid_points,
-         "mcid_percent": m.mcid_percent, "side": m.side or "", "reference": m.reference}
+        {
+            "measure": m.key,
+            "label": m.label,
+            "unit": m.unit,
+            "min": m.minimum,
+            "max": m.maximum,
+            "integer": "yes" if m.integer else "no",
+            "direction": m.direction,
+            "mcid_points": m.mcid_points,
+            "mcid_percent": m.mcid_percent,
+            "side": m.side or "",
+            "reference": m.reference,
+        }
         for m in registry.measures.values()
     ]
     return pd.DataFrame(rows, columns=MEASURE_COLUMNS)
@@ -115,8 +142,9 @@ def _fix_zip_times(data: bytes) -> bytes:
             if info.filename == "docProps/core.xml":
                 # openpyxl stamps the save time into dcterms:modified whatever the properties say
                 stamp = FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-                body = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)", rb"\g<1>" + stamp + rb"\g<2>",
-                              body)
+                body = re.sub(
+                    rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)", rb"\g<1>" + stamp + rb"\g<2>", body
+                )
             dst.writestr(fixed, body)
     return out.getvalue()
 

@@ -47,9 +47,11 @@ MAX_SHOWN_VALUE = 40
 WITHHELD = "[withheld: possible identifier]"
 
 # rejects.csv: where the row came from, why, then the raw cells of every contract column
-REJECT_COLUMNS = ["file", "row", "table", "reasons"] + list(
-    dict.fromkeys(c for t in TABLES.values() for c in t.column_names)
-) + ["raw"]
+REJECT_COLUMNS = (
+    ["file", "row", "table", "reasons"]
+    + list(dict.fromkeys(c for t in TABLES.values() for c in t.column_names))
+    + ["raw"]
+)
 
 
 @dataclass
@@ -160,8 +162,10 @@ def validate_tables(inputs: Inputs, registry: Registry, today: dt.date | None = 
     file_level = any(p.row is None and p.severity in REJECTING for p in problems) or len(raw) < len(TABLES)
     valid: dict[str, pd.DataFrame] = {}
     if not file_level:
-        keep = {name: frame.loc[~frame.index.isin(sorted(rejected[name] | set(child_reasons[name])))]
-                for name, frame in raw.items()}
+        keep = {
+            name: frame.loc[~frame.index.isin(sorted(rejected[name] | set(child_reasons[name])))]
+            for name, frame in raw.items()
+        }
         valid = typed_tables(keep)
     notes = _notes(valid)
     summary = _summary(inputs, problems, rejected, child_reasons, valid, file_level, today)
@@ -173,15 +177,20 @@ def _problem_order(p: Problem) -> tuple:
     return (order.get(p.file, len(order)), p.file, p.row or 0, p.column or "", p.rule, p.value or "", p.severity)
 
 
-def _rejected_rows(raw: dict[str, pd.DataFrame], sources: dict[str, str], problems: list[Problem]
-                   ) -> tuple[dict[str, set[int]], dict[str, dict[int, str]]]:
+def _rejected_rows(
+    raw: dict[str, pd.DataFrame], sources: dict[str, str], problems: list[Problem]
+) -> tuple[dict[str, set[int]], dict[str, dict[int, str]]]:
     """Rows with a rejecting problem, plus children of rejected (or missing) parents."""
     by_label = {sources[n]: n for n in raw}
     rejected: dict[str, set[int]] = {n: set() for n in TABLES}
     for p in problems:
         # ragged rows never reached the frame; load keeps them in Inputs.rejected_rows
-        if (p.row is not None and p.severity in REJECTING and p.file in by_label
-                and p.row in raw[by_label[p.file]].index):
+        if (
+            p.row is not None
+            and p.severity in REJECTING
+            and p.file in by_label
+            and p.row in raw[by_label[p.file]].index
+        ):
             rejected[by_label[p.file]].add(p.row)
     children: dict[str, dict[int, str]] = {n: {} for n in TABLES}
     for table in TABLES.values():
@@ -203,8 +212,13 @@ def _rejected_rows(raw: dict[str, pd.DataFrame], sources: dict[str, str], proble
     return rejected, children
 
 
-def _rejects_frame(inputs: Inputs, problems: list[Problem], rejected: dict[str, set[int]],
-                   children: dict[str, dict[int, str]], hidden: set[tuple]) -> pd.DataFrame:
+def _rejects_frame(
+    inputs: Inputs,
+    problems: list[Problem],
+    rejected: dict[str, set[int]],
+    children: dict[str, dict[int, str]],
+    hidden: set[tuple],
+) -> pd.DataFrame:
     """One row per rejected input row: file, row, table, reasons, raw cells."""
     reasons: dict[tuple[str, int], list[str]] = {}
     for p in problems:
@@ -218,8 +232,12 @@ def _rejects_frame(inputs: Inputs, problems: list[Problem], rejected: dict[str, 
         if frame is not None:
             rows = sorted(rejected[name] | set(children[name]))
             for row in rows:
-                rec = {"file": label, "row": row, "table": name,
-                       "reasons": "; ".join(reasons.get((label, row), []) or [children[name].get(row, "")])}
+                rec = {
+                    "file": label,
+                    "row": row,
+                    "table": name,
+                    "reasons": "; ".join(reasons.get((label, row), []) or [children[name].get(row, "")]),
+                }
                 for col in frame.columns:
                     rec[col] = WITHHELD if (label, row, col) in hidden else frame.at[row, col]
                 records.append(rec)
@@ -227,10 +245,18 @@ def _rejects_frame(inputs: Inputs, problems: list[Problem], rejected: dict[str, 
         if ragged is not None:
             label = inputs.sources.get(name, TABLES[name].filename)
             for row, text in zip(ragged[ROW_INDEX], ragged["raw"], strict=True):
-                records.append({"file": label, "row": int(row), "table": name,
-                                "reasons": "; ".join(reasons.get((label, int(row)), [])), "raw": text})
-    out = pd.DataFrame.from_records(records, columns=REJECT_COLUMNS) if records else pd.DataFrame(
-        columns=REJECT_COLUMNS)
+                records.append(
+                    {
+                        "file": label,
+                        "row": int(row),
+                        "table": name,
+                        "reasons": "; ".join(reasons.get((label, int(row)), [])),
+                        "raw": text,
+                    }
+                )
+    out = (
+        pd.DataFrame.from_records(records, columns=REJECT_COLUMNS) if records else pd.DataFrame(columns=REJECT_COLUMNS)
+    )
     order = {n: i for i, n in enumerate(TABLES)}
     if len(out):
         out = out.assign(_t=out["table"].map(order)).sort_values(["_t", "row"], kind="stable").drop(columns="_t")
@@ -295,9 +321,15 @@ def _notes(valid: dict[str, pd.DataFrame]) -> list[str]:
     return notes
 
 
-def _summary(inputs: Inputs, problems: list[Problem], rejected: dict[str, set[int]],
-             children: dict[str, dict[int, str]], valid: dict[str, pd.DataFrame], file_level: bool,
-             today: dt.date) -> dict[str, Any]:
+def _summary(
+    inputs: Inputs,
+    problems: list[Problem],
+    rejected: dict[str, set[int]],
+    children: dict[str, dict[int, str]],
+    valid: dict[str, pd.DataFrame],
+    file_level: bool,
+    today: dt.date,
+) -> dict[str, Any]:
     tables = {}
     for name in TABLES:
         label = inputs.sources.get(name, TABLES[name].filename)
@@ -335,14 +367,26 @@ def validation_json(result: ValidationResult, input_dir: str) -> dict[str, Any]:
         "notes": result.notes,
         "problems": [p.as_dict() for p in result.problems],
         "rules": [o.as_dict() for o in result.expectations]
-        + [{"table": t, "expectation": "analysis.privacy.scan_values", "column": "(text columns)",
-            "rule": "no e-mail addresses, phone numbers, postcodes or names in values", "severity": "privacy",
-            "row_condition": None, "checked": result.summary["tables"][t]["rows_received"],
-            "failed": sum(p.severity == "privacy" and p.row is not None
-                          and p.file == result.summary["tables"][t]["file"] for p in result.problems),
-            "success": not any(p.severity == "privacy" and p.row is not None
-                               and p.file == result.summary["tables"][t]["file"] for p in result.problems)}
-           for t in TABLES],
+        + [
+            {
+                "table": t,
+                "expectation": "analysis.privacy.scan_values",
+                "column": "(text columns)",
+                "rule": "no e-mail addresses, phone numbers, postcodes or names in values",
+                "severity": "privacy",
+                "row_condition": None,
+                "checked": result.summary["tables"][t]["rows_received"],
+                "failed": sum(
+                    p.severity == "privacy" and p.row is not None and p.file == result.summary["tables"][t]["file"]
+                    for p in result.problems
+                ),
+                "success": not any(
+                    p.severity == "privacy" and p.row is not None and p.file == result.summary["tables"][t]["file"]
+                    for p in result.problems
+                ),
+            }
+            for t in TABLES
+        ],
     }
 
 
@@ -357,9 +401,11 @@ def validation_html(report: dict[str, Any]) -> str:
     """A self-contained page with the same content as validation.json."""
     e = html.escape
     s = report["summary"]
-    status = {"clean": ("ok", "All rows passed."),
-              "rejects": ("bad", f"{s['errors']} error(s): the rows listed below are rejected."),
-              "unusable": ("bad", "A file or column is unusable: fix the file-level problems first.")}[s["status"]]
+    status = {
+        "clean": ("ok", "All rows passed."),
+        "rejects": ("bad", f"{s['errors']} error(s): the rows listed below are rejected."),
+        "unusable": ("bad", "A file or column is unusable: fix the file-level problems first."),
+    }[s["status"]]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Validation report</title>",
         f"<style>{_CSS}</style></head><body><h1>Validation report</h1>",
@@ -370,33 +416,45 @@ def validation_html(report: dict[str, Any]) -> str:
         "<th>rejected</th><th>of which parent rejected</th><th>errors</th><th>warnings</th></tr>",
     ]
     for name, t in s["tables"].items():
-        parts.append(f"<tr><td>{e(name)}</td><td>{e(t['file'])}</td><td>{t['rows_received']}</td>"
-                     f"<td>{t['rows_valid']}</td><td>{t['rows_rejected']}</td><td>{t['rejected_as_child']}</td>"
-                     f"<td>{t['errors']}</td><td>{t['warnings']}</td></tr>")
+        parts.append(
+            f"<tr><td>{e(name)}</td><td>{e(t['file'])}</td><td>{t['rows_received']}</td>"
+            f"<td>{t['rows_valid']}</td><td>{t['rows_rejected']}</td><td>{t['rejected_as_child']}</td>"
+            f"<td>{t['errors']}</td><td>{t['warnings']}</td></tr>"
+        )
     parts.append("</table>")
     if report["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul>")
     parts.append(f"<h2>Problems ({len(report['problems'])})</h2>")
     if report["problems"]:
-        parts.append("<table><tr><th>severity</th><th>file</th><th>row</th><th>column</th><th>rule</th>"
-                     "<th>value</th></tr>")
+        parts.append(
+            "<table><tr><th>severity</th><th>file</th><th>row</th><th>column</th><th>rule</th><th>value</th></tr>"
+        )
         for p in report["problems"]:
             cls = "bad" if p["severity"] in REJECTING else "warn"
-            parts.append(f"<tr><td class='{cls}'>{e(p['severity'])}</td><td>{e(p['file'])}</td>"
-                         f"<td>{'' if p['row'] is None else p['row']}</td><td>{e(p['column'] or '')}</td>"
-                         f"<td>{e(p['rule'])}</td><td>{e(p['value'] or '')}</td></tr>")
+            parts.append(
+                f"<tr><td class='{cls}'>{e(p['severity'])}</td><td>{e(p['file'])}</td>"
+                f"<td>{'' if p['row'] is None else p['row']}</td><td>{e(p['column'] or '')}</td>"
+                f"<td>{e(p['rule'])}</td><td>{e(p['value'] or '')}</td></tr>"
+            )
         parts.append("</table>")
     else:
         parts.append("<p class='ok'>None.</p>")
-    parts.append("<h2>Rules checked</h2><table><tr><th>table</th><th>column</th><th>rule</th><th>check</th>"
-                 "<th>rows checked</th><th>failed</th><th>result</th></tr>")
+    parts.append(
+        "<h2>Rules checked</h2><table><tr><th>table</th><th>column</th><th>rule</th><th>check</th>"
+        "<th>rows checked</th><th>failed</th><th>result</th></tr>"
+    )
     for r in report["rules"]:
-        cls, word = ("ok", "passed") if r["success"] else (("warn", "warning") if r["severity"] == "warning"
-                                                           else ("bad", "failed"))
+        cls, word = (
+            ("ok", "passed")
+            if r["success"]
+            else (("warn", "warning") if r["severity"] == "warning" else ("bad", "failed"))
+        )
         check = r["expectation"] + (f" where {r['row_condition']}" if r["row_condition"] else "")
-        parts.append(f"<tr><td>{e(r['table'])}</td><td>{e(r['column'])}</td><td>{e(r['rule'])}</td>"
-                     f"<td><code>{e(check)}</code></td><td>{r['checked']}</td><td>{r['failed']}</td>"
-                     f"<td class='{cls}'>{word}</td></tr>")
+        parts.append(
+            f"<tr><td>{e(r['table'])}</td><td>{e(r['column'])}</td><td>{e(r['rule'])}</td>"
+            f"<td><code>{e(check)}</code></td><td>{r['checked']}</td><td>{r['failed']}</td>"
+            f"<td class='{cls}'>{word}</td></tr>"
+        )
     parts.append("</table></body></html>\n")
     return "\n".join(parts)
 
@@ -405,8 +463,9 @@ def summary_text(result: ValidationResult, input_dir: str) -> str:
     """The terminal summary: counts per table, warnings and notes, one line each."""
     lines = [f"validated {input_dir}:"]
     for name, t in result.summary["tables"].items():
-        lines.append(f"  {name}: {t['rows_received']} rows received, {t['rows_valid']} valid, "
-                     f"{t['rows_rejected']} rejected")
+        lines.append(
+            f"  {name}: {t['rows_received']} rows received, {t['rows_valid']} valid, {t['rows_rejected']} rejected"
+        )
     lines.append(f"{result.summary['errors']} error(s), {result.summary['warnings']} warning(s)")
     lines += [p.line() for p in result.problems]
     lines += [f"note: {n}" for n in result.notes]

@@ -47,17 +47,25 @@ def sanitise(name: str) -> str:
 def write_case(name: str, overrides: dict, seed: int, n_clients: int, re_terms: list[str], params: dict) -> None:
     sim = {**params["simulate"], **overrides}
     clinic = simulate_clinic(sim, seed, n_clients=n_clients)
-    pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements),
-                         params["model"])
+    pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), params["model"])
     y, X = patsy.dmatrices(primary_formula(pdata), pdata.data, return_type="dataframe")
     names = {c: sanitise(c) for c in X.columns}
-    frame = pd.concat([pdata.data["client_id"].rename("group").reset_index(drop=True),
-                       y.iloc[:, 0].rename("y").reset_index(drop=True),
-                       X.rename(columns=names).reset_index(drop=True)], axis=1)
+    frame = pd.concat(
+        [
+            pdata.data["client_id"].rename("group").reset_index(drop=True),
+            y.iloc[:, 0].rename("y").reset_index(drop=True),
+            X.rename(columns=names).reset_index(drop=True),
+        ],
+        axis=1,
+    )
     frame.to_csv(OUT / f"{name}.csv", index=False, lineterminator="\n", float_format="%.17g")
-    meta = {"fixed_names": list(names.values()), "re_names": [names[t] for t in re_terms],
-            "term_map": {v: k for k, v in names.items()}, "source": f"analysis.simulate seed {seed}, "
-            f"{n_clients} clients simulated, overrides {overrides}", "n_clients": int(frame["group"].nunique())}
+    meta = {
+        "fixed_names": list(names.values()),
+        "re_names": [names[t] for t in re_terms],
+        "term_map": {v: k for k, v in names.items()},
+        "source": f"analysis.simulate seed {seed}, {n_clients} clients simulated, overrides {overrides}",
+        "n_clients": int(frame["group"].nunique()),
+    }
     (OUT / f"{name}.design.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{name}: {len(frame)} rows, {meta['n_clients']} clients, {len(names)} fixed effects")
 

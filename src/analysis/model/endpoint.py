@@ -19,7 +19,15 @@ from __future__ import annotations
 import pandas as pd
 
 ENDPOINT_COLUMNS = [
-    "client_id", "hip", "baseline_y", "y_end", "week_end", "change", "observed", "last_y", "last_week",
+    "client_id",
+    "hip",
+    "baseline_y",
+    "y_end",
+    "week_end",
+    "change",
+    "observed",
+    "last_y",
+    "last_week",
 ]
 
 
@@ -49,8 +57,9 @@ def client_endpoint(data: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     pw = float(cfg["primary_week"])
     low, high = window(cfg)
     d = data.sort_values(["client_id", "week"], kind="mergesort")
-    per_client = [c for c in d.columns if c not in
-                  ("session_id", "session_number", "week", "y", "focus", "cum_hip_sessions")]
+    per_client = [
+        c for c in d.columns if c not in ("session_id", "session_number", "week", "y", "focus", "cum_hip_sessions")
+    ]
     clients = d.drop_duplicates("client_id")[per_client].set_index("client_id")
 
     inwin = d[(d["week"] >= low) & (d["week"] <= high)].assign(dist=lambda x: (x["week"] - pw).abs())
@@ -105,8 +114,9 @@ def collapse_sparse_levels(df: pd.DataFrame, covariates: list[str], min_n: int) 
         sparse = sorted(lv for lv, n in counts.items() if n < min_n and lv != reference)
         if sparse:
             s = s.where(~s.isin(sparse), reference)
-            notes.append(f"{col}: level(s) {', '.join(sparse)} (< {min_n} clients) merged into {reference!r} "
-                         "for this model.")
+            notes.append(
+                f"{col}: level(s) {', '.join(sparse)} (< {min_n} clients) merged into {reference!r} for this model."
+            )
         order = [reference] + sorted(set(s) - {reference})
         out[col] = pd.Categorical(s, categories=order)
     return out, notes
@@ -141,7 +151,6 @@ def rhs(*parts: str | list[str]) -> str:
     return " + ".join(t for t in terms if t) or "1"
 
 
-
 def arm_summaries(data: pd.DataFrame, cfg: dict) -> dict[str, dict]:
     """Per-arm descriptive summaries of the analysed clients, for the findings bundle and pooling.
 
@@ -159,9 +168,11 @@ def arm_summaries(data: pd.DataFrame, cfg: dict) -> dict[str, dict]:
         e = g[g["observed"] == 1]
         out[arm] = {
             "n": int(len(g)),
-            "baseline_mean": _stat(g["baseline_y"], "mean"), "baseline_sd": _stat(g["baseline_y"], "std"),
+            "baseline_mean": _stat(g["baseline_y"], "mean"),
+            "baseline_sd": _stat(g["baseline_y"], "std"),
             "n_endpoint": int(len(e)),
-            "change_mean": _stat(e["change"], "mean"), "change_sd": _stat(e["change"], "std"),
+            "change_mean": _stat(e["change"], "mean"),
+            "change_sd": _stat(e["change"], "std"),
         }
     return out
 

@@ -37,12 +37,22 @@ STATUSES = ("done", "not_estimable", "failed")
 
 # Warnings with which statsmodels says "this fit cannot be trusted". They are
 # recorded around each fit (never silenced globally) and turn the fit into a failure.
-FIT_WARNINGS: tuple[type[Warning], ...] = (ConvergenceWarning, HessianInversionWarning, PerfectSeparationWarning,
-                                           SingularMatrixWarning, RuntimeWarning)
+FIT_WARNINGS: tuple[type[Warning], ...] = (
+    ConvergenceWarning,
+    HessianInversionWarning,
+    PerfectSeparationWarning,
+    SingularMatrixWarning,
+    RuntimeWarning,
+)
 
 # Numerical failures that are expected on small or degenerate clinics.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    np.linalg.LinAlgError, PerfectSeparationError, ModelError, PatsyError, FloatingPointError, ZeroDivisionError,
+    np.linalg.LinAlgError,
+    PerfectSeparationError,
+    ModelError,
+    PatsyError,
+    FloatingPointError,
+    ZeroDivisionError,
 )
 
 
@@ -58,14 +68,14 @@ def entry(label: str, method: str, *, status: str = "done", reason: str | None =
     """One secondary result with the fields every entry has (always labelled exploratory)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
-    out = {"label": label, "exploratory": True, "status": status, "reason": reason, "method": method,
-           "notes": []}
+    out = {"label": label, "exploratory": True, "status": status, "reason": reason, "method": method, "notes": []}
     out.update(numbers)
     return out
 
 
-def guarded(label: str, method: str, fn: Callable[[], tuple[dict, dict[str, pd.DataFrame]]]
-            ) -> tuple[dict, dict[str, pd.DataFrame]]:
+def guarded(
+    label: str, method: str, fn: Callable[[], tuple[dict, dict[str, pd.DataFrame]]]
+) -> tuple[dict, dict[str, pd.DataFrame]]:
     """Run one analysis; expected failures become an entry with a reason instead of an exception.
 
     ``fn`` returns ``(numbers, tables)``; ``numbers`` may hold ``method`` and
@@ -111,8 +121,7 @@ def fit_checked(what: str, fit: Callable[[], object]) -> object:
         if not issubclass(w.category, FIT_WARNINGS):
             # not ours to judge: pass it on unchanged rather than swallow it
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    relevant = sorted({f"{w.category.__name__}: {w.message}" for w in caught
-                       if issubclass(w.category, FIT_WARNINGS)})
+    relevant = sorted({f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, FIT_WARNINGS)})
     if relevant:
         raise FitFailed(f"{what} is not trustworthy ({' | '.join(relevant)})")
     converged = _converged(result)

@@ -88,13 +88,20 @@ class MixedFit:
 
 def _checks(f: lmm.LmmFit) -> dict:
     c = f.optimum.checks
-    return {"converged": bool(f.converged), "singular": bool(f.singular),
-            "gradient_max": _num(c.get("gradient_max")), "scaled_gradient_max": _num(c.get("scaled_gradient_max")),
-            "newton_decrement": _num(c.get("newton_decrement")),
-            "hessian_min_eig": _num(c.get("hessian_min_eig")), "boundary_ok": bool(c.get("boundary_ok", False)),
-            "theta": [float(t) for t in f.theta], "deviance": _num(f.deviance),
-            "criterion": "REML" if f.reml else "ML",
-            "iterations": int(c.get("iterations", 0)), "evaluations": int(c.get("evaluations", 0))}
+    return {
+        "converged": bool(f.converged),
+        "singular": bool(f.singular),
+        "gradient_max": _num(c.get("gradient_max")),
+        "scaled_gradient_max": _num(c.get("scaled_gradient_max")),
+        "newton_decrement": _num(c.get("newton_decrement")),
+        "hessian_min_eig": _num(c.get("hessian_min_eig")),
+        "boundary_ok": bool(c.get("boundary_ok", False)),
+        "theta": [float(t) for t in f.theta],
+        "deviance": _num(f.deviance),
+        "criterion": "REML" if f.reml else "ML",
+        "iterations": int(c.get("iterations", 0)),
+        "evaluations": int(c.get("evaluations", 0)),
+    }
 
 
 def _num(v) -> float | None:
@@ -138,8 +145,9 @@ def fit_mixed(
     if df_method not in lmm.DF_METHODS:
         raise ModelError(f"params model.df_method must be one of {', '.join(lmm.DF_METHODS)}, not {df_method!r}")
     design = lmm.from_formula(data, formula, groups, re_formula)
-    base = dict(formula=formula, re_formula=re_formula, n_groups=design.n_groups, n_obs=design.n_obs,
-                df_method=df_method)
+    base = dict(
+        formula=formula, re_formula=re_formula, n_groups=design.n_groups, n_obs=design.n_obs, df_method=df_method
+    )
     label = f"random effects {re_formula or '~1'}"
     dropped: list[str] = []
     keep = lmm.design.independent_columns(design)
@@ -149,8 +157,16 @@ def fit_mixed(
         design = lmm.design.select_columns(design, keep)
     if design.n_obs <= design.p:
         reason = f"{design.n_obs} observations for {design.p} fixed effects: no residual degrees of freedom"
-        return MixedFit(result=None, converged=False, optimizer="", status="failed", reason=reason, checks={},
-                        attempts=[{"model": label, "ok": False, "reason": reason}], **base)
+        return MixedFit(
+            result=None,
+            converged=False,
+            optimizer="",
+            status="failed",
+            reason=reason,
+            checks={},
+            attempts=[{"model": label, "ok": False, "reason": reason}],
+            **base,
+        )
     f = lmm.fit(design, reml=reml)
     checks = _checks(f)
     optimizer = str(f.optimum.checks.get("optimizer", ""))
@@ -165,10 +181,27 @@ def fit_mixed(
         reason = ""
     attempts = [{"model": label, "ok": reason == "", "reason": reason}]
     if reason:
-        return MixedFit(result=None, converged=f.converged, optimizer=optimizer, status="failed", reason=reason,
-                        checks=checks, attempts=attempts, **base)
-    return MixedFit(result=f, converged=True, optimizer=optimizer, status="ok", reason="", checks=checks,
-                    attempts=attempts, dropped=dropped, **base)
+        return MixedFit(
+            result=None,
+            converged=f.converged,
+            optimizer=optimizer,
+            status="failed",
+            reason=reason,
+            checks=checks,
+            attempts=attempts,
+            **base,
+        )
+    return MixedFit(
+        result=f,
+        converged=True,
+        optimizer=optimizer,
+        status="ok",
+        reason="",
+        checks=checks,
+        attempts=attempts,
+        dropped=dropped,
+        **base,
+    )
 
 
 def _singular_detail(f: lmm.LmmFit) -> str:
@@ -210,15 +243,19 @@ def fit_mixed_with_fallback(
     simple = fit_mixed(data, formula, groups, None, **kwargs)
     simple.attempts = fit.attempts + simple.attempts
     if not simple.ok:
-        simple.reason = (f"planned model (random effects {re_formula}) failed: {fit.reason}; "
-                         f"random-intercept refit failed too: {simple.reason}")
+        simple.reason = (
+            f"planned model (random effects {re_formula}) failed: {fit.reason}; "
+            f"random-intercept refit failed too: {simple.reason}"
+        )
         simple.re_formula = re_formula
         return simple
     simple.status = "fallback"
-    simple.reason = (f"planned model with random effects {re_formula} is singular ({fit.reason}); refitted with "
-                     "a random intercept only (pre-specified fallback), which assumes every client's trajectory has "
-                     "the same slope apart from the fixed effects -- standard errors of slope contrasts may be too "
-                     "small")
+    simple.reason = (
+        f"planned model with random effects {re_formula} is singular ({fit.reason}); refitted with "
+        "a random intercept only (pre-specified fallback), which assumes every client's trajectory has "
+        "the same slope apart from the fixed effects -- standard errors of slope contrasts may be too "
+        "small"
+    )
     return simple
 
 
@@ -230,10 +267,16 @@ def wald(estimate: float, se: float, alpha: float) -> dict:
     """Normal-approximation estimate, se, CI and two-sided p as floats (NaN when se is unusable)."""
     z = stats.norm.ppf(1 - alpha / 2)
     if not (np.isfinite(se) and se > 0):
-        return dict(estimate=float(estimate), se=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
-                    p_value=float("nan"))
-    return dict(estimate=float(estimate), se=float(se), ci_low=float(estimate - z * se),
-                ci_high=float(estimate + z * se), p_value=float(2 * stats.norm.sf(abs(estimate / se))))
+        return dict(
+            estimate=float(estimate), se=float("nan"), ci_low=float("nan"), ci_high=float("nan"), p_value=float("nan")
+        )
+    return dict(
+        estimate=float(estimate),
+        se=float(se),
+        ci_low=float(estimate - z * se),
+        ci_high=float(estimate + z * se),
+        p_value=float(2 * stats.norm.sf(abs(estimate / se))),
+    )
 
 
 def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
@@ -248,16 +291,25 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
         ``converged``, ``optimizer``, ``status``, ``reason``, ``checks``, ``df_method``,
         ``n_groups``, ``n_obs``. For a failed fit the effects are empty.
     """
-    out = dict(converged=fit.converged, optimizer=fit.optimizer, status=fit.status, reason=fit.reason,
-               checks=fit.checks, n_groups=fit.n_groups, n_obs=fit.n_obs, df_method=fit.df_method,
-               fixed_effects={},
-               random_effects={"variances": {}, "covariance": {}, "correlation": {}, "residual_variance": None})
+    out = dict(
+        converged=fit.converged,
+        optimizer=fit.optimizer,
+        status=fit.status,
+        reason=fit.reason,
+        checks=fit.checks,
+        n_groups=fit.n_groups,
+        n_obs=fit.n_obs,
+        df_method=fit.df_method,
+        fixed_effects={},
+        random_effects={"variances": {}, "covariance": {}, "correlation": {}, "residual_variance": None},
+    )
     if not fit.ok:
         return out
     res = fit.result
     names = res.design.fixed_names
-    out["fixed_effects"] = {n: _finite_df(res.contrast(np.eye(len(names))[i], fit.df_method, alpha))
-                            for i, n in enumerate(names)}
+    out["fixed_effects"] = {
+        n: _finite_df(res.contrast(np.eye(len(names))[i], fit.df_method, alpha)) for i, n in enumerate(names)
+    }
     cov_re = res.cov_re
     re_names = _re_names(res)
     re = out["random_effects"]
@@ -266,7 +318,8 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
         for j in range(i + 1, len(re_names)):
             re["covariance"][f"cov({re_names[i]}, {re_names[j]})"] = float(cov_re[i, j])
             re["correlation"][f"corr({re_names[i]}, {re_names[j]})"] = float(
-                cov_re[i, j] / np.sqrt(cov_re[i, i] * cov_re[j, j]))
+                cov_re[i, j] / np.sqrt(cov_re[i, i] * cov_re[j, j])
+            )
     re["residual_variance"] = float(res.sigma2)
     return out
 
@@ -303,8 +356,10 @@ def _finite_df(out: dict) -> dict:
 
 def fit_options(cfg: dict) -> dict:
     """The engine options from the params ``model`` section: ``singular_tol`` and ``df_method``."""
-    return {"singular_tol": float(cfg.get("singular_tol", 1e-4)),
-            "df_method": str(cfg.get("df_method", DF_METHOD_DEFAULT))}
+    return {
+        "singular_tol": float(cfg.get("singular_tol", 1e-4)),
+        "df_method": str(cfg.get("df_method", DF_METHOD_DEFAULT)),
+    }
 
 
 def _require(fit: MixedFit) -> None:

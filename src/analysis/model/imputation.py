@@ -79,7 +79,7 @@ def rubin(estimates, variances, df_complete: float | None = None, alpha: float =
     t = ubar + (1 + 1 / m) * b
     riv = (1 + 1 / m) * b / ubar if ubar > 0 else float("inf")
     lam = (1 + 1 / m) * b / t if t > 0 else 0.0
-    df_classic = (m - 1) / lam ** 2 if lam > 0 else float("inf")
+    df_classic = (m - 1) / lam**2 if lam > 0 else float("inf")
     if df_complete is None or not np.isfinite(df_complete):
         df = df_classic
     else:
@@ -88,18 +88,35 @@ def rubin(estimates, variances, df_complete: float | None = None, alpha: float =
     fmi = (riv + 2 / (df + 3)) / (1 + riv) if np.isfinite(df) else riv / (1 + riv)
     se = float(np.sqrt(t))
     crit = stats.t.ppf(1 - alpha / 2, df) if np.isfinite(df) else stats.norm.ppf(1 - alpha / 2)
-    p = 2 * (stats.t.sf(abs(qbar / se), df) if np.isfinite(df) else stats.norm.sf(abs(qbar / se))) if se > 0 \
+    p = (
+        2 * (stats.t.sf(abs(qbar / se), df) if np.isfinite(df) else stats.norm.sf(abs(qbar / se)))
+        if se > 0
         else float("nan")
-    return {"estimate": qbar, "within": ubar, "between": b, "total_variance": t, "se": se, "riv": float(riv),
-            "lambda": float(lam), "df_classic": float(df_classic), "df": float(df), "fmi": float(fmi),
-            "ci_low": float(qbar - crit * se), "ci_high": float(qbar + crit * se), "p_value": float(p), "m": m}
+    )
+    return {
+        "estimate": qbar,
+        "within": ubar,
+        "between": b,
+        "total_variance": t,
+        "se": se,
+        "riv": float(riv),
+        "lambda": float(lam),
+        "df_classic": float(df_classic),
+        "df": float(df),
+        "fmi": float(fmi),
+        "ci_low": float(qbar - crit * se),
+        "ci_high": float(qbar + crit * se),
+        "p_value": float(p),
+        "m": m,
+    }
 
 
 # --------------------------------------------------------------------------- imputation
 
 
-def pmm_draw(x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.random.Generator,
-             donors: int) -> np.ndarray:
+def pmm_draw(
+    x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.random.Generator, donors: int
+) -> np.ndarray:
     """Predictive mean matching with a Bayesian draw of the regression parameters (type-1 matching)."""
     n, p = x_obs.shape
     # normal equations on the small p x p cross-product: SVDs of the n x p design are needlessly slow here
@@ -168,10 +185,21 @@ def impute(pdata, cfg: dict) -> Imputations:
         if indicator in ep:
             values[ep[indicator].to_numpy() == 1] = np.nan
         numeric[name] = values
-    dummies = pd.get_dummies(ep[categorical].astype(str), drop_first=True, dtype=float) if categorical \
+    dummies = (
+        pd.get_dummies(ep[categorical].astype(str), drop_first=True, dtype=float)
+        if categorical
         else pd.DataFrame(index=ep.index)
-    base = np.column_stack([np.ones(len(ep)), ep["hip"].to_numpy(float), ep["baseline_y"].to_numpy(float),
-                            ep["last_y"].to_numpy(float), ep["last_week"].to_numpy(float), dummies.to_numpy()])
+    )
+    base = np.column_stack(
+        [
+            np.ones(len(ep)),
+            ep["hip"].to_numpy(float),
+            ep["baseline_y"].to_numpy(float),
+            ep["last_y"].to_numpy(float),
+            ep["last_week"].to_numpy(float),
+            dummies.to_numpy(),
+        ]
+    )
     y0 = ep["y_end"].to_numpy(float)
     miss_y = np.isnan(y0)
     n_obs = int((~miss_y).sum())
@@ -179,8 +207,7 @@ def impute(pdata, cfg: dict) -> Imputations:
         raise NotEstimable(f"only {n_obs} clients have an endpoint observation (need 10, in both groups)")
     gaps = {k: np.isnan(v) for k, v in numeric.items() if np.isnan(v).any()}
     for k, g in gaps.items():
-        notes.append(f"{k}: {int(g.sum())} blank value(s) imputed (instead of the primary model's "
-                     "missing-indicator).")
+        notes.append(f"{k}: {int(g.sum())} blank value(s) imputed (instead of the primary model's missing-indicator).")
     rounds = rounds if gaps else 1
 
     ys = np.empty((m, len(ep)))
@@ -203,12 +230,21 @@ def impute(pdata, cfg: dict) -> Imputations:
         ys[j] = y
         for k in numeric:
             nums[k][j] = cur[k]
-    return Imputations(frame=ep, y=ys, numeric=nums, missing_y=miss_y, numeric_raw=numeric, dummies=dummies.to_numpy(),
-                       dummy_names=list(dummies.columns), notes=notes)
+    return Imputations(
+        frame=ep,
+        y=ys,
+        numeric=nums,
+        missing_y=miss_y,
+        numeric_raw=numeric,
+        dummies=dummies.to_numpy(),
+        dummy_names=list(dummies.columns),
+        notes=notes,
+    )
 
 
-def _ancova(change: np.ndarray, hip: np.ndarray, baseline: np.ndarray, numeric: list[np.ndarray],
-            dummies: np.ndarray) -> tuple[float, float, int]:
+def _ancova(
+    change: np.ndarray, hip: np.ndarray, baseline: np.ndarray, numeric: list[np.ndarray], dummies: np.ndarray
+) -> tuple[float, float, int]:
     """OLS of change on hip + baseline + covariates: (hip coefficient, its variance, residual df)."""
     x = np.column_stack([np.ones(len(change)), hip, baseline, *numeric, dummies])
     xtx = x.T @ x
@@ -248,18 +284,33 @@ def mi_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dict, di
     cc_rows = ~imp.missing_y
     for raw in imp.numeric_raw.values():
         cc_rows &= ~np.isnan(raw)
-    b, v, df = _ancova(ep["change"].to_numpy(float)[cc_rows], hip[cc_rows], ep["baseline_y"].to_numpy(float)[cc_rows],
-                       [raw[cc_rows] for raw in imp.numeric_raw.values()], imp.dummies[cc_rows])
+    b, v, df = _ancova(
+        ep["change"].to_numpy(float)[cc_rows],
+        hip[cc_rows],
+        ep["baseline_y"].to_numpy(float)[cc_rows],
+        [raw[cc_rows] for raw in imp.numeric_raw.values()],
+        imp.dummies[cc_rows],
+    )
     half = float(stats.t.ppf(1 - alpha / 2, df) * np.sqrt(v))
-    cc = {"estimate": b, "se": float(np.sqrt(v)), "ci_low": b - half, "ci_high": b + half,
-          "n_clients": int(cc_rows.sum())}
-    n_mis = {"hip_focused": int((imp.missing_y & (hip == 1)).sum()),
-             "comparator": int((imp.missing_y & (hip == 0)).sum())}
+    cc = {
+        "estimate": b,
+        "se": float(np.sqrt(v)),
+        "ci_low": b - half,
+        "ci_high": b + half,
+        "n_clients": int(cc_rows.sum()),
+    }
+    n_mis = {
+        "hip_focused": int((imp.missing_y & (hip == 1)).sum()),
+        "comparator": int((imp.missing_y & (hip == 0)).sum()),
+    }
     return {
         **res,
-        "n_clients": int(len(ep)), "n_imputed": n_mis, "n_imputations": int(imp.y.shape[0]),
+        "n_clients": int(len(ep)),
+        "n_imputed": n_mis,
+        "n_imputations": int(imp.y.shape[0]),
         "complete_case": cc,
-        "notes": imp.notes + [
+        "notes": imp.notes
+        + [
             "assumes the endpoint is missing at random given group, baseline, covariates and the last value "
             "observed before the window (and its week); see tipping_point for departures from this.",
             "Rubin's rules; degrees of freedom by Barnard & Rubin (1999); df_classic is Rubin's (1987).",
@@ -276,21 +327,26 @@ def tipping_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dic
     """
     alpha = float(cfg["alpha"])
     deltas = sorted(float(d) for d in cfg["tipping_deltas"])
-    rows = [{"delta": d, **{k: pooled(imp, d, measure, alpha)[k] for k in ("estimate", "ci_low", "ci_high",
-                                                                           "p_value")}}
-            for d in deltas]
+    rows = [
+        {"delta": d, **{k: pooled(imp, d, measure, alpha)[k] for k in ("estimate", "ci_low", "ci_high", "p_value")}}
+        for d in deltas
+    ]
     table = pd.DataFrame(rows, columns=TIPPING_COLUMNS)
     at0 = pooled(imp, 0.0, measure, alpha)
     favours_hip = at0["ci_high"] < 0 if measure.lower_is_better else at0["ci_low"] > 0
     n_hip_imputed = int((imp.missing_y & (imp.frame["hip"].to_numpy() == 1)).sum())
-    out: dict = {"deltas": deltas, "n_hip_imputed": n_hip_imputed,
-                 "direction": f"imputed hip-focused endpoints made delta {measure.unit} worse"}
+    out: dict = {
+        "deltas": deltas,
+        "n_hip_imputed": n_hip_imputed,
+        "direction": f"imputed hip-focused endpoints made delta {measure.unit} worse",
+    }
     if n_hip_imputed == 0:
         out.update(tipping_delta=None, conclusion="no hip-focused endpoint was imputed: nothing to tip")
     elif not favours_hip:
-        out.update(tipping_delta=None,
-                   conclusion=("even with no shift the CI already includes no benefit of hip focus: "
-                               "no conclusion to tip"))
+        out.update(
+            tipping_delta=None,
+            conclusion=("even with no shift the CI already includes no benefit of hip focus: no conclusion to tip"),
+        )
     else:
         # the conclusion "hip focus better" changes once the CI reaches 0
         includes = table[(table["ci_high"] >= 0)] if measure.lower_is_better else table[(table["ci_low"] <= 0)]
@@ -299,6 +355,8 @@ def tipping_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dic
         else:
             d = float(includes["delta"].min())
             out.update(tipping_delta=d, conclusion=f"the CI includes 0 from delta {d:g} on")
-    out["notes"] = ["the same imputations are shifted for every delta, so the curve is smooth in delta; "
-                    "shifted values are not clipped to the scale."]
+    out["notes"] = [
+        "the same imputations are shifted for every delta, so the curve is smooth in delta; "
+        "shifted values are not clipped to the scale."
+    ]
     return out, {"tipping": table}

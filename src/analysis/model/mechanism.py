@@ -33,16 +33,22 @@ def ir_gain(dataset: pd.DataFrame, clients: pd.Index, cfg: dict) -> pd.DataFrame
     """
     pw = float(cfg["primary_week"])
     low, high = window(cfg)
-    ir = dataset[dataset["measure"].isin(HIP_IR) & (dataset["timing"] == "pre")
-                 & dataset["client_id"].isin(clients)]
+    ir = dataset[dataset["measure"].isin(HIP_IR) & (dataset["timing"] == "pre") & dataset["client_id"].isin(clients)]
     base = ir[ir["session_number"] == 1].groupby("client_id")["value"].mean().rename("ir_baseline")
-    ir = ir[(ir["weeks_since_first"] >= low) & (ir["weeks_since_first"] <= high) & (ir["session_number"] > 1)
-            & ir["change_from_baseline"].notna()]
-    per_session = (ir.groupby(["client_id", "session_id"], sort=True)
-                   .agg(ir_gain=("change_from_baseline", "mean"), week=("weeks_since_first", "first"))
-                   .reset_index())
+    ir = ir[
+        (ir["weeks_since_first"] >= low)
+        & (ir["weeks_since_first"] <= high)
+        & (ir["session_number"] > 1)
+        & ir["change_from_baseline"].notna()
+    ]
+    per_session = (
+        ir.groupby(["client_id", "session_id"], sort=True)
+        .agg(ir_gain=("change_from_baseline", "mean"), week=("weeks_since_first", "first"))
+        .reset_index()
+    )
     per_session = per_session.assign(dist=(per_session["week"] - pw).abs()).sort_values(
-        ["client_id", "dist", "week"], ascending=[True, True, False], kind="mergesort")
+        ["client_id", "dist", "week"], ascending=[True, True, False], kind="mergesort"
+    )
     gain = per_session.drop_duplicates("client_id").set_index("client_id")["ir_gain"]
     return pd.concat([gain, base], axis=1, join="inner")
 
@@ -72,8 +78,10 @@ def mediation_analysis(pdata, dataset: pd.DataFrame, cfg: dict) -> tuple[dict, d
     df = ep.join(ir, how="inner").reset_index()
     n1, n0 = int((df["hip"] == 1).sum()), int((df["hip"] == 0).sum())
     if min(n1, n0) < 5:
-        raise NotEstimable(f"too few clients with both pain and hip IR at the endpoint (hip-focused {n1}, "
-                           f"comparator {n0}; need 5 each)")
+        raise NotEstimable(
+            f"too few clients with both pain and hip IR at the endpoint (hip-focused {n1}, "
+            f"comparator {n0}; need 5 each)"
+        )
     df, covs, notes = usable_terms(df, pdata.covariates)
     m_formula = "ir_gain ~ " + rhs("hip", "ir_baseline", "baseline_y", covs)
     y_formula = "change ~ " + rhs("hip", "ir_gain", "ir_baseline", "baseline_y", covs)
@@ -104,21 +112,42 @@ def mediation_analysis(pdata, dataset: pd.DataFrame, cfg: dict) -> tuple[dict, d
         return [float(x) for x in np.percentile(v, q)] if len(v) else [float("nan")] * 2
 
     total = a * b + direct
-    scatter = (df.assign(group=np.where(df["hip"] == 1, "hip_focused", "comparator"), pain_change=df["change"])
-               [SCATTER_COLUMNS].sort_values(SCATTER_COLUMNS, kind="mergesort").reset_index(drop=True))
+    scatter = (
+        df.assign(group=np.where(df["hip"] == 1, "hip_focused", "comparator"), pain_change=df["change"])[
+            SCATTER_COLUMNS
+        ]
+        .sort_values(SCATTER_COLUMNS, kind="mergesort")
+        .reset_index(drop=True)
+    )
     return {
-        "n_clients": n, "n_hip_focused": n1, "n_comparator": n0,
+        "n_clients": n,
+        "n_hip_focused": n1,
+        "n_comparator": n0,
         "a_path": {"estimate": a, "ci": pct(boots[:, 2]), "per": "degrees of IR gain, hip-focused minus comparator"},
         "b_path": wald(b, float(y_res.bse["ir_gain"]), alpha) | {"per": "NPRS change per degree of IR gain"},
-        "indirect_effect": {"estimate": a * b, "ci_low": pct(indirect_b)[0], "ci_high": pct(indirect_b)[1],
-                            "label": "natural indirect effect (under the assumptions below)"},
-        "direct_effect": {"estimate": direct, "ci_low": pct(direct_b)[0], "ci_high": pct(direct_b)[1],
-                          "label": "natural direct effect (under the assumptions below)"},
+        "indirect_effect": {
+            "estimate": a * b,
+            "ci_low": pct(indirect_b)[0],
+            "ci_high": pct(indirect_b)[1],
+            "label": "natural indirect effect (under the assumptions below)",
+        },
+        "direct_effect": {
+            "estimate": direct,
+            "ci_low": pct(direct_b)[0],
+            "ci_high": pct(direct_b)[1],
+            "label": "natural direct effect (under the assumptions below)",
+        },
         "total_effect": {"estimate": total, "ci_low": pct(total_b)[0], "ci_high": pct(total_b)[1]},
-        "proportion_mediated": {"estimate": (a * b / total) if total != 0 else None,
-                                "ci_low": pct(prop_b)[0], "ci_high": pct(prop_b)[1]},
-        "n_boot": n_boot, "mediator_formula": m_formula, "outcome_formula": y_formula,
-        "notes": notes + [
+        "proportion_mediated": {
+            "estimate": (a * b / total) if total != 0 else None,
+            "ci_low": pct(prop_b)[0],
+            "ci_high": pct(prop_b)[1],
+        },
+        "n_boot": n_boot,
+        "mediator_formula": m_formula,
+        "outcome_formula": y_formula,
+        "notes": notes
+        + [
             "mediation assumes no unmeasured confounding of the mediator-outcome relation (and of exposure-"
             "mediator and exposure-outcome), no mediator-outcome confounder affected by the exposure, and no "
             "exposure-mediator interaction; with linear models the product a x b is then the natural indirect "
@@ -147,7 +176,8 @@ def dose_response_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFra
     alpha = float(cfg["alpha"])
     hip_foci = list(cfg["exposure"]["hip_focused"])
     data = pdata.data.assign(
-        prior_hip_sessions=pdata.data["cum_hip_sessions"] - pdata.data["focus"].isin(hip_foci).astype("int64"))
+        prior_hip_sessions=pdata.data["cum_hip_sessions"] - pdata.data["focus"].isin(hip_foci).astype("int64")
+    )
     if data["prior_hip_sessions"].nunique() < 2:
         raise NotEstimable("no variation in the number of earlier hip-focused sessions")
     formula = "y ~ " + rhs("week", "hip", "prior_hip_sessions", pdata.covariates)
@@ -156,9 +186,14 @@ def dose_response_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFra
         raise FitFailed(f"dose-response model: {fit.reason}")
     est = linear_contrast(fit, {"prior_hip_sessions": 1.0}, alpha)
     return {
-        **est, "per": "NPRS points per additional earlier hip-focused session", "formula": formula,
-        "fit_status": fit.status, "fit_reason": fit.reason or None, "optimizer": fit.optimizer,
-        "n_clients": fit.n_groups, "n_obs": fit.n_obs,
+        **est,
+        "per": "NPRS points per additional earlier hip-focused session",
+        "formula": formula,
+        "fit_status": fit.status,
+        "fit_reason": fit.reason or None,
+        "optimizer": fit.optimizer,
+        "n_clients": fit.n_groups,
+        "n_obs": fit.n_obs,
         "notes": [
             "time-varying exposure: whether a later session is hip-focused may depend on how pain has responded "
             "so far (time-varying confounding affected by earlier treatment); a conventional mixed model does "
@@ -186,9 +221,9 @@ def immediate_effect_analysis(dataset: pd.DataFrame, cfg: dict) -> tuple[dict, d
     """
     alpha = float(cfg["alpha"])
     m = dataset[dataset["measure"] == cfg["measure"]]
-    wide = (m.pivot_table(index=["client_id", "session_id", "focus"], columns="timing", values="value",
-                          aggfunc="first", observed=True)
-            .reset_index())
+    wide = m.pivot_table(
+        index=["client_id", "session_id", "focus"], columns="timing", values="value", aggfunc="first", observed=True
+    ).reset_index()
     if not {"pre", "post"} <= set(wide.columns):
         raise NotEstimable(f"no session has both a pre and a post {cfg['measure']} value")
     wide = wide.dropna(subset=["pre", "post"]).assign(change=lambda d: d["post"] - d["pre"])
@@ -204,39 +239,59 @@ def immediate_effect_analysis(dataset: pd.DataFrame, cfg: dict) -> tuple[dict, d
     table = pd.DataFrame(rows, columns=IMMEDIATE_COLUMNS)
 
     d = wide[wide["focus"].isin(["hip", "knee", "hip_and_knee"])]
-    out: dict = {"by_focus": summary, "n_sessions": int(len(wide)), "n_clients": int(wide["client_id"].nunique()),
-                 "hip_vs_knee": None, "model_status": "not_estimable", "model_reason": None}
+    out: dict = {
+        "by_focus": summary,
+        "n_sessions": int(len(wide)),
+        "n_clients": int(wide["client_id"].nunique()),
+        "hip_vs_knee": None,
+        "model_status": "not_estimable",
+        "model_reason": None,
+    }
     if (d["focus"] == "hip").sum() < 2 or (d["focus"] == "knee").sum() < 2:
         out["model_reason"] = "fewer than 2 hip-focused or knee-focused sessions with pre and post values"
         return out | {"notes": ["descriptive table only: " + out["model_reason"]]}, {"immediate": table}
-    d = d.assign(focus_hip=(d["focus"] == "hip").astype(float),
-                 focus_hip_and_knee=(d["focus"] == "hip_and_knee").astype(float),
-                 pre_c=d["pre"] - d["pre"].mean())
+    d = d.assign(
+        focus_hip=(d["focus"] == "hip").astype(float),
+        focus_hip_and_knee=(d["focus"] == "hip_and_knee").astype(float),
+        pre_c=d["pre"] - d["pre"].mean(),
+    )
     terms = ["focus_hip"] + (["focus_hip_and_knee"] if d["focus_hip_and_knee"].sum() >= 2 else [])
     if d["focus_hip_and_knee"].sum() < 2:
         d = d[d["focus"] != "hip_and_knee"]
     formula = "change ~ " + rhs(terms, "pre_c")
     fit = fit_mixed(d, formula, "client_id", None, **fit_options(cfg))
     if fit.ok:
-        out.update(model_status="ok", optimizer=fit.optimizer,
-                   method=f"mixed model, random intercept per client (REML), {DF_METHOD_LABELS[fit.df_method]}")
+        out.update(
+            model_status="ok",
+            optimizer=fit.optimizer,
+            method=f"mixed model, random intercept per client (REML), {DF_METHOD_LABELS[fit.df_method]}",
+        )
         effects = {t: linear_contrast(fit, {t: 1.0}, alpha) for t in terms}
     else:
         # A between-client variance of ~0 puts the mixed model on the boundary; the model then reduces to
         # OLS, whose SEs are made cluster-robust by client.
-        res = fit_checked("immediate-effect OLS", lambda: smf.ols(formula, data=d).fit(
-            cov_type="cluster", cov_kwds={"groups": pd.factorize(d["client_id"])[0]}))
-        out.update(model_status="fallback", model_reason=f"mixed model failed ({fit.reason}); OLS with "
-                   "cluster-robust SEs by client instead",
-                   method="OLS with cluster-robust (by client) SEs")
+        res = fit_checked(
+            "immediate-effect OLS",
+            lambda: smf.ols(formula, data=d).fit(
+                cov_type="cluster", cov_kwds={"groups": pd.factorize(d["client_id"])[0]}
+            ),
+        )
+        out.update(
+            model_status="fallback",
+            model_reason=f"mixed model failed ({fit.reason}); OLS with cluster-robust SEs by client instead",
+            method="OLS with cluster-robust (by client) SEs",
+        )
         effects = {t: wald(float(res.params[t]), float(res.bse[t]), alpha) for t in terms}
     out["hip_vs_knee"] = effects["focus_hip"]
     if "focus_hip_and_knee" in effects:
         out["hip_and_knee_vs_knee"] = effects["focus_hip_and_knee"]
-    out.update(formula=formula, notes=[
-        "change = post - pre within the session (negative = pain fell); the table's CIs treat sessions as "
-        "independent, the mixed-model difference does not.",
-        "post-treatment pain is reported to the treating therapist straight after treatment: expectation and "
-        "politeness can inflate immediate effects.",
-    ])
+    out.update(
+        formula=formula,
+        notes=[
+            "change = post - pre within the session (negative = pain fell); the table's CIs treat sessions as "
+            "independent, the mixed-model difference does not.",
+            "post-treatment pain is reported to the treating therapist straight after treatment: expectation and "
+            "politeness can inflate immediate effects.",
+        ],
+    )
     return out, {"immediate": table}

@@ -33,8 +33,7 @@ def precision_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, p
     r = float(np.corrcoef(ep["baseline_y"], ep["y_end"])[0, 1])
     solver = TTestIndPower()
     d_min = float(solver.solve_power(effect_size=None, nobs1=n1, ratio=n0 / n1, alpha=alpha, power=power))
-    n_needed = float(solver.solve_power(effect_size=target / sd_resid, nobs1=None, ratio=1.0, alpha=alpha,
-                                        power=power))
+    n_needed = float(solver.solve_power(effect_size=target / sd_resid, nobs1=None, ratio=1.0, alpha=alpha, power=power))
     icc = None
     if primary_fit is not None and primary_fit.ok:
         # between-client share of variance at week 0 (random intercept variance / total)
@@ -44,13 +43,23 @@ def precision_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, p
         "minimum_detectable_difference": d_min * sd_resid,
         "minimum_detectable_d": d_min,
         "n_per_group_for_target": int(np.ceil(n_needed)),
-        "target_difference": target, "power": power, "alpha": alpha,
-        "n_hip_focused": n1, "n_comparator": n0,
-        "sd_residual_ancova": sd_resid, "sd_change": sd_change, "corr_baseline_endpoint": r,
+        "target_difference": target,
+        "power": power,
+        "alpha": alpha,
+        "n_hip_focused": n1,
+        "n_comparator": n0,
+        "sd_residual_ancova": sd_resid,
+        "sd_change": sd_change,
+        "corr_baseline_endpoint": r,
         "icc_week0": icc,
-        "method": ("two-sample t-test power (statsmodels TTestIndPower) with the residual SD of the ANCOVA of the "
-                   "per-client change at the endpoint on group, baseline and covariates"),
-        "notes": notes + ["the minimum detectable difference is for this clinic's group sizes (clients with an "
-                          "endpoint); n per group assumes equal groups. Precision statements, not post-hoc power "
-                          "for the observed effect."],
+        "method": (
+            "two-sample t-test power (statsmodels TTestIndPower) with the residual SD of the ANCOVA of the "
+            "per-client change at the endpoint on group, baseline and covariates"
+        ),
+        "notes": notes
+        + [
+            "the minimum detectable difference is for this clinic's group sizes (clients with an "
+            "endpoint); n per group assumes equal groups. Precision statements, not post-hoc power "
+            "for the observed effect."
+        ],
     }, {}

@@ -36,9 +36,24 @@ from analysis.errors import ModelError
 
 EXCLUDED_COLUMNS = ["client_id", "reason"]
 DATA_COLUMNS = [
-    "client_id", "session_id", "session_number", "week", "y", "baseline_y", "hip", "focus", "baseline_focus",
-    "cum_hip_sessions", "symptom_weeks", "log_symptom_weeks", "sitting_hours", "sitting_hours_missing",
-    "age_band", "sex", "activity", "clinic_id",
+    "client_id",
+    "session_id",
+    "session_number",
+    "week",
+    "y",
+    "baseline_y",
+    "hip",
+    "focus",
+    "baseline_focus",
+    "cum_hip_sessions",
+    "symptom_weeks",
+    "log_symptom_weeks",
+    "sitting_hours",
+    "sitting_hours_missing",
+    "age_band",
+    "sex",
+    "activity",
+    "clinic_id",
 ]
 
 
@@ -129,8 +144,10 @@ def primary_data(dataset: pd.DataFrame, cfg: dict) -> PrimaryData:
 
     outcome = dataset[(dataset["measure"] == measure) & (dataset["timing"] == timing)]
     if outcome.empty:
-        raise ModelError(f"no {measure} ({timing}) values in the analysis dataset; check params model.measure "
-                         "and model.timing against config/measures.yaml")
+        raise ModelError(
+            f"no {measure} ({timing}) values in the analysis dataset; check params model.measure "
+            "and model.timing against config/measures.yaml"
+        )
     n_missing_values = int(outcome["value"].isna().sum())
     if n_missing_values:
         notes.append(f"{n_missing_values} {measure} value(s) were blank and not used.")
@@ -138,8 +155,10 @@ def primary_data(dataset: pd.DataFrame, cfg: dict) -> PrimaryData:
     dupes = outcome.duplicated(["client_id", "session_id"])
     if dupes.any():
         first = outcome.loc[dupes, "session_id"].iloc[0]
-        raise ModelError(f"session {first} has more than one {measure} ({timing}) value; the analysis dataset "
-                         "must have one per session (rerun `outcomes validate` and `outcomes join`)")
+        raise ModelError(
+            f"session {first} has more than one {measure} ({timing}) value; the analysis dataset "
+            "must have one per session (rerun `outcomes validate` and `outcomes join`)"
+        )
 
     clients = dataset.drop_duplicates("client_id").set_index("client_id").sort_index()
     has_baseline = set(outcome.loc[outcome["session_number"] == 1, "client_id"])
@@ -162,19 +181,45 @@ def primary_data(dataset: pd.DataFrame, cfg: dict) -> PrimaryData:
             reasons.setdefault(client_id, f"missing covariate {name}")
     kept = clients.loc[[c for c in clients.index if c not in reasons]]
     if kept.empty:
-        raise ModelError(f"no client has a baseline and a follow-up {measure} ({timing}) within {followup:g} weeks "
-                         "in either compared group; see data/processed/flow.csv")
+        raise ModelError(
+            f"no client has a baseline and a follow-up {measure} ({timing}) within {followup:g} weeks "
+            "in either compared group; see data/processed/flow.csv"
+        )
 
     kept, terms, levels, cov_notes = _covariates(kept, covariate_names)
     notes.extend(cov_notes)
 
-    client_cols = kept[[c for c in ("baseline_focus", "symptom_weeks", "log_symptom_weeks", "sitting_hours",
-                                    "sitting_hours_missing", "age_band", "sex", "activity", "clinic_id")
-                        if c in kept]]
+    client_cols = kept[
+        [
+            c
+            for c in (
+                "baseline_focus",
+                "symptom_weeks",
+                "log_symptom_weeks",
+                "sitting_hours",
+                "sitting_hours_missing",
+                "age_band",
+                "sex",
+                "activity",
+                "clinic_id",
+            )
+            if c in kept
+        ]
+    ]
     rows = outcome[outcome["client_id"].isin(kept.index)]
     data = (
-        rows[["client_id", "session_id", "session_number", "weeks_since_first", "value", "baseline_value", "focus",
-              "cum_hip_sessions"]]
+        rows[
+            [
+                "client_id",
+                "session_id",
+                "session_number",
+                "weeks_since_first",
+                "value",
+                "baseline_value",
+                "focus",
+                "cum_hip_sessions",
+            ]
+        ]
         .rename(columns={"weeks_since_first": "week", "value": "y", "baseline_value": "baseline_y"})
         .merge(client_cols, left_on="client_id", right_index=True, how="left", validate="many_to_one")
     )
@@ -192,8 +237,10 @@ def primary_data(dataset: pd.DataFrame, cfg: dict) -> PrimaryData:
     if not excluded.empty:
         counts = excluded["reason"].value_counts().sort_index()
         notes.append("excluded clients: " + "; ".join(f"{reason}: {n}" for reason, n in counts.items()) + ".")
-    notes.append(f"groups by first-session focus: hip-focused = {', '.join(hip_foci)}; "
-                 f"comparator (reference, hip = 0) = {', '.join(comparator)}.")
+    notes.append(
+        f"groups by first-session focus: hip-focused = {', '.join(hip_foci)}; "
+        f"comparator (reference, hip = 0) = {', '.join(comparator)}."
+    )
     return PrimaryData(data=data, excluded=excluded, covariates=terms, levels=levels, notes=notes)
 
 
@@ -221,8 +268,7 @@ def _covariates(
             n_missing = int(col.isna().sum())
             observed = col.dropna().astype("float64")
             if observed.nunique() <= 1:
-                notes.append(f"covariate {name} is constant or not recorded among analysed clients; "
-                             "not adjusted for.")
+                notes.append(f"covariate {name} is constant or not recorded among analysed clients; not adjusted for.")
                 out[name] = col.astype("float64").fillna(observed.mean() if len(observed) else 0.0)
                 continue
             terms.append(name)
@@ -232,15 +278,19 @@ def _covariates(
                 out[name] = col.astype("float64").fillna(mean)
                 out[indicator] = col.isna().astype("int64")
                 terms.append(indicator)
-                notes.append(f"{name} missing for {n_missing} of {len(col)} clients: filled with the mean "
-                             f"({mean:.2f}) and adjusted for with the indicator {indicator} (missing-indicator "
-                             "method; the multiple-imputation sensitivity analysis checks this choice).")
+                notes.append(
+                    f"{name} missing for {n_missing} of {len(col)} clients: filled with the mean "
+                    f"({mean:.2f}) and adjusted for with the indicator {indicator} (missing-indicator "
+                    "method; the multiple-imputation sensitivity analysis checks this choice)."
+                )
         else:
             order = reference_order(col)
             if len(order) <= 1:
                 if name != "clinic_id":
-                    notes.append(f"covariate {name} has one level ({order[0] if order else 'none'}) among "
-                                 "analysed clients; not adjusted for.")
+                    notes.append(
+                        f"covariate {name} has one level ({order[0] if order else 'none'}) among "
+                        "analysed clients; not adjusted for."
+                    )
                 continue
             levels[name] = order
             terms.append(f"C({name})")

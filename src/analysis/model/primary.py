@@ -91,25 +91,44 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
     fit = fit_mixed_with_fallback(pdata.data, formula, GROUPS, RE_FORMULA, reml=True, **fit_options(cfg))
     summary = mixed_summary(fit, alpha)
     notes = list(pdata.notes)
-    excluded_counts = (pdata.excluded["reason"].value_counts().sort_index().to_dict()
-                       if not pdata.excluded.empty else {})
+    excluded_counts = pdata.excluded["reason"].value_counts().sort_index().to_dict() if not pdata.excluded.empty else {}
     entry = {
-        "estimand": (f"difference (hip-focused minus knee-focused first session) in the model-estimated change "
-                     f"in {cfg['measure']} ({cfg['timing']}) from the first session to week {week0:g}, "
-                     "adjusted for the covariates; negative = hip-focused improved more"),
-        "measure": cfg["measure"], "timing": cfg["timing"], "primary_week": week0,
-        "followup_weeks": float(cfg["followup_weeks"]), "alpha": alpha,
-        "formula": formula, "re_formula": fit.re_formula if fit.status != "fallback" else None,
-        "planned_re_formula": RE_FORMULA, "groups": GROUPS, "method": "REML",
-        "df_method": fit.df_method, "df_method_label": DF_METHOD_LABELS[fit.df_method],
-        "estimate": None, "se": None, "df": None, "ci_low": None, "ci_high": None, "p_value": None,
-        "slope_difference": None, "change_by_group": None,
+        "estimand": (
+            f"difference (hip-focused minus knee-focused first session) in the model-estimated change "
+            f"in {cfg['measure']} ({cfg['timing']}) from the first session to week {week0:g}, "
+            "adjusted for the covariates; negative = hip-focused improved more"
+        ),
+        "measure": cfg["measure"],
+        "timing": cfg["timing"],
+        "primary_week": week0,
+        "followup_weeks": float(cfg["followup_weeks"]),
+        "alpha": alpha,
+        "formula": formula,
+        "re_formula": fit.re_formula if fit.status != "fallback" else None,
+        "planned_re_formula": RE_FORMULA,
+        "groups": GROUPS,
+        "method": "REML",
+        "df_method": fit.df_method,
+        "df_method_label": DF_METHOD_LABELS[fit.df_method],
+        "estimate": None,
+        "se": None,
+        "df": None,
+        "ci_low": None,
+        "ci_high": None,
+        "p_value": None,
+        "slope_difference": None,
+        "change_by_group": None,
         "n_clients": pdata.n_clients,
         "n_clients_by_group": pdata.n_clients_by_group(),
         "n_observations": int(len(pdata.data)),
-        "converged": fit.converged, "optimizer": fit.optimizer, "status": fit.status, "reason": fit.reason,
-        "checks": fit.checks, "attempts": fit.attempts,
-        "fixed_effects": summary["fixed_effects"], "random_effects": summary["random_effects"],
+        "converged": fit.converged,
+        "optimizer": fit.optimizer,
+        "status": fit.status,
+        "reason": fit.reason,
+        "checks": fit.checks,
+        "attempts": fit.attempts,
+        "fixed_effects": summary["fixed_effects"],
+        "random_effects": summary["random_effects"],
         "reference_levels": {k: v[0] for k, v in pdata.levels.items()},
         "trajectory_method": TRAJECTORY_METHOD,
         "excluded": {str(k): int(v) for k, v in excluded_counts.items()},
@@ -117,20 +136,27 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
         "notes": notes,
     }
     exclusions = pd.DataFrame(sorted(excluded_counts.items()), columns=["reason", "clients"])
-    empty = {"trajectories": pd.DataFrame(columns=TRAJECTORY_COLUMNS),
-             "fixed_effects": pd.DataFrame(columns=FIXED_COLUMNS), "primary_exclusions": exclusions}
+    empty = {
+        "trajectories": pd.DataFrame(columns=TRAJECTORY_COLUMNS),
+        "fixed_effects": pd.DataFrame(columns=FIXED_COLUMNS),
+        "primary_exclusions": exclusions,
+    }
     needed = sorted({"week", "hip", SLOPE_TERM} & set(fit.dropped))
     if fit.ok and needed:
-        fit.status, fit.reason, fit.result = "failed", (
-            f"the terms {', '.join(needed)} of the estimand are not estimable in these data (aliased with other "
-            "terms)"), None
+        fit.status, fit.reason, fit.result = (
+            "failed",
+            (
+                f"the terms {', '.join(needed)} of the estimand are not estimable in these data (aliased with other "
+                "terms)"
+            ),
+            None,
+        )
         entry.update(status=fit.status, reason=fit.reason, converged=False)
     if not fit.ok:
         notes.append(f"the primary model could not be fitted trustworthily: {fit.reason}. No estimate is reported.")
         return entry, empty, fit
     if fit.dropped:
-        notes.append(f"not estimable in these data, so left out of the model (as lme4 does): "
-                     f"{', '.join(fit.dropped)}.")
+        notes.append(f"not estimable in these data, so left out of the model (as lme4 does): {', '.join(fit.dropped)}.")
     if fit.status == "fallback":
         notes.append(f"FALLBACK: {fit.reason}.")
 
@@ -144,8 +170,8 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
     tables = {
         "trajectories": trajectories(fit, pdata, float(cfg["followup_weeks"]), alpha),
         "fixed_effects": pd.DataFrame(
-            [{"term": k, **v} for k, v in summary["fixed_effects"].items()], columns=FIXED_COLUMNS)
-        .assign(df=lambda t: pd.to_numeric(t["df"], errors="coerce")),
+            [{"term": k, **v} for k, v in summary["fixed_effects"].items()], columns=FIXED_COLUMNS
+        ).assign(df=lambda t: pd.to_numeric(t["df"], errors="coerce")),
         "primary_exclusions": exclusions,
     }
     return entry, tables, fit
@@ -173,8 +199,15 @@ def trajectories(fit: MixedFit, pdata: PrimaryData, followup_weeks: float, alpha
             x = xbar.copy()
             x["week"], x["hip"], x[SLOPE_TERM] = week, float(hip), week * hip
             c = res.contrast(x.to_numpy(dtype=float), fit.df_method, alpha)
-            rows.append({"group": GROUP_LABELS[hip], "week": week, "mean": c["estimate"],
-                         "ci_low": c["ci_low"], "ci_high": c["ci_high"]})
+            rows.append(
+                {
+                    "group": GROUP_LABELS[hip],
+                    "week": week,
+                    "mean": c["estimate"],
+                    "ci_low": c["ci_low"],
+                    "ci_high": c["ci_high"],
+                }
+            )
     return pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS).sort_values(["group", "week"]).reset_index(drop=True)
 
 
@@ -193,10 +226,21 @@ def fit_diagnostics(fit: MixedFit, pdata: PrimaryData) -> tuple[pd.DataFrame, pd
     res = fit.result
     data = pdata.data
     fitted = res.fitted
-    diag = pd.DataFrame({"client_id": data[GROUPS].to_numpy(), "week": data["week"].to_numpy(dtype=float),
-                         "y": data["y"].to_numpy(dtype=float), "fitted": fitted})
+    diag = pd.DataFrame(
+        {
+            "client_id": data[GROUPS].to_numpy(),
+            "week": data["week"].to_numpy(dtype=float),
+            "y": data["y"].to_numpy(dtype=float),
+            "fitted": fitted,
+        }
+    )
     diag = diag.assign(residual=diag["y"] - diag["fitted"])
     re = res.random_effects
-    out = pd.DataFrame({"client_id": re.index.astype(str), "intercept": re.iloc[:, 0].to_numpy(dtype=float),
-                        "slope": re.iloc[:, 1].to_numpy(dtype=float) if re.shape[1] > 1 else 0.0})
+    out = pd.DataFrame(
+        {
+            "client_id": re.index.astype(str),
+            "intercept": re.iloc[:, 0].to_numpy(dtype=float),
+            "slope": re.iloc[:, 1].to_numpy(dtype=float) if re.shape[1] > 1 else 0.0,
+        }
+    )
     return diag, out.sort_values("client_id").reset_index(drop=True)

@@ -49,8 +49,12 @@ def log_odds_ratio(r1: int, n1: int, r0: int, n0: int) -> dict:
         return {"estimate": None, "se": None, "continuity": None, "method": "Woolf"}
     cc = 0.5 if (cells == 0).any() else 0.0
     a, b, c, d = cells + cc
-    return {"estimate": float(np.log(a * d / (b * c))), "se": float(np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)),
-            "continuity": cc, "method": "Woolf (unadjusted)"}
+    return {
+        "estimate": float(np.log(a * d / (b * c))),
+        "se": float(np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)),
+        "continuity": cc,
+        "method": "Woolf (unadjusted)",
+    }
 
 
 def nnt(rd: float, ci_low: float, ci_high: float) -> dict:
@@ -66,8 +70,14 @@ def nnt(rd: float, ci_low: float, ci_high: float) -> dict:
     NNT(harm) ``1/|ci_low|``; then ``ci_low``/``ci_high`` are None and
     ``nnt_benefit_limit``/``nnt_harm_limit`` are given.
     """
-    out = {"nnt": None if rd == 0 else float(1.0 / abs(rd)), "kind": "benefit" if rd > 0 else "harm",
-           "ci_low": None, "ci_high": None, "nnt_benefit_limit": None, "nnt_harm_limit": None}
+    out = {
+        "nnt": None if rd == 0 else float(1.0 / abs(rd)),
+        "kind": "benefit" if rd > 0 else "harm",
+        "ci_low": None,
+        "ci_high": None,
+        "nnt_benefit_limit": None,
+        "nnt_harm_limit": None,
+    }
     if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
         out["text"] = "CI not available"
         return out
@@ -82,9 +92,11 @@ def nnt(rd: float, ci_low: float, ci_high: float) -> dict:
         harm = 1.0 / abs(ci_low) if ci_low < 0 else None
         out.update(nnt_benefit_limit=benefit, nnt_harm_limit=harm)
         point = "infinite" if out["nnt"] is None else f"{out['nnt']:.1f} ({out['kind']})"
-        out["text"] = (f"NNT {point}; the CI of the risk difference includes 0, so the NNT interval runs from "
-                       f"NNT (benefit) {'-' if benefit is None else f'{benefit:.1f}'} through infinity to "
-                       f"NNT (harm) {'-' if harm is None else f'{harm:.1f}'}")
+        out["text"] = (
+            f"NNT {point}; the CI of the risk difference includes 0, so the NNT interval runs from "
+            f"NNT (benefit) {'-' if benefit is None else f'{benefit:.1f}'} through infinity to "
+            f"NNT (harm) {'-' if harm is None else f'{harm:.1f}'}"
+        )
     return out
 
 
@@ -101,11 +113,16 @@ def responder_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[s
     n_missing = {GROUPS[g]: int(((ep["hip"] == g) & (ep["observed"] == 0)).sum()) for g in (1, 0)}
     ep = ep[ep["observed"] == 1].copy()
     ep["responder"] = is_responder(ep["baseline_y"], ep["y_end"], measure)
-    table = pd.DataFrame([
-        {"group": GROUPS[g], "n": int((ep["hip"] == g).sum()),
-         "responders": int(ep.loc[ep["hip"] == g, "responder"].sum())}
-        for g in (1, 0)
-    ])
+    table = pd.DataFrame(
+        [
+            {
+                "group": GROUPS[g],
+                "n": int((ep["hip"] == g).sum()),
+                "responders": int(ep.loc[ep["hip"] == g, "responder"].sum()),
+            }
+            for g in (1, 0)
+        ]
+    )
     table["share"] = table["responders"] / table["n"].where(table["n"] > 0)
     n1, n0 = int(table.loc[0, "n"]), int(table.loc[1, "n"])
     r1, r0 = int(table.loc[0, "responders"]), int(table.loc[1, "responders"])
@@ -118,22 +135,37 @@ def responder_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[s
     z = stats.norm.ppf(1 - alpha / 2)
     se_wald = float(np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
     numbers: dict = {
-        "n_hip_focused": n1, "n_comparator": n0, "responders_hip_focused": r1, "responders_comparator": r0,
-        "share_hip_focused": p1, "share_comparator": p0,
+        "n_hip_focused": n1,
+        "n_comparator": n0,
+        "responders_hip_focused": r1,
+        "responders_comparator": r0,
+        "share_hip_focused": p1,
+        "share_comparator": p0,
         "missing_endpoint": n_missing,
         "definition": _definition(measure, cfg),
-        "risk_difference": {"estimate": rd, "ci_low": float(lo), "ci_high": float(hi),
-                            "ci_method": "Newcombe hybrid score",
-                            "wald_ci_low": float(rd - z * se_wald), "wald_ci_high": float(rd + z * se_wald)},
+        "risk_difference": {
+            "estimate": rd,
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "ci_method": "Newcombe hybrid score",
+            "wald_ci_low": float(rd - z * se_wald),
+            "wald_ci_high": float(rd + z * se_wald),
+        },
         "nnt": nnt(rd, float(lo), float(hi)),
         "log_odds_ratio": log_odds_ratio(r1, n1, r0, n0),
     }
-    notes = [f"complete cases: {sum(n_missing.values())} client(s) without an observation in the endpoint window "
-             "are not counted (see multiple_imputation for an analysis that includes them)."]
+    notes = [
+        f"complete cases: {sum(n_missing.values())} client(s) without an observation in the endpoint window "
+        "are not counted (see multiple_imputation for an analysis that includes them)."
+    ]
 
     if r1 + r0 in (0, n1 + n0):
-        numbers.update(odds_ratio=None, adjusted_risk_difference=None, adjusted_status="not_estimable",
-                       adjusted_reason="every client (or none) responded")
+        numbers.update(
+            odds_ratio=None,
+            adjusted_risk_difference=None,
+            adjusted_status="not_estimable",
+            adjusted_reason="every client (or none) responded",
+        )
         notes.append("every client (or none) responded: no odds ratio.")
         return {**numbers, "notes": notes}, {"responders": table[RESPONDER_COLUMNS]}
 
@@ -143,18 +175,25 @@ def responder_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[s
     formula = "responder ~ " + rhs("hip", "baseline_y", covs)
     y, x = patsy.dmatrices(formula, df, return_type="dataframe")
     try:
-        res = fit_checked("logistic regression of responding",
-                          lambda: sm.Logit(y, x).fit(method="newton", maxiter=100, disp=False))
+        res = fit_checked(
+            "logistic regression of responding", lambda: sm.Logit(y, x).fit(method="newton", maxiter=100, disp=False)
+        )
     except FitFailed as exc:
         # the unadjusted comparison stands on its own; only the adjusted numbers are lost
-        numbers.update(odds_ratio=None, adjusted_risk_difference=None, adjusted_status="failed",
-                       adjusted_reason=str(exc))
+        numbers.update(
+            odds_ratio=None, adjusted_risk_difference=None, adjusted_status="failed", adjusted_reason=str(exc)
+        )
         notes.append(f"adjusted odds ratio not estimable: {exc}")
         return {**numbers, "notes": notes}, {"responders": table[RESPONDER_COLUMNS]}
     b, se = float(res.params["hip"]), float(res.bse["hip"])
     w = wald(b, se, alpha)
-    numbers["odds_ratio"] = {"estimate": float(np.exp(b)), "ci_low": float(np.exp(w["ci_low"])),
-                             "ci_high": float(np.exp(w["ci_high"])), "p_value": w["p_value"], "formula": formula}
+    numbers["odds_ratio"] = {
+        "estimate": float(np.exp(b)),
+        "ci_low": float(np.exp(w["ci_low"])),
+        "ci_high": float(np.exp(w["ci_high"])),
+        "p_value": w["p_value"],
+        "formula": formula,
+    }
     numbers["adjusted_risk_difference"] = _standardised_rd(res, x.design_info, df, alpha)
     numbers.update(adjusted_status="ok", adjusted_reason=None)
     return {**numbers, "notes": notes}, {"responders": table[RESPONDER_COLUMNS]}
@@ -182,5 +221,7 @@ def _definition(measure: Measure, cfg: dict) -> str:
     if measure.mcid_percent is not None:
         parts.append(f"{measure.mcid_percent:g}% of baseline")
     better = "lower" if measure.lower_is_better else "higher"
-    return (f"improvement ({better} is better) of at least {' or '.join(parts)} at the observation closest to week "
-            f"{cfg['primary_week']} within +/-{cfg['endpoint_window_weeks']} weeks")
+    return (
+        f"improvement ({better} is better) of at least {' or '.join(parts)} at the observation closest to week "
+        f"{cfg['primary_week']} within +/-{cfg['endpoint_window_weeks']} weeks"
+    )

@@ -108,8 +108,10 @@ def run_model(params: dict, progress: Callable[[str], None] | None = None) -> st
     dataset = pd.read_parquet(dataset_path)
     registry = load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))
     if cfg["measure"] not in registry:
-        raise InputError(f"params.yaml model.measure: {cfg['measure']!r} is not in the measures registry "
-                         f"({', '.join(sorted(registry))})")
+        raise InputError(
+            f"params.yaml model.measure: {cfg['measure']!r} is not in the measures registry "
+            f"({', '.join(sorted(registry))})"
+        )
 
     say = progress or (lambda step: None)
     say(f"primary mixed model ({dataset['client_id'].nunique()} clients in the dataset)")
@@ -140,7 +142,8 @@ def run_model(params: dict, progress: Callable[[str], None] | None = None) -> st
             "n_clients_by_group": entry["n_clients_by_group"],
             "n_observations": entry["n_observations"],
             "excluded": entry["excluded"],
-            "measure": cfg["measure"], "timing": cfg["timing"],
+            "measure": cfg["measure"],
+            "timing": cfg["timing"],
             "window": {"followup_weeks": float(cfg["followup_weeks"]), "primary_week": float(cfg["primary_week"])},
         },
         "params": cfg,
@@ -161,8 +164,12 @@ def run_model(params: dict, progress: Callable[[str], None] | None = None) -> st
     return summary_line(entry, out, len(secondary))
 
 
-GROUP_NAMES = {"hip_focused": "hip-focused", "comparator": "knee-focused", "hip-focused": "hip-focused",
-               "knee-focused": "knee-focused"}
+GROUP_NAMES = {
+    "hip_focused": "hip-focused",
+    "comparator": "knee-focused",
+    "hip-focused": "hip-focused",
+    "knee-focused": "knee-focused",
+}
 
 
 def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -174,8 +181,11 @@ def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         t = tables.get(name)
         if t is None or t.empty or not {"group", "week", value} <= set(t.columns):
             continue
-        wide = (t.assign(group=t["group"].map(lambda g: GROUP_NAMES.get(str(g), str(g))))
-                .pivot_table(index="week", columns="group", values=value, aggfunc="last").sort_index())
+        wide = (
+            t.assign(group=t["group"].map(lambda g: GROUP_NAMES.get(str(g), str(g))))
+            .pivot_table(index="week", columns="group", values=value, aggfunc="last")
+            .sort_index()
+        )
         if name == "km":
             wide = wide.ffill()
         out[name] = wide.reset_index()
@@ -185,11 +195,17 @@ def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 def metrics(entry: dict) -> dict:
     """The few headline numbers for ``dvc metrics show`` / ``dvc metrics diff``."""
     sd = entry.get("slope_difference") or {}
-    return {"primary": {
-        "estimate": entry.get("estimate"), "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high"),
-        "p_value": entry.get("p_value"), "slope_difference": sd.get("estimate"),
-        "n_clients": entry.get("n_clients"), "fitted": entry.get("status") in ("ok", "fallback"),
-    }}
+    return {
+        "primary": {
+            "estimate": entry.get("estimate"),
+            "ci_low": entry.get("ci_low"),
+            "ci_high": entry.get("ci_high"),
+            "p_value": entry.get("p_value"),
+            "slope_difference": sd.get("estimate"),
+            "n_clients": entry.get("n_clients"),
+            "fitted": entry.get("status") in ("ok", "fallback"),
+        }
+    }
 
 
 def sort_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -200,8 +216,11 @@ def sort_table(df: pd.DataFrame) -> pd.DataFrame:
     """
     keys = []
     for c in df.columns:
-        if not (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])
-                or isinstance(df[c].dtype, pd.CategoricalDtype)):
+        if not (
+            pd.api.types.is_object_dtype(df[c])
+            or pd.api.types.is_string_dtype(df[c])
+            or isinstance(df[c].dtype, pd.CategoricalDtype)
+        ):
             break
         if df[c].map(lambda v: isinstance(v, (dict, list))).any():
             break
@@ -221,12 +240,16 @@ def summary_line(entry: dict, out: Path, n_secondary: int) -> str:
     """The console summary: the headline with its CI, or FAILED with the reason."""
     week = entry["primary_week"]
     if entry["status"] == "failed":
-        return (f"PRIMARY MODEL FAILED - no estimate: {entry['reason']}\n"
-                f"results (with the failure recorded) and {n_secondary} secondary analyses -> {out}")
-    text = (f"primary ({entry['n_clients']} clients, {entry['n_observations']} observations, "
-            f"optimiser {entry['optimizer']}): difference in change at week {week:g}, hip- minus knee-focused = "
-            f"{entry['estimate']:.2f} (95% CI {entry['ci_low']:.2f} to {entry['ci_high']:.2f}, "
-            f"p = {entry['p_value']:.3g}); slope difference {entry['slope_difference']['estimate']:.3f}/week")
+        return (
+            f"PRIMARY MODEL FAILED - no estimate: {entry['reason']}\n"
+            f"results (with the failure recorded) and {n_secondary} secondary analyses -> {out}"
+        )
+    text = (
+        f"primary ({entry['n_clients']} clients, {entry['n_observations']} observations, "
+        f"optimiser {entry['optimizer']}): difference in change at week {week:g}, hip- minus knee-focused = "
+        f"{entry['estimate']:.2f} (95% CI {entry['ci_low']:.2f} to {entry['ci_high']:.2f}, "
+        f"p = {entry['p_value']:.3g}); slope difference {entry['slope_difference']['estimate']:.3f}/week"
+    )
     if entry["status"] == "fallback":
         text += f"\nWARNING: FALLBACK MODEL - {entry['reason']}"
     return text + f"\nresults and {n_secondary} secondary analyses -> {out}"

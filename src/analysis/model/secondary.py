@@ -44,35 +44,58 @@ from analysis.model.sensitivity import chronicity_analysis, e_value_analysis, ge
 from analysis.model.survival import time_to_improvement_analysis
 
 LABELS = {
-    "responders": ("Responders (MCID) at the primary week",
-                   "share reaching the MCID at the endpoint; logistic regression (adjusted OR, standardised RD); "
-                   "Newcombe CI for the unadjusted RD; NNT"),
-    "gee": ("GEE with robust standard errors",
-            "GEE, Gaussian, exchangeable working correlation, sandwich SEs; y ~ week * hip + covariates"),
+    "responders": (
+        "Responders (MCID) at the primary week",
+        "share reaching the MCID at the endpoint; logistic regression (adjusted OR, standardised RD); "
+        "Newcombe CI for the unadjusted RD; NNT",
+    ),
+    "gee": (
+        "GEE with robust standard errors",
+        "GEE, Gaussian, exchangeable working correlation, sandwich SEs; y ~ week * hip + covariates",
+    ),
     "iptw": ("Inverse probability of treatment weighting", "stabilised IPTW, weighted regression of change"),
     "e_value": ("E-value of the primary estimate", "VanderWeele & Ding (2017), via d and RR = exp(0.91 d)"),
-    "multiple_imputation": ("Multiple imputation of the primary-week outcome",
-                            "chained equations with predictive mean matching (Bayesian parameter draws); ANCOVA "
-                            "of change per imputed set; Rubin's rules"),
-    "tipping_point": ("Tipping point (delta-adjusted multiple imputation)",
-                      "imputed hip-focused endpoints shifted delta points worse; Rubin's rules per delta"),
-    "chronicity": ("Effect by symptom duration",
-                   "mixed model y ~ week * hip * ln(symptom_weeks + 1) + covariates, random intercept and slope"),
-    "mediation": ("Mediation by hip internal-rotation gain",
-                  "product of coefficients (a x b) with OLS models; percentile bootstrap over clients"),
-    "time_to_improvement": ("Time to a clinically important improvement",
-                            "Kaplan-Meier per group (log-log CIs), log-rank test"),
-    "dose_response": ("Dose-response: earlier hip-focused sessions",
-                      "mixed model y ~ week + hip + prior_hip_sessions + covariates, random intercept and slope"),
-    "immediate_effect": ("Immediate within-session change by focus",
-                         "post - pre per session; mixed model with a random intercept per client"),
+    "multiple_imputation": (
+        "Multiple imputation of the primary-week outcome",
+        "chained equations with predictive mean matching (Bayesian parameter draws); ANCOVA "
+        "of change per imputed set; Rubin's rules",
+    ),
+    "tipping_point": (
+        "Tipping point (delta-adjusted multiple imputation)",
+        "imputed hip-focused endpoints shifted delta points worse; Rubin's rules per delta",
+    ),
+    "chronicity": (
+        "Effect by symptom duration",
+        "mixed model y ~ week * hip * ln(symptom_weeks + 1) + covariates, random intercept and slope",
+    ),
+    "mediation": (
+        "Mediation by hip internal-rotation gain",
+        "product of coefficients (a x b) with OLS models; percentile bootstrap over clients",
+    ),
+    "time_to_improvement": (
+        "Time to a clinically important improvement",
+        "Kaplan-Meier per group (log-log CIs), log-rank test",
+    ),
+    "dose_response": (
+        "Dose-response: earlier hip-focused sessions",
+        "mixed model y ~ week + hip + prior_hip_sessions + covariates, random intercept and slope",
+    ),
+    "immediate_effect": (
+        "Immediate within-session change by focus",
+        "post - pre per session; mixed model with a random intercept per client",
+    ),
     "precision": ("Precision of this clinic's data", "two-sample t-test power with the ANCOVA residual SD"),
 }
 
 
-def run_secondary(pdata, dataset: pd.DataFrame, primary_fit, cfg: dict, registry: Registry,
-                  progress: Callable[[str], None] | None = None,
-                  ) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
+def run_secondary(
+    pdata,
+    dataset: pd.DataFrame,
+    primary_fit,
+    cfg: dict,
+    registry: Registry,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
     """Run every secondary analysis; collect entries and tables.
 
     Parameters

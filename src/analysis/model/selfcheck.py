@@ -58,15 +58,52 @@ from analysis.paths import resolve
 from analysis.store import write_bytes, write_csv, write_json
 
 RUN_COLUMNS = [
-    "scenario", "method", "clinic", "seed", "true_slope_difference", "chronicity_moderation", "truth",
-    "truth_recorded", "status", "estimate", "se", "df", "ci_low", "ci_high", "p_value", "slope_estimate", "slope_se",
-    "covered", "covered_recorded", "rejected", "n_clients", "seconds",
+    "scenario",
+    "method",
+    "clinic",
+    "seed",
+    "true_slope_difference",
+    "chronicity_moderation",
+    "truth",
+    "truth_recorded",
+    "status",
+    "estimate",
+    "se",
+    "df",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "slope_estimate",
+    "slope_se",
+    "covered",
+    "covered_recorded",
+    "rejected",
+    "n_clients",
+    "seconds",
 ]
 SUMMARY_COLUMNS = [
-    "scenario", "method", "mean_df", "true_slope_difference", "truth", "n_clinics", "n_fitted", "n_failed",
+    "scenario",
+    "method",
+    "mean_df",
+    "true_slope_difference",
+    "truth",
+    "n_clinics",
+    "n_fitted",
+    "n_failed",
     "n_fallback",
-    "mean_estimate", "bias", "bias_mcse", "bias_recorded", "empirical_se", "mean_model_se", "se_ratio",
-    "se_ratio_mcse", "coverage", "coverage_mcse", "coverage_recorded", "rejection_rate", "rejection_meaning",
+    "mean_estimate",
+    "bias",
+    "bias_mcse",
+    "bias_recorded",
+    "empirical_se",
+    "mean_model_se",
+    "se_ratio",
+    "se_ratio_mcse",
+    "coverage",
+    "coverage_mcse",
+    "coverage_recorded",
+    "rejection_rate",
+    "rejection_meaning",
     "interpretation",
 ]
 #: a departure from the target is reported when it exceeds this many Monte Carlo SEs
@@ -119,8 +156,10 @@ def simulation_study(
     sim_cfg, model_cfg = section(cfg, "simulate"), section(cfg, "model")
     if moderation is not None:
         sim_cfg = {**sim_cfg, "chronicity_moderation": float(moderation)}
-    jobs = [(k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario)
-            for k, clinic_seed in enumerate(clinic_seeds(seed, n_clinics))]
+    jobs = [
+        (k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario)
+        for k, clinic_seed in enumerate(clinic_seeds(seed, n_clinics))
+    ]
     rows: list[dict] = []
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -150,8 +189,9 @@ def _one_clinic(job: tuple) -> list[dict]:
     dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     t0 = time.perf_counter()
     pdata = primary_data(dataset, model_cfg)
-    fit = fit_mixed_with_fallback(pdata.data, primary_formula(pdata), GROUPS, RE_FORMULA, reml=True,
-                                  **fit_options(model_cfg))
+    fit = fit_mixed_with_fallback(
+        pdata.data, primary_formula(pdata), GROUPS, RE_FORMULA, reml=True, **fit_options(model_cfg)
+    )
     truth = week * float(clinic.truth["true_slope_difference"])
     recorded = clinic.truth.get("sample", {}).get("change_difference_week6_recorded_scale")
     recorded = float("nan") if recorded is None or week != 6 else float(recorded)
@@ -164,17 +204,32 @@ def _one_clinic(job: tuple) -> list[dict]:
             h = linear_contrast(fit, {SLOPE_TERM: week}, alpha)
             sd = linear_contrast(fit, {SLOPE_TERM: 1.0}, alpha)
         fitted = fit.ok and np.isfinite(h["se"])
-        rows.append(dict(
-            scenario=scenario, method=method, clinic=k + 1, seed=clinic_seed, true_slope_difference=float(effect),
-            chronicity_moderation=float(sim_cfg["chronicity_moderation"]), truth=truth, truth_recorded=recorded,
-            status=fit.status, estimate=h["estimate"], se=h["se"],
-            df=float("inf") if h["df"] is None else h["df"], ci_low=h["ci_low"], ci_high=h["ci_high"],
-            p_value=h["p_value"], slope_estimate=sd["estimate"], slope_se=sd["se"],
-            covered=bool(fitted and h["ci_low"] <= truth <= h["ci_high"]),
-            covered_recorded=bool(fitted and h["ci_low"] <= recorded <= h["ci_high"]),
-            rejected=bool(fitted and h["p_value"] < alpha), n_clients=pdata.n_clients,
-            seconds=time.perf_counter() - t0,
-        ))
+        rows.append(
+            dict(
+                scenario=scenario,
+                method=method,
+                clinic=k + 1,
+                seed=clinic_seed,
+                true_slope_difference=float(effect),
+                chronicity_moderation=float(sim_cfg["chronicity_moderation"]),
+                truth=truth,
+                truth_recorded=recorded,
+                status=fit.status,
+                estimate=h["estimate"],
+                se=h["se"],
+                df=float("inf") if h["df"] is None else h["df"],
+                ci_low=h["ci_low"],
+                ci_high=h["ci_high"],
+                p_value=h["p_value"],
+                slope_estimate=sd["estimate"],
+                slope_se=sd["se"],
+                covered=bool(fitted and h["ci_low"] <= truth <= h["ci_high"]),
+                covered_recorded=bool(fitted and h["ci_low"] <= recorded <= h["ci_high"]),
+                rejected=bool(fitted and h["p_value"] < alpha),
+                n_clients=pdata.n_clients,
+                seconds=time.perf_counter() - t0,
+            )
+        )
     return rows
 
 
@@ -205,21 +260,31 @@ def summarise(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         cov = float(ok["covered"].mean()) if n else np.nan
         effect = float(g["true_slope_difference"].iloc[0])
         dfs = ok["df"].to_numpy(dtype=float) if "df" in ok.columns else np.array([np.nan])
-        out.append(dict(
-            scenario=scenario, method=method, mean_df=float(np.mean(dfs)) if len(dfs) else np.nan,
-            true_slope_difference=effect, truth=truth, n_clinics=len(g), n_fitted=n,
-            n_failed=int((g["status"] == "failed").sum()), n_fallback=int((g["status"] == "fallback").sum()),
-            mean_estimate=float(est.mean()) if n else np.nan,
-            bias=float(est.mean() - truth) if n else np.nan,
-            bias_mcse=emp_se / np.sqrt(n) if n > 1 else np.nan,
-            bias_recorded=float((ok["estimate"] - ok["truth_recorded"]).mean()) if n else np.nan,
-            empirical_se=emp_se, mean_model_se=float(ok["se"].mean()) if n else np.nan,
-            se_ratio=float(ok["se"].mean()) / emp_se if n > 1 and emp_se > 0 else np.nan,
-            coverage=cov, coverage_mcse=float(np.sqrt(cov * (1 - cov) / n)) if n else np.nan,
-            coverage_recorded=float(ok["covered_recorded"].mean()) if n else np.nan,
-            rejection_rate=float(ok["rejected"].mean()) if n else np.nan,
-            rejection_meaning="type-I error" if effect == 0 else "power",
-        ))
+        out.append(
+            dict(
+                scenario=scenario,
+                method=method,
+                mean_df=float(np.mean(dfs)) if len(dfs) else np.nan,
+                true_slope_difference=effect,
+                truth=truth,
+                n_clinics=len(g),
+                n_fitted=n,
+                n_failed=int((g["status"] == "failed").sum()),
+                n_fallback=int((g["status"] == "fallback").sum()),
+                mean_estimate=float(est.mean()) if n else np.nan,
+                bias=float(est.mean() - truth) if n else np.nan,
+                bias_mcse=emp_se / np.sqrt(n) if n > 1 else np.nan,
+                bias_recorded=float((ok["estimate"] - ok["truth_recorded"]).mean()) if n else np.nan,
+                empirical_se=emp_se,
+                mean_model_se=float(ok["se"].mean()) if n else np.nan,
+                se_ratio=float(ok["se"].mean()) / emp_se if n > 1 and emp_se > 0 else np.nan,
+                coverage=cov,
+                coverage_mcse=float(np.sqrt(cov * (1 - cov) / n)) if n else np.nan,
+                coverage_recorded=float(ok["covered_recorded"].mean()) if n else np.nan,
+                rejection_rate=float(ok["rejected"].mean()) if n else np.nan,
+                rejection_meaning="type-I error" if effect == 0 else "power",
+            )
+        )
         r = out[-1]
         r["se_ratio_mcse"] = r["se_ratio"] / np.sqrt(2 * (n - 1)) if n > 1 else np.nan
         r["interpretation"] = interpret(r, alpha)
@@ -294,8 +359,11 @@ def selfcheck_figure(runs: pd.DataFrame) -> bytes:
         fig = Figure(figsize=(5.2 * len(scenarios), 4.2))
         axes = fig.subplots(1, len(scenarios), squeeze=False)
         for ax, scenario in zip(axes[0], scenarios, strict=True):
-            g = runs[(runs["scenario"] == scenario) & runs["estimate"].notna()].sort_values(
-                ["estimate", "clinic"], kind="mergesort").reset_index(drop=True)
+            g = (
+                runs[(runs["scenario"] == scenario) & runs["estimate"].notna()]
+                .sort_values(["estimate", "clinic"], kind="mergesort")
+                .reset_index(drop=True)
+            )
             truth = float(runs.loc[runs["scenario"] == scenario, "truth"].mean())
             colours = np.where(g["covered"], "#4c72b0", "#c44e52")
             ax.vlines(np.arange(len(g)), g["ci_low"], g["ci_high"], colors=colours, linewidth=0.8)
@@ -333,45 +401,75 @@ def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None =
     effect = float(section(params, "simulate")["hip_slope_effect"])
     alpha = float(section(params, "model").get("alpha", 0.05))
     # The null is strict: with the moderation kept, the effect would still vary with symptom duration.
-    scenarios = [("effect", effect, n_clients, seed, None), ("no_effect", 0.0, n_clients, seed + 1, 0.0),
-                 ("small_effect", effect, n_small, seed + 2, None),
-                 ("small_no_effect", 0.0, n_small, seed + 3, 0.0)]
+    scenarios = [
+        ("effect", effect, n_clients, seed, None),
+        ("no_effect", 0.0, n_clients, seed + 1, 0.0),
+        ("small_effect", effect, n_small, seed + 2, None),
+        ("small_no_effect", 0.0, n_small, seed + 3, 0.0),
+    ]
     t0 = time.perf_counter()
     parts = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         for name, eff, size, s, mod in scenarios:
             task = bar.add_task(f"self-check: {name} ({size} clients, slope difference {eff:g})", total=n_clinics)
-            parts.append(simulation_study(n_clinics, size, eff, s, params, scenario=name, moderation=mod,
-                                          progress=lambda t=task: bar.advance(t), workers=workers))
+            parts.append(
+                simulation_study(
+                    n_clinics,
+                    size,
+                    eff,
+                    s,
+                    params,
+                    scenario=name,
+                    moderation=mod,
+                    progress=lambda t=task: bar.advance(t),
+                    workers=workers,
+                )
+            )
     runs = pd.concat(parts, ignore_index=True)
     summary = summarise(runs, alpha)
     out = resolve(sc["out_dir"])
     write_csv(out / "selfcheck.csv", runs.drop(columns="seconds"))  # timings vary run to run
     write_csv(out / "selfcheck_summary.csv", summary)
-    write_json(out / "selfcheck.json", {
-        "settings": {"n_clinics": n_clinics, "n_clients": n_clients, "n_clients_small": n_small, "seed": seed,
-                     "effect": effect, "df_methods": list(DF_METHODS),
-                     "chronicity_moderation": float(section(params, "simulate")["chronicity_moderation"]),
-                     "no_effect_seed": seed + 1, "no_effect_chronicity_moderation": 0.0,
-                     "primary_week": float(section(params, "model")["primary_week"]), "alpha": alpha,
-                     "mc_flag": MC_FLAG},
-        "interpretation": {f"{r.scenario} / {r.method}": r.interpretation for r in summary.itertuples()},
-        "summary": summary.to_dict(orient="records"),
-        "note": ("rates are over fitted clinics; n_failed clinics gave no trustworthy fit and are counted, "
-                 "not dropped; truth = primary_week x true slope difference (latent scale); bias_recorded is "
-                 "against the expected difference on the recorded (rounded, 0-10) scale; the no_effect scenario "
-                 "is a strict null (no average effect and no chronicity moderation); a characteristic is flagged "
-                 "when it departs from its target by more than mc_flag Monte Carlo SEs"),
-    })
+    write_json(
+        out / "selfcheck.json",
+        {
+            "settings": {
+                "n_clinics": n_clinics,
+                "n_clients": n_clients,
+                "n_clients_small": n_small,
+                "seed": seed,
+                "effect": effect,
+                "df_methods": list(DF_METHODS),
+                "chronicity_moderation": float(section(params, "simulate")["chronicity_moderation"]),
+                "no_effect_seed": seed + 1,
+                "no_effect_chronicity_moderation": 0.0,
+                "primary_week": float(section(params, "model")["primary_week"]),
+                "alpha": alpha,
+                "mc_flag": MC_FLAG,
+            },
+            "interpretation": {f"{r.scenario} / {r.method}": r.interpretation for r in summary.itertuples()},
+            "summary": summary.to_dict(orient="records"),
+            "note": (
+                "rates are over fitted clinics; n_failed clinics gave no trustworthy fit and are counted, "
+                "not dropped; truth = primary_week x true slope difference (latent scale); bias_recorded is "
+                "against the expected difference on the recorded (rounded, 0-10) scale; the no_effect scenario "
+                "is a strict null (no average effect and no chronicity moderation); a characteristic is flagged "
+                "when it departs from its target by more than mc_flag Monte Carlo SEs"
+            ),
+        },
+    )
     method = str(section(params, "model").get("df_method", "satterthwaite"))
     write_bytes(out / "selfcheck.png", selfcheck_figure(runs[runs["method"] == method]))
-    lines = [f"self-check: {n_clinics} clinics per scenario ({n_clients} and {n_small} clients), "
-             f"{time.perf_counter() - t0:.0f} s -> {out}"]
+    lines = [
+        f"self-check: {n_clinics} clinics per scenario ({n_clients} and {n_small} clients), "
+        f"{time.perf_counter() - t0:.0f} s -> {out}"
+    ]
     for r in summary.itertuples():
         lines.append(
             f"  {r.scenario} / {r.method} (mean df {r.mean_df:.1f}): truth {r.truth:.3f}, "
             f"bias {r.bias:+.3f} (MCSE {r.bias_mcse:.3f}), "
             f"empirical SE {r.empirical_se:.3f} vs model SE {r.mean_model_se:.3f}, coverage {r.coverage:.1%}, "
-            f"{r.rejection_meaning} {r.rejection_rate:.1%}; failed fits {r.n_failed}, fallbacks {r.n_fallback}")
+            f"{r.rejection_meaning} {r.rejection_rate:.1%}; failed fits {r.n_failed}, fallbacks {r.n_fallback}"
+        )
         lines.append(f"    -> {r.interpretation}")
     return "\n".join(lines)

@@ -38,8 +38,9 @@ def gee_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
     if data["client_id"].nunique() < 10 or data["hip"].nunique() < 2:
         raise NotEstimable("GEE needs at least 10 clients in both groups together, with both groups present")
     formula = "y ~ " + rhs("week * hip", pdata.covariates)
-    model = smf.gee(formula, groups="client_id", data=data, cov_struct=sm.cov_struct.Exchangeable(),
-                    family=sm.families.Gaussian())
+    model = smf.gee(
+        formula, groups="client_id", data=data, cov_struct=sm.cov_struct.Exchangeable(), family=sm.families.Gaussian()
+    )
     res = fit_checked("GEE", lambda: model.fit(maxiter=100))
     term = term_name(res.params.index, "week", "hip")
     b, se = float(res.params[term]), float(res.bse[term])
@@ -47,10 +48,14 @@ def gee_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
     out.update(
         slope_difference=wald(b, se, alpha),
         working_correlation=float(model.cov_struct.dep_params),
-        n_clients=int(data["client_id"].nunique()), n_obs=int(len(data)), formula=formula,
-        notes=["robust (sandwich) standard errors: valid if the mean model is right even when the exchangeable "
-               "working correlation is not; GEE assumes missing visits are missing completely at random "
-               "(stronger than the mixed model's missing at random)."],
+        n_clients=int(data["client_id"].nunique()),
+        n_obs=int(len(data)),
+        formula=formula,
+        notes=[
+            "robust (sandwich) standard errors: valid if the mean model is right even when the exchangeable "
+            "working correlation is not; GEE assumes missing visits are missing completely at random "
+            "(stronger than the mixed model's missing at random)."
+        ],
     )
     return out, {}
 
@@ -69,7 +74,7 @@ def smd(x: pd.Series, treated: pd.Series, w: pd.Series | None = None) -> float:
     for g in (t, ~t):
         wg, xg = w[g].to_numpy(float), x[g].to_numpy(float)
         mean = np.average(xg, weights=wg)
-        var = np.average((xg - mean) ** 2, weights=wg) * (wg.sum() ** 2 / (wg.sum() ** 2 - (wg ** 2).sum()))
+        var = np.average((xg - mean) ** 2, weights=wg) * (wg.sum() ** 2 / (wg.sum() ** 2 - (wg**2).sum()))
         m.append(mean)
         v.append(var)
     pooled = np.sqrt((v[0] + v[1]) / 2)
@@ -89,14 +94,26 @@ def balance_table(df: pd.DataFrame, columns: list[str], w: pd.Series) -> pd.Data
     for col in columns:
         s = df[col]
         if pd.api.types.is_numeric_dtype(s) and not isinstance(s.dtype, pd.CategoricalDtype):
-            rows.append({"covariate": col, "level": "", "smd_unweighted": smd(s, df["hip"]),
-                         "smd_weighted": smd(s, df["hip"], w)})
+            rows.append(
+                {
+                    "covariate": col,
+                    "level": "",
+                    "smd_unweighted": smd(s, df["hip"]),
+                    "smd_weighted": smd(s, df["hip"], w),
+                }
+            )
             continue
         levels = list(s.cat.categories) if isinstance(s.dtype, pd.CategoricalDtype) else sorted(s.astype(str).unique())
         for level in levels:
             ind = (s.astype(str) == str(level)).astype(float)
-            rows.append({"covariate": col, "level": str(level), "smd_unweighted": smd(ind, df["hip"]),
-                         "smd_weighted": smd(ind, df["hip"], w)})
+            rows.append(
+                {
+                    "covariate": col,
+                    "level": str(level),
+                    "smd_unweighted": smd(ind, df["hip"]),
+                    "smd_weighted": smd(ind, df["hip"], w),
+                }
+            )
     return pd.DataFrame(rows, columns=BALANCE_COLUMNS)
 
 
@@ -125,14 +142,16 @@ def iptw_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
     ep = ep[ep["observed"] == 1].reset_index(drop=True)
     n1, n0 = int((ep["hip"] == 1).sum()), int((ep["hip"] == 0).sum())
     if min(n1, n0) < 5:
-        raise NotEstimable(f"too few clients with an endpoint for a propensity model (hip-focused {n1}, "
-                           f"comparator {n0}; need 5 each)")
+        raise NotEstimable(
+            f"too few clients with an endpoint for a propensity model (hip-focused {n1}, comparator {n0}; need 5 each)"
+        )
     df, notes = collapse_sparse_levels(ep, pdata.covariates, int(cfg["min_level_n"]))
     df, covs, const_notes = usable_terms(df, pdata.covariates)
     notes += const_notes
     ps_formula = "hip ~ " + rhs("baseline_y", covs)
-    ps_res = fit_checked("propensity model",
-                         lambda: smf.logit(ps_formula, data=df).fit(method="newton", maxiter=100, disp=False))
+    ps_res = fit_checked(
+        "propensity model", lambda: smf.logit(ps_formula, data=df).fit(method="newton", maxiter=100, disp=False)
+    )
     ps = pd.Series(np.asarray(ps_res.predict(df)), index=df.index)
     w = stabilised_weights(df["hip"], ps, tuple(cfg["iptw_trim"]))
 
@@ -141,36 +160,49 @@ def iptw_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
     target = float(cfg["smd_target"])
     max_before, max_after = float(balance["smd_unweighted"].abs().max()), float(balance["smd_weighted"].abs().max())
 
-    wls = fit_checked("weighted outcome model",
-                      lambda: smf.wls("change ~ hip", data=df, weights=w).fit(cov_type="HC1"))
+    wls = fit_checked("weighted outcome model", lambda: smf.wls("change ~ hip", data=df, weights=w).fit(cov_type="HC1"))
     est = wald(float(wls.params["hip"]), float(wls.bse["hip"]), alpha)
     dr_formula = "change ~ " + rhs("hip", "baseline_y", covs)
-    dr = fit_checked("weighted, covariate-adjusted outcome model",
-                     lambda: smf.wls(dr_formula, data=df, weights=w).fit(cov_type="HC1"))
+    dr = fit_checked(
+        "weighted, covariate-adjusted outcome model",
+        lambda: smf.wls(dr_formula, data=df, weights=w).fit(cov_type="HC1"),
+    )
 
     def ess(g: int) -> float:
         wg = w[df["hip"] == g]
-        return float(wg.sum() ** 2 / (wg ** 2).sum())
+        return float(wg.sum() ** 2 / (wg**2).sum())
 
     est.update(
-        method=("stabilised IPTW (logistic propensity on baseline covariates and baseline outcome, weights trimmed "
-                f"at quantiles {cfg['iptw_trim']}); weighted least squares of the per-client change at the endpoint "
-                "on group with HC1 robust SEs (one row per client, so cluster-robust)"),
+        method=(
+            "stabilised IPTW (logistic propensity on baseline covariates and baseline outcome, weights trimmed "
+            f"at quantiles {cfg['iptw_trim']}); weighted least squares of the per-client change at the endpoint "
+            "on group with HC1 robust SEs (one row per client, so cluster-robust)"
+        ),
         doubly_robust=wald(float(dr.params["hip"]), float(dr.bse["hip"]), alpha) | {"formula": dr_formula},
         propensity_formula=ps_formula,
-        propensity_range={"hip_focused": [float(ps[df["hip"] == 1].min()), float(ps[df["hip"] == 1].max())],
-                          "comparator": [float(ps[df["hip"] == 0].min()), float(ps[df["hip"] == 0].max())]},
+        propensity_range={
+            "hip_focused": [float(ps[df["hip"] == 1].min()), float(ps[df["hip"] == 1].max())],
+            "comparator": [float(ps[df["hip"] == 0].min()), float(ps[df["hip"] == 0].max())],
+        },
         weight_range=[float(w.min()), float(w.max())],
         effective_n={"hip_focused": ess(1), "comparator": ess(0)},
-        n_hip_focused=n1, n_comparator=n0,
-        max_abs_smd_unweighted=max_before, max_abs_smd_weighted=max_after, smd_target=target,
+        n_hip_focused=n1,
+        n_comparator=n0,
+        max_abs_smd_unweighted=max_before,
+        max_abs_smd_weighted=max_after,
+        smd_target=target,
         balanced=bool(max_after < target),
-        notes=notes + [
+        notes=notes
+        + [
             "robust SEs treat the weights as known, which is usually conservative for this estimand.",
             "complete cases: clients without an endpoint observation are not included.",
             "IPTW balances only the measured covariates; see e_value for unmeasured confounding.",
-        ] + ([] if max_after < target else [f"largest weighted |SMD| {max_after:.2f} is above the target "
-                                            f"{target:g}: some imbalance remains."]),
+        ]
+        + (
+            []
+            if max_after < target
+            else [f"largest weighted |SMD| {max_after:.2f} is above the target {target:g}: some imbalance remains."]
+        ),
     )
     return est, {"balance": balance}
 
@@ -209,8 +241,10 @@ def e_value_difference(estimate: float, ci_low: float, ci_high: float, sd: float
 def e_value_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
     """E-value of the primary estimate (difference in change at the primary week)."""
     if primary_fit is None or not primary_fit.ok:
-        raise NotEstimable("the primary model has no trustworthy fit: "
-                           + (primary_fit.reason if primary_fit is not None else "not fitted"))
+        raise NotEstimable(
+            "the primary model has no trustworthy fit: "
+            + (primary_fit.reason if primary_fit is not None else "not fitted")
+        )
     pw, alpha = float(cfg["primary_week"]), float(cfg["alpha"])
     term = term_name(primary_fit.result.fe_params.index, "week", "hip")
     primary = linear_contrast(primary_fit, {term: pw}, alpha)
@@ -218,8 +252,12 @@ def e_value_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, pd.
     sd = float(baseline.std(ddof=1))
     ev = e_value_difference(primary["estimate"], primary["ci_low"], primary["ci_high"], sd)
     return {
-        **ev, "primary_estimate": primary["estimate"], "primary_ci_low": primary["ci_low"],
-        "primary_ci_high": primary["ci_high"], "sd": sd, "sd_source": "SD of the baseline outcome across clients",
+        **ev,
+        "primary_estimate": primary["estimate"],
+        "primary_ci_low": primary["ci_low"],
+        "primary_ci_high": primary["ci_high"],
+        "sd": sd,
+        "sd_source": "SD of the baseline outcome across clients",
         "notes": [
             "E-value: the minimum strength of association (risk-ratio scale) an unmeasured confounder would need "
             "with both the group and the outcome, beyond the measured covariates, to explain away the estimate "
@@ -266,17 +304,32 @@ def chronicity_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]
     rows = []
     for s in chronicity_grid(cfg):
         e = effect(float(s))
-        rows.append({"symptom_weeks": float(s), "effect": e["estimate"], "ci_low": e["ci_low"],
-                     "ci_high": e["ci_high"], "within_data": bool(lo <= s <= hi)})
+        rows.append(
+            {
+                "symptom_weeks": float(s),
+                "effect": e["estimate"],
+                "ci_low": e["ci_low"],
+                "ci_high": e["ci_high"],
+                "within_data": bool(lo <= s <= hi),
+            }
+        )
     table = pd.DataFrame(rows, columns=CHRONICITY_COLUMNS)
     inter = linear_contrast(fit, {whl: 1.0}, alpha)
     return {
         "at_symptom_weeks": at,
-        "interaction": inter | {"term": whl, "per": "NPRS points per week per unit of ln(symptom_weeks + 1)",
-                                "change_at_primary_week_per_log_unit": pw * inter["estimate"]},
-        "fit_status": fit.status, "fit_reason": fit.reason or None,
+        "interaction": inter
+        | {
+            "term": whl,
+            "per": "NPRS points per week per unit of ln(symptom_weeks + 1)",
+            "change_at_primary_week_per_log_unit": pw * inter["estimate"],
+        },
+        "fit_status": fit.status,
+        "fit_reason": fit.reason or None,
         "fit": {k: v for k, v in mixed_summary(fit, alpha).items() if k not in ("fixed_effects",)},
-        "formula": formula, "observed_symptom_weeks": [lo, hi],
-        "notes": ["effects are differences in change at the primary week (hip-focused minus comparator); "
-                  "the table marks durations outside the observed range (within_data = false): extrapolation."],
+        "formula": formula,
+        "observed_symptom_weeks": [lo, hi],
+        "notes": [
+            "effects are differences in change at the primary week (hip-focused minus comparator); "
+            "the table marks durations outside the observed range (within_data = false): extrapolation."
+        ],
     }, {"chronicity": table}

@@ -46,9 +46,16 @@ def km_table(times: np.ndarray, events: np.ndarray, group: str, alpha: float) ->
         lo, hi = s ** np.exp(z * se_ll), s ** np.exp(-z * se_ll)
     ok = (s > 0) & (s < 1) & np.isfinite(se_ll)
     lo, hi = np.where(ok, lo, np.nan), np.where(ok, hi, np.nan)
-    table = pd.DataFrame({"group": group, "week": np.r_[0.0, sf.surv_times], "survival": np.r_[1.0, s],
-                          "ci_low": np.r_[1.0, lo], "ci_high": np.r_[1.0, hi],
-                          "at_risk": np.r_[len(times), sf.n_risk].astype("int64")})
+    table = pd.DataFrame(
+        {
+            "group": group,
+            "week": np.r_[0.0, sf.surv_times],
+            "survival": np.r_[1.0, s],
+            "ci_low": np.r_[1.0, lo],
+            "ci_high": np.r_[1.0, hi],
+            "at_risk": np.r_[len(times), sf.n_risk].astype("int64"),
+        }
+    )
     return table[KM_COLUMNS], sf
 
 
@@ -82,17 +89,26 @@ def time_to_improvement_analysis(pdata, cfg: dict, measure: Measure) -> tuple[di
             # which only marks that step as unusable for the interval (numpy warning, not an error)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ci = tuple(_finite_or_none(v) for v in sf.quantile_ci(0.5, alpha=alpha))
-        by_group[GROUPS[g]] = {"n": int(len(sub)), "events": int(sub["event"].sum()), "median_weeks": median,
-                               "median_ci_low": ci[0], "median_ci_high": ci[1],
-                               "median_reached": median is not None}
+        by_group[GROUPS[g]] = {
+            "n": int(len(sub)),
+            "events": int(sub["event"].sum()),
+            "median_weeks": median,
+            "median_ci_low": ci[0],
+            "median_ci_high": ci[1],
+            "median_reached": median is not None,
+        }
     if ev["event"].sum() == 0:
         raise NotEstimable("no client reached the MCID within the follow-up window")
     chi2, p = survdiff(ev["time"].to_numpy(float), ev["event"].to_numpy(float), ev["hip"].to_numpy())
     return {
-        "by_group": by_group, "logrank_chi2": float(chi2), "logrank_p_value": float(p),
-        "notes": ["survival = share of clients not yet improved by the MCID; a median of None means fewer than "
-                  "half improved within follow-up (not reached); an upper CI limit of None is unbounded.",
-                  "unadjusted comparison (Kaplan-Meier, log-rank): confounding by indication is not addressed.",
-                  "event times are the weeks of the sessions at which improvement was first seen (interval "
-                  "censoring ignored)."],
+        "by_group": by_group,
+        "logrank_chi2": float(chi2),
+        "logrank_p_value": float(p),
+        "notes": [
+            "survival = share of clients not yet improved by the MCID; a median of None means fewer than "
+            "half improved within follow-up (not reached); an upper CI limit of None is unbounded.",
+            "unadjusted comparison (Kaplan-Meier, log-rank): confounding by indication is not addressed.",
+            "event times are the weeks of the sessions at which improvement was first seen (interval "
+            "censoring ignored).",
+        ],
     }, {"km": pd.concat(tables, ignore_index=True)}

@@ -14,8 +14,17 @@ from pathlib import Path
 
 from analysis.report import findings as fnd
 
-COMPAT_FIELDS = ("measure", "timing", "primary_week", "followup_weeks", "endpoint_window_weeks", "exposure",
-                 "covariates", "df_method", "estimand")
+COMPAT_FIELDS = (
+    "measure",
+    "timing",
+    "primary_week",
+    "followup_weeks",
+    "endpoint_window_weeks",
+    "exposure",
+    "covariates",
+    "df_method",
+    "estimand",
+)
 
 
 @functools.cache
@@ -52,19 +61,25 @@ def read_bundle(path: Path) -> tuple[dict | None, str | None]:
         return None, f"{path}: not a findings bundle (the JSON is not an object)"
     version = str(bundle.get("schema_version", ""))
     if version.split(".")[0] != str(fnd.SCHEMA_MAJOR):
-        return None, (f"{path}: unknown schema version {version or '(none)'}; this pooler reads version "
-                      f"{fnd.SCHEMA_MAJOR}.x (rebuild the bundle with a current `outcomes report`)")
+        return None, (
+            f"{path}: unknown schema version {version or '(none)'}; this pooler reads version "
+            f"{fnd.SCHEMA_MAJOR}.x (rebuild the bundle with a current `outcomes report`)"
+        )
     primary = bundle.get("primary") if isinstance(bundle.get("primary"), dict) else {}
     for key in ("estimate", "se"):
         if isinstance(primary.get(key), str):
-            return None, (f"{path}: primary.{key} is {primary[key]!r}, a suppressed or text value; a bundle's "
-                          "estimates must be numbers")
+            return None, (
+                f"{path}: primary.{key} is {primary[key]!r}, a suppressed or text value; a bundle's "
+                "estimates must be numbers"
+            )
     problem = _schema_problem(bundle)
     if problem:
         return None, f"{path}: {problem}"
     if bundle["integrity"]["sha256"] != fnd.integrity_hash(bundle):
-        return None, (f"{path}: its integrity hash does not match its content: the file was edited or damaged "
-                      "after `outcomes report` wrote it; ask the clinic for the original")
+        return None, (
+            f"{path}: its integrity hash does not match its content: the file was edited or damaged "
+            "after `outcomes report` wrote it; ask the clinic for the original"
+        )
     if primary.get("status") not in ("ok", "fallback") or primary.get("estimate") is None or not primary.get("se"):
         reason = primary.get("reason") or "no estimate"
         return None, f"{path}: the clinic's primary model gave no estimate (status {primary.get('status')}: {reason})"
@@ -79,14 +94,18 @@ def compatibility_problems(bundles: list[dict], paths: list[Path]) -> list[str]:
         c = b["compatibility"]
         if c["sha256"] != ref["sha256"]:
             diff = [f"{k} {c.get(k)!r} vs {ref.get(k)!r}" for k in COMPAT_FIELDS if c.get(k) != ref.get(k)]
-            problems.append(f"{p}: estimates a different thing than {ref_path} ({'; '.join(diff) or 'hash differs'})"
-                            "; only bundles with the same compatibility key can be pooled")
+            problems.append(
+                f"{p}: estimates a different thing than {ref_path} ({'; '.join(diff) or 'hash differs'})"
+                "; only bundles with the same compatibility key can be pooled"
+            )
     seen: dict[str, Path] = {}
     for b, p in zip(bundles, paths, strict=True):
         cid = b["clinic_id"]
         if cid in seen:
-            problems.append(f"{p}: clinic id {cid!r} is also in {seen[cid]}: the same clinic twice, or two clinics "
-                            "sharing an id (each clinic sets a unique report.clinic_id)")
+            problems.append(
+                f"{p}: clinic id {cid!r} is also in {seen[cid]}: the same clinic twice, or two clinics "
+                "sharing an id (each clinic sets a unique report.clinic_id)"
+            )
         else:
             seen[cid] = p
     return problems

@@ -25,8 +25,15 @@ def plan(n_clinics: int, mean_effect: float, tau: float, seed: int, sizes=SIZES)
     rng = np.random.default_rng(seed)
     effects = mean_effect + tau * rng.standard_normal(n_clinics)
     seeds = rng.integers(0, 2**31 - 1, n_clinics)
-    return [{"clinic": f"clinic-{chr(ord('a') + i)}", "n_clients": int(sizes[i % len(sizes)]),
-             "effect": float(effects[i]), "seed": int(seeds[i])} for i in range(n_clinics)]
+    return [
+        {
+            "clinic": f"clinic-{chr(ord('a') + i)}",
+            "n_clients": int(sizes[i % len(sizes)]),
+            "effect": float(effects[i]),
+            "seed": int(seeds[i]),
+        }
+        for i in range(n_clinics)
+    ]
 
 
 def clinic_params(params: dict, folder: Path, name: str) -> dict:
@@ -36,14 +43,19 @@ def clinic_params(params: dict, folder: Path, name: str) -> dict:
     p["validate"].update(out_dir=str(folder / "interim"), report_dir=str(folder / "validation"))
     p["join"].update(out=str(folder / "processed" / "analysis.parquet"), flow=str(folder / "processed" / "flow.csv"))
     p["model"]["out_dir"] = str(folder / "results")
-    p["report"].update(therapist_dir=str(folder / "therapist"), peer_dir=str(folder / "peer"), clinic_id=name,
-                       clinic_label=f"Demo network, {name} (synthetic)")
+    p["report"].update(
+        therapist_dir=str(folder / "therapist"),
+        peer_dir=str(folder / "peer"),
+        clinic_id=name,
+        clinic_label=f"Demo network, {name} (synthetic)",
+    )
     p["simulate"]["clinic_id"] = name
     return p
 
 
-def run_network(out: Path, params: dict, *, n_clinics: int = 6, tau: float = 0.05, seed: int = 20261124,
-                sizes=SIZES, say=print) -> dict:
+def run_network(
+    out: Path, params: dict, *, n_clinics: int = 6, tau: float = 0.05, seed: int = 20261124, sizes=SIZES, say=print
+) -> dict:
     """Simulate, run and pool the network; returns the truth and the pooled estimate."""
     from analysis.join import run_join
     from analysis.model.run import run_model
@@ -67,15 +79,23 @@ def run_network(out: Path, params: dict, *, n_clinics: int = 6, tau: float = 0.0
         bundles.append(folder / "peer" / "findings.json")
     say(run_pool(bundles, out / "pooled"))
     pooled = json.loads((out / "pooled" / "pooled.json").read_text(encoding="utf-8"))["primary"]
-    truth = {"mean_change_difference": week * mean_effect,
-             "clinics_mean_change_difference": float(week * np.mean([c["effect"] for c in network])),
-             "between_clinic_sd_change": week * tau}
-    result = {"clinics": [{**c, "true_change_difference": week * c["effect"]} for c in network], "truth": truth,
-              "pooled": {k: pooled["pooled"][k] for k in ("estimate", "se", "ci_low", "ci_high")} | {
-                  "pi_low": pooled["prediction"]["pi_low"], "pi_high": pooled["prediction"]["pi_high"],
-                  "tau": pooled["tau"], "tau2_method": pooled["tau2_method_used"]},
-              "covered": bool(pooled["pooled"]["ci_low"] <= truth["mean_change_difference"]
-                              <= pooled["pooled"]["ci_high"])}
+    truth = {
+        "mean_change_difference": week * mean_effect,
+        "clinics_mean_change_difference": float(week * np.mean([c["effect"] for c in network])),
+        "between_clinic_sd_change": week * tau,
+    }
+    result = {
+        "clinics": [{**c, "true_change_difference": week * c["effect"]} for c in network],
+        "truth": truth,
+        "pooled": {k: pooled["pooled"][k] for k in ("estimate", "se", "ci_low", "ci_high")}
+        | {
+            "pi_low": pooled["prediction"]["pi_low"],
+            "pi_high": pooled["prediction"]["pi_high"],
+            "tau": pooled["tau"],
+            "tau2_method": pooled["tau2_method_used"],
+        },
+        "covered": bool(pooled["pooled"]["ci_low"] <= truth["mean_change_difference"] <= pooled["pooled"]["ci_high"]),
+    }
     write_json(out / "network.json", result)
     return result
 
@@ -91,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     r = run_network(args.out.resolve(), load_params(), n_clinics=args.clinics, tau=args.tau, seed=args.seed)
     t, p = r["truth"], r["pooled"]
-    print(f"\ngenerating mean change difference {t['mean_change_difference']:.3f} (these clinics' mean "
-          f"{t['clinics_mean_change_difference']:.3f}, between-clinic SD {t['between_clinic_sd_change']:.3f}); "
-          f"pooled {p['estimate']:.3f} (95% CI {p['ci_low']:.3f} to {p['ci_high']:.3f}; tau {p['tau']:.3f}) -> "
-          f"{'covers' if r['covered'] else 'MISSES'} the generating mean")
+    print(
+        f"\ngenerating mean change difference {t['mean_change_difference']:.3f} (these clinics' mean "
+        f"{t['clinics_mean_change_difference']:.3f}, between-clinic SD {t['between_clinic_sd_change']:.3f}); "
+        f"pooled {p['estimate']:.3f} (95% CI {p['ci_low']:.3f} to {p['ci_high']:.3f}; tau {p['tau']:.3f}) -> "
+        f"{'covers' if r['covered'] else 'MISSES'} the generating mean"
+    )
     return 0
 
 

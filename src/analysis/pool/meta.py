@@ -140,8 +140,13 @@ def tau2_reml(y, v) -> float:
         raise MetaError("the REML score is not finite on the search grid")
     candidates = [0.0] if scores[0] <= 0 else []
     for i in np.flatnonzero((scores[:-1] > 0) & (scores[1:] <= 0)):
-        candidates.append(float(optimize.brentq(lambda t: reml_score(y, v, t), grid[i], grid[i + 1],
-                                                xtol=1e-15, rtol=1e-14, maxiter=500)))
+        candidates.append(
+            float(
+                optimize.brentq(
+                    lambda t: reml_score(y, v, t), grid[i], grid[i + 1], xtol=1e-15, rtol=1e-14, maxiter=500
+                )
+            )
+        )
     return max(candidates, key=lambda t: reml_loglik(y, v, t))
 
 
@@ -152,7 +157,7 @@ def estimate_tau2(y, v, method: str = "REML") -> tuple[float, str, list[str]]:
     """tau2 by ``method``, falling back along REML -> PM -> DL; returns (tau2, method used, fallbacks)."""
     if method not in TAU2_METHODS:
         raise ValueError(f"tau2 method must be one of {TAU2_METHODS}, not {method!r}")
-    chain = list(TAU2_METHODS[TAU2_METHODS.index(method):])
+    chain = list(TAU2_METHODS[TAU2_METHODS.index(method) :])
     notes = []
     for m in chain:
         try:
@@ -183,8 +188,14 @@ class Interval:
     df: float | None  # None = normal
 
     def as_dict(self) -> dict:
-        return {"estimate": self.estimate, "se": self.se, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "p_value": self.p_value, "df": self.df}
+        return {
+            "estimate": self.estimate,
+            "se": self.se,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "p_value": self.p_value,
+            "df": self.df,
+        }
 
 
 def _interval(mu: float, se: float, df: float | None, alpha: float) -> Interval:
@@ -251,13 +262,22 @@ def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: floa
     t_lo, t_hi = q_profile(y, v, alpha)
     q = q_gen(y, v, 0.0)
     return {
-        "k": k, "tau2_method": tau2_method, "tau2_method_used": used, "tau2_fallbacks": notes,
-        "ci_method": ci_method, "alpha": alpha,
-        "pooled": pooled.as_dict(), "wald": wald.as_dict(),
+        "k": k,
+        "tau2_method": tau2_method,
+        "tau2_method_used": used,
+        "tau2_fallbacks": notes,
+        "ci_method": ci_method,
+        "alpha": alpha,
+        "pooled": pooled.as_dict(),
+        "wald": wald.as_dict(),
         "prediction": {"pi_low": mu - half, "pi_high": mu + half, "df": pooled.df},
-        "tau2": tau2, "tau": float(np.sqrt(tau2)), "tau2_ci": [t_lo, t_hi],
-        "i2": i2, "i2_ci": [i2_h2(t_lo, s2)[0], i2_h2(t_hi, s2)[0]],
-        "h2": h2, "h2_ci": [i2_h2(t_lo, s2)[1], i2_h2(t_hi, s2)[1]],
+        "tau2": tau2,
+        "tau": float(np.sqrt(tau2)),
+        "tau2_ci": [t_lo, t_hi],
+        "i2": i2,
+        "i2_ci": [i2_h2(t_lo, s2)[0], i2_h2(t_hi, s2)[0]],
+        "h2": h2,
+        "h2_ci": [i2_h2(t_lo, s2)[1], i2_h2(t_hi, s2)[1]],
         "q": {"statistic": q, "df": k - 1, "p_value": float(stats.chi2.sf(q, k - 1))},
         "weights": [float(x) for x in 100.0 * w / np.sum(w)],
         "scale_factor": float(s2w),
@@ -276,8 +296,15 @@ def leave_one_out(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", a
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
         r = rma(y[keep], v[keep], tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
-        out.append({**{k: r["pooled"][k] for k in ("estimate", "se", "ci_low", "ci_high", "p_value")},
-                    "tau2": r["tau2"], "i2": r["i2"], "q": r["q"]["statistic"], "scale_factor": r["scale_factor"]})
+        out.append(
+            {
+                **{k: r["pooled"][k] for k in ("estimate", "se", "ci_low", "ci_high", "p_value")},
+                "tau2": r["tau2"],
+                "i2": r["i2"],
+                "q": r["q"]["statistic"],
+                "scale_factor": r["scale_factor"],
+            }
+        )
     return out
 
 
@@ -296,8 +323,14 @@ def influence(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha
     for i, loo in enumerate(leave_one_out(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)):
         denom = float(np.sqrt(loo["scale_factor"] * (v[i] + loo["tau2"]) + loo["se"] ** 2))
         # identical estimates leave no residual spread (Knapp-Hartung SE 0): no standardised residual then
-        out.append({"rstudent": float((y[i] - loo["estimate"]) / denom) if denom > 0 else float("nan"),
-                    "cook_d": float((mu - loo["estimate"]) ** 2 / se**2) if se > 0 else float("nan"),
-                    "hat": float(w[i] / np.sum(w)), "weight": float(100.0 * w[i] / np.sum(w)),
-                    "tau2_deleted": loo["tau2"], "q_deleted": loo["q"]})
+        out.append(
+            {
+                "rstudent": float((y[i] - loo["estimate"]) / denom) if denom > 0 else float("nan"),
+                "cook_d": float((mu - loo["estimate"]) ** 2 / se**2) if se > 0 else float("nan"),
+                "hat": float(w[i] / np.sum(w)),
+                "weight": float(100.0 * w[i] / np.sum(w)),
+                "tau2_deleted": loo["tau2"],
+                "q_deleted": loo["q"],
+            }
+        )
     return out

@@ -41,8 +41,10 @@ def forest_figure(result: dict) -> Figure:
         ax.plot([pi["pi_low"], pi["pi_high"]], [0.2, 0.2], color=HIP, lw=2.2, ls="-")
         for end in (pi["pi_low"], pi["pi_high"]):
             ax.plot([end, end], [0.08, 0.32], color=HIP, lw=2.2)
-        labels += [f"Pooled ({p['k']} clinics, {p['tau2_method_used']}, {_ci_label(p['ci_method'])})",
-                   "Prediction interval (a new clinic)"]
+        labels += [
+            f"Pooled ({p['k']} clinics, {p['tau2_method_used']}, {_ci_label(p['ci_method'])})",
+            "Prediction interval (a new clinic)",
+        ]
         ticks += [0.9, 0.2]
         xs += [lo, hi, pi["pi_low"], pi["pi_high"]]
     xs = [x for x in xs if x is not None and math.isfinite(x)] + [0.0]
@@ -53,8 +55,10 @@ def forest_figure(result: dict) -> Figure:
     ax.set_yticks(ticks, labels)
     ax.set_ylim(-0.3, max(ticks) + 0.7)
     week = result["compatibility"].get("primary_week")
-    ax.set_xlabel(f"Difference in change in knee pain at week {week:g} (NPRS points)\n"
-                  "← favours hip-focused care          favours knee-focused care →")
+    ax.set_xlabel(
+        f"Difference in change in knee pain at week {week:g} (NPRS points)\n"
+        "← favours hip-focused care          favours knee-focused care →"
+    )
     ax.grid(axis="y", visible=False)
     fig.tight_layout()
     return fig
@@ -70,8 +74,14 @@ def render_outputs(result: dict) -> dict:
         svg = svg_bytes(forest_figure(result))
     last = max((c["period"]["to"] for c in result["clinics"]), default="2000-01")
     stamp = dt.datetime(int(last[:4]), int(last[5:7]), 1, tzinfo=dt.UTC)
-    context = dict(r=result, p=result["primary"], forest_uri=data_uri(svg), ci_label=_ci_label,
-                   stamp=stamp.isoformat().replace("+00:00", "Z"), stamp_month=last)
+    context = dict(
+        r=result,
+        p=result["primary"],
+        forest_uri=data_uri(svg),
+        ci_label=_ci_label,
+        stamp=stamp.isoformat().replace("+00:00", "Z"),
+        stamp_month=last,
+    )
     html = render("pooled.html.j2", context)
     text = render("pooled.html.j2", {**context, "forest_uri": "data:"})
     return {"forest_svg": svg, "html": html, "html_text": text, "pdf": html_to_pdf(html)}

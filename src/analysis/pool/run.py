@@ -44,25 +44,39 @@ def schema() -> dict:
 
 def _clinic_row(b: dict) -> dict:
     p = b["primary"]
-    return {"clinic_id": b["clinic_id"], "period": b["period"], "n_clients": p.get("n_clients"),
-            "estimate": p["estimate"], "se": p["se"], "df": p.get("df"), "df_method": p.get("df_method"),
-            "ci_low": p.get("ci_low"), "ci_high": p.get("ci_high"), "status": p.get("status")}
+    return {
+        "clinic_id": b["clinic_id"],
+        "period": b["period"],
+        "n_clients": p.get("n_clients"),
+        "estimate": p["estimate"],
+        "se": p["se"],
+        "df": p.get("df"),
+        "df_method": p.get("df_method"),
+        "ci_low": p.get("ci_low"),
+        "ci_high": p.get("ci_high"),
+        "status": p.get("status"),
+    }
 
 
-def _meta_block(y: list[float], v: list[float], ids: list[str], tau2_method: str, ci_method: str,
-                alpha: float) -> dict:
+def _meta_block(y: list[float], v: list[float], ids: list[str], tau2_method: str, ci_method: str, alpha: float) -> dict:
     """The pooled result of one estimand, or why it was not pooled."""
     k = len(y)
     if k < 2:
-        return {"status": "not_pooled", "k": k,
-                "reason": "one clinic: there is nothing to pool; its own estimate is shown" if k == 1 else
-                "no clinic has this estimate"}
+        return {
+            "status": "not_pooled",
+            "k": k,
+            "reason": "one clinic: there is nothing to pool; its own estimate is shown"
+            if k == 1
+            else "no clinic has this estimate",
+        }
     r = meta.rma(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
     out = {"status": "pooled", **r, "clinic_ids": ids, "warnings": []}
     if k == 2:
-        out["warnings"].append("only 2 clinics: the between-clinic variance is barely estimable and the "
-                               "Knapp-Hartung interval uses t with 1 df, so it is very wide; read the pooled "
-                               "estimate with caution")
+        out["warnings"].append(
+            "only 2 clinics: the between-clinic variance is barely estimable and the "
+            "Knapp-Hartung interval uses t with 1 df, so it is very wide; read the pooled "
+            "estimate with caution"
+        )
     if r["tau2_fallbacks"]:
         out["warnings"] += r["tau2_fallbacks"]
     if k >= 3:
@@ -86,25 +100,49 @@ def pool(bundles: list[dict], *, tau2_method: str = "REML", ci_method: str = "kn
     bundles = sorted(bundles, key=lambda b: b["clinic_id"])
     clinics = [_clinic_row(b) for b in bundles]
     ids = [c["clinic_id"] for c in clinics]
-    primary = _meta_block([c["estimate"] for c in clinics], [c["se"] ** 2 for c in clinics], ids,
-                          tau2_method, ci_method, alpha)
-    resp = [b for b in bundles if b["responders"].get("log_odds_ratio") is not None
-            and b["responders"].get("log_odds_ratio_se")]
+    primary = _meta_block(
+        [c["estimate"] for c in clinics], [c["se"] ** 2 for c in clinics], ids, tau2_method, ci_method, alpha
+    )
+    resp = [
+        b
+        for b in bundles
+        if b["responders"].get("log_odds_ratio") is not None and b["responders"].get("log_odds_ratio_se")
+    ]
     mcids = sorted({json.dumps(b["responders"].get("mcid"), sort_keys=True) for b in resp})
     if len(mcids) > 1:  # the MCID is not in the compatibility key: responders can mean different things
-        responders = {"status": "not_pooled", "k": len(resp),
-                      "reason": "the clinics defined a responder with different MCIDs (" + " vs ".join(mcids)
-                                + "), so their odds ratios compare different things"}
+        responders = {
+            "status": "not_pooled",
+            "k": len(resp),
+            "reason": "the clinics defined a responder with different MCIDs ("
+            + " vs ".join(mcids)
+            + "), so their odds ratios compare different things",
+        }
     else:
-        responders = _meta_block([b["responders"]["log_odds_ratio"] for b in resp],
-                                 [b["responders"]["log_odds_ratio_se"] ** 2 for b in resp],
-                                 [b["clinic_id"] for b in resp], tau2_method, ci_method, alpha)
+        responders = _meta_block(
+            [b["responders"]["log_odds_ratio"] for b in resp],
+            [b["responders"]["log_odds_ratio_se"] ** 2 for b in resp],
+            [b["clinic_id"] for b in resp],
+            tau2_method,
+            ci_method,
+            alpha,
+        )
     responders["scale"] = "log odds ratio, hip-focused vs comparator (positive = more responders with hip focus)"
-    responders["mcid"] = (json.loads(mcids[0]) if len(mcids) == 1 else
-                          None if mcids or not bundles else bundles[0]["responders"].get("mcid"))
+    responders["mcid"] = (
+        json.loads(mcids[0])
+        if len(mcids) == 1
+        else None
+        if mcids or not bundles
+        else bundles[0]["responders"].get("mcid")
+    )
     chron = [b for b in bundles if b["chronicity"].get("estimate") is not None and b["chronicity"].get("se")]
-    chronicity = _meta_block([b["chronicity"]["estimate"] for b in chron], [b["chronicity"]["se"] ** 2 for b in chron],
-                             [b["clinic_id"] for b in chron], tau2_method, ci_method, alpha)
+    chronicity = _meta_block(
+        [b["chronicity"]["estimate"] for b in chron],
+        [b["chronicity"]["se"] ** 2 for b in chron],
+        [b["clinic_id"] for b in chron],
+        tau2_method,
+        ci_method,
+        alpha,
+    )
     chronicity["per"] = "NPRS points per week per unit of ln(symptom weeks + 1)"
     compat = bundles[0]["compatibility"] if bundles else {}
     return {
@@ -117,14 +155,30 @@ def pool(bundles: list[dict], *, tau2_method: str = "REML", ci_method: str = "kn
         "responders": responders,
         "chronicity": chronicity,
         "limitations": LIMITATIONS,
-        "bundles": [{"clinic_id": b["clinic_id"], "period": b["period"], "schema_version": b["schema_version"],
-                     "code_version": b["software"]["code_version"], "params_sha256": b["params_sha256"],
-                     "integrity_sha256": b["integrity"]["sha256"], "min_cell": b["min_cell"]} for b in bundles],
+        "bundles": [
+            {
+                "clinic_id": b["clinic_id"],
+                "period": b["period"],
+                "schema_version": b["schema_version"],
+                "code_version": b["software"]["code_version"],
+                "params_sha256": b["params_sha256"],
+                "integrity_sha256": b["integrity"]["sha256"],
+                "min_cell": b["min_cell"],
+            }
+            for b in bundles
+        ],
     }
 
 
-def run_pool(paths: list[Path], out_dir: Path, *, tau2_method: str = "REML", ci_method: str = "knha",
-             alpha: float = 0.05, progress=None) -> str:
+def run_pool(
+    paths: list[Path],
+    out_dir: Path,
+    *,
+    tau2_method: str = "REML",
+    ci_method: str = "knha",
+    alpha: float = 0.05,
+    progress=None,
+) -> str:
     """I/O edge of ``outcomes pool``: read and check, pool, render, gate, write. Returns a console summary.
 
     Raises
@@ -161,10 +215,12 @@ def summary_line(result: dict, out_dir: Path) -> str:
     if p["status"] != "pooled":
         return f"{result['k']} bundle(s): not pooled - {p['reason']}\nwritten -> {out_dir}"
     pooled = p["pooled"]
-    text = (f"{p['k']} clinics pooled ({p['tau2_method_used']}, {p['ci_method']}): difference in change = "
-            f"{pooled['estimate']:.2f} (95% CI {pooled['ci_low']:.2f} to {pooled['ci_high']:.2f}); prediction "
-            f"interval {p['prediction']['pi_low']:.2f} to {p['prediction']['pi_high']:.2f}; tau^2 {p['tau2']:.3f}, "
-            f"I^2 {p['i2']:.0f}%")
+    text = (
+        f"{p['k']} clinics pooled ({p['tau2_method_used']}, {p['ci_method']}): difference in change = "
+        f"{pooled['estimate']:.2f} (95% CI {pooled['ci_low']:.2f} to {pooled['ci_high']:.2f}); prediction "
+        f"interval {p['prediction']['pi_low']:.2f} to {p['prediction']['pi_high']:.2f}; tau^2 {p['tau2']:.3f}, "
+        f"I^2 {p['i2']:.0f}%"
+    )
     for w in p.get("warnings", []):
         text += f"\nWARNING: {w}"
     return text + f"\nwritten -> {out_dir}"

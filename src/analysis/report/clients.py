@@ -19,12 +19,13 @@ W, H, PAD_L, PAD_R, PAD_T, PAD_B = 240, 96, 26, 8, 8, 18
 def _xy(weeks: list[float], values: list[float], lo: float, hi: float, w_max: float) -> list[tuple[float, float]]:
     span = (hi - lo) or 1.0
     wx = w_max or 1.0
-    return [(PAD_L + (W - PAD_L - PAD_R) * (wk / wx), PAD_T + (H - PAD_T - PAD_B) * (1 - (v - lo) / span))
-            for wk, v in zip(weeks, values, strict=True)]
+    return [
+        (PAD_L + (W - PAD_L - PAD_R) * (wk / wx), PAD_T + (H - PAD_T - PAD_B) * (1 - (v - lo) / span))
+        for wk, v in zip(weeks, values, strict=True)
+    ]
 
 
-def chart_svg(weeks: list[float], values: list[float], measure: Measure, group: str, needed: float,
-              label: str) -> str:
+def chart_svg(weeks: list[float], values: list[float], measure: Measure, group: str, needed: float, label: str) -> str:
     """A small chart of one client's values by week, with the MCID band (baseline to the needed improvement)."""
     lo, hi = float(measure.minimum), float(measure.maximum)
     w_max = max(1.0, max(weeks) if weeks else 1.0)
@@ -35,13 +36,17 @@ def chart_svg(weeks: list[float], values: list[float], measure: Measure, group: 
     parts = [f'<svg class="spark" viewBox="0 0 {W} {H}" role="img" aria-label="{html.escape(label)}">']
     if band:
         (x0, y0), (_, y1) = _xy([0, 0], [band[1], band[0]], lo, hi, w_max)
-        parts.append(f'<rect x="{PAD_L}" y="{y0:.0f}" width="{W - PAD_L - PAD_R}" height="{max(y1 - y0, 1):.0f}" '
-                     'fill="#e6e6e6"/>')
+        parts.append(
+            f'<rect x="{PAD_L}" y="{y0:.0f}" width="{W - PAD_L - PAD_R}" height="{max(y1 - y0, 1):.0f}" '
+            'fill="#e6e6e6"/>'
+        )
     for tick in (lo, (lo + hi) / 2, hi):
-        (_, ty), = _xy([0], [tick], lo, hi, w_max)
+        ((_, ty),) = _xy([0], [tick], lo, hi, w_max)
         parts.append(f'<text x="{PAD_L - 3}" y="{ty + 3:.0f}" text-anchor="end">{tick:g}</text>')
-    parts.append(f'<text x="{W - PAD_R}" y="{H - 4}" text-anchor="end">week {w_max:.0f}</text>'
-                 f'<text x="{PAD_L}" y="{H - 4}">0</text>')
+    parts.append(
+        f'<text x="{W - PAD_R}" y="{H - 4}" text-anchor="end">week {w_max:.0f}</text>'
+        f'<text x="{PAD_L}" y="{H - 4}">0</text>'
+    )
     pts = _xy(weeks, values, lo, hi, w_max)
     # one path: the line and a dot at every session (a zero-length segment with a round cap)
     line = " ".join(f"{x:.0f},{y:.0f}" for x, y in pts)
@@ -63,9 +68,11 @@ def sparkline_svg(values: list[float], measure: Measure) -> str:
     xs = [2 + (w - 4) * (i / max(n - 1, 1)) for i in range(n)]
     ys = [2 + (h - 4) * (1 - (v - lo) / ((hi - lo) or 1.0)) for v in values]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
-    return (f'<svg class="sparkline" viewBox="0 0 {w} {h}" width="{w}" height="{h}" aria-hidden="true">'
-            f'<polyline points="{path}" fill="none" stroke="#333" stroke-width="1.2"/>'
-            f'<circle cx="{xs[-1]:.1f}" cy="{ys[-1]:.1f}" r="2" fill="#c0392b"/></svg>')
+    return (
+        f'<svg class="sparkline" viewBox="0 0 {w} {h}" width="{w}" height="{h}" aria-hidden="true">'
+        f'<polyline points="{path}" fill="none" stroke="#333" stroke-width="1.2"/>'
+        f'<circle cx="{xs[-1]:.1f}" cy="{ys[-1]:.1f}" r="2" fill="#c0392b"/></svg>'
+    )
 
 
 def client_cards(clients, progress, measure: Measure) -> list[dict]:
@@ -76,8 +83,17 @@ def client_cards(clients, progress, measure: Measure) -> list[dict]:
         g = by_client.get(r.client_id)
         weeks = [float(x) for x in g["week"]] if g is not None else []
         values = [float(x) for x in g["value"]] if g is not None else []
-        label = (f"{measure.label} of client {r.client_id} by week: first {r.baseline:g}, latest {r.latest:g}; "
-                 f"status {r.status}")
-        cards.append({"client_id": r.client_id, "anchor": f"client-{r.client_id}", "group": r.group,
-                      "status": r.status, "svg": chart_svg(weeks, values, measure, r.group, r.needed, label)})
+        label = (
+            f"{measure.label} of client {r.client_id} by week: first {r.baseline:g}, latest {r.latest:g}; "
+            f"status {r.status}"
+        )
+        cards.append(
+            {
+                "client_id": r.client_id,
+                "anchor": f"client-{r.client_id}",
+                "group": r.group,
+                "status": r.status,
+                "svg": chart_svg(weeks, values, measure, r.group, r.needed, label),
+            }
+        )
     return cards

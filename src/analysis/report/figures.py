@@ -49,9 +49,15 @@ def _empty(message: str, size: tuple[float, float] = SQUARE) -> Figure:
     return fig
 
 
-def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, ylabel: str,
-                 primary_week: float | None = None, ylim: tuple[float, float] | None = None,
-                 thin_from: float | None = None) -> Figure:
+def trajectories(
+    traj: pd.DataFrame,
+    individual: pd.DataFrame | None = None,
+    *,
+    ylabel: str,
+    primary_week: float | None = None,
+    ylim: tuple[float, float] | None = None,
+    thin_from: float | None = None,
+) -> Figure:
     """Adjusted mean trajectories with CI bands, optionally over faint individual lines.
 
     Parameters
@@ -75,13 +81,21 @@ def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, 
         ):
             # many faint lines: drawn as an image inside the SVG (a 2,000-client clinic would otherwise
             # make a megabyte of vector paths)
-            ax.plot(d["week"], d["value"], color=_colour(group), alpha=0.12, lw=0.6, zorder=1,
-                    rasterized=n_lines > RASTER_ABOVE)
+            ax.plot(
+                d["week"],
+                d["value"],
+                color=_colour(group),
+                alpha=0.12,
+                lw=0.6,
+                zorder=1,
+                rasterized=n_lines > RASTER_ABOVE,
+            )
     lo_y, hi_y = ylim if ylim is not None else (-np.inf, np.inf)
     for group, d in traj.sort_values(["group", "week"]).groupby("group", sort=True):
         c = _colour(group)
-        ax.fill_between(d["week"], d["ci_low"].clip(lo_y, hi_y), d["ci_high"].clip(lo_y, hi_y), color=c,
-                        alpha=0.22, lw=0, zorder=2)
+        ax.fill_between(
+            d["week"], d["ci_low"].clip(lo_y, hi_y), d["ci_high"].clip(lo_y, hi_y), color=c, alpha=0.22, lw=0, zorder=2
+        )
         solid = d if thin_from is None else d[d["week"] <= thin_from]
         ax.plot(solid["week"], solid["mean"].clip(lo_y, hi_y), color=c, lw=2.2, label=group_label(group), zorder=3)
         if thin_from is not None:
@@ -89,14 +103,28 @@ def trajectories(traj: pd.DataFrame, individual: pd.DataFrame | None = None, *, 
             ax.plot(rest["week"], rest["mean"].clip(lo_y, hi_y), color=c, lw=1.6, ls="--", zorder=3)
     if thin_from is not None and thin_from < traj["week"].max():
         ax.axvspan(thin_from, traj["week"].max(), color="#f2f2f2", zorder=0, lw=0)
-        ax.annotate("fewer than 1 in 4 clients\nstill followed", (thin_from, 0.62), xycoords=("data", "axes fraction"),
-                    xytext=(4, 0), textcoords="offset points", fontsize=7, color="#555555")
+        ax.annotate(
+            "fewer than 1 in 4 clients\nstill followed",
+            (thin_from, 0.62),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=7,
+            color="#555555",
+        )
     if ylim is not None:
         ax.set_ylim(*ylim)
     if primary_week is not None:
         ax.axvline(primary_week, color="#444444", ls=":", lw=1)
-        ax.annotate(f"week {primary_week:g}", (primary_week, 1), xycoords=("data", "axes fraction"),
-                    xytext=(3, -10), textcoords="offset points", fontsize=7, color="#444444")
+        ax.annotate(
+            f"week {primary_week:g}",
+            (primary_week, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10),
+            textcoords="offset points",
+            fontsize=7,
+            color="#444444",
+        )
     ax.set_xlabel("Weeks since first session")
     ax.set_ylabel(ylabel)
     ax.legend(frameon=False, loc="upper right")
@@ -131,11 +159,15 @@ def forest(rows: pd.DataFrame, *, xlabel: str) -> Figure:
         if math.isfinite(f["estimate"]):
             if math.isfinite(f["ci_low"]) and math.isfinite(f["ci_high"]):
                 ax.plot([f["ci_low"], f["ci_high"]], [yi, yi], color=colour, lw=2.4 if primary else 1.6)
-            ax.plot([f["estimate"]], [yi], marker="D" if primary else "o", ms=7 if primary else 5,
-                    color=colour, zorder=3)
+            ax.plot(
+                [f["estimate"]], [yi], marker="D" if primary else "o", ms=7 if primary else 5, color=colour, zorder=3
+            )
         else:
-            note = "no tipping point: nothing to tip" if str(r.get("status", "")).endswith("no tipping point") \
+            note = (
+                "no tipping point: nothing to tip"
+                if str(r.get("status", "")).endswith("no tipping point")
                 else "not available"
+            )
             ax.text(lo, yi, f"  {note}", va="center", fontsize=7, color="#777777")
     ax.axvline(0, color="#555555", lw=0.8, ls="--")
     ax.set_yticks(y, [str(v) for v in rows["label"]])
@@ -165,8 +197,9 @@ def proportions(df: pd.DataFrame, *, ylabel: str) -> Figure:
     ax.bar(x, p, color=colours, width=0.6, alpha=0.85)
     lo = d["ci_low"].astype(float).to_numpy() * 100
     hi = d["ci_high"].astype(float).to_numpy() * 100
-    ax.errorbar(x, p, yerr=[np.clip(p - lo, 0, None), np.clip(hi - p, 0, None)], fmt="none",
-                ecolor="#222222", capsize=4, lw=1)
+    ax.errorbar(
+        x, p, yerr=[np.clip(p - lo, 0, None), np.clip(hi - p, 0, None)], fmt="none", ecolor="#222222", capsize=4, lw=1
+    )
     ax.set_xticks(x, [group_label(g) for g in d["group"]])
     ax.set_ylim(0, 100)
     ax.set_ylabel(ylabel)
@@ -190,8 +223,7 @@ def kaplan_meier(km: pd.DataFrame, *, event: str) -> Figure:
         c = _colour(group)
         ax.step(d["week"], 1 - d["survival"], where="post", color=c, lw=2, label=group_label(group))
         if {"ci_low", "ci_high"} <= set(d.columns):
-            ax.fill_between(d["week"], 1 - d["ci_high"], 1 - d["ci_low"], step="post", color=c,
-                            alpha=0.18, lw=0)
+            ax.fill_between(d["week"], 1 - d["ci_high"], 1 - d["ci_low"], step="post", color=c, alpha=0.18, lw=0)
     ax.set_ylim(0, 1)
     ax.set_xlabel("Weeks since first session")
     ax.set_ylabel(f"Share with {event}")
@@ -200,8 +232,9 @@ def kaplan_meier(km: pd.DataFrame, *, event: str) -> Figure:
     return fig
 
 
-def effect_curve(df: pd.DataFrame, *, x: str, xlabel: str, ylabel: str, log_x: bool = False,
-                 favours: tuple[str, str] | None = None) -> Figure:
+def effect_curve(
+    df: pd.DataFrame, *, x: str, xlabel: str, ylabel: str, log_x: bool = False, favours: tuple[str, str] | None = None
+) -> Figure:
     """An estimated effect against a moderator (e.g. chronicity: symptom weeks), with its CI.
 
     Parameters
@@ -230,8 +263,10 @@ def effect_curve(df: pd.DataFrame, *, x: str, xlabel: str, ylabel: str, log_x: b
         ax.minorticks_off()
     if "within_data" in d.columns and not d["within_data"].all():
         outside = d[~d["within_data"].astype(bool)]
-        for lo_x, hi_x in ((d[x].min(), outside[x][outside[x] < d.loc[d["within_data"].astype(bool), x].min()].max()),
-                           (outside[x][outside[x] > d.loc[d["within_data"].astype(bool), x].max()].min(), d[x].max())):
+        for lo_x, hi_x in (
+            (d[x].min(), outside[x][outside[x] < d.loc[d["within_data"].astype(bool), x].min()].max()),
+            (outside[x][outside[x] > d.loc[d["within_data"].astype(bool), x].max()].min(), d[x].max()),
+        ):
             if pd.notna(lo_x) and pd.notna(hi_x) and hi_x > lo_x:
                 ax.axvspan(lo_x, hi_x, color="#f2f2f2", lw=0, zorder=0)
     ax.set_xlabel(xlabel)
@@ -257,10 +292,27 @@ def scatter_fit(df: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, s
     fig = Figure(figsize=SQUARE)
     ax = fig.add_subplot()
     for group, g in d.sort_values(["group", x, y]).groupby("group", sort=True):
-        ax.scatter(g[x], g[y], s=14, alpha=0.7, color=_colour(group), label=group_label(group), lw=0,
-                   rasterized=len(d) > RASTER_ABOVE)
-    sns.regplot(data=d.sort_values([x, y]), x=x, y=y, ax=ax, scatter=False, seed=seed, n_boot=200,
-                color="#333333", line_kws={"lw": 1.2})
+        ax.scatter(
+            g[x],
+            g[y],
+            s=14,
+            alpha=0.7,
+            color=_colour(group),
+            label=group_label(group),
+            lw=0,
+            rasterized=len(d) > RASTER_ABOVE,
+        )
+    sns.regplot(
+        data=d.sort_values([x, y]),
+        x=x,
+        y=y,
+        ax=ax,
+        scatter=False,
+        seed=seed,
+        n_boot=200,
+        color="#333333",
+        line_kws={"lw": 1.2},
+    )
     ax.axhline(0, color="#999999", lw=0.6)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -307,7 +359,7 @@ def random_effect_qq(re: pd.DataFrame) -> Figure:
     for ax, col in zip(axes.flat, cols, strict=False):
         _qq(ax, re[col].dropna().to_numpy(dtype=float))
         ax.set_title(f"Random effect: {col}")
-    for ax in list(axes.flat)[len(cols):]:
+    for ax in list(axes.flat)[len(cols) :]:
         ax.set_axis_off()
     fig.tight_layout()
     return fig

@@ -45,8 +45,18 @@ SCHEMA_VERSION = "2.0.0"
 SCHEMA_MAJOR = 2
 CLINIC_ID_ENV = "HIPKNEE_CLINIC_ID"
 
-SECONDARY_KEYS = ("gee", "iptw", "multiple_imputation", "tipping_point", "responders", "chronicity",
-                  "mediation", "time_to_improvement", "dose_response", "immediate_effect")
+SECONDARY_KEYS = (
+    "gee",
+    "iptw",
+    "multiple_imputation",
+    "tipping_point",
+    "responders",
+    "chronicity",
+    "mediation",
+    "time_to_improvement",
+    "dose_response",
+    "immediate_effect",
+)
 _ESTIMATE_KEYS = ("estimate", "se", "ci_low", "ci_high", "p_value", "e_value")
 ARMS = ("hip_focused", "comparator")
 
@@ -127,14 +137,16 @@ def compatibility(params: dict) -> dict:
     """What the primary estimate means, and its hash: bundles pool only when these agree."""
     m = params.get("model", {})
     key = {
-        "measure": m.get("measure"), "timing": m.get("timing"),
-        "primary_week": _num(m.get("primary_week")), "followup_weeks": _num(m.get("followup_weeks")),
+        "measure": m.get("measure"),
+        "timing": m.get("timing"),
+        "primary_week": _num(m.get("primary_week")),
+        "followup_weeks": _num(m.get("followup_weeks")),
         "endpoint_window_weeks": _num(m.get("endpoint_window_weeks")),
         "exposure": {k: sorted(v) for k, v in sorted((m.get("exposure") or {}).items())},
         "covariates": list(m.get("covariates") or []),
         "df_method": m.get("df_method", "satterthwaite"),
         "estimand": "difference hip-focused minus knee-focused in model-estimated change from the first session "
-                    "to primary_week (linear mixed model, random intercept and slope per client)",
+        "to primary_week (linear mixed model, random intercept and slope per client)",
     }
     return {**key, "sha256": sha256_of(key)}
 
@@ -157,40 +169,70 @@ def _arms(primary: dict, min_cell: int) -> dict:
 
 
 def _responders(s: dict | None, mcid: dict, min_cell: int) -> dict:
-    out = {"status": "not_available", "mcid": mcid, "definition": None, "n_hip_focused": None,
-           "responders_hip_focused": None, "n_comparator": None, "responders_comparator": None,
-           "log_odds_ratio": None, "log_odds_ratio_se": None, "log_odds_ratio_method": None}
+    out = {
+        "status": "not_available",
+        "mcid": mcid,
+        "definition": None,
+        "n_hip_focused": None,
+        "responders_hip_focused": None,
+        "n_comparator": None,
+        "responders_comparator": None,
+        "log_odds_ratio": None,
+        "log_odds_ratio_se": None,
+        "log_odds_ratio_method": None,
+    }
     if not isinstance(s, dict) or s.get("status") != "done":
         return out
-    n1, r1, n0, r0 = (s.get(k) for k in ("n_hip_focused", "responders_hip_focused", "n_comparator",
-                                          "responders_comparator"))
+    n1, r1, n0, r0 = (
+        s.get(k) for k in ("n_hip_focused", "responders_hip_focused", "n_comparator", "responders_comparator")
+    )
     cells = [r1, (n1 or 0) - (r1 or 0), r0, (n0 or 0) - (r0 or 0)]
-    out.update(status="done", definition=s.get("definition"),
-               n_hip_focused=_count(n1, min_cell), responders_hip_focused=_count(r1, min_cell),
-               n_comparator=_count(n0, min_cell), responders_comparator=_count(r0, min_cell))
+    out.update(
+        status="done",
+        definition=s.get("definition"),
+        n_hip_focused=_count(n1, min_cell),
+        responders_hip_focused=_count(r1, min_cell),
+        n_comparator=_count(n0, min_cell),
+        responders_comparator=_count(r0, min_cell),
+    )
     lor = s.get("log_odds_ratio") or {}
     if any(_small(c, min_cell) for c in cells):
         out["status"] = "withheld"  # a ratio with a small cell gives the cell back
     elif _num(lor.get("estimate")) is not None and _num(lor.get("se")) is not None:
-        out.update(log_odds_ratio=_num(lor["estimate"]), log_odds_ratio_se=_num(lor["se"]),
-                   log_odds_ratio_method=str(lor.get("method") or "Woolf"))
+        out.update(
+            log_odds_ratio=_num(lor["estimate"]),
+            log_odds_ratio_se=_num(lor["se"]),
+            log_odds_ratio_method=str(lor.get("method") or "Woolf"),
+        )
     return out
 
 
 def _chronicity(s: dict | None) -> dict:
     inter = (s or {}).get("interaction") or {}
     done = isinstance(s, dict) and s.get("status") == "done" and _num(inter.get("estimate")) is not None
-    return {"status": "done" if done else "not_available",
-            "term": "week:hip:ln(symptom_weeks + 1)",
-            "estimate": _num(inter.get("estimate")) if done else None,
-            "se": _num(inter.get("se")) if done else None,
-            "df": _num(inter.get("df")) if done else None,
-            "per": "NPRS points per week per unit of ln(symptom weeks + 1)"}
+    return {
+        "status": "done" if done else "not_available",
+        "term": "week:hip:ln(symptom_weeks + 1)",
+        "estimate": _num(inter.get("estimate")) if done else None,
+        "se": _num(inter.get("se")) if done else None,
+        "df": _num(inter.get("df")) if done else None,
+        "per": "NPRS points per week per unit of ln(symptom weeks + 1)",
+    }
 
 
-def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_by_group: dict[str, int],
-                   params: dict, params_sha256: str, packages: dict[str, str], code_version: str,
-                   min_cell: int, mcid: dict | None = None) -> dict:
+def build_findings(
+    results: dict,
+    *,
+    clinic_id: str,
+    period: tuple[str, str],
+    n_by_group: dict[str, int],
+    params: dict,
+    params_sha256: str,
+    packages: dict[str, str],
+    code_version: str,
+    min_cell: int,
+    mcid: dict | None = None,
+) -> dict:
     """The findings bundle as a JSON-ready dict (schema version 2).
 
     Parameters
@@ -222,8 +264,11 @@ def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_
     for key in ("estimate", "se", "df", "ci_low", "ci_high", "p_value"):
         p[key] = _num(primary.get(key)) if ok else None
     sd = primary.get("slope_difference") or {}
-    p["slope_difference"] = ({k: _num(sd.get(k)) for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")
-                              if k in sd} if ok and isinstance(sd, dict) else {})
+    p["slope_difference"] = (
+        {k: _num(sd.get(k)) for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value") if k in sd}
+        if ok and isinstance(sd, dict)
+        else {}
+    )
     p["n_clients"] = _count(primary.get("n_clients"), min_cell)
     p["n_observations"] = _count(primary.get("n_observations"), min_cell)
     secondary = {}
@@ -231,8 +276,11 @@ def build_findings(results: dict, *, clinic_id: str, period: tuple[str, str], n_
         s = (results.get("secondary") or {}).get(key)
         if not isinstance(s, dict):
             continue
-        entry = {"status": str(s.get("status") or ""), "exploratory": bool(s.get("exploratory", False)),
-                 "method": str(s.get("method") or "")}
+        entry = {
+            "status": str(s.get("status") or ""),
+            "exploratory": bool(s.get("exploratory", False)),
+            "method": str(s.get("method") or ""),
+        }
         name, est = headline(s)
         if est is not None and key != "responders":  # responders: see the block below (small-cell rules)
             if name:

@@ -60,8 +60,11 @@ def peer_flow(flow: pd.DataFrame, min_cell: int) -> tuple[list[FlowBox], list[Fl
             pending_excl, pending_reasons = excl, reasons
             continue
         pending_excl, pending_reasons = 0, []
-        boxes.append(dict(step=str(r["step"]), clients=int(r["clients"]), excluded=excl,
-                          reason="; ".join(x for x in reasons if x)))
+        boxes.append(
+            dict(
+                step=str(r["step"]), clients=int(r["clients"]), excluded=excl, reason="; ".join(x for x in reasons if x)
+            )
+        )
     # A small exclusion left at the end cannot move forward: fold the step before it into it instead.
     hide_first = False
     while len(boxes) >= 2 and 0 < boxes[-1]["excluded"] < min_cell:
@@ -73,18 +76,22 @@ def peer_flow(flow: pd.DataFrame, min_cell: int) -> tuple[list[FlowBox], list[Fl
         boxes[-1]["reason"] = "; ".join(x for x in (prev["reason"], boxes[-1]["reason"]) if x)
     out: list[FlowBox] = []
     for j, b in enumerate(boxes):
-        out.append(FlowBox(
-            step=b["step"],
-            clients=("not shown" if (hide_first and j == 0) else suppress_count(b["clients"], min_cell)),
-            excluded=suppress_count(b["excluded"], min_cell),
-            reason=b["reason"],
-        ))
+        out.append(
+            FlowBox(
+                step=b["step"],
+                clients=("not shown" if (hide_first and j == 0) else suppress_count(b["clients"], min_cell)),
+                excluded=suppress_count(b["excluded"], min_cell),
+                reason=b["reason"],
+            )
+        )
     g = pd.DataFrame({"step": groups["step"].astype(str), "n": groups["clients"].astype(float)})
     if len(g):
-        wide = suppress_table(pd.DataFrame([g["n"].to_list() + [g["n"].sum()]],
-                                           columns=[*g["step"], "total"]), [*g["step"], "total"], min_cell)
-        group_boxes = [FlowBox(step=s, clients=str(wide[s].iloc[0]), excluded="0", reason="group")
-                       for s in g["step"]]
+        wide = suppress_table(
+            pd.DataFrame([g["n"].to_list() + [g["n"].sum()]], columns=[*g["step"], "total"]),
+            [*g["step"], "total"],
+            min_cell,
+        )
+        group_boxes = [FlowBox(step=s, clients=str(wide[s].iloc[0]), excluded="0", reason="group") for s in g["step"]]
     else:
         group_boxes = []
     return out, group_boxes
@@ -106,14 +113,18 @@ def baseline_table(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     groups = sorted(clients["group"].unique())
     blocks = []
     for var in ("sex", "age_band", "activity", "knee"):
-        tab = (clients.groupby([var, "group"], observed=True, sort=True).size()
-               .unstack("group").reindex(columns=groups).fillna(0))
+        tab = (
+            clients.groupby([var, "group"], observed=True, sort=True)
+            .size()
+            .unstack("group")
+            .reindex(columns=groups)
+            .fillna(0)
+        )
         tab["total"] = tab.sum(axis=1)
         tab = tab.reset_index().rename(columns={var: "level"}).assign(variable=var)
         tab["level"] = tab["level"].astype(str)
         # column totals are the group sizes, shown elsewhere: suppress within the block as if they were a row
-        totals = pd.DataFrame([{**{g: tab[g].sum() for g in [*groups, "total"]}, "level": "(all)",
-                                "variable": var}])
+        totals = pd.DataFrame([{**{g: tab[g].sum() for g in [*groups, "total"]}, "level": "(all)", "variable": var}])
         full = pd.concat([tab, totals], ignore_index=True)
         safe = audited(full, suppress_table(full, [*groups, "total"], min_cell), [*groups, "total"], min_cell)
         blocks.append(safe.iloc[:-1])
@@ -173,10 +184,14 @@ def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     for var in [v for v in ("baseline_pain", "symptom_weeks", "sitting_hours") if v in clients.columns]:
         for g, d in clients.groupby("group", sort=True):
             v = d[var].astype(float)
-            q = (v.quantile([0.25, 0.5, 0.75]) if v.notna().sum() >= min_cell
-                 else pd.Series([np.nan] * 3, index=[0.25, .5, .75]))
-            rows.append(dict(variable=var, group=g, median=q[0.5], q1=q[0.25], q3=q[0.75],
-                             n_missing=int(v.isna().sum())))
+            q = (
+                v.quantile([0.25, 0.5, 0.75])
+                if v.notna().sum() >= min_cell
+                else pd.Series([np.nan] * 3, index=[0.25, 0.5, 0.75])
+            )
+            rows.append(
+                dict(variable=var, group=g, median=q[0.5], q1=q[0.25], q3=q[0.75], n_missing=int(v.isna().sum()))
+            )
     return pd.DataFrame(rows)
 
 
@@ -203,16 +218,19 @@ def intervention_description(sessions: pd.DataFrame, min_cell: int) -> dict:
     tech_df = tech_df.assign(share=100 * tech_df["n_sessions"] / max(n, 1))
     tech_df = tech_df.sort_values(["n_sessions", "technique"], ascending=[False, True]).reset_index(drop=True)
     tech_df["sessions"] = [suppress_count(v, min_cell) for v in tech_df["n_sessions"]]
-    tech_df["share"] = [np.nan if 0 < v < min_cell else sh for v, sh in zip(tech_df["n_sessions"],
-                                                                          tech_df["share"], strict=True)]
+    tech_df["share"] = [
+        np.nan if 0 < v < min_cell else sh for v, sh in zip(tech_df["n_sessions"], tech_df["share"], strict=True)
+    ]
     focus = s["focus"].astype(str).value_counts().sort_index()
     focus_df = pd.DataFrame({"focus": focus.index, "n_sessions": focus.to_numpy()})
     # the total number of sessions is shown, so one hidden focus could be found by subtraction:
     # suppress with the total as an extra row, which makes suppress_table hide a second cell
     with_total = pd.concat([focus_df, pd.DataFrame({"focus": ["(total)"], "n_sessions": [n]})], ignore_index=True)
     focus_df["sessions"] = suppress_table(with_total, ["n_sessions"], min_cell)["n_sessions"].iloc[:-1].to_numpy()
-    focus_df["share"] = [np.nan if str(t).startswith(("<", "*")) else 100 * v / max(n, 1)
-                         for t, v in zip(focus_df["sessions"], focus_df["n_sessions"], strict=True)]
+    focus_df["share"] = [
+        np.nan if str(t).startswith(("<", "*")) else 100 * v / max(n, 1)
+        for t, v in zip(focus_df["sessions"], focus_df["n_sessions"], strict=True)
+    ]
     per_client = s.groupby(["group", "client_id"], sort=True).size().rename("n").reset_index()
     gaps = s.assign(gap=s.groupby("client_id")["session_date"].diff().dt.days).dropna(subset=["gap"])
     return dict(
@@ -230,7 +248,9 @@ def _quartiles(df: pd.DataFrame, col: str, min_cell: int) -> dict[str, dict[str,
     out = {}
     for g, d in [("all", df), *sorted(df.groupby("group", sort=True), key=lambda x: str(x[0]))]:
         v = d[col].astype(float)
-        out[str(g)] = ({"median": float(v.median()), "q1": float(v.quantile(0.25)),
-                        "q3": float(v.quantile(0.75))} if d["client_id"].nunique() >= min_cell else
-                       {"median": math.nan, "q1": math.nan, "q3": math.nan})
+        out[str(g)] = (
+            {"median": float(v.median()), "q1": float(v.quantile(0.25)), "q3": float(v.quantile(0.75))}
+            if d["client_id"].nunique() >= min_cell
+            else {"median": math.nan, "q1": math.nan, "q3": math.nan}
+        )
     return out

@@ -26,8 +26,18 @@ from typing import Any
 import analysis
 
 KEY_PACKAGES = (
-    "hip-knee-outcomes", "python", "numpy", "pandas", "scipy", "statsmodels", "matplotlib", "seaborn",
-    "great-expectations", "jinja2", "weasyprint", "pyarrow",
+    "hip-knee-outcomes",
+    "python",
+    "numpy",
+    "pandas",
+    "scipy",
+    "statsmodels",
+    "matplotlib",
+    "seaborn",
+    "great-expectations",
+    "jinja2",
+    "weasyprint",
+    "pyarrow",
 )
 
 
@@ -92,8 +102,7 @@ def params_text(params: dict) -> str:
     """The params as YAML with sorted keys, for the report's appendix; no local absolute paths."""
     import yaml
 
-    return yaml.safe_dump(shown_paths(params), sort_keys=True, default_flow_style=None, allow_unicode=True,
-                          width=100)
+    return yaml.safe_dump(shown_paths(params), sort_keys=True, default_flow_style=None, allow_unicode=True, width=100)
 
 
 def source_hash(package_dir: Path | None = None) -> str:

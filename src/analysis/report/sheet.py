@@ -23,8 +23,9 @@ def _series(d: pd.DataFrame, measure: str, timing: str = "pre") -> pd.DataFrame:
     return x.sort_values("session_number", kind="mergesort")[["weeks_since_first", "value"]]
 
 
-def _chart(panels: list[tuple[str, pd.DataFrame, tuple[float, float], tuple[float, float] | None, str]],
-           colour: str) -> bytes:
+def _chart(
+    panels: list[tuple[str, pd.DataFrame, tuple[float, float], tuple[float, float] | None, str]], colour: str
+) -> bytes:
     """One row of small charts: (title, data, y-limits, band or None, y label)."""
     with figure_style():
         fig = Figure(figsize=(3.0 * len(panels), 1.9))
@@ -44,8 +45,15 @@ def _chart(panels: list[tuple[str, pd.DataFrame, tuple[float, float], tuple[floa
         return svg_bytes(fig)
 
 
-def client_sheet(dataset: pd.DataFrame, registry: Registry, client_id: str, group: str, clinic_label: str,
-                 pain: str = "knee_pain_nprs", timing: str = "pre") -> str:
+def client_sheet(
+    dataset: pd.DataFrame,
+    registry: Registry,
+    client_id: str,
+    group: str,
+    clinic_label: str,
+    pain: str = "knee_pain_nprs",
+    timing: str = "pre",
+) -> str:
     """The sheet's HTML (self-contained). Raises InputError for an unknown client id.
 
     ``pain`` and ``timing`` are the primary measure and its timing (params ``model.measure``/``timing``).
@@ -69,27 +77,49 @@ def client_sheet(dataset: pd.DataFrame, registry: Registry, client_id: str, grou
         if key in registry:
             r = registry[key]
             ir_panels.append((r.label, _series(d, key), (0, 60), None, r.unit))
-    sessions = (d.drop_duplicates("session_id").sort_values("session_number", kind="mergesort")
-                [["session_number", "session_date", "focus", "techniques", "minutes", "therapist_id"]])
-    pre_post = (d[d["measure"] == pain].pivot_table(index="session_number", columns="timing", values="value",
-                                                   aggfunc="first"))
+    sessions = d.drop_duplicates("session_id").sort_values("session_number", kind="mergesort")[
+        ["session_number", "session_date", "focus", "techniques", "minutes", "therapist_id"]
+    ]
+    pre_post = d[d["measure"] == pain].pivot_table(
+        index="session_number", columns="timing", values="value", aggfunc="first"
+    )
     rows = []
     for s in sessions.itertuples(index=False):
         pp = pre_post.loc[s.session_number] if s.session_number in pre_post.index else {}
-        rows.append(dict(n=int(s.session_number), date=pd.Timestamp(s.session_date).date().isoformat(),
-                         focus=str(s.focus),
-                         techniques="—" if pd.isna(s.techniques) or not str(s.techniques) else
-                         str(s.techniques).replace(";", ", "),
-                         minutes=s.minutes, therapist=str(s.therapist_id or ""),
-                         pre=pp.get("pre") if hasattr(pp, "get") else None,
-                         post=pp.get("post") if hasattr(pp, "get") else None))
+        rows.append(
+            dict(
+                n=int(s.session_number),
+                date=pd.Timestamp(s.session_date).date().isoformat(),
+                focus=str(s.focus),
+                techniques="—"
+                if pd.isna(s.techniques) or not str(s.techniques)
+                else str(s.techniques).replace(";", ", "),
+                minutes=s.minutes,
+                therapist=str(s.therapist_id or ""),
+                pre=pp.get("pre") if hasattr(pp, "get") else None,
+                post=pp.get("post") if hasattr(pp, "get") else None,
+            )
+        )
     first, last = rows[0]["date"], rows[-1]["date"]
-    return render("sheet.html.j2", dict(
-        client_id=client_id, group=group, clinic_label=clinic_label, first=first, last=last, n_sessions=len(rows),
-        pain_uri=data_uri(_chart(panels, colour)), ir_uri=data_uri(_chart(ir_panels, colour)) if ir_panels else None,
-        sessions=rows, measure=m, baseline=None if p.empty else float(p["value"].iloc[0]),
-        latest=None if p.empty else float(p["value"].iloc[-1]),
-        stamp=f"{last}T00:00:00Z", title=f"Progress sheet {client_id}"))
+    return render(
+        "sheet.html.j2",
+        dict(
+            client_id=client_id,
+            group=group,
+            clinic_label=clinic_label,
+            first=first,
+            last=last,
+            n_sessions=len(rows),
+            pain_uri=data_uri(_chart(panels, colour)),
+            ir_uri=data_uri(_chart(ir_panels, colour)) if ir_panels else None,
+            sessions=rows,
+            measure=m,
+            baseline=None if p.empty else float(p["value"].iloc[0]),
+            latest=None if p.empty else float(p["value"].iloc[-1]),
+            stamp=f"{last}T00:00:00Z",
+            title=f"Progress sheet {client_id}",
+        ),
+    )
 
 
 def run_sheet(params: dict, client_ids: list[str]) -> str:

@@ -55,9 +55,8 @@ def _f(value: Any) -> float:
 
 def primary_ok(primary: dict) -> bool:
     """True if the primary fit succeeded and has an estimate with a CI."""
-    return (
-        str(primary.get("status", "failed")).lower() not in {"failed", "error", "missing", ""}
-        and all(math.isfinite(_f(primary.get(k))) for k in ("estimate", "ci_low", "ci_high"))
+    return str(primary.get("status", "failed")).lower() not in {"failed", "error", "missing", ""} and all(
+        math.isfinite(_f(primary.get(k))) for k in ("estimate", "ci_low", "ci_high")
     )
 
 
@@ -69,11 +68,13 @@ def primary_sentence(primary: dict, measure: Measure, week: float, short: str = 
     """
     if not primary_ok(primary):
         reason = primary.get("reason") or "no reason was recorded"
-        return (f"The main comparison could not be estimated reliably, so no estimate is shown: {reason}.")
+        return f"The main comparison could not be estimated reliably, so no estimate is shown: {reason}."
     text = _primary_sentence(primary, measure, week, short)
     if str(primary.get("status")) == "fallback":
-        text += (" This comes from a simpler model (random intercept only): the planned model with a random "
-                 "slope per client could not be fitted reliably, so the CI may be too narrow.")
+        text += (
+            " This comes from a simpler model (random intercept only): the planned model with a random "
+            "slope per client could not be fitted reliably, so the CI may be too narrow."
+        )
     return text
 
 
@@ -85,15 +86,21 @@ def _primary_sentence(primary: dict, measure: Measure, week: float, short: str) 
     ci = f"95% CI {fmt_num(lo)} to {fmt_num(hi)}"
     when = f"by week {week:g}"
     if imp_lo > 0:
-        return (f"Clients whose care started hip-focused improved by {fmt_num(imp, 1)} more {short} points "
-                f"{when} than clients whose care started knee-focused (difference {fmt_num(est)}, {ci}).")
+        return (
+            f"Clients whose care started hip-focused improved by {fmt_num(imp, 1)} more {short} points "
+            f"{when} than clients whose care started knee-focused (difference {fmt_num(est)}, {ci})."
+        )
     if imp_hi < 0:
-        return (f"Clients whose care started hip-focused improved by {fmt_num(-imp, 1)} {short} points less "
-                f"{when} than clients whose care started knee-focused (difference {fmt_num(est)}, {ci}).")
+        return (
+            f"Clients whose care started hip-focused improved by {fmt_num(-imp, 1)} {short} points less "
+            f"{when} than clients whose care started knee-focused (difference {fmt_num(est)}, {ci})."
+        )
     more = "more" if imp > 0 else "less"
-    return (f"There was no clear difference {when} between clients whose care started hip-focused and "
-            f"knee-focused: the estimate is {fmt_num(abs(imp), 1)} {short} points {more} improvement with "
-            f"hip-focused care, but the {ci} includes no difference, so either group may do better.")
+    return (
+        f"There was no clear difference {when} between clients whose care started hip-focused and "
+        f"knee-focused: the estimate is {fmt_num(abs(imp), 1)} {short} points {more} improvement with "
+        f"hip-focused care, but the {ci} includes no difference, so either group may do better."
+    )
 
 
 def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -104,9 +111,17 @@ def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFr
     DataFrame with label, estimate, ci_low, ci_high, primary (bool), status, reason.
     """
     primary = results.get("primary", {})
-    rows = [dict(label="Primary: mixed model", estimate=_f(primary.get("estimate")),
-                 ci_low=_f(primary.get("ci_low")), ci_high=_f(primary.get("ci_high")), primary=True,
-                 status=str(primary.get("status", "")), reason=str(primary.get("reason") or ""))]
+    rows = [
+        dict(
+            label="Primary: mixed model",
+            estimate=_f(primary.get("estimate")),
+            ci_low=_f(primary.get("ci_low")),
+            ci_high=_f(primary.get("ci_high")),
+            primary=True,
+            status=str(primary.get("status", "")),
+            reason=str(primary.get("reason") or ""),
+        )
+    ]
     if not primary_ok(primary):
         rows[0].update(estimate=math.nan, ci_low=math.nan, ci_high=math.nan)
     secondary = results.get("secondary", {})
@@ -121,18 +136,42 @@ def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFr
             if tipping is None or tipping.empty or not math.isfinite(delta):
                 done = s.get("status") == "done"
                 # done, but with nothing to tip: say so in the plot and the table alike
-                rows.append(dict(label=label, estimate=math.nan, ci_low=math.nan, ci_high=math.nan, primary=False,
-                                 status=NO_TIPPING if done else str(s.get("status", "missing" if not s else "")),
-                                 reason=str(s.get("reason") or s.get("conclusion") or "")))
+                rows.append(
+                    dict(
+                        label=label,
+                        estimate=math.nan,
+                        ci_low=math.nan,
+                        ci_high=math.nan,
+                        primary=False,
+                        status=NO_TIPPING if done else str(s.get("status", "missing" if not s else "")),
+                        reason=str(s.get("reason") or s.get("conclusion") or ""),
+                    )
+                )
                 continue
             t = tipping.loc[(tipping["delta"] - delta).abs().idxmin()]
-            rows.append(dict(label=f"Tipping point, δ = {delta:g}", estimate=_f(t.get("estimate")),
-                             ci_low=_f(t.get("ci_low")), ci_high=_f(t.get("ci_high")), primary=False,
-                             status=str(s.get("status", "")), reason=str(s.get("reason") or "")))
+            rows.append(
+                dict(
+                    label=f"Tipping point, δ = {delta:g}",
+                    estimate=_f(t.get("estimate")),
+                    ci_low=_f(t.get("ci_low")),
+                    ci_high=_f(t.get("ci_high")),
+                    primary=False,
+                    status=str(s.get("status", "")),
+                    reason=str(s.get("reason") or ""),
+                )
+            )
             continue
-        rows.append(dict(label=label, estimate=est, ci_low=_f(s.get("ci_low")), ci_high=_f(s.get("ci_high")),
-                         primary=False, status=str(s.get("status", "missing" if not s else "")),
-                         reason=str(s.get("reason") or "")))
+        rows.append(
+            dict(
+                label=label,
+                estimate=est,
+                ci_low=_f(s.get("ci_low")),
+                ci_high=_f(s.get("ci_high")),
+                primary=False,
+                status=str(s.get("status", "missing" if not s else "")),
+                reason=str(s.get("reason") or ""),
+            )
+        )
     return pd.DataFrame(rows, columns=["label", "estimate", "ci_low", "ci_high", "primary", "status", "reason"])
 
 
@@ -149,28 +188,39 @@ def secondary_rows(results: dict) -> list[dict[str, str]]:
         if specific:
             text = specific
         elif est is not None:
-            text = (f"{name + ' ' if name else ''}{fmt_num(est.get('estimate'))} "
-                    f"(95% CI {fmt_num(est.get('ci_low'))} to {fmt_num(est.get('ci_high'))})")
+            text = (
+                f"{name + ' ' if name else ''}{fmt_num(est.get('estimate'))} "
+                f"(95% CI {fmt_num(est.get('ci_low'))} to {fmt_num(est.get('ci_high'))})"
+            )
         else:
             text = str(s.get("summary") or s.get("reason") or "see table")
         status = str(s.get("status", ""))
         if key == "tipping_point" and status == "done" and s.get("tipping_delta") is None:
             status = NO_TIPPING  # the same words as the forest plot
-        out.append(dict(
-            key=key,
-            label=str(s.get("label") or SECONDARY_LABELS.get(key, key)),
-            status=status,
-            exploratory="yes" if s.get("exploratory") else "no",
-            method=str(s.get("method") or ""),
-            result=text,
-            reason=str(s.get("reason") or ""),
-        ))
+        out.append(
+            dict(
+                key=key,
+                label=str(s.get("label") or SECONDARY_LABELS.get(key, key)),
+                status=status,
+                exploratory="yes" if s.get("exploratory") else "no",
+                method=str(s.get("method") or ""),
+                result=text,
+                reason=str(s.get("reason") or ""),
+            )
+        )
     return out
 
 
 # Where a secondary analysis keeps its headline when it has no top-level estimate, in order of preference.
-HEADLINE_KEYS = ("risk_difference", "adjusted_risk_difference", "hazard_ratio", "odds_ratio", "indirect_effect",
-                 "direct_effect", "slope_difference")
+HEADLINE_KEYS = (
+    "risk_difference",
+    "adjusted_risk_difference",
+    "hazard_ratio",
+    "odds_ratio",
+    "indirect_effect",
+    "direct_effect",
+    "slope_difference",
+)
 
 
 def headline(entry: dict) -> tuple[str, dict | None]:
@@ -216,13 +266,22 @@ def result_text(key: str, entry: dict) -> str | None:
         parts = [f"{w} wk: {fmt_num(at[w].get('estimate'))}" for w in sorted(at, key=float)]
         inter = entry.get("interaction") or {}
         p = inter.get("p_value")
-        return ("difference at the primary week by symptom duration — " + "; ".join(parts)
-                + (f" (interaction p = {fmt_num(p, 2)})" if p is not None else "")) if parts else None
+        return (
+            (
+                "difference at the primary week by symptom duration — "
+                + "; ".join(parts)
+                + (f" (interaction p = {fmt_num(p, 2)})" if p is not None else "")
+            )
+            if parts
+            else None
+        )
     if key == "e_value":
         if entry.get("e_value") is None:
             return None
-        return (f"E-value {fmt_num(entry['e_value'], 2)} for the estimate, "
-                f"{fmt_num(entry.get('e_value_ci'), 2)} for the CI limit nearer no difference")
+        return (
+            f"E-value {fmt_num(entry['e_value'], 2)} for the estimate, "
+            f"{fmt_num(entry.get('e_value_ci'), 2)} for the CI limit nearer no difference"
+        )
     if key == "immediate_effect":
         hk = entry.get("hip_vs_knee")
         return f"hip vs knee session, post − pre difference {_ci(hk)}" if isinstance(hk, dict) else None
@@ -230,9 +289,11 @@ def result_text(key: str, entry: dict) -> str | None:
         mdd = entry.get("minimum_detectable_difference")
         if mdd is None:
             return None
-        return (f"smallest difference detectable with {fmt_num(100 * _f(entry.get('power')), 0)}% power: "
-                f"{fmt_num(mdd)} points; {entry.get('n_per_group_for_target')} clients per group needed to detect "
-                f"{fmt_num(entry.get('target_difference'), 1)} point(s)")
+        return (
+            f"smallest difference detectable with {fmt_num(100 * _f(entry.get('power')), 0)}% power: "
+            f"{fmt_num(mdd)} points; {entry.get('n_per_group_for_target')} clients per group needed to detect "
+            f"{fmt_num(entry.get('target_difference'), 1)} point(s)"
+        )
     if key == "time_to_improvement":
         groups = entry.get("by_group") or {}
         parts = []
@@ -245,18 +306,22 @@ def result_text(key: str, entry: dict) -> str | None:
     if key == "tipping_point":
         delta = entry.get("tipping_delta")
         if delta is not None:
-            return (f"the conclusion changes if missing hip-focused outcomes were {fmt_num(delta, 1)} points worse "
-                    "than imputed")
+            return (
+                f"the conclusion changes if missing hip-focused outcomes were {fmt_num(delta, 1)} points worse "
+                "than imputed"
+            )
         conclusion = str(entry.get("conclusion") or "")
         return conclusion if conclusion and not re.search(r"\d", conclusion) else None
     return None
 
 
 # Sensitivity analyses that address a named threat to the headline (for the robustness sentence).
-ADDRESSES = {"gee": "the model's assumptions about the random effects",
-             "iptw": "confounding by the measured covariates",
-             "multiple_imputation": "clients who stopped coming (dropout)",
-             "tipping_point": "dropout that depends on unrecorded outcomes"}
+ADDRESSES = {
+    "gee": "the model's assumptions about the random effects",
+    "iptw": "confounding by the measured covariates",
+    "multiple_imputation": "clients who stopped coming (dropout)",
+    "tipping_point": "dropout that depends on unrecorded outcomes",
+}
 
 
 def robustness_sentence(results: dict, forest: pd.DataFrame) -> str:
@@ -275,9 +340,11 @@ def robustness_sentence(results: dict, forest: pd.DataFrame) -> str:
     iptw = sec.get("iptw") or {}
     balance = ""
     if iptw.get("status") == "done" and iptw.get("balanced") is False:
-        balance = (f" The propensity weights did not balance the groups (largest weighted |SMD| "
-                   f"{fmt_num(iptw.get('max_abs_smd_weighted'))}, target {fmt_num(iptw.get('smd_target'), 1)}), "
-                   "so the weighted estimate is not a trustworthy check on confounding.")
+        balance = (
+            f" The propensity weights did not balance the groups (largest weighted |SMD| "
+            f"{fmt_num(iptw.get('max_abs_smd_weighted'))}, target {fmt_num(iptw.get('smd_target'), 1)}), "
+            "so the weighted estimate is not a trustworthy check on confounding."
+        )
     if rows.empty:
         return "No sensitivity analysis gave an estimate to compare with the headline." + balance
     keys = {label: key for key, label in SENSITIVITY}
@@ -286,29 +353,35 @@ def robustness_sentence(results: dict, forest: pd.DataFrame) -> str:
     n, k = len(rows), len(crossing)
 
     def named(frame: pd.DataFrame) -> str:
-        return "; ".join(f"{r.label.split(':')[0]} {fmt_num(r.estimate)} ({fmt_num(r.ci_low)} to {fmt_num(r.ci_high)})"
-                         for r in frame.itertuples())
+        return "; ".join(
+            f"{r.label.split(':')[0]} {fmt_num(r.estimate)} ({fmt_num(r.ci_low)} to {fmt_num(r.ci_high)})"
+            for r in frame.itertuples()
+        )
 
     if primary_crosses:
         if k == n:
             return f"All {n} sensitivity analyses also include no difference ({named(rows)})." + balance
-        return (f"{n - k} of {n} sensitivity analyses exclude no difference ({named(rows.drop(crossing.index))}) "
-                "although the headline does not: the evidence is mixed." + balance)
+        return (
+            f"{n - k} of {n} sensitivity analyses exclude no difference ({named(rows.drop(crossing.index))}) "
+            "although the headline does not: the evidence is mixed." + balance
+        )
     if k == 0:
-        return (f"All {n} sensitivity analyses point the same way and exclude no difference ({named(rows)})."
-                + balance)
+        return f"All {n} sensitivity analyses point the same way and exclude no difference ({named(rows)})." + balance
     threats = sorted({ADDRESSES[keys[label]] for label in crossing["label"] if keys.get(label) in ADDRESSES})
     sensitive = f"; the result is sensitive to {' and to '.join(threats)}" if threats else ""
-    return (f"{k} of {n} sensitivity analyses include no difference ({named(crossing)}){sensitive}: read the "
-            "headline as uncertain." + balance)
+    return (
+        f"{k} of {n} sensitivity analyses include no difference ({named(crossing)}){sensitive}: read the "
+        "headline as uncertain." + balance
+    )
 
 
 def chronicity_sentence(results: dict, measure_short: str = "NPRS") -> str:
     """The seed question, "does it depend on how long the pain has lasted?", answered in one sentence."""
     c = (results.get("secondary") or {}).get("chronicity") or {}
     if c.get("status") != "done":
-        return ("Whether the effect depends on how long the pain had lasted could not be estimated"
-                + (f": {c.get('reason')}." if c.get("reason") else "."))
+        return "Whether the effect depends on how long the pain had lasted could not be estimated" + (
+            f": {c.get('reason')}." if c.get("reason") else "."
+        )
     inter = c.get("interaction") or {}
     at = c.get("at_symptom_weeks") or {}
     parts = [f"{fmt_num(at[w].get('estimate'), 1)} at {w} weeks" for w in sorted(at, key=float)]
@@ -316,12 +389,16 @@ def chronicity_sentence(results: dict, measure_short: str = "NPRS") -> str:
     per_log = _f(inter.get("change_at_primary_week_per_log_unit"))
     if math.isfinite(lo) and (lo > 0 or hi < 0):
         way = "smaller" if per_log > 0 else "larger"
-        verdict = (f"Yes, probably: the benefit of hip-focused care was {way} the longer the pain had lasted "
-                   f"(interaction {_ci(inter)}, p {fmt_p(inter.get('p_value'))})")
+        verdict = (
+            f"Yes, probably: the benefit of hip-focused care was {way} the longer the pain had lasted "
+            f"(interaction {_ci(inter)}, p {fmt_p(inter.get('p_value'))})"
+        )
     else:
         p_text = "p < 0.001" if _f(inter.get("p_value")) < 0.001 else "p = " + fmt_num(inter.get("p_value"), 2)
-        verdict = (f"No clear dependence on how long the pain had lasted (interaction {_ci(inter)}, {p_text}): "
-                   "the data cannot tell whether longer-lasting pain responds differently")
+        verdict = (
+            f"No clear dependence on how long the pain had lasted (interaction {_ci(inter)}, {p_text}): "
+            "the data cannot tell whether longer-lasting pain responds differently"
+        )
     return f"{verdict}; estimated difference in {measure_short} change (hip − knee): {', '.join(parts)}."
 
 
@@ -333,9 +410,14 @@ def pretty_term(term: str, reference: dict[str, str] | None = None) -> str:
         var, level = m.groups()
         ref = (reference or {}).get(var)
         return f"{var.replace('_', ' ')} {level.replace('_', ' ')}" + (f" (vs {ref.replace('_', ' ')})" if ref else "")
-    words = {"Intercept": "intercept", "week": "week", "hip": "hip-focused",
-             "log_symptom_weeks": "ln(symptom weeks + 1)", "sitting_hours": "sitting hours",
-             "sitting_hours_missing": "sitting hours missing"}
+    words = {
+        "Intercept": "intercept",
+        "week": "week",
+        "hip": "hip-focused",
+        "log_symptom_weeks": "ln(symptom weeks + 1)",
+        "sitting_hours": "sitting hours",
+        "sitting_hours_missing": "sitting hours missing",
+    }
     return " × ".join(words.get(part, part.replace("_", " ")) for part in term.split(":"))
 
 
@@ -343,14 +425,21 @@ def model_tables(primary: dict) -> tuple[list[dict], list[dict]]:
     """The primary model's fixed effects (term in words, estimate, SE, df, CI, p) and variance components."""
     ref = primary.get("reference_levels") or {}
     first = ["Intercept", "week", "hip", "week:hip"]  # the terms of the question, then the covariates
-    items = sorted((primary.get("fixed_effects") or {}).items(),
-                   key=lambda kv: (first.index(kv[0]) if kv[0] in first else len(first), kv[0]))
-    fixed = [dict(term=pretty_term(t, ref), **{k: v.get(k) for k in ("estimate", "se", "df", "ci_low", "ci_high",
-                                                                       "p_value")})
-             for t, v in items]
+    items = sorted(
+        (primary.get("fixed_effects") or {}).items(),
+        key=lambda kv: (first.index(kv[0]) if kv[0] in first else len(first), kv[0]),
+    )
+    fixed = [
+        dict(
+            term=pretty_term(t, ref), **{k: v.get(k) for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")}
+        )
+        for t, v in items
+    ]
     re_ = primary.get("random_effects") or {}
-    var = [dict(component=f"between clients: {pretty_term(k)}", variance=v, sd=math.sqrt(v) if v >= 0 else math.nan)
-           for k, v in (re_.get("variances") or {}).items()]
+    var = [
+        dict(component=f"between clients: {pretty_term(k)}", variance=v, sd=math.sqrt(v) if v >= 0 else math.nan)
+        for k, v in (re_.get("variances") or {}).items()
+    ]
     for k, r in (re_.get("correlation") or {}).items():
         var.append(dict(component=f"correlation of intercept and slope ({k})", variance=None, sd=None, corr=r))
     if re_.get("residual_variance") is not None:

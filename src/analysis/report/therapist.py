@@ -21,9 +21,13 @@ def assign_group(dataset: pd.DataFrame, hip_focused: tuple[str, ...], comparator
     """The compared group of each row from the baseline focus: hip-focused, knee-focused or other."""
     bf = dataset["baseline_focus"].astype("string")
     return pd.Series(
-        np.select([bf.isin(hip_focused).fillna(False), bf.isin(comparator).fillna(False)],
-                  ["hip-focused", "knee-focused"], default="other"),
-        index=dataset.index, dtype="string",
+        np.select(
+            [bf.isin(hip_focused).fillna(False), bf.isin(comparator).fillna(False)],
+            ["hip-focused", "knee-focused"],
+            default="other",
+        ),
+        index=dataset.index,
+        dtype="string",
     )
 
 
@@ -63,8 +67,7 @@ def glance(dataset: pd.DataFrame, group: pd.Series) -> dict:
     by_group (dict group -> clients), first_date, last_date (ISO strings).
     """
     d = dataset.assign(group=group)
-    per_client = d.groupby("client_id", sort=True).agg(weeks=("weeks_since_first", "max"),
-                                                        group=("group", "first"))
+    per_client = d.groupby("client_id", sort=True).agg(weeks=("weeks_since_first", "max"), group=("group", "first"))
     dates = pd.to_datetime(d["session_date"])
     return dict(
         n_clients=int(d["client_id"].nunique()),
@@ -78,8 +81,17 @@ def glance(dataset: pd.DataFrame, group: pd.Series) -> dict:
     )
 
 
-MEASURE_SUMMARY_COLUMNS = ["measure", "label", "unit", "group", "clients", "baseline_mean", "latest_mean",
-                           "change_mean", "reached_mcid"]
+MEASURE_SUMMARY_COLUMNS = [
+    "measure",
+    "label",
+    "unit",
+    "group",
+    "clients",
+    "baseline_mean",
+    "latest_mean",
+    "change_mean",
+    "reached_mcid",
+]
 
 
 def measure_summary(dataset: pd.DataFrame, registry, group: pd.Series, timing: str = "pre") -> pd.DataFrame:
@@ -99,17 +111,28 @@ def measure_summary(dataset: pd.DataFrame, registry, group: pd.Series, timing: s
         if x.empty:
             continue
         x = at_timing(x, timing).sort_values(["client_id", "session_number"], kind="mergesort")
-        per = x.groupby("client_id", sort=True).agg(first=("value", "first"), latest=("value", "last"),
-                                                    n=("value", "size"), group=("group", "first"))
+        per = x.groupby("client_id", sort=True).agg(
+            first=("value", "first"), latest=("value", "last"), n=("value", "size"), group=("group", "first")
+        )
         per = per[per["n"] >= 2]
         for g, p in per.groupby("group", sort=True):
             reached = None
             if m.mcid_points or m.mcid_percent:
                 need = m.mcid_needed(p["first"])
                 reached = float((m.improvement(p["first"], p["latest"]) >= need - 1e-9).mean())
-            rows.append(dict(measure=key, label=m.label, unit=m.unit, group=str(g), clients=int(len(p)),
-                             baseline_mean=float(p["first"].mean()), latest_mean=float(p["latest"].mean()),
-                             change_mean=float((p["latest"] - p["first"]).mean()), reached_mcid=reached))
+            rows.append(
+                dict(
+                    measure=key,
+                    label=m.label,
+                    unit=m.unit,
+                    group=str(g),
+                    clients=int(len(p)),
+                    baseline_mean=float(p["first"].mean()),
+                    latest_mean=float(p["latest"].mean()),
+                    change_mean=float((p["latest"] - p["first"]).mean()),
+                    reached_mcid=reached,
+                )
+            )
     return pd.DataFrame(rows, columns=MEASURE_SUMMARY_COLUMNS)
 
 
@@ -121,11 +144,19 @@ def therapist_breakdown(dataset: pd.DataFrame, clients: pd.DataFrame) -> pd.Data
     clients improved (reached the MCID and still there) and on the worklist. Small counts are shown as they
     are (therapist-only page), with the caution that a few clients say little.
     """
-    sessions = (dataset.drop_duplicates("session_id").dropna(subset=["therapist_id"])
-                .groupby("therapist_id", sort=True).size())
+    sessions = (
+        dataset.drop_duplicates("session_id").dropna(subset=["therapist_id"]).groupby("therapist_id", sort=True).size()
+    )
     rows = []
     for t, g in clients[clients["therapist_id"] != ""].groupby("therapist_id", sort=True):
-        rows.append(dict(therapist_id=str(t), clients=int(len(g)), sessions=int(sessions.get(t, 0)),
-                         median_change=float(g["change"].median()), improved=int((g["status"] == "improved").sum()),
-                         needs_attention=int(g["on_worklist"].sum())))
+        rows.append(
+            dict(
+                therapist_id=str(t),
+                clients=int(len(g)),
+                sessions=int(sessions.get(t, 0)),
+                median_change=float(g["change"].median()),
+                improved=int((g["status"] == "improved").sum()),
+                needs_attention=int(g["on_worklist"].sum()),
+            )
+        )
     return pd.DataFrame(rows, columns=THERAPIST_COLUMNS)

@@ -32,8 +32,22 @@ from analysis.contract import Measure
 STATUSES = ("worse", "relapsed", "no important improvement", "low baseline", "improved", "too early")
 ON_WORKLIST = STATUSES[:4]
 CLIENT_COLUMNS = [
-    "client_id", "group", "status", "on_worklist", "active", "first_visit", "last_visit", "sessions", "weeks",
-    "baseline", "latest", "best", "change", "needed", "values", "therapist_id",
+    "client_id",
+    "group",
+    "status",
+    "on_worklist",
+    "active",
+    "first_visit",
+    "last_visit",
+    "sessions",
+    "weeks",
+    "baseline",
+    "latest",
+    "best",
+    "change",
+    "needed",
+    "values",
+    "therapist_id",
 ]
 DEFAULTS = {"min_sessions": 4, "min_weeks": 4.0, "active_weeks": 4.0}
 
@@ -41,12 +55,14 @@ DEFAULTS = {"min_sessions": 4, "min_weeks": 4.0, "active_weeks": 4.0}
 def rules(cfg: dict | None) -> dict:
     """The worklist thresholds from params ``report.attention`` (defaults for missing keys)."""
     out = {**DEFAULTS, **(cfg or {})}
-    return {"min_sessions": int(out["min_sessions"]), "min_weeks": float(out["min_weeks"]),
-            "active_weeks": float(out["active_weeks"])}
+    return {
+        "min_sessions": int(out["min_sessions"]),
+        "min_weeks": float(out["min_weeks"]),
+        "active_weeks": float(out["active_weeks"]),
+    }
 
 
-def classify(baseline: float, values: list[float], sessions: int, weeks: float, measure: Measure,
-             cfg: dict) -> str:
+def classify(baseline: float, values: list[float], sessions: int, weeks: float, measure: Measure, cfg: dict) -> str:
     """One client's status (see the module docstring); ``values`` in time order, baseline first."""
     needed = float(measure.mcid_needed(baseline))
     improvements = [float(measure.improvement(baseline, v)) for v in values[1:]]
@@ -77,12 +93,19 @@ def client_table(dataset: pd.DataFrame, measure: Measure, timing: str, group: pd
     """
     cfg = rules(cfg)
     d = dataset.assign(group=group)
-    visits = (d.groupby("client_id", sort=True)
-              .agg(first_visit=("session_date", "min"), last_visit=("session_date", "max")))
-    usual = (d.drop_duplicates("session_id").dropna(subset=["therapist_id"])
-             .groupby(["client_id", "therapist_id"], sort=True).size().reset_index(name="n")
-             .sort_values(["client_id", "n", "therapist_id"], ascending=[True, False, True], kind="mergesort")
-             .drop_duplicates("client_id").set_index("client_id")["therapist_id"])
+    visits = d.groupby("client_id", sort=True).agg(
+        first_visit=("session_date", "min"), last_visit=("session_date", "max")
+    )
+    usual = (
+        d.drop_duplicates("session_id")
+        .dropna(subset=["therapist_id"])
+        .groupby(["client_id", "therapist_id"], sort=True)
+        .size()
+        .reset_index(name="n")
+        .sort_values(["client_id", "n", "therapist_id"], ascending=[True, False, True], kind="mergesort")
+        .drop_duplicates("client_id")
+        .set_index("client_id")["therapist_id"]
+    )
     m = d[(d["measure"] == measure.key) & (d["timing"] == timing) & d["value"].notna()]
     m = m.sort_values(["client_id", "session_number"], kind="mergesort")
     last_day = pd.to_datetime(d["session_date"]).max()
@@ -95,14 +118,26 @@ def client_table(dataset: pd.DataFrame, measure: Measure, timing: str, group: pd
         v = visits.loc[cid]
         last = pd.Timestamp(v["last_visit"])
         better = min if measure.lower_is_better else max
-        rows.append(dict(
-            client_id=str(cid), group=str(g["group"].iloc[0]), status=status, on_worklist=status in ON_WORKLIST,
-            active=bool((last_day - last).days <= 7 * cfg["active_weeks"]),
-            first_visit=pd.Timestamp(v["first_visit"]).date().isoformat(), last_visit=last.date().isoformat(),
-            sessions=len(values), weeks=weeks, baseline=base, latest=values[-1], best=better(values),
-            change=values[-1] - base, needed=float(measure.mcid_needed(base)), values=values,
-            therapist_id=str(usual.get(cid, "")) if cid in usual.index else "",
-        ))
+        rows.append(
+            dict(
+                client_id=str(cid),
+                group=str(g["group"].iloc[0]),
+                status=status,
+                on_worklist=status in ON_WORKLIST,
+                active=bool((last_day - last).days <= 7 * cfg["active_weeks"]),
+                first_visit=pd.Timestamp(v["first_visit"]).date().isoformat(),
+                last_visit=last.date().isoformat(),
+                sessions=len(values),
+                weeks=weeks,
+                baseline=base,
+                latest=values[-1],
+                best=better(values),
+                change=values[-1] - base,
+                needed=float(measure.mcid_needed(base)),
+                values=values,
+                therapist_id=str(usual.get(cid, "")) if cid in usual.index else "",
+            )
+        )
     out = pd.DataFrame(rows, columns=CLIENT_COLUMNS)
     if out.empty:
         return out

@@ -103,8 +103,9 @@ class LmmFit:
     @cached_property
     def random_effects(self) -> pd.DataFrame:
         """Conditional modes (BLUPs), one row per group (index = group label), columns = re_names."""
-        return pd.DataFrame(self.pls.b(), index=pd.Index(self.design.group_labels, name="group"),
-                            columns=self.design.re_names)
+        return pd.DataFrame(
+            self.pls.b(), index=pd.Index(self.design.group_labels, name="group"), columns=self.design.re_names
+        )
 
     @cached_property
     def fitted(self) -> np.ndarray:
@@ -173,12 +174,24 @@ def t_interval(estimate: float, se: float, df: float, alpha: float = 0.05) -> di
     """``estimate +/- t(df) se`` and the two-sided p (normal when df is inf); NaN when unusable."""
     if not (np.isfinite(se) and se > 0 and df > 0):
         nan = float("nan")
-        return dict(estimate=float(estimate), se=float(se) if np.isfinite(se) else nan, df=nan, ci_low=nan,
-                    ci_high=nan, p_value=nan)
+        return dict(
+            estimate=float(estimate),
+            se=float(se) if np.isfinite(se) else nan,
+            df=nan,
+            ci_low=nan,
+            ci_high=nan,
+            p_value=nan,
+        )
     dist = stats.norm if not np.isfinite(df) else stats.t(df)
     crit = float(dist.ppf(1 - alpha / 2))
-    return dict(estimate=float(estimate), se=float(se), df=float(df), ci_low=float(estimate - crit * se),
-                ci_high=float(estimate + crit * se), p_value=float(2 * dist.sf(abs(estimate / se))))
+    return dict(
+        estimate=float(estimate),
+        se=float(se),
+        df=float(df),
+        ci_low=float(estimate - crit * se),
+        ci_high=float(estimate + crit * se),
+        p_value=float(2 * dist.sf(abs(estimate / se))),
+    )
 
 
 def fit(design: Design, reml: bool = True, starts: list[np.ndarray] | None = None) -> LmmFit:

@@ -77,8 +77,14 @@ class Design:
         return int(self.Z.shape[1])
 
 
-def from_arrays(X: np.ndarray, Z: np.ndarray, y: np.ndarray, groups, fixed_names: list[str] | None = None,
-                re_names: list[str] | None = None) -> Design:
+def from_arrays(
+    X: np.ndarray,
+    Z: np.ndarray,
+    y: np.ndarray,
+    groups,
+    fixed_names: list[str] | None = None,
+    re_names: list[str] | None = None,
+) -> Design:
     """Build a :class:`Design` from matrices and a group label per row (any order).
 
     Rows are sorted stably by group label; ``Design.order`` maps back.
@@ -104,10 +110,21 @@ def from_arrays(X: np.ndarray, Z: np.ndarray, y: np.ndarray, groups, fixed_names
     ZtX = np.add.reduceat(Z[:, :, None] * X[:, None, :], starts, axis=0).reshape(-1, q, p)
     Zty = np.add.reduceat(Z * y[:, None], starts, axis=0).reshape(-1, q)
     return Design(
-        X=X, Z=Z, y=y, group_codes=codes, order=order, group_labels=np.asarray(labels),
+        X=X,
+        Z=Z,
+        y=y,
+        group_codes=codes,
+        order=order,
+        group_labels=np.asarray(labels),
         fixed_names=list(fixed_names) if fixed_names is not None else [f"x{i}" for i in range(p)],
         re_names=list(re_names) if re_names is not None else [f"z{i}" for i in range(q)],
-        ZtZ=ZtZ, ZtX=ZtX, Zty=Zty, n_per_group=n_g, XtX=X.T @ X, Xty=X.T @ y, yty=float(y @ y),
+        ZtZ=ZtZ,
+        ZtX=ZtX,
+        Zty=Zty,
+        n_per_group=n_g,
+        XtX=X.T @ X,
+        Xty=X.T @ y,
+        yty=float(y @ y),
     )
 
 
@@ -133,14 +150,21 @@ def from_formula(data: pd.DataFrame, formula: str, groups: str, re_formula: str 
         y, X = patsy.dmatrices(formula, data, return_type="dataframe", NA_action=patsy.NAAction("raise"))
         Z = patsy.dmatrix(re_formula, data, return_type="dataframe", NA_action=patsy.NAAction("raise"))
     except (patsy.PatsyError, KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"model {formula!r} (random effects {re_formula!r}) cannot be built from the data: "
-                         f"{exc}") from None
+        raise ModelError(
+            f"model {formula!r} (random effects {re_formula!r}) cannot be built from the data: {exc}"
+        ) from None
     if y.shape[1] != 1:
         raise ModelError(f"model {formula!r}: the response must be one numeric column")
     if data[groups].isna().any():
         raise ModelError(f"grouping column {groups!r} has missing values")
-    return from_arrays(X.to_numpy(), Z.to_numpy(), y.to_numpy(), data[groups].to_numpy(),
-                       fixed_names=list(X.columns), re_names=list(Z.columns))
+    return from_arrays(
+        X.to_numpy(),
+        Z.to_numpy(),
+        y.to_numpy(),
+        data[groups].to_numpy(),
+        fixed_names=list(X.columns),
+        re_names=list(Z.columns),
+    )
 
 
 def independent_columns(d: Design, tol: float = 1e-7) -> list[int]:
@@ -165,7 +189,19 @@ def independent_columns(d: Design, tol: float = 1e-7) -> list[int]:
 def select_columns(d: Design, keep: list[int]) -> Design:
     """The same design with only the fixed-effects columns ``keep`` (rows, groups and Z unchanged)."""
     return Design(
-        X=d.X[:, keep], Z=d.Z, y=d.y, group_codes=d.group_codes, order=d.order, group_labels=d.group_labels,
-        fixed_names=[d.fixed_names[j] for j in keep], re_names=d.re_names, ZtZ=d.ZtZ, ZtX=d.ZtX[:, :, keep],
-        Zty=d.Zty, n_per_group=d.n_per_group, XtX=d.XtX[np.ix_(keep, keep)], Xty=d.Xty[keep], yty=d.yty,
+        X=d.X[:, keep],
+        Z=d.Z,
+        y=d.y,
+        group_codes=d.group_codes,
+        order=d.order,
+        group_labels=d.group_labels,
+        fixed_names=[d.fixed_names[j] for j in keep],
+        re_names=d.re_names,
+        ZtZ=d.ZtZ,
+        ZtX=d.ZtX[:, :, keep],
+        Zty=d.Zty,
+        n_per_group=d.n_per_group,
+        XtX=d.XtX[np.ix_(keep, keep)],
+        Xty=d.Xty[keep],
+        yty=d.yty,
     )

@@ -157,8 +157,7 @@ def kenward_roger(d: Design, theta: np.ndarray) -> KenwardRoger:
     XV2X = d.XtX - ZtXK - ZtXK.T + ob.gsum(K, ZtZ @ K)
     XV3X = XV2X - ob.gsum(P, H @ P)
     HZ = H @ ZtZ
-    trV2 = float(d.n_obs - 2.0 * np.trace(HZ, axis1=1, axis2=2).sum()
-                 + np.einsum("gab,gba->", HZ, HZ))
+    trV2 = float(d.n_obs - 2.0 * np.trace(HZ, axis1=1, axis2=2).sum() + np.einsum("gab,gba->", HZ, HZ))
     # covariance parameters: lower triangle of the random-effects covariance, then the residual
     E = []
     for r, c in ob.theta_index(q):
@@ -186,8 +185,7 @@ def kenward_roger(d: Design, theta: np.ndarray) -> KenwardRoger:
     for i in range(n_g):
         PhiPi = Phi @ PP[i]
         for j in range(i, n_g):
-            IE2[i, j] = IE2[j, i] = (Kt[i, j] - 2.0 * np.sum(Phi * QQ[i, j])
-                                     + np.sum(PhiPi * (PP[j] @ Phi)))
+            IE2[i, j] = IE2[j, i] = Kt[i, j] - 2.0 * np.sum(Phi * QQ[i, j]) + np.sum(PhiPi * (PP[j] @ Phi))
     condi = np.min(np.abs(np.linalg.eigvalsh(IE2)))
     W = 2.0 * (np.linalg.inv(IE2) if condi > 1e-10 else ginv(IE2))
     W = (W + W.T) / 2.0

@@ -163,8 +163,18 @@ def solve_pls(d: Design, theta: np.ndarray) -> PLS:
     beta = np.linalg.solve(C_chol.T, cbeta)
     r2 = float(d.yty - np.sum(d.Zty * HZty) - cbeta @ cbeta)
     Zte = d.Zty - d.ZtX @ beta
-    return PLS(theta=theta, T=T, H=H, C=C, C_chol=C_chol, beta=beta, r2=max(r2, 0.0), ldL2=float(logdet.sum()),
-               ldRX2=float(2.0 * np.sum(np.log(np.diag(C_chol)))), Zte=Zte)
+    return PLS(
+        theta=theta,
+        T=T,
+        H=H,
+        C=C,
+        C_chol=C_chol,
+        beta=beta,
+        r2=max(r2, 0.0),
+        ldL2=float(logdet.sum()),
+        ldRX2=float(2.0 * np.sum(np.log(np.diag(C_chol)))),
+        Zte=Zte,
+    )
 
 
 def deviance_from_pls(d: Design, s: PLS, reml: bool) -> float:

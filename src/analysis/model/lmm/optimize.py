@@ -202,9 +202,14 @@ def optimize_theta(d: Design, reml: bool, starts: list[np.ndarray] | None = None
     i = 0
     while i < len(queue) and i < MAX_STARTS:
         start = queue[i]
-        res = optimize.minimize(lambda t: ob.deviance_and_gradient(d, t, reml), start,
-                                jac=True, method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-6, "maxcor": 20})
+        res = optimize.minimize(
+            lambda t: ob.deviance_and_gradient(d, t, reml),
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-6, "maxcor": 20},
+        )
         theta = np.maximum(np.asarray(res.x, dtype=float), lower)
         n_newton = 0
         ok, reason, checks = check_optimum(d, theta, reml)
@@ -215,10 +220,20 @@ def optimize_theta(d: Design, reml: bool, starts: list[np.ndarray] | None = None
         escape = checks.pop("escape", None)
         if escape is not None:
             queue.insert(i + 1, escape)  # restart from the better interior point
-        checks.update(iterations=int(res.nit), evaluations=int(res.nfev) + n_newton,
-                      optimizer="L-BFGS-B + projected Newton", start=i)
-        opt = Optimum(theta=theta, deviance=float(checks["deviance"]), converged=ok,
-                      singular=is_singular(theta, q), reason=reason, checks=checks)
+        checks.update(
+            iterations=int(res.nit),
+            evaluations=int(res.nfev) + n_newton,
+            optimizer="L-BFGS-B + projected Newton",
+            start=i,
+        )
+        opt = Optimum(
+            theta=theta,
+            deviance=float(checks["deviance"]),
+            converged=ok,
+            singular=is_singular(theta, q),
+            reason=reason,
+            checks=checks,
+        )
         if ok:
             return opt
         if best is None or opt.deviance < best.deviance:

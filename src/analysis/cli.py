@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,7 +36,7 @@ ParamsOpt = Annotated[
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", metavar="DIR", help="Folder with the three tables.")]
 
 
-def _params(path: Path | None = None) -> dict:
+def _params(path: Path | None = None) -> dict[str, Any]:
     from analysis.params import load_params
 
     return load_params(path or _STATE["params"])

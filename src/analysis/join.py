@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -179,7 +180,7 @@ def exclusion_flow(
     the number of clients lost since the previous step, for ``reason``.
     The last two rows split the analysed clients by group.
     """
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
 
     def add(step: str, client_ids: pd.Index, reason: str) -> None:
         ids = pd.Index(client_ids).unique()
@@ -248,7 +249,7 @@ def exclusion_flow(
     return flow
 
 
-def flow_config(params: dict) -> FlowConfig:
+def flow_config(params: dict[str, Any]) -> FlowConfig:
     """FlowConfig from params (join section, exposure from the model section)."""
     j = section(params, "join")
     exposure = params.get("model", {}).get("exposure", {})
@@ -303,7 +304,7 @@ def check_validation_passed(validation_json: Path, rejects: Path, allow_rejects:
         )
 
 
-def run_join(params: dict, input_dir: Path | None = None) -> str:
+def run_join(params: dict[str, Any], input_dir: Path | None = None) -> str:
     """I/O edge: read data/interim, write the analysis parquet and the flow table."""
     v = section(params, "validate")
     j = section(params, "join")

@@ -16,6 +16,8 @@ the window opens (the baseline if nothing else) and its week.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 ENDPOINT_COLUMNS = [
@@ -31,13 +33,13 @@ ENDPOINT_COLUMNS = [
 ]
 
 
-def window(cfg: dict) -> tuple[float, float]:
+def window(cfg: dict[str, Any]) -> tuple[float, float]:
     """The endpoint window ``(low, high)`` in weeks."""
     pw, w = float(cfg["primary_week"]), float(cfg["endpoint_window_weeks"])
     return pw - w, pw + w
 
 
-def client_endpoint(data: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+def client_endpoint(data: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     """One row per client: baseline, covariates and the outcome at the primary week.
 
     Parameters
@@ -151,7 +153,7 @@ def rhs(*parts: str | list[str]) -> str:
     return " + ".join(t for t in terms if t) or "1"
 
 
-def arm_summaries(data: pd.DataFrame, cfg: dict) -> dict[str, dict]:
+def arm_summaries(data: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-arm descriptive summaries of the analysed clients, for the findings bundle and pooling.
 
     Returns

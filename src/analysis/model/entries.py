@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ class FitFailed(Exception):
     """A model was fitted but is not trustworthy (did not converge, separation, singular)."""
 
 
-def entry(label: str, method: str, *, status: str = "done", reason: str | None = None, **numbers) -> dict:
+def entry(label: str, method: str, *, status: str = "done", reason: str | None = None, **numbers) -> dict[str, Any]:
     """One secondary result with the fields every entry has (always labelled exploratory)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
@@ -74,8 +75,8 @@ def entry(label: str, method: str, *, status: str = "done", reason: str | None =
 
 
 def guarded(
-    label: str, method: str, fn: Callable[[], tuple[dict, dict[str, pd.DataFrame]]]
-) -> tuple[dict, dict[str, pd.DataFrame]]:
+    label: str, method: str, fn: Callable[[], tuple[dict[str, Any], dict[str, pd.DataFrame]]]
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Run one analysis; expected failures become an entry with a reason instead of an exception.
 
     ``fn`` returns ``(numbers, tables)``; ``numbers`` may hold ``method`` and

@@ -29,6 +29,7 @@ from the t distribution with Satterthwaite (lmerTest) or Kenward-Roger
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,13 +73,13 @@ class MixedFit:
     optimizer: str
     status: str
     reason: str
-    checks: dict
+    checks: dict[str, Any]
     formula: str
     re_formula: str | None
     n_groups: int
     n_obs: int
     df_method: str = DF_METHOD_DEFAULT
-    attempts: list[dict] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
 
     @property
@@ -86,7 +87,7 @@ class MixedFit:
         return self.result is not None and self.status in ("ok", "fallback")
 
 
-def _checks(f: lmm.LmmFit) -> dict:
+def _checks(f: lmm.LmmFit) -> dict[str, Any]:
     c = f.optimum.checks
     return {
         "converged": bool(f.converged),
@@ -263,7 +264,7 @@ def _re_names(f: lmm.LmmFit) -> list[str]:
     return list(f.design.re_names)
 
 
-def wald(estimate: float, se: float, alpha: float) -> dict:
+def wald(estimate: float, se: float, alpha: float) -> dict[str, Any]:
     """Normal-approximation estimate, se, CI and two-sided p as floats (NaN when se is unusable)."""
     z = stats.norm.ppf(1 - alpha / 2)
     if not (np.isfinite(se) and se > 0):
@@ -279,7 +280,7 @@ def wald(estimate: float, se: float, alpha: float) -> dict:
     )
 
 
-def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
+def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict[str, Any]:
     """Fixed effects, random effects and fit evidence as plain dicts (JSON-ready).
 
     Returns
@@ -324,7 +325,7 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict:
     return out
 
 
-def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.05) -> dict:
+def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.05) -> dict[str, Any]:
     """Estimate of a linear combination of fixed effects, ``sum(w * beta)``, with the fit's df method.
 
     Parameters
@@ -347,14 +348,14 @@ def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.0
     return _finite_df(fit.result.contrast({k: float(v) for k, v in weights.items()}, fit.df_method, alpha))
 
 
-def _finite_df(out: dict) -> dict:
+def _finite_df(out: dict[str, Any]) -> dict[str, Any]:
     """JSON has no infinity: df null means the normal approximation (df_method 'z')."""
     if out["df"] is not None and not np.isfinite(out["df"]):
         out["df"] = None
     return out
 
 
-def fit_options(cfg: dict) -> dict:
+def fit_options(cfg: dict[str, Any]) -> dict[str, Any]:
     """The engine options from the params ``model`` section: ``singular_tol`` and ``df_method``."""
     return {
         "singular_tol": float(cfg.get("singular_tol", 1e-4)),

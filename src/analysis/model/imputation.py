@@ -32,6 +32,7 @@ which the conclusion changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ TIPPING_COLUMNS = ["delta", "estimate", "ci_low", "ci_high", "p_value"]
 # --------------------------------------------------------------------------- Rubin's rules
 
 
-def rubin(estimates, variances, df_complete: float | None = None, alpha: float = 0.05) -> dict:
+def rubin(estimates, variances, df_complete: float | None = None, alpha: float = 0.05) -> dict[str, Any]:
     """Pool m estimates by Rubin's rules.
 
     Parameters
@@ -168,7 +169,7 @@ class Imputations:
     notes: list[str]
 
 
-def impute(pdata, cfg: dict) -> Imputations:
+def impute(pdata, cfg: dict[str, Any]) -> Imputations:
     """Impute missing endpoints (and gaps in numeric covariates) ``n_imputations`` times, seeded."""
     ep = client_endpoint(pdata.data, cfg)
     m = int(cfg["n_imputations"])
@@ -258,7 +259,7 @@ def _ancova(
     return float(beta[1]), float(v[1, 1]), int(df)
 
 
-def pooled(imp: Imputations, delta: float, measure: Measure, alpha: float) -> dict:
+def pooled(imp: Imputations, delta: float, measure: Measure, alpha: float) -> dict[str, Any]:
     """Rubin-pooled ANCOVA estimate with imputed hip-focused endpoints made ``delta`` points worse."""
     ep = imp.frame
     hip = ep["hip"].to_numpy(float)
@@ -274,7 +275,9 @@ def pooled(imp: Imputations, delta: float, measure: Measure, alpha: float) -> di
     return rubin(est, var, df_complete=float(dfs[0]), alpha=alpha)
 
 
-def mi_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dict, dict[str, pd.DataFrame]]:
+def mi_analysis(
+    imp: Imputations, cfg: dict[str, Any], measure: Measure
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The MI estimate (delta 0) with the complete-case ANCOVA beside it."""
     alpha = float(cfg["alpha"])
     ep = imp.frame
@@ -318,7 +321,9 @@ def mi_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dict, di
     }, {}
 
 
-def tipping_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dict, dict[str, pd.DataFrame]]:
+def tipping_analysis(
+    imp: Imputations, cfg: dict[str, Any], measure: Measure
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Delta-adjusted MI over params ``tipping_deltas``; the smallest delta that changes the conclusion.
 
     Returns
@@ -335,7 +340,7 @@ def tipping_analysis(imp: Imputations, cfg: dict, measure: Measure) -> tuple[dic
     at0 = pooled(imp, 0.0, measure, alpha)
     favours_hip = at0["ci_high"] < 0 if measure.lower_is_better else at0["ci_low"] > 0
     n_hip_imputed = int((imp.missing_y & (imp.frame["hip"].to_numpy() == 1)).sum())
-    out: dict = {
+    out: dict[str, Any] = {
         "deltas": deltas,
         "n_hip_imputed": n_hip_imputed,
         "direction": f"imputed hip-focused endpoints made delta {measure.unit} worse",

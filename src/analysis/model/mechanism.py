@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import patsy
@@ -20,7 +22,7 @@ IMMEDIATE_COLUMNS = ["focus", "n", "mean_change", "ci_low", "ci_high"]
 # --------------------------------------------------------------------------- mediation
 
 
-def ir_gain(dataset: pd.DataFrame, clients: pd.Index, cfg: dict) -> pd.DataFrame:
+def ir_gain(dataset: pd.DataFrame, clients: pd.Index, cfg: dict[str, Any]) -> pd.DataFrame:
     """Client-level hip IR gain at the endpoint: mean over sides of the ``pre`` change from each side's baseline.
 
     The session used is the one closest to the primary week within the endpoint
@@ -58,7 +60,9 @@ def _ols_coefs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return beta
 
 
-def mediation_analysis(pdata, dataset: pd.DataFrame, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def mediation_analysis(
+    pdata, dataset: pd.DataFrame, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Product-of-coefficients mediation of the pain change at the endpoint by the hip IR gain.
 
     Mediator model: ir_gain ~ hip + ir_baseline + baseline_y + covariates (a = hip).
@@ -165,7 +169,7 @@ def mediation_analysis(pdata, dataset: pd.DataFrame, cfg: dict) -> tuple[dict, d
 # --------------------------------------------------------------------------- dose-response
 
 
-def dose_response_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def dose_response_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Mixed model of pain on the number of earlier hip-focused sessions (time-varying exposure).
 
     ``prior_hip_sessions`` counts hip-focused sessions *before* the current one:
@@ -207,7 +211,9 @@ def dose_response_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFra
 # --------------------------------------------------------------------------- immediate effect
 
 
-def immediate_effect_analysis(dataset: pd.DataFrame, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def immediate_effect_analysis(
+    dataset: pd.DataFrame, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Within-session change (post - pre) of the primary measure by the session's focus.
 
     Uses every session in the dataset with both a pre and a post value. Hip vs
@@ -239,7 +245,7 @@ def immediate_effect_analysis(dataset: pd.DataFrame, cfg: dict) -> tuple[dict, d
     table = pd.DataFrame(rows, columns=IMMEDIATE_COLUMNS)
 
     d = wide[wide["focus"].isin(["hip", "knee", "hip_and_knee"])]
-    out: dict = {
+    out: dict[str, Any] = {
         "by_focus": summary,
         "n_sessions": int(len(wide)),
         "n_clients": int(wide["client_id"].nunique()),

@@ -9,6 +9,8 @@ somewhat more precise, so these numbers are conservative for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
@@ -18,7 +20,7 @@ from analysis.model.endpoint import client_endpoint, rhs, usable_terms
 from analysis.model.entries import NotEstimable, fit_checked
 
 
-def precision_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def precision_analysis(pdata, primary_fit, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Minimum detectable difference at the primary week and the n per group for ``target_difference``."""
     alpha, power, target = float(cfg["alpha"]), float(cfg["power"]), float(cfg["target_difference"])
     ep = client_endpoint(pdata.data, cfg)

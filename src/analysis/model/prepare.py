@@ -29,6 +29,7 @@ rule applies to any numeric covariate with gaps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -114,7 +115,7 @@ def reference_order(values: pd.Series) -> list[str]:
     return [reference] + sorted(level for level in counts.index if level != reference)
 
 
-def primary_data(dataset: pd.DataFrame, cfg: dict) -> PrimaryData:
+def primary_data(dataset: pd.DataFrame, cfg: dict[str, Any]) -> PrimaryData:
     """Select and shape the primary model's data from the analysis dataset.
 
     Parameters

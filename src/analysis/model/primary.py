@@ -21,6 +21,8 @@ a randomised one; unmeasured confounding by indication remains possible.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -53,7 +55,9 @@ def primary_formula(pdata: PrimaryData) -> str:
     return " + ".join(["y ~ week * hip", *pdata.covariates])
 
 
-def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame], MixedFit]:
+def primary_analysis(
+    pdata: PrimaryData, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame], MixedFit]:
     """Fit the primary model and derive the estimands.
 
     Parameters
@@ -64,7 +68,7 @@ def primary_analysis(pdata: PrimaryData, cfg: dict) -> tuple[dict, dict[str, pd.
 
     Returns
     -------
-    entry : dict (JSON-ready) with ``estimand``, ``formula``, ``re_formula``,
+    entry : dict[str, Any] (JSON-ready) with ``estimand``, ``formula``, ``re_formula``,
         ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``p_value`` (the headline:
         difference in change at the primary week), ``slope_difference``
         {estimate, se, ci_low, ci_high, p_value}, ``change_by_group``,

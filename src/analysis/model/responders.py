@@ -10,6 +10,8 @@ their number per group is reported.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import patsy
@@ -39,7 +41,7 @@ def is_responder(baseline: pd.Series, value: pd.Series, measure: Measure) -> pd.
     return (improvement >= needed - 1e-9).fillna(False).astype("int64")
 
 
-def log_odds_ratio(r1: int, n1: int, r0: int, n0: int) -> dict:
+def log_odds_ratio(r1: int, n1: int, r0: int, n0: int) -> dict[str, Any]:
     """Unadjusted log odds ratio (hip-focused vs comparator) and its Woolf SE, for pooling across clinics.
 
     Cells of 0 get the usual 0.5 added to all four (``continuity``); with an empty group there is none.
@@ -57,7 +59,7 @@ def log_odds_ratio(r1: int, n1: int, r0: int, n0: int) -> dict:
     }
 
 
-def nnt(rd: float, ci_low: float, ci_high: float) -> dict:
+def nnt(rd: float, ci_low: float, ci_high: float) -> dict[str, Any]:
     """Number needed to treat from a risk difference (benefit positive) and its CI (Altman 1998).
 
     Returns
@@ -100,7 +102,7 @@ def nnt(rd: float, ci_low: float, ci_high: float) -> dict:
     return out
 
 
-def responder_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[str, pd.DataFrame]]:
+def responder_analysis(pdata, cfg: dict[str, Any], measure: Measure) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Responders by group, adjusted odds ratio, risk difference and NNT.
 
     Returns
@@ -134,7 +136,7 @@ def responder_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[s
     lo, hi = confint_proportions_2indep(r1, n1, r0, n0, method="newcomb", compare="diff", alpha=alpha)
     z = stats.norm.ppf(1 - alpha / 2)
     se_wald = float(np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
-    numbers: dict = {
+    numbers: dict[str, Any] = {
         "n_hip_focused": n1,
         "n_comparator": n0,
         "responders_hip_focused": r1,
@@ -199,7 +201,7 @@ def responder_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[s
     return {**numbers, "notes": notes}, {"responders": table[RESPONDER_COLUMNS]}
 
 
-def _standardised_rd(res, info: patsy.DesignInfo, df: pd.DataFrame, alpha: float) -> dict:
+def _standardised_rd(res, info: patsy.DesignInfo, df: pd.DataFrame, alpha: float) -> dict[str, Any]:
     """Marginal standardisation: everyone hip-focused minus everyone knee-focused, delta-method CI."""
     x1 = np.asarray(patsy.build_design_matrices([info], df.assign(hip=1))[0])
     x0 = np.asarray(patsy.build_design_matrices([info], df.assign(hip=0))[0])
@@ -214,7 +216,7 @@ def _standardised_rd(res, info: patsy.DesignInfo, df: pd.DataFrame, alpha: float
     return out
 
 
-def _definition(measure: Measure, cfg: dict) -> str:
+def _definition(measure: Measure, cfg: dict[str, Any]) -> str:
     parts = []
     if measure.mcid_points is not None:
         parts.append(f"{measure.mcid_points:g} points")

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -89,7 +90,7 @@ DIAGNOSTIC_COLUMNS = ["client_id", "week", "y", "fitted", "residual"]
 RANDOM_EFFECT_COLUMNS = ["client_id", "intercept", "slope"]
 
 
-def run_model(params: dict, progress: Callable[[str], None] | None = None) -> str:
+def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = None) -> str:
     """Read the analysis dataset, run the primary and secondary analyses, write the results folder.
 
     ``progress`` (optional) is called with the name of each step before it runs.
@@ -192,7 +193,7 @@ def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def metrics(entry: dict) -> dict:
+def metrics(entry: dict[str, Any]) -> dict[str, Any]:
     """The few headline numbers for ``dvc metrics show`` / ``dvc metrics diff``."""
     sd = entry.get("slope_difference") or {}
     return {
@@ -236,7 +237,7 @@ def write_table(path: Path, df: pd.DataFrame) -> None:
         neutralise_formulas(sort_table(df)).to_csv(tmp, index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
 
 
-def summary_line(entry: dict, out: Path, n_secondary: int) -> str:
+def summary_line(entry: dict[str, Any], out: Path, n_secondary: int) -> str:
     """The console summary: the headline with its CI, or FAILED with the reason."""
     week = entry["primary_week"]
     if entry["status"] == "failed":

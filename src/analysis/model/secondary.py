@@ -31,6 +31,7 @@ within ``endpoint_window_weeks``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -92,10 +93,10 @@ def run_secondary(
     pdata,
     dataset: pd.DataFrame,
     primary_fit,
-    cfg: dict,
+    cfg: dict[str, Any],
     registry: Registry,
     progress: Callable[[str], None] | None = None,
-) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, pd.DataFrame]]:
     """Run every secondary analysis; collect entries and tables.
 
     Parameters
@@ -121,18 +122,18 @@ def run_secondary(
     >>> entries["gee"]["estimate"], entries["gee"]["ci_low"]  # doctest: +SKIP
     """
     measure = registry[cfg["measure"]]
-    imputations: dict = {}
+    imputations: dict[str, Any] = {}
 
-    def mi() -> tuple[dict, dict]:
+    def mi() -> tuple[dict[str, Any], dict[str, Any]]:
         imputations["set"] = impute(pdata, cfg)
         return mi_analysis(imputations["set"], cfg, measure)
 
-    def tipping() -> tuple[dict, dict]:
+    def tipping() -> tuple[dict[str, Any], dict[str, Any]]:
         if "set" not in imputations:
             raise NotEstimable("multiple imputation was not done (see multiple_imputation)")
         return tipping_analysis(imputations["set"], cfg, measure)
 
-    plan: list[tuple[str, Callable[[], tuple[dict, dict]]]] = [
+    plan: list[tuple[str, Callable[[], tuple[dict[str, Any], dict[str, Any]]]]] = [
         ("responders", lambda: responder_analysis(pdata, cfg, measure)),
         ("gee", lambda: gee_analysis(pdata, cfg)),
         ("iptw", lambda: iptw_analysis(pdata, cfg)),
@@ -146,7 +147,7 @@ def run_secondary(
         ("immediate_effect", lambda: immediate_effect_analysis(dataset, cfg)),
         ("precision", lambda: precision_analysis(pdata, primary_fit, cfg)),
     ]
-    entries: dict[str, dict] = {}
+    entries: dict[str, dict[str, Any]] = {}
     tables: dict[str, pd.DataFrame] = {}
     for name, fn in plan:
         label, method = LABELS[name]

@@ -8,6 +8,8 @@ different modelling assumptions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
@@ -24,7 +26,7 @@ CHRONICITY_COLUMNS = ["symptom_weeks", "effect", "ci_low", "ci_high", "within_da
 # --------------------------------------------------------------------------- GEE
 
 
-def gee_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def gee_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """GEE (Gaussian, exchangeable working correlation, robust sandwich SEs) of y ~ week*hip + covariates.
 
     Returns
@@ -125,7 +127,7 @@ def stabilised_weights(hip: pd.Series, ps: pd.Series, trim: tuple[float, float])
     return pd.Series(np.clip(w, lo, hi), index=hip.index)
 
 
-def iptw_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def iptw_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Inverse probability of treatment weighting on the per-client change at the primary week.
 
     Propensity: logistic regression of hip on the baseline covariates and the
@@ -218,7 +220,7 @@ def e_value_rr(rr: float) -> float:
     return float(rr + np.sqrt(rr * (rr - 1.0)))
 
 
-def e_value_difference(estimate: float, ci_low: float, ci_high: float, sd: float) -> dict:
+def e_value_difference(estimate: float, ci_low: float, ci_high: float, sd: float) -> dict[str, Any]:
     """E-value of a mean difference via the standardised difference d = estimate / sd and RR ~ exp(0.91 d).
 
     Returns
@@ -238,7 +240,7 @@ def e_value_difference(estimate: float, ci_low: float, ci_high: float, sd: float
     return {"d": float(d), "rr": rr, "e_value": e_value_rr(rr), "e_value_ci": e_ci}
 
 
-def e_value_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def e_value_analysis(pdata, primary_fit, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """E-value of the primary estimate (difference in change at the primary week)."""
     if primary_fit is None or not primary_fit.ok:
         raise NotEstimable(
@@ -270,13 +272,13 @@ def e_value_analysis(pdata, primary_fit, cfg: dict) -> tuple[dict, dict[str, pd.
 # --------------------------------------------------------------------------- chronicity
 
 
-def chronicity_grid(cfg: dict) -> np.ndarray:
+def chronicity_grid(cfg: dict[str, Any]) -> np.ndarray:
     """Symptom durations (weeks) for the effect curve: log-spaced, params ``chronicity_grid``."""
     g = cfg["chronicity_grid"]
     return np.unique(np.round(np.geomspace(float(g["from"]), float(g["to"]), int(g["points"])), 1))
 
 
-def chronicity_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]]:
+def chronicity_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Does the hip effect depend on symptom duration? Three-way week x hip x ln(symptom_weeks + 1) LMM.
 
     Returns
@@ -296,7 +298,7 @@ def chronicity_analysis(pdata, cfg: dict) -> tuple[dict, dict[str, pd.DataFrame]
     names = fit.result.fe_params.index
     wh, whl = term_name(names, "week", "hip"), term_name(names, "week", "hip", "log_symptom_weeks")
 
-    def effect(sw: float) -> dict:
+    def effect(sw: float) -> dict[str, Any]:
         return linear_contrast(fit, {wh: pw, whl: pw * float(np.log(sw + 1.0))}, alpha)
 
     at = {str(int(s)) if float(s).is_integer() else str(s): effect(float(s)) for s in cfg["chronicity_weeks"]}

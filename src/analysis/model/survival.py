@@ -11,6 +11,8 @@ exact slightly favours whoever is seen more often.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -64,7 +66,9 @@ def _finite_or_none(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def time_to_improvement_analysis(pdata, cfg: dict, measure: Measure) -> tuple[dict, dict[str, pd.DataFrame]]:
+def time_to_improvement_analysis(
+    pdata, cfg: dict[str, Any], measure: Measure
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Kaplan-Meier curves of 'not yet improved by the MCID' per group, medians and the log-rank test.
 
     Returns

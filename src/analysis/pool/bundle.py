@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 from analysis.report import findings as fnd
 
@@ -35,7 +36,7 @@ def _validator():
     return jsonschema.Draft202012Validator(fnd.schema())
 
 
-def _schema_problem(bundle: dict) -> str | None:
+def _schema_problem(bundle: dict[str, Any]) -> str | None:
     errors = sorted(_validator().iter_errors(bundle), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
@@ -45,7 +46,7 @@ def _schema_problem(bundle: dict) -> str | None:
     return f"does not follow the findings schema at {where}: {e.message}{more}"
 
 
-def read_bundle(path: Path) -> tuple[dict | None, str | None]:
+def read_bundle(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """One bundle, or the reason it cannot be pooled (``'<path>: <what is wrong>'``)."""
     if not path.is_file():
         return None, f"{path}: not found"
@@ -86,7 +87,7 @@ def read_bundle(path: Path) -> tuple[dict | None, str | None]:
     return bundle, None
 
 
-def compatibility_problems(bundles: list[dict], paths: list[Path]) -> list[str]:
+def compatibility_problems(bundles: list[dict[str, Any]], paths: list[Path]) -> list[str]:
     """Bundles that estimate something else than the first one, and duplicate clinic ids."""
     problems = []
     ref, ref_path = bundles[0]["compatibility"], paths[0]
@@ -111,7 +112,7 @@ def compatibility_problems(bundles: list[dict], paths: list[Path]) -> list[str]:
     return problems
 
 
-def read_bundles(paths: list[Path]) -> tuple[list[dict], list[str]]:
+def read_bundles(paths: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """Every bundle, and every problem (file by file, then across files)."""
     bundles, problems, ok_paths = [], [], []
     for p in paths:

@@ -14,13 +14,14 @@ import argparse
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 SIZES = (40, 70, 110, 160, 240, 380)
 
 
-def plan(n_clinics: int, mean_effect: float, tau: float, seed: int, sizes=SIZES) -> list[dict]:
+def plan(n_clinics: int, mean_effect: float, tau: float, seed: int, sizes=SIZES) -> list[dict[str, Any]]:
     """The network: name, clients, true slope difference and seed of every clinic (reproducible)."""
     rng = np.random.default_rng(seed)
     effects = mean_effect + tau * rng.standard_normal(n_clinics)
@@ -36,7 +37,7 @@ def plan(n_clinics: int, mean_effect: float, tau: float, seed: int, sizes=SIZES)
     ]
 
 
-def clinic_params(params: dict, folder: Path, name: str) -> dict:
+def clinic_params(params: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
     """The pipeline's params with every output (and the input) inside ``folder``."""
     p = copy.deepcopy(params)
     p["data"]["input"] = str(folder / "data")
@@ -54,8 +55,15 @@ def clinic_params(params: dict, folder: Path, name: str) -> dict:
 
 
 def run_network(
-    out: Path, params: dict, *, n_clinics: int = 6, tau: float = 0.05, seed: int = 20261124, sizes=SIZES, say=print
-) -> dict:
+    out: Path,
+    params: dict[str, Any],
+    *,
+    n_clinics: int = 6,
+    tau: float = 0.05,
+    seed: int = 20261124,
+    sizes=SIZES,
+    say=print,
+) -> dict[str, Any]:
     """Simulate, run and pool the network; returns the truth and the pooled estimate."""
     from analysis.join import run_join
     from analysis.model.run import run_model

@@ -27,6 +27,7 @@ Model: ``y_i ~ N(mu, v_i + tau^2)``, ``i = 1..k`` (one estimate and its squared 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
@@ -187,7 +188,7 @@ class Interval:
     p_value: float
     df: float | None  # None = normal
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "estimate": self.estimate,
             "se": self.se,
@@ -216,7 +217,7 @@ def q_profile(y, v, alpha: float = 0.05) -> tuple[float, float]:
     return _root_q(y, v, lo_target), _root_q(y, v, hi_target)
 
 
-def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> dict:
+def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> dict[str, Any]:
     """Random-effects meta-analysis, metafor's ``rma(yi, vi, method=..., test=...)`` plus predict and confint.
 
     Parameters
@@ -284,7 +285,9 @@ def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: floa
     }
 
 
-def leave_one_out(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> list[dict]:
+def leave_one_out(
+    y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+) -> list[dict[str, Any]]:
     """metafor ``leave1out``: the meta-analysis without each clinic in turn (k >= 3).
 
     Returns
@@ -308,7 +311,7 @@ def leave_one_out(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", a
     return out
 
 
-def influence(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> list[dict]:
+def influence(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> list[dict[str, Any]]:
     """metafor ``influence``: externally standardised residual, Cook's distance, hat value and weight per clinic.
 
     ``rstudent_i = (y_i - mu_(-i)) / sqrt(s2_(-i) (v_i + tau2_(-i)) + se_(-i)^2)`` with the deleted fit's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -17,7 +18,7 @@ def _n_text(n) -> str:
     return "n not shown" if n in (None, "*") else f"n = {n}"
 
 
-def forest_figure(result: dict) -> Figure:
+def forest_figure(result: dict[str, Any]) -> Figure:
     """Each clinic's estimate and CI (with its n), the pooled diamond and the prediction interval."""
     clinics = result["clinics"]
     p = result["primary"]
@@ -68,7 +69,7 @@ def _ci_label(method: str) -> str:
     return {"knha": "Knapp-Hartung", "knha_modified": "modified Knapp-Hartung", "z": "Wald"}.get(method, method)
 
 
-def render_outputs(result: dict) -> dict:
+def render_outputs(result: dict[str, Any]) -> dict[str, Any]:
     """``forest_svg``, ``html``, ``html_text`` (HTML without embedded images, for the privacy gate), ``pdf``."""
     with figure_style():
         svg = svg_bytes(forest_figure(result))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from analysis.errors import InputError
 from analysis.pool import meta
@@ -38,11 +39,11 @@ LIMITATIONS = [
 ]
 
 
-def schema() -> dict:
+def schema() -> dict[str, Any]:
     return json.loads(files("analysis.pool").joinpath("pooled.schema.json").read_text(encoding="utf-8"))
 
 
-def _clinic_row(b: dict) -> dict:
+def _clinic_row(b: dict[str, Any]) -> dict[str, Any]:
     p = b["primary"]
     return {
         "clinic_id": b["clinic_id"],
@@ -58,7 +59,9 @@ def _clinic_row(b: dict) -> dict:
     }
 
 
-def _meta_block(y: list[float], v: list[float], ids: list[str], tau2_method: str, ci_method: str, alpha: float) -> dict:
+def _meta_block(
+    y: list[float], v: list[float], ids: list[str], tau2_method: str, ci_method: str, alpha: float
+) -> dict[str, Any]:
     """The pooled result of one estimand, or why it was not pooled."""
     k = len(y)
     if k < 2:
@@ -87,7 +90,9 @@ def _meta_block(y: list[float], v: list[float], ids: list[str], tau2_method: str
     return out
 
 
-def pool(bundles: list[dict], *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> dict:
+def pool(
+    bundles: list[dict[str, Any]], *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+) -> dict[str, Any]:
     """Pool checked bundles (see :func:`analysis.pool.bundle.read_bundles`).
 
     Returns
@@ -210,7 +215,7 @@ def run_pool(
     return summary_line(result, out_dir)
 
 
-def summary_line(result: dict, out_dir: Path) -> str:
+def summary_line(result: dict[str, Any], out_dir: Path) -> str:
     p = result["primary"]
     if p["status"] != "pooled":
         return f"{result['k']} bundle(s): not pooled - {p['reason']}\nwritten -> {out_dir}"

@@ -19,8 +19,10 @@ lme4 uses, and every stage is tested against committed R reference numbers
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,10 @@ from analysis.model.lmm.optimize import Optimum, optimize_theta
 DF_METHODS = ("satterthwaite", "kenward_roger", "z")
 
 __all__ = ["DF_METHODS", "Design", "LmmFit", "fit", "from_arrays", "from_formula"]
+
+
+#: Contrast weights: one per fixed effect (array or sequence), or ``{name: weight}`` (others 0).
+Weights = np.ndarray | Sequence[float] | Mapping[str, float]
 
 
 @dataclass
@@ -89,7 +95,8 @@ class LmmFit:
     def cov_re(self) -> np.ndarray:
         """Covariance matrix of the random effects, ``sigma^2 T T'`` (lme4 ``VarCorr``)."""
         T = self.pls.T
-        return self.sigma2 * T @ T.T
+        cov: np.ndarray = self.sigma2 * T @ T.T
+        return cov
 
     @property
     def deviance(self) -> float:
@@ -112,7 +119,7 @@ class LmmFit:
         """Fitted values ``X beta + Z b`` in the caller's row order."""
         d = self.design
         b = self.pls.b()[d.group_codes]
-        sorted_fit = d.X @ self.pls.beta + np.sum(d.Z * b, axis=1)
+        sorted_fit: np.ndarray = d.X @ self.pls.beta + np.sum(d.Z * b, axis=1)
         out = np.empty_like(sorted_fit)
         out[d.order] = sorted_fit
         return out
@@ -129,7 +136,7 @@ class LmmFit:
         refit = fit(self.design, reml=True)
         return kenward_roger(self.design, refit.theta)
 
-    def contrast(self, L, df_method: str = "satterthwaite", alpha: float = 0.05) -> dict:
+    def contrast(self, L: Weights, df_method: str = "satterthwaite", alpha: float = 0.05) -> dict[str, Any]:
         """Estimate, SE, df, t-based CI and two-sided p of ``L' beta``.
 
         Parameters
@@ -157,9 +164,9 @@ class LmmFit:
             raise ValueError(f"df_method must be one of {DF_METHODS}, not {df_method!r}")
         return t_interval(est, se, df, alpha) | {"df_method": df_method}
 
-    def _weights(self, L) -> np.ndarray:
+    def _weights(self, L: Weights) -> np.ndarray:
         names = self.design.fixed_names
-        if isinstance(L, dict):
+        if isinstance(L, Mapping):
             unknown = sorted(set(L) - set(names))
             if unknown:
                 raise KeyError(f"{unknown} are not fixed effects; known: {names}")
@@ -170,7 +177,7 @@ class LmmFit:
         return Lv
 
 
-def t_interval(estimate: float, se: float, df: float, alpha: float = 0.05) -> dict:
+def t_interval(estimate: float, se: float, df: float, alpha: float = 0.05) -> dict[str, Any]:
     """``estimate +/- t(df) se`` and the two-sided p (normal when df is inf); NaN when unusable."""
     if not (np.isfinite(se) and se > 0 and df > 0):
         nan = float("nan")

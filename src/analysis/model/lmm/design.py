@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import patsy
 
@@ -81,7 +82,7 @@ def from_arrays(
     X: np.ndarray,
     Z: np.ndarray,
     y: np.ndarray,
-    groups,
+    groups: npt.ArrayLike,
     fixed_names: list[str] | None = None,
     re_names: list[str] | None = None,
 ) -> Design:

@@ -78,7 +78,8 @@ def _vp_gradient(d: Design, vp: np.ndarray, reml: bool) -> np.ndarray:
     S = ob.s_matrix(d, s, ob.blocks(d, s), reml, scale=sigma**2)
     m = d.n_obs - (d.p if reml else 0)
     g_sigma = -2.0 * s.r2 / sigma**3 + 2.0 * m / sigma
-    return np.r_[ob.grad_from_s(S, s.T, d.q), g_sigma]
+    grad: np.ndarray = np.r_[ob.grad_from_s(S, s.T, d.q), g_sigma]
+    return grad
 
 
 def ginv(H: np.ndarray) -> np.ndarray:

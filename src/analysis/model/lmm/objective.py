@@ -95,7 +95,8 @@ def inv_logdet(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def gsum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """``sum_g A_g' B_g`` for stacks (G, q, m) and (G, q, k) as one BLAS product -> (m, k)."""
-    return A.reshape(-1, A.shape[-1]).T @ B.reshape(-1, B.shape[-1])
+    out: np.ndarray = A.reshape(-1, A.shape[-1]).T @ B.reshape(-1, B.shape[-1])
+    return out
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ class PLS:
 
         Equals lme4's ``T u`` with ``u = L'^-1 (c_u - R_ZX beta)``.
         """
-        return (self.H @ self.Zte[..., None])[..., 0]
+        u: np.ndarray = (self.H @ self.Zte[..., None])[..., 0]
+        return u
 
     def unscaled_cov(self) -> np.ndarray:
         """``(X'V^-1 X)^-1``; times sigma^2 it is the fixed-effects covariance."""
@@ -231,7 +233,8 @@ def s_matrix(d: Design, s: PLS, bl: Blocks, reml: bool, scale: float | None = No
     if reml:
         PC = (bl.P.reshape(-1, d.p) @ s.unscaled_cov()).reshape(bl.P.shape)
         S = S - np.einsum("gap,gbp->ab", bl.P, PC)
-    return (S + S.T) / 2.0
+    sym: np.ndarray = (S + S.T) / 2.0
+    return sym
 
 
 def grad_from_s(S: np.ndarray, T: np.ndarray, q: int) -> np.ndarray:

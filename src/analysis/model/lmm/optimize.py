@@ -26,7 +26,9 @@ A fit is *singular* as in lme4's ``isSingular``: some diagonal element of T
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import optimize
@@ -62,10 +64,10 @@ class Optimum:
     converged: bool
     singular: bool
     reason: str
-    checks: dict = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
 
 
-def hessian_fd(grad, x: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
+def hessian_fd(grad: Callable[[np.ndarray], np.ndarray], x: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
     """Symmetrised central-difference Jacobian of an exact gradient function.
 
     Steps are ``1e-5 * max(1, |x_k|)``; a component within one step of its lower
@@ -88,11 +90,13 @@ def hessian_fd(grad, x: np.ndarray, lower: np.ndarray | None = None) -> np.ndarr
 def _free(theta: np.ndarray, g: np.ndarray, lower: np.ndarray) -> np.ndarray:
     """Components not held at their bound (at the bound with a gradient pushing outwards = held)."""
     at = np.isfinite(lower) & (theta <= lower + BOUND_EPS)
-    return ~(at & (g >= 0))
+    free: np.ndarray = ~(at & (g >= 0))
+    return free
 
 
 def projected_gradient(theta: np.ndarray, g: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    return np.where(_free(theta, g, lower), g, 0.0)
+    pg: np.ndarray = np.where(_free(theta, g, lower), g, 0.0)
+    return pg
 
 
 def _newton_polish(d: Design, theta: np.ndarray, reml: bool, lower: np.ndarray) -> tuple[np.ndarray, float, int]:
@@ -129,12 +133,12 @@ def _newton_polish(d: Design, theta: np.ndarray, reml: bool, lower: np.ndarray) 
     return theta, f, n_eval
 
 
-def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, dict]:
+def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, dict[str, Any]]:
     """Is ``theta`` a provable local minimum of the deviance? (converged, reason, checks)."""
     q = d.q
     lower = ob.lower_bounds(q)
     f, g = ob.deviance_and_gradient(d, theta, reml)
-    checks: dict = {"deviance": f}
+    checks: dict[str, Any] = {"deviance": f}
     if not np.isfinite(f):
         return False, "the deviance is not finite at the estimate", checks
     pg = projected_gradient(theta, g, lower)
@@ -186,7 +190,7 @@ def is_singular(theta: np.ndarray, q: int, tol: float = SINGULAR_TOL) -> bool:
     return bool(np.any(theta[np.isfinite(lower)] < tol))
 
 
-def optimize_theta(d: Design, reml: bool, starts: list[np.ndarray] | None = None) -> Optimum:
+def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | None = None) -> Optimum:
     """Minimise the profiled deviance from each start in turn; return the first provable optimum.
 
     The default start is a moment estimate (:func:`moment_start`; it halves the
@@ -198,12 +202,16 @@ def optimize_theta(d: Design, reml: bool, starts: list[np.ndarray] | None = None
     bounds = [(0.0 if np.isfinite(lo) else None, None) for lo in lower]
     starts = starts if starts is not None else [moment_start(d), ob.theta_start(q)]
     best: Optimum | None = None
-    queue = [np.asarray(t, dtype=float) for t in starts if t is not None]
+    queue: list[np.ndarray] = [np.asarray(t, dtype=float) for t in starts if t is not None]
     i = 0
+
+    def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
+        return ob.deviance_and_gradient(d, t, reml)
+
     while i < len(queue) and i < MAX_STARTS:
         start = queue[i]
         res = optimize.minimize(
-            lambda t: ob.deviance_and_gradient(d, t, reml),
+            objective,
             start,
             jac=True,
             method="L-BFGS-B",

@@ -84,3 +84,19 @@ def test_primary_result_is_a_converged_estimate_near_the_truth(built):
         assert entry["exploratory"] is True, name
         if entry["status"] != "done":
             assert entry["reason"], name
+
+
+def test_model_with_a_measure_missing_from_the_registry_is_a_clear_error(built, capsys):
+    tmp, _, _ = built
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    params["model"]["measure"] = "koos_pain_typo"
+    params["model"]["out_dir"] = str(tmp / "reports" / "results-typo")
+    ppath = tmp / "params-typo.yaml"
+    ppath.write_text(yaml.safe_dump(params))
+    code = main(["--params", str(ppath), "model"])
+    err = capsys.readouterr().err
+    assert code == 2  # an input error (the params name a measure the registry lacks)
+    assert "model.measure: 'koos_pain_typo' is not in the measures registry (" in err
+    assert "nprs" in err  # the known measures are listed
+    assert "Traceback" not in err
+    assert not (tmp / "reports" / "results-typo").exists()

@@ -113,7 +113,7 @@ def collapse_sparse_levels(df: pd.DataFrame, covariates: list[str], min_n: int) 
             continue
         levels = list(out[col].cat.categories) if isinstance(out[col].dtype, pd.CategoricalDtype) else []
         reference = levels[0] if levels and levels[0] in counts.index else str(counts.idxmax())
-        sparse = sorted(lv for lv, n in counts.items() if n < min_n and lv != reference)
+        sparse = sorted(str(lv) for lv, n in counts.items() if n < min_n and lv != reference)
         if sparse:
             s = s.where(~s.isin(sparse), reference)
             notes.append(

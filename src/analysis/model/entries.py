@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,6 @@ from statsmodels.tools.sm_exceptions import (
 )
 
 from analysis.errors import ModelError
-from analysis.model.fit import wald  # noqa: F401  (re-exported for the secondary analyses)
 
 STATUSES = ("done", "not_estimable", "failed")
 
@@ -57,6 +56,10 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: What a checked fit returns (a statsmodels results object, untyped).
+T = TypeVar("T")
+
+
 class NotEstimable(Exception):
     """The analysis cannot be estimated from these data (not a bug, not a fitting failure)."""
 
@@ -65,7 +68,9 @@ class FitFailed(Exception):
     """A model was fitted but is not trustworthy (did not converge, separation, singular)."""
 
 
-def entry(label: str, method: str, *, status: str = "done", reason: str | None = None, **numbers) -> dict[str, Any]:
+def entry(
+    label: str, method: str, *, status: str = "done", reason: str | None = None, **numbers: Any
+) -> dict[str, Any]:
     """One secondary result with the fields every entry has (always labelled exploratory)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
@@ -102,7 +107,7 @@ def guarded(
 
 
 @contextmanager
-def recording_fit_warnings() -> Iterator[list]:
+def recording_fit_warnings() -> Iterator[list[warnings.WarningMessage]]:
     """Record (not show) the warnings that make a fit untrustworthy; yields the list of warnings caught."""
     with warnings.catch_warnings(record=True) as caught:
         for category in FIT_WARNINGS:
@@ -110,7 +115,7 @@ def recording_fit_warnings() -> Iterator[list]:
         yield caught
 
 
-def fit_checked(what: str, fit: Callable[[], object]) -> object:
+def fit_checked(what: str, fit: Callable[[], T]) -> T:
     """Call ``fit()``; raise :class:`FitFailed` naming ``what`` if it warned that it cannot be trusted."""
     with recording_fit_warnings() as caught:
         try:

@@ -86,6 +86,11 @@ class MixedFit:
     def ok(self) -> bool:
         return self.result is not None and self.status in ("ok", "fallback")
 
+    @property
+    def accepted(self) -> lmm.LmmFit:
+        """The engine's fit behind an accepted verdict; :class:`ModelError` naming the reason otherwise."""
+        return _require(self)
+
 
 def _checks(f: lmm.LmmFit) -> dict[str, Any]:
     c = f.optimum.checks
@@ -105,7 +110,7 @@ def _checks(f: lmm.LmmFit) -> dict[str, Any]:
     }
 
 
-def _num(v) -> float | None:
+def _num(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
@@ -146,9 +151,13 @@ def fit_mixed(
     if df_method not in lmm.DF_METHODS:
         raise ModelError(f"params model.df_method must be one of {', '.join(lmm.DF_METHODS)}, not {df_method!r}")
     design = lmm.from_formula(data, formula, groups, re_formula)
-    base = dict(
-        formula=formula, re_formula=re_formula, n_groups=design.n_groups, n_obs=design.n_obs, df_method=df_method
-    )
+    base: dict[str, Any] = {
+        "formula": formula,
+        "re_formula": re_formula,
+        "n_groups": design.n_groups,
+        "n_obs": design.n_obs,
+        "df_method": df_method,
+    }
     label = f"random effects {re_formula or '~1'}"
     dropped: list[str] = []
     keep = lmm.design.independent_columns(design)
@@ -226,7 +235,7 @@ def fit_mixed_with_fallback(
     formula: str,
     groups: str,
     re_formula: str | None,
-    **kwargs,
+    **kwargs: Any,
 ) -> MixedFit:
     """:func:`fit_mixed`; if the planned random-slope model is *singular*, refit with a random intercept only.
 
@@ -292,7 +301,7 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict[str, Any]:
         ``converged``, ``optimizer``, ``status``, ``reason``, ``checks``, ``df_method``,
         ``n_groups``, ``n_obs``. For a failed fit the effects are empty.
     """
-    out = dict(
+    out: dict[str, Any] = dict(
         converged=fit.converged,
         optimizer=fit.optimizer,
         status=fit.status,
@@ -304,9 +313,9 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict[str, Any]:
         fixed_effects={},
         random_effects={"variances": {}, "covariance": {}, "correlation": {}, "residual_variance": None},
     )
-    if not fit.ok:
-        return out
     res = fit.result
+    if not fit.ok or res is None:
+        return out
     names = res.design.fixed_names
     out["fixed_effects"] = {
         n: _finite_df(res.contrast(np.eye(len(names))[i], fit.df_method, alpha)) for i, n in enumerate(names)
@@ -340,12 +349,12 @@ def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.0
     dict with ``estimate``, ``se``, ``df``, ``ci_low``, ``ci_high``, ``p_value``, ``df_method``
     (``df`` is inf for ``'z'``; CIs use t(df)).
     """
-    _require(fit)
-    names = fit.result.design.fixed_names
+    res = _require(fit)
+    names = res.design.fixed_names
     unknown = sorted(set(weights) - set(names))
     if unknown:
         raise ModelError(f"contrast names {unknown} are not fixed effects of {fit.formula!r}; known: {names}")
-    return _finite_df(fit.result.contrast({k: float(v) for k, v in weights.items()}, fit.df_method, alpha))
+    return _finite_df(res.contrast({k: float(v) for k, v in weights.items()}, fit.df_method, alpha))
 
 
 def _finite_df(out: dict[str, Any]) -> dict[str, Any]:
@@ -363,6 +372,8 @@ def fit_options(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _require(fit: MixedFit) -> None:
-    if not fit.ok:
+def _require(fit: MixedFit) -> lmm.LmmFit:
+    """The engine's fit behind an accepted :class:`MixedFit`; an error naming the reason otherwise."""
+    if not fit.ok or fit.result is None:
         raise ModelError(f"the model {fit.formula!r} did not give a trustworthy fit: {fit.reason}")
+    return fit.result

@@ -35,12 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
 from analysis.contract import Measure
 from analysis.model.endpoint import client_endpoint, raw_column, usable_terms
 from analysis.model.entries import NotEstimable
+from analysis.model.prepare import PrimaryData
 
 TIPPING_COLUMNS = ["delta", "estimate", "ci_low", "ci_high", "p_value"]
 
@@ -48,7 +50,9 @@ TIPPING_COLUMNS = ["delta", "estimate", "ci_low", "ci_high", "p_value"]
 # --------------------------------------------------------------------------- Rubin's rules
 
 
-def rubin(estimates, variances, df_complete: float | None = None, alpha: float = 0.05) -> dict[str, Any]:
+def rubin(
+    estimates: npt.ArrayLike, variances: npt.ArrayLike, df_complete: float | None = None, alpha: float = 0.05
+) -> dict[str, Any]:
     """Pool m estimates by Rubin's rules.
 
     Parameters
@@ -147,7 +151,8 @@ def pmm_draw(
     dist[:, 1:][window[:, 1:] == window[:, :-1]] = np.inf  # a place repeated by the clipping counts once
     nearest = np.take_along_axis(window, np.argpartition(dist, k - 1, axis=1)[:, :k], axis=1)
     pick = order[nearest[np.arange(len(pred_mis)), rng.integers(0, k, len(pred_mis))]]
-    return y_obs[pick]
+    drawn: np.ndarray = y_obs[pick]
+    return drawn
 
 
 @dataclass
@@ -169,7 +174,7 @@ class Imputations:
     notes: list[str]
 
 
-def impute(pdata, cfg: dict[str, Any]) -> Imputations:
+def impute(pdata: PrimaryData, cfg: dict[str, Any]) -> Imputations:
     """Impute missing endpoints (and gaps in numeric covariates) ``n_imputations`` times, seeded."""
     ep = client_endpoint(pdata.data, cfg)
     m = int(cfg["n_imputations"])

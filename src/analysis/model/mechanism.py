@@ -11,8 +11,9 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from analysis.model.endpoint import client_endpoint, rhs, usable_terms, window
-from analysis.model.entries import FitFailed, NotEstimable, fit_checked, wald
-from analysis.model.fit import DF_METHOD_LABELS, fit_mixed, fit_mixed_with_fallback, fit_options, linear_contrast
+from analysis.model.entries import FitFailed, NotEstimable, fit_checked
+from analysis.model.fit import DF_METHOD_LABELS, fit_mixed, fit_mixed_with_fallback, fit_options, linear_contrast, wald
+from analysis.model.prepare import PrimaryData
 
 HIP_IR = ("hip_ir_left_deg", "hip_ir_right_deg")
 SCATTER_COLUMNS = ["group", "ir_gain", "pain_change"]
@@ -56,12 +57,12 @@ def ir_gain(dataset: pd.DataFrame, clients: pd.Index, cfg: dict[str, Any]) -> pd
 
 
 def _ols_coefs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    beta: np.ndarray = np.linalg.lstsq(x, y, rcond=None)[0]
     return beta
 
 
 def mediation_analysis(
-    pdata, dataset: pd.DataFrame, cfg: dict[str, Any]
+    pdata: PrimaryData, dataset: pd.DataFrame, cfg: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Product-of-coefficients mediation of the pain change at the endpoint by the hip IR gain.
 
@@ -169,7 +170,7 @@ def mediation_analysis(
 # --------------------------------------------------------------------------- dose-response
 
 
-def dose_response_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def dose_response_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Mixed model of pain on the number of earlier hip-focused sessions (time-varying exposure).
 
     ``prior_hip_sessions`` counts hip-focused sessions *before* the current one:

@@ -18,9 +18,13 @@ from statsmodels.stats.power import TTestIndPower
 
 from analysis.model.endpoint import client_endpoint, rhs, usable_terms
 from analysis.model.entries import NotEstimable, fit_checked
+from analysis.model.fit import MixedFit
+from analysis.model.prepare import PrimaryData
 
 
-def precision_analysis(pdata, primary_fit, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def precision_analysis(
+    pdata: PrimaryData, primary_fit: MixedFit | None, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Minimum detectable difference at the primary week and the n per group for ``target_difference``."""
     alpha, power, target = float(cfg["alpha"]), float(cfg["power"]), float(cfg["target_difference"])
     ep = client_endpoint(pdata.data, cfg)
@@ -39,8 +43,8 @@ def precision_analysis(pdata, primary_fit, cfg: dict[str, Any]) -> tuple[dict[st
     icc = None
     if primary_fit is not None and primary_fit.ok:
         # between-client share of variance at week 0 (random intercept variance / total)
-        v0 = float(primary_fit.result.cov_re[0, 0])
-        icc = v0 / (v0 + float(primary_fit.result.sigma2))
+        v0 = float(primary_fit.accepted.cov_re[0, 0])
+        icc = v0 / (v0 + float(primary_fit.accepted.sigma2))
     return {
         "minimum_detectable_difference": d_min * sd_resid,
         "minimum_detectable_d": d_min,

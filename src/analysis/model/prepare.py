@@ -167,6 +167,7 @@ def primary_data(dataset: pd.DataFrame, cfg: dict[str, Any]) -> PrimaryData:
 
     reasons: dict[str, str] = {}
     for client_id, row in clients.iterrows():
+        client_id = str(client_id)
         if client_id not in has_baseline:
             reasons[client_id] = "no baseline measurement"
         elif client_id not in has_followup:

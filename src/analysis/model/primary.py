@@ -190,7 +190,7 @@ def trajectories(fit: MixedFit, pdata: PrimaryData, followup_weeks: float, alpha
     (0, 1, ..., followup_weeks), ``mean``, ``ci_low``, ``ci_high`` (pointwise
     t intervals with the fit's df method), sorted by group, week.
     """
-    res = fit.result
+    res = fit.accepted
     names = list(res.design.fixed_names)
     # Covariates are constant within client: average one row per client, not per visit,
     # so clients with many sessions do not weigh more.
@@ -227,7 +227,7 @@ def fit_diagnostics(fit: MixedFit, pdata: PrimaryData) -> tuple[pd.DataFrame, pd
         (predicted deviations, BLUPs; ``slope`` is 0 after a random-intercept
         fallback), sorted by client_id.
     """
-    res = fit.result
+    res = fit.accepted
     data = pdata.data
     fitted = res.fitted
     diag = pd.DataFrame(

@@ -21,7 +21,9 @@ from statsmodels.stats.proportion import confint_proportions_2indep
 
 from analysis.contract import Measure
 from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, rhs, usable_terms
-from analysis.model.entries import FitFailed, NotEstimable, fit_checked, wald
+from analysis.model.entries import FitFailed, NotEstimable, fit_checked
+from analysis.model.fit import wald
+from analysis.model.prepare import PrimaryData
 
 RESPONDER_COLUMNS = ["group", "n", "responders", "share"]
 GROUPS = {1: "hip_focused", 0: "comparator"}
@@ -102,7 +104,9 @@ def nnt(rd: float, ci_low: float, ci_high: float) -> dict[str, Any]:
     return out
 
 
-def responder_analysis(pdata, cfg: dict[str, Any], measure: Measure) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def responder_analysis(
+    pdata: PrimaryData, cfg: dict[str, Any], measure: Measure
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Responders by group, adjusted odds ratio, risk difference and NNT.
 
     Returns
@@ -126,8 +130,8 @@ def responder_analysis(pdata, cfg: dict[str, Any], measure: Measure) -> tuple[di
         ]
     )
     table["share"] = table["responders"] / table["n"].where(table["n"] > 0)
-    n1, n0 = int(table.loc[0, "n"]), int(table.loc[1, "n"])
-    r1, r0 = int(table.loc[0, "responders"]), int(table.loc[1, "responders"])
+    n1, n0 = int(table["n"].loc[0]), int(table["n"].loc[1])
+    r1, r0 = int(table["responders"].loc[0]), int(table["responders"].loc[1])
     if min(n1, n0) < 2:
         raise NotEstimable(f"too few clients with an endpoint (hip-focused {n1}, comparator {n0})")
 
@@ -201,7 +205,7 @@ def responder_analysis(pdata, cfg: dict[str, Any], measure: Measure) -> tuple[di
     return {**numbers, "notes": notes}, {"responders": table[RESPONDER_COLUMNS]}
 
 
-def _standardised_rd(res, info: patsy.DesignInfo, df: pd.DataFrame, alpha: float) -> dict[str, Any]:
+def _standardised_rd(res: Any, info: patsy.DesignInfo, df: pd.DataFrame, alpha: float) -> dict[str, Any]:
     """Marginal standardisation: everyone hip-focused minus everyone knee-focused, delta-method CI."""
     x1 = np.asarray(patsy.build_design_matrices([info], df.assign(hip=1))[0])
     x0 = np.asarray(patsy.build_design_matrices([info], df.assign(hip=0))[0])

@@ -111,7 +111,7 @@ def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = N
     if cfg["measure"] not in registry:
         raise InputError(
             f"params.yaml model.measure: {cfg['measure']!r} is not in the measures registry "
-            f"({', '.join(sorted(registry))})"
+            f"({', '.join(registry.keys)})"
         )
 
     say = progress or (lambda step: None)

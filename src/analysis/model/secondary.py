@@ -37,9 +37,11 @@ import pandas as pd
 
 from analysis.contract import Registry
 from analysis.model.entries import NotEstimable, guarded
+from analysis.model.fit import MixedFit
 from analysis.model.imputation import impute, mi_analysis, tipping_analysis
 from analysis.model.mechanism import dose_response_analysis, immediate_effect_analysis, mediation_analysis
 from analysis.model.precision import precision_analysis
+from analysis.model.prepare import PrimaryData
 from analysis.model.responders import responder_analysis
 from analysis.model.sensitivity import chronicity_analysis, e_value_analysis, gee_analysis, iptw_analysis
 from analysis.model.survival import time_to_improvement_analysis
@@ -90,9 +92,9 @@ LABELS = {
 
 
 def run_secondary(
-    pdata,
+    pdata: PrimaryData,
     dataset: pd.DataFrame,
-    primary_fit,
+    primary_fit: MixedFit | None,
     cfg: dict[str, Any],
     registry: Registry,
     progress: Callable[[str], None] | None = None,

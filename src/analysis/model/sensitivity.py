@@ -16,8 +16,9 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 
 from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, raw_column, rhs, usable_terms
-from analysis.model.entries import FitFailed, NotEstimable, fit_checked, term_name, wald
-from analysis.model.fit import fit_mixed_with_fallback, fit_options, linear_contrast, mixed_summary
+from analysis.model.entries import FitFailed, NotEstimable, fit_checked, term_name
+from analysis.model.fit import MixedFit, fit_mixed_with_fallback, fit_options, linear_contrast, mixed_summary, wald
+from analysis.model.prepare import PrimaryData
 
 BALANCE_COLUMNS = ["covariate", "level", "smd_unweighted", "smd_weighted"]
 CHRONICITY_COLUMNS = ["symptom_weeks", "effect", "ci_low", "ci_high", "within_data"]
@@ -26,7 +27,7 @@ CHRONICITY_COLUMNS = ["symptom_weeks", "effect", "ci_low", "ci_high", "within_da
 # --------------------------------------------------------------------------- GEE
 
 
-def gee_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def gee_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """GEE (Gaussian, exchangeable working correlation, robust sandwich SEs) of y ~ week*hip + covariates.
 
     Returns
@@ -127,7 +128,7 @@ def stabilised_weights(hip: pd.Series, ps: pd.Series, trim: tuple[float, float])
     return pd.Series(np.clip(w, lo, hi), index=hip.index)
 
 
-def iptw_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def iptw_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Inverse probability of treatment weighting on the per-client change at the primary week.
 
     Propensity: logistic regression of hip on the baseline covariates and the
@@ -240,7 +241,9 @@ def e_value_difference(estimate: float, ci_low: float, ci_high: float, sd: float
     return {"d": float(d), "rr": rr, "e_value": e_value_rr(rr), "e_value_ci": e_ci}
 
 
-def e_value_analysis(pdata, primary_fit, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def e_value_analysis(
+    pdata: PrimaryData, primary_fit: MixedFit | None, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """E-value of the primary estimate (difference in change at the primary week)."""
     if primary_fit is None or not primary_fit.ok:
         raise NotEstimable(
@@ -248,7 +251,7 @@ def e_value_analysis(pdata, primary_fit, cfg: dict[str, Any]) -> tuple[dict[str,
             + (primary_fit.reason if primary_fit is not None else "not fitted")
         )
     pw, alpha = float(cfg["primary_week"]), float(cfg["alpha"])
-    term = term_name(primary_fit.result.fe_params.index, "week", "hip")
+    term = term_name(primary_fit.accepted.fe_params.index, "week", "hip")
     primary = linear_contrast(primary_fit, {term: pw}, alpha)
     baseline = pdata.data.drop_duplicates("client_id")["baseline_y"]
     sd = float(baseline.std(ddof=1))
@@ -278,7 +281,7 @@ def chronicity_grid(cfg: dict[str, Any]) -> np.ndarray:
     return np.unique(np.round(np.geomspace(float(g["from"]), float(g["to"]), int(g["points"])), 1))
 
 
-def chronicity_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def chronicity_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Does the hip effect depend on symptom duration? Three-way week x hip x ln(symptom_weeks + 1) LMM.
 
     Returns
@@ -295,7 +298,7 @@ def chronicity_analysis(pdata, cfg: dict[str, Any]) -> tuple[dict[str, Any], dic
     fit = fit_mixed_with_fallback(data, formula, "client_id", "~week", **fit_options(cfg))
     if not fit.ok:
         raise FitFailed(f"chronicity model: {fit.reason}")
-    names = fit.result.fe_params.index
+    names = fit.accepted.fe_params.index
     wh, whl = term_name(names, "week", "hip"), term_name(names, "week", "hip", "log_symptom_weeks")
 
     def effect(sw: float) -> dict[str, Any]:

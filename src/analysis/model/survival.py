@@ -20,6 +20,7 @@ from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
 from analysis.contract import Measure
 from analysis.model.entries import NotEstimable
+from analysis.model.prepare import PrimaryData
 from analysis.model.responders import GROUPS, is_responder
 
 KM_COLUMNS = ["group", "week", "survival", "ci_low", "ci_high", "at_risk"]
@@ -61,13 +62,13 @@ def km_table(times: np.ndarray, events: np.ndarray, group: str, alpha: float) ->
     return table[KM_COLUMNS], sf
 
 
-def _finite_or_none(x) -> float | None:
+def _finite_or_none(x: float) -> float | None:
     x = float(x)
     return x if np.isfinite(x) else None
 
 
 def time_to_improvement_analysis(
-    pdata, cfg: dict[str, Any], measure: Measure
+    pdata: PrimaryData, cfg: dict[str, Any], measure: Measure
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Kaplan-Meier curves of 'not yet improved by the MCID' per group, medians and the log-rank test.
 
@@ -86,7 +87,8 @@ def time_to_improvement_analysis(
         table, sf = km_table(sub["time"].to_numpy(float), sub["event"].to_numpy(float), GROUPS[g], alpha)
         tables.append(table)
         if sub["event"].sum() == 0:
-            median, ci = None, (None, None)
+            median: float | None = None
+            ci: tuple[float | None, ...] = (None, None)
         else:
             median = _finite_or_none(sf.quantile(0.5))
             # statsmodels takes log(-log S) of every step; S = 0 at the last event gives -inf there,

@@ -12,6 +12,8 @@ stays fast and no command pays for another's heavy imports.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +30,16 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: "--out PATH", not "<path>" / "<list[Path]>" type tags
 )
 
-_STATE = {"debug": False, "params": None}
+
+@dataclass
+class _State:
+    """The root options, for the subcommands (typer passes them to the root callback only)."""
+
+    debug: bool = False
+    params: Path | None = None
+
+
+_STATE = _State()
 
 ParamsOpt = Annotated[
     Path | None, typer.Option("--params", metavar="FILE", help="params.yaml to use (default: project root's).")
@@ -39,14 +50,14 @@ InputOpt = Annotated[Path | None, typer.Option("--input", "-i", metavar="DIR", h
 def _params(path: Path | None = None) -> dict[str, Any]:
     from analysis.params import load_params
 
-    return load_params(path or _STATE["params"])
+    return load_params(path or _STATE.params)
 
 
 def _echo(text: str) -> None:
     typer.echo(text)
 
 
-def stderr_progress():
+def stderr_progress() -> Callable[[str], None]:
     """A progress callback for long commands: one line per step on stderr, with the elapsed time."""
     import time
 
@@ -74,8 +85,8 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    _STATE["debug"] = debug
-    _STATE["params"] = params
+    _STATE.debug = debug
+    _STATE.params = params
 
 
 @app.command()
@@ -281,13 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     import click
 
     # typer >= 0.16 vendors click: catch its exception classes as well as click's own
-    usage_errors = tuple(
+    usage_errors: tuple[type[click.ClickException], ...] = tuple(
         {click.ClickException, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")}
     )
     try:
         app(args=args, prog_name="outcomes", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:
-        return exc.exit_code
+        return int(exc.exit_code)
     except usage_errors as exc:
         exc.show()  # click's own message, with its "Did you mean" suggestion
         return exc.exit_code

@@ -182,7 +182,7 @@ def exclusion_flow(
     """
     rows: list[dict[str, Any]] = []
 
-    def add(step: str, client_ids: pd.Index, reason: str) -> None:
+    def add(step: str, client_ids: pd.Index | pd.Series, reason: str) -> None:
         ids = pd.Index(client_ids).unique()
         sess = sessions[sessions["client_id"].isin(ids)]
         meas = measurements[measurements["session_id"].isin(sess["session_id"])]
@@ -241,12 +241,11 @@ def exclusion_flow(
     )
     hip = [c for c in in_comparison if focus.get(c) in config.hip_focused]
     knee = [c for c in in_comparison if focus.get(c) in config.comparator]
-    flow = pd.DataFrame(rows, columns=FLOW_COLUMNS)
     for step, ids in (("analysed: hip-focused", hip), ("analysed: knee-focused", knee)):
         sess = sessions[sessions["client_id"].isin(ids)]
         meas = measurements[measurements["session_id"].isin(sess["session_id"])]
-        flow.loc[len(flow)] = [step, len(ids), len(sess), len(meas), 0, "group"]
-    return flow
+        rows.append(dict(zip(FLOW_COLUMNS, [step, len(ids), len(sess), len(meas), 0, "group"], strict=True)))
+    return pd.DataFrame(rows, columns=FLOW_COLUMNS)
 
 
 def flow_config(params: dict[str, Any]) -> FlowConfig:

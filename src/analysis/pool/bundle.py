@@ -11,9 +11,12 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analysis.report import findings as fnd
+
+if TYPE_CHECKING:
+    import jsonschema.protocols
 
 COMPAT_FIELDS = (
     "measure",
@@ -29,7 +32,7 @@ COMPAT_FIELDS = (
 
 
 @functools.cache
-def _validator():
+def _validator() -> jsonschema.protocols.Validator:
     """The findings schema's validator, built once per run (not once per bundle)."""
     import jsonschema
 
@@ -66,7 +69,8 @@ def read_bundle(path: Path) -> tuple[dict[str, Any] | None, str | None]:
             f"{path}: unknown schema version {version or '(none)'}; this pooler reads version "
             f"{fnd.SCHEMA_MAJOR}.x (rebuild the bundle with a current `outcomes report`)"
         )
-    primary = bundle.get("primary") if isinstance(bundle.get("primary"), dict) else {}
+    found = bundle.get("primary")
+    primary: dict[str, Any] = found if isinstance(found, dict) else {}
     for key in ("estimate", "se"):
         if isinstance(primary.get(key), str):
             return None, (
@@ -114,11 +118,13 @@ def compatibility_problems(bundles: list[dict[str, Any]], paths: list[Path]) -> 
 
 def read_bundles(paths: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """Every bundle, and every problem (file by file, then across files)."""
-    bundles, problems, ok_paths = [], [], []
+    bundles: list[dict[str, Any]] = []
+    problems: list[str] = []
+    ok_paths: list[Path] = []
     for p in paths:
         b, problem = read_bundle(p)
-        if problem:
-            problems.append(problem)
+        if b is None:  # read_bundle gives a bundle or a problem, never both
+            problems.append(str(problem))
         else:
             bundles.append(b)
             ok_paths.append(p)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import numpy as np
 SIZES = (40, 70, 110, 160, 240, 380)
 
 
-def plan(n_clinics: int, mean_effect: float, tau: float, seed: int, sizes=SIZES) -> list[dict[str, Any]]:
+def plan(
+    n_clinics: int, mean_effect: float, tau: float, seed: int, sizes: Sequence[int] = SIZES
+) -> list[dict[str, Any]]:
     """The network: name, clients, true slope difference and seed of every clinic (reproducible)."""
     rng = np.random.default_rng(seed)
     effects = mean_effect + tau * rng.standard_normal(n_clinics)
@@ -61,8 +64,8 @@ def run_network(
     n_clinics: int = 6,
     tau: float = 0.05,
     seed: int = 20261124,
-    sizes=SIZES,
-    say=print,
+    sizes: Sequence[int] = SIZES,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Simulate, run and pool the network; returns the truth and the pooled estimate."""
     from analysis.join import run_join

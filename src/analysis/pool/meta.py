@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import optimize, stats
 
 TAU2_METHODS = ("REML", "PM", "DL")
@@ -40,7 +41,7 @@ class MetaError(ValueError):
     """The data cannot be meta-analysed (e.g. fewer than 2 estimates, a non-positive variance)."""
 
 
-def _check(y, v) -> tuple[np.ndarray, np.ndarray]:
+def _check(y: npt.ArrayLike, v: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
     if y.shape != v.shape or y.ndim != 1:
         raise MetaError("estimates and variances must be two vectors of the same length")
@@ -62,7 +63,7 @@ def q_gen(y: np.ndarray, v: np.ndarray, tau2: float) -> float:
     return float(np.sum(w * (y - mu) ** 2))
 
 
-def tau2_dl(y, v) -> float:
+def tau2_dl(y: npt.ArrayLike, v: npt.ArrayLike) -> float:
     """DerSimonian-Laird moment estimator, truncated at 0."""
     y, v = _check(y, v)
     k = len(y)
@@ -79,7 +80,10 @@ def _root_q(y: np.ndarray, v: np.ndarray, target: float) -> float:
     ``Q(tau2) <= SS / (min v + tau2)`` with ``SS = sum (y - mean y)^2``, and ``Q(SS / target) < target``.
     (A fixed cap of 1e4 made pooling fail for two clinics whose estimates differ by 6 SEs.)
     """
-    f = lambda t: q_gen(y, v, t) - target  # noqa: E731 - a one-line closure reads best here
+
+    def f(t: float) -> float:
+        return q_gen(y, v, t) - target
+
     if f(0.0) <= 0:
         return 0.0
     hi = float(np.sum((y - np.mean(y)) ** 2)) / target
@@ -88,7 +92,7 @@ def _root_q(y: np.ndarray, v: np.ndarray, target: float) -> float:
     return float(optimize.brentq(f, 0.0, hi, xtol=1e-14, rtol=1e-14, maxiter=500))
 
 
-def tau2_pm(y, v) -> float:
+def tau2_pm(y: npt.ArrayLike, v: npt.ArrayLike) -> float:
     """Paule-Mandel: the tau2 at which the generalised Q equals k - 1 (0 if Q(0) <= k - 1)."""
     y, v = _check(y, v)
     return _root_q(y, v, len(y) - 1.0)
@@ -111,10 +115,11 @@ def _reml_scores(y: np.ndarray, v: np.ndarray, grid: np.ndarray) -> np.ndarray:
     w = 1.0 / (v[None, :] + grid[:, None])
     sw = w.sum(axis=1)
     mu = (w * y[None, :]).sum(axis=1) / sw
-    return 0.5 * (-sw + (w**2 * (y[None, :] - mu[:, None]) ** 2).sum(axis=1) + (w**2).sum(axis=1) / sw)
+    scores: np.ndarray = 0.5 * (-sw + (w**2 * (y[None, :] - mu[:, None]) ** 2).sum(axis=1) + (w**2).sum(axis=1) / sw)
+    return scores
 
 
-def tau2_reml(y, v) -> float:
+def tau2_reml(y: npt.ArrayLike, v: npt.ArrayLike) -> float:
     """REML: the tau2 >= 0 that maximises the restricted likelihood over all its local maxima.
 
     The restricted likelihood can have two maxima when the SEs are very unequal (e.g. one at 0 and one
@@ -154,12 +159,12 @@ def tau2_reml(y, v) -> float:
 _TAU2 = {"REML": tau2_reml, "PM": tau2_pm, "DL": tau2_dl}
 
 
-def estimate_tau2(y, v, method: str = "REML") -> tuple[float, str, list[str]]:
+def estimate_tau2(y: npt.ArrayLike, v: npt.ArrayLike, method: str = "REML") -> tuple[float, str, list[str]]:
     """tau2 by ``method``, falling back along REML -> PM -> DL; returns (tau2, method used, fallbacks)."""
     if method not in TAU2_METHODS:
         raise ValueError(f"tau2 method must be one of {TAU2_METHODS}, not {method!r}")
     chain = list(TAU2_METHODS[TAU2_METHODS.index(method) :])
-    notes = []
+    notes: list[str] = []
     for m in chain:
         try:
             return _TAU2[m](y, v), m, notes
@@ -206,7 +211,7 @@ def _interval(mu: float, se: float, df: float | None, alpha: float) -> Interval:
     return Interval(mu, se, mu - crit * se, mu + crit * se, p, df)
 
 
-def q_profile(y, v, alpha: float = 0.05) -> tuple[float, float]:
+def q_profile(y: npt.ArrayLike, v: npt.ArrayLike, alpha: float = 0.05) -> tuple[float, float]:
     """Q-profile CI for tau2 (metafor ``confint``): generalised Q at the chi^2(k - 1) quantiles, bounded at 0."""
     y, v = _check(y, v)
     k = len(y)
@@ -217,7 +222,9 @@ def q_profile(y, v, alpha: float = 0.05) -> tuple[float, float]:
     return _root_q(y, v, lo_target), _root_q(y, v, hi_target)
 
 
-def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> dict[str, Any]:
+def rma(
+    y: npt.ArrayLike, v: npt.ArrayLike, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+) -> dict[str, Any]:
     """Random-effects meta-analysis, metafor's ``rma(yi, vi, method=..., test=...)`` plus predict and confint.
 
     Parameters
@@ -286,7 +293,7 @@ def rma(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: floa
 
 
 def leave_one_out(
-    y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+    y: npt.ArrayLike, v: npt.ArrayLike, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
 ) -> list[dict[str, Any]]:
     """metafor ``leave1out``: the meta-analysis without each clinic in turn (k >= 3).
 
@@ -311,7 +318,9 @@ def leave_one_out(
     return out
 
 
-def influence(y, v, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05) -> list[dict[str, Any]]:
+def influence(
+    y: npt.ArrayLike, v: npt.ArrayLike, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+) -> list[dict[str, Any]]:
     """metafor ``influence``: externally standardised residual, Cook's distance, hat value and weight per clinic.
 
     ``rstudent_i = (y_i - mu_(-i)) / sqrt(s2_(-i) (v_i + tau2_(-i)) + se_(-i)^2)`` with the deleted fit's

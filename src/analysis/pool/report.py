@@ -14,7 +14,7 @@ from analysis.report.render import data_uri, figure_style, html_to_pdf, render, 
 HIP = "#0072B2"
 
 
-def _n_text(n) -> str:
+def _n_text(n: int | str | None) -> str:
     return "n not shown" if n in (None, "*") else f"n = {n}"
 
 

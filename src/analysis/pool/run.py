@@ -15,6 +15,7 @@ said; k = 2: pooled, with a warning that between-clinic variance is barely estim
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,10 @@ LIMITATIONS = [
 
 
 def schema() -> dict[str, Any]:
-    return json.loads(files("analysis.pool").joinpath("pooled.schema.json").read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(
+        files("analysis.pool").joinpath("pooled.schema.json").read_text(encoding="utf-8")
+    )
+    return loaded
 
 
 def _clinic_row(b: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +186,7 @@ def run_pool(
     tau2_method: str = "REML",
     ci_method: str = "knha",
     alpha: float = 0.05,
-    progress=None,
+    progress: Callable[[str], None] | None = None,
 ) -> str:
     """I/O edge of ``outcomes pool``: read and check, pool, render, gate, write. Returns a console summary.
 

@@ -346,21 +346,26 @@ def test_fit_checked_raises_fitfailed_on_warning():
         fit_checked("m", lambda: warnings.warn("x", ConvergenceWarning, stacklevel=1))
 
 
-def test_tiny_clinic_never_crashes():
-    dataset = make_dataset(n=8, seed=3)
-    pdata = primary_data(dataset, CFG)
-    fit = MixedFit(
+def _failed_fit(reason: str, n_groups: int) -> MixedFit:
+    """A primary fit that was not accepted, with ``reason``."""
+    return MixedFit(
         result=None,
         converged=False,
         optimizer="",
         status="failed",
-        reason="test: not fitted",
+        reason=reason,
         checks={},
         formula="y ~ week * hip",
         re_formula="~week",
-        n_groups=8,
+        n_groups=n_groups,
         n_obs=1,
     )
+
+
+def test_tiny_clinic_never_crashes():
+    dataset = make_dataset(n=8, seed=3)
+    pdata = primary_data(dataset, CFG)
+    fit = _failed_fit("test: not fitted", n_groups=8)
     entries, tables = run_secondary(pdata, dataset, fit, CFG, REGISTRY)
     assert list(entries) == list(LABELS)
     for name, e in entries.items():
@@ -407,18 +412,7 @@ def test_tipping_point_reported_when_not_reached(clinic):
 
 def test_e_value_needs_a_primary_fit(clinic):
     _, pdata, _ = clinic
-    failed = MixedFit(
-        result=None,
-        converged=False,
-        optimizer="",
-        status="failed",
-        reason="no optimiser",
-        checks={},
-        formula="y ~ week * hip",
-        re_formula="~week",
-        n_groups=1,
-        n_obs=1,
-    )
+    failed = _failed_fit("no optimiser", n_groups=1)
     e, _ = guarded("e", "m", lambda: e_value_analysis(pdata, failed, CFG))
     assert e["status"] == "not_estimable" and "no optimiser" in e["reason"]
 

@@ -36,6 +36,18 @@ import pandas as pd
 from analysis.errors import ModelError
 
 EXCLUDED_COLUMNS = ["client_id", "reason"]
+#: Columns constant within a client (the baseline focus, the covariates, the clinic).
+CLIENT_COLUMNS = (
+    "baseline_focus",
+    "symptom_weeks",
+    "log_symptom_weeks",
+    "sitting_hours",
+    "sitting_hours_missing",
+    "age_band",
+    "sex",
+    "activity",
+    "clinic_id",
+)
 DATA_COLUMNS = [
     "client_id",
     "session_id",
@@ -47,14 +59,7 @@ DATA_COLUMNS = [
     "focus",
     "baseline_focus",
     "cum_hip_sessions",
-    "symptom_weeks",
-    "log_symptom_weeks",
-    "sitting_hours",
-    "sitting_hours_missing",
-    "age_band",
-    "sex",
-    "activity",
-    "clinic_id",
+    *CLIENT_COLUMNS[1:],
 ]
 
 
@@ -191,23 +196,7 @@ def primary_data(dataset: pd.DataFrame, cfg: dict[str, Any]) -> PrimaryData:
     kept, terms, levels, cov_notes = _covariates(kept, covariate_names)
     notes.extend(cov_notes)
 
-    client_cols = kept[
-        [
-            c
-            for c in (
-                "baseline_focus",
-                "symptom_weeks",
-                "log_symptom_weeks",
-                "sitting_hours",
-                "sitting_hours_missing",
-                "age_band",
-                "sex",
-                "activity",
-                "clinic_id",
-            )
-            if c in kept
-        ]
-    ]
+    client_cols = kept[[c for c in CLIENT_COLUMNS if c in kept]]
     rows = outcome[outcome["client_id"].isin(kept.index)]
     data = (
         rows[

@@ -115,6 +115,31 @@ def input_dir(tmp_path: Path) -> Path:
     return write_tables(tmp_path / "raw", valid_text_tables())
 
 
+#: Where the pipeline writes inside the project: tests write into temporary folders, never here.
+PROJECT_OUTPUTS = ("reports", "data/interim", "data/processed", "data/raw")
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for folder in PROJECT_OUTPUTS
+        if (root / folder).is_dir()
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _project_outputs_untouched():
+    """Fail the run if a test wrote into the project's reports or data folders (a test that runs a stage
+    with the shipped params.yaml would overwrite the user's own reports)."""
+    before = _listing(PROJECT_ROOT)
+    yield
+    after = _listing(PROJECT_ROOT)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests wrote into the project folder: {changed[:10]}"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _clinic_id():
     """Bundles built in tests get a fixed clinic id instead of creating ~/.config/hip-knee-outcomes/clinic_id."""

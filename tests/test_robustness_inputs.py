@@ -12,6 +12,7 @@ import pytest
 from analysis.cli import main
 from analysis.load import load_inputs
 from analysis.store import neutralise_formulas, write_csv
+from conftest import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "raw" / "demo"
@@ -37,7 +38,7 @@ def _edit_clients(folder: Path, edits: dict[tuple[int, str], str], prefix: str =
 def test_unicode_digits_full_width_accepted_arabic_indic_one_line(tmp_path, capsys):
     folder = _demo_copy(tmp_path)
     _edit_clients(folder, {(1, "symptom_weeks"): "٤٥", (2, "symptom_weeks"): "２６", (3, "sitting_hours"): "٧.٥"})
-    code = main(["validate", "--input", str(folder)])
+    code = main(["--params", str(write_params(tmp_path, folder)), "validate"])
     err = capsys.readouterr().err
     assert code == 1 and "internal error" not in err
     assert "clients.csv, row 2, column symptom_weeks: not a whole number" in err
@@ -96,7 +97,7 @@ def test_a_five_megabyte_cell_is_named_not_a_quoting_error(tmp_path):
 def test_name_like_client_id_is_refused(tmp_path, capsys):
     folder = _demo_copy(tmp_path)
     _edit_clients(folder, {(3, "client_id"): "Olivia_Whitfield"})
-    assert main(["validate", "--input", str(folder)]) == 1
+    assert main(["--params", str(write_params(tmp_path, folder)), "validate"]) == 1
     err = capsys.readouterr().err
     assert "row 4, column client_id: looks like a person's name written as an id" in err
     assert "Olivia" not in err  # never echoed

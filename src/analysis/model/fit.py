@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.errors import ModelError
 from analysis.model import lmm
@@ -274,19 +273,16 @@ def _re_names(f: lmm.LmmFit) -> list[str]:
 
 
 def wald(estimate: float, se: float, alpha: float) -> dict[str, Any]:
-    """Normal-approximation estimate, se, CI and two-sided p as floats (NaN when se is unusable)."""
-    z = stats.norm.ppf(1 - alpha / 2)
+    """Normal-approximation estimate, se, CI and two-sided p as floats (NaN when se is unusable).
+
+    :func:`analysis.model.lmm.t_interval` with infinite df, without its ``df`` key (these entries are
+    z-based by construction: GEE, IPTW, logistic and OLS estimates of the secondary analyses).
+    """
+    out = lmm.t_interval(estimate, se, float("inf"), alpha)
+    del out["df"]
     if not (np.isfinite(se) and se > 0):
-        return dict(
-            estimate=float(estimate), se=float("nan"), ci_low=float("nan"), ci_high=float("nan"), p_value=float("nan")
-        )
-    return dict(
-        estimate=float(estimate),
-        se=float(se),
-        ci_low=float(estimate - z * se),
-        ci_high=float(estimate + z * se),
-        p_value=float(2 * stats.norm.sf(abs(estimate / se))),
-    )
+        out["se"] = float("nan")
+    return out
 
 
 def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict[str, Any]:

@@ -17,11 +17,14 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, overload
 
 import yaml
 
 from analysis.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 ID_RULE = "1-32 characters of A-Z a-z 0-9 _ -"
@@ -237,7 +240,11 @@ class Measure:
     def lower_is_better(self) -> bool:
         return self.direction == "lower_is_better"
 
-    def mcid_needed(self, baseline):
+    @overload
+    def mcid_needed(self, baseline: float) -> float: ...
+    @overload
+    def mcid_needed(self, baseline: pd.Series) -> pd.Series: ...
+    def mcid_needed(self, baseline: float | pd.Series) -> float | pd.Series:
         """Improvement (points) that counts as clinically important from ``baseline``.
 
         Either MCID in the registry reached counts, so the smaller of the points
@@ -260,7 +267,11 @@ class Measure:
             return pd.Series(need, index=baseline.index)
         return float(need)
 
-    def improvement(self, baseline: float, value: float) -> float:
+    @overload
+    def improvement(self, baseline: float, value: float) -> float: ...
+    @overload
+    def improvement(self, baseline: pd.Series, value: pd.Series) -> pd.Series: ...
+    def improvement(self, baseline: float | pd.Series, value: float | pd.Series) -> float | pd.Series:
         """Improvement from baseline in points, positive = better (scalars or pandas Series)."""
         return (baseline - value) if self.lower_is_better else (value - baseline)
 

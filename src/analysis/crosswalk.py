@@ -84,4 +84,5 @@ def lookup(folder: Path, text: str) -> pd.DataFrame:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     needle = text.strip().casefold()
     hit = table.apply(lambda col: col.str.strip().str.casefold() == needle).any(axis=1)
-    return table[hit]
+    rows: pd.DataFrame = table[hit]
+    return rows

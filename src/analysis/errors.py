@@ -8,6 +8,7 @@ Anything else is a bug and is shown with its traceback only under ``--debug``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 class OutcomesError(Exception):
@@ -57,7 +58,7 @@ class Problem:
         shown = "" if self.value is None else f" (value {self.value!r})"
         return f"{where}: {self.rule}{shown}"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -32,6 +32,7 @@ from analysis.load import ROW_INDEX
 
 if TYPE_CHECKING:  # pragma: no cover
     import great_expectations as gx
+    from great_expectations.expectations.expectation import Expectation
 
 # ASCII digits only: Python's \d also matches Arabic-Indic and other digits that the numeric conversion
 # cannot read (full-width digits are turned into ASCII by load's NFKC step before these checks)
@@ -69,14 +70,14 @@ def _meta(column: str, rule: str, severity: str = "error", condition: str | None
     return meta
 
 
-def column_expectations(table: Table, column: Column, registry: Registry, today: dt.date) -> list:
+def column_expectations(table: Table, column: Column, registry: Registry, today: dt.date) -> list[Expectation]:
     """The expectations for one contract column, in the order a user should read them."""
     gx = import_gx()
     from great_expectations.expectations.row_conditions import Column as GxColumn
 
     E = gx.expectations
     name = column.name
-    out: list = []
+    out: list[Expectation] = []
     if column.required:
         out.append(
             E.ExpectColumnValuesToNotBeNull(column=name, meta=_meta(name, "required value is blank; fill it in"))
@@ -266,7 +267,7 @@ def _member(values: pd.Series, pool: pd.Series) -> pd.Series:
     return text.isin(set(pool.astype(object))).astype(object).where(~blank, None)
 
 
-def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list]:
+def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list[Expectation]]:
     """GX expectations for the cross-table rules, on the columns of :func:`cross_table_links`.
 
     Returns
@@ -275,7 +276,7 @@ def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list]:
     """
     gx = import_gx()
     E = gx.expectations
-    out: dict[str, list] = {name: [] for name in raw}
+    out: dict[str, list[Expectation]] = {name: [] for name in raw}
     for table in TABLES.values():
         if table.name not in raw:
             continue
@@ -392,7 +393,9 @@ class ExpectationOutcome:
         }
 
 
-def run_suite(context: Any, table: str, staged: pd.DataFrame, expectations: list) -> list[ExpectationOutcome]:
+def run_suite(
+    context: Any, table: str, staged: pd.DataFrame, expectations: list[Expectation]
+) -> list[ExpectationOutcome]:
     """Validate ``staged`` against ``expectations`` and return one outcome per expectation.
 
     Raises RuntimeError if GX could not evaluate an expectation (a bug, never a data problem).

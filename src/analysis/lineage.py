@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from analysis.errors import InputError
 from analysis.store import sha256_file, write_json
@@ -39,7 +40,7 @@ def record(folder: Path, stage: str, inputs: list[Path], outputs: list[Path]) ->
     )
 
 
-def _manifest(folder: Path) -> dict:
+def _manifest(folder: Path) -> dict[str, Any]:
     return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")) or {}
 
 

@@ -21,6 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -333,7 +334,7 @@ def _to_frame(
         return None, None, [Problem(label, None, None, "has a header but no data rows")]
     good: list[list[str]] = []
     good_idx: list[int] = []
-    bad: list[dict] = []
+    bad: list[dict[str, Any]] = []
     for line, fields in data_rows:
         if len(fields) != len(header):
             problems.append(
@@ -365,7 +366,7 @@ def _to_frame(
                     label,
                     int(line),
                     name,
-                    f"value is {len(frame.at[line, name]):,} characters long, over the "
+                    f"value is {len(str(frame.at[line, name])):,} characters long, over the "
                     f"{MAX_CELL_CHARS:,} a contract value can have (a broken quote can swallow "
                     "many lines into one cell); the row is rejected",
                 )

@@ -13,7 +13,7 @@ from analysis.paths import project_root
 LOCAL_NAME = "params.local.yaml"
 
 
-def deep_merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``override`` over ``base``, section by section (nested mappings merged, other values replaced)."""
     out = dict(base)
     for k, v in override.items():
@@ -54,7 +54,8 @@ def load_params(path: Path | None = None, *, check: bool = True) -> dict[str, An
         problems = check_params(raw, Path(path).name + (f" + {local.name}" if local.is_file() else ""))
         if problems:
             raise InputError("\n".join(problems))
-    return raw
+    params: dict[str, Any] = raw
+    return params
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -121,7 +121,7 @@ class Params(_Section):
     privacy: Privacy
 
 
-def check_params(raw: dict, source: str = "params.yaml") -> list[str]:
+def check_params(raw: dict[str, Any], source: str = "params.yaml") -> list[str]:
     """One line per problem (``params.yaml: model.df_method: ...``); empty when params are valid."""
     try:
         Params.model_validate(raw)

@@ -206,7 +206,7 @@ def _classify(values: pd.Series, column: str) -> dict[str, pd.Series]:
         post = _POST_FILTERS.get(kind)
         if post is not None and hit.any():
             idx = hit[hit].index
-            hit.loc[idx] = [post(v) for v in values.loc[idx]]
+            hit.loc[idx] = np.array([post(v) for v in values.loc[idx]], dtype=bool)
         out[kind] = hit
     return out
 
@@ -548,7 +548,7 @@ def k_anonymity(
     }
 
 
-def responder_cells_small(entry: dict | None, min_cell: int) -> bool:
+def responder_cells_small(entry: dict[str, Any] | None, min_cell: int) -> bool:
     """True if any cell of the responders' 2 x 2 table (responded or not, by group) is in 1..min_cell-1.
 
     Then proportions, risk differences, odds ratios and their CIs must be withheld from peers: with the
@@ -558,7 +558,7 @@ def responder_cells_small(entry: dict | None, min_cell: int) -> bool:
         return False
     n1, r1 = entry.get("n_hip_focused"), entry.get("responders_hip_focused")
     n0, r0 = entry.get("n_comparator"), entry.get("responders_comparator")
-    if None in (n1, r1, n0, r0):
+    if n1 is None or r1 is None or n0 is None or r0 is None:
         return True
     cells = (r1, n1 - r1, r0, n0 - r0)
     return any(0 < c < min_cell for c in cells)
@@ -615,16 +615,16 @@ def pinned_cells(
     ):
         for line in lines:
             parts, total = line[:-1], line[-1]
-            a, b = np.zeros(len(cells)), 0.0
+            a, b = np.zeros(len(cells)), 0.0  # row of A_eq, and its right-hand side
             for cell in parts:
                 if cell in index:
                     a[index[cell]] += 1.0
                 else:
-                    b -= counts[cell]
+                    b -= float(counts[cell])
             if total in index:
                 a[index[total]] -= 1.0
             else:
-                b += counts[total]
+                b += float(counts[total])
             if a.any():
                 rows_eq.append(a)
                 rhs.append(b)
@@ -634,6 +634,7 @@ def pinned_cells(
         c[k] = 1.0
         lo = linprog(c, A_eq=np.array(rows_eq), b_eq=np.array(rhs), bounds=bounds, method="highs")
         hi = linprog(-c, A_eq=np.array(rows_eq), b_eq=np.array(rhs), bounds=bounds, method="highs")
-        if lo.status == 0 and hi.status == 0 and (-hi.fun) - lo.fun < 1.0 - 1e-9:
+        solved = lo.status == 0 and hi.status == 0
+        if solved and lo.fun is not None and hi.fun is not None and (-hi.fun) - lo.fun < 1.0 - 1e-9:
             pinned.append(cell)
     return pinned

@@ -89,7 +89,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file for writing; it replaces ``path`` only if the block succeeds."""
     with atomic_path(path) as tmp:
-        kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
+        kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
         with open(tmp, mode, **kwargs) as fh:
             yield fh
 

@@ -16,6 +16,7 @@ import io
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -149,7 +150,7 @@ def _fix_zip_times(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def run_template(out_dir: Path | str, params: dict) -> list[Path]:
+def run_template(out_dir: Path | str, params: dict[str, Any]) -> list[Path]:
     """Write the blank CSV templates and template.xlsx into ``out_dir``.
 
     Returns the paths written, in order: clients.csv, sessions.csv, measurements.csv, template.xlsx.

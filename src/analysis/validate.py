@@ -172,7 +172,7 @@ def validate_tables(inputs: Inputs, registry: Registry, today: dt.date | None = 
     return ValidationResult(problems, valid, rejects, summary, outcomes, notes)
 
 
-def _problem_order(p: Problem) -> tuple:
+def _problem_order(p: Problem) -> tuple[int, str, int, str, str, str, str]:
     order = {t.filename: i for i, t in enumerate(TABLES.values())}
     return (order.get(p.file, len(order)), p.file, p.row or 0, p.column or "", p.rule, p.value or "", p.severity)
 
@@ -207,7 +207,7 @@ def _rejected_rows(
             alive = ~frame.index.isin(sorted(rejected[table.name]))
             hit = frame.index[alive & frame[c.name].isin(set(bad_parent[key]))]
             for row in hit:
-                parent_rows = ", ".join(str(r) for r in lines[frame.at[row, c.name]])
+                parent_rows = ", ".join(str(r) for r in lines.loc[frame[c.name].loc[row]])
                 children[table.name][int(row)] = f"{PARENT_REJECTED} ({sources[parent]} row {parent_rows})"
     return rejected, children
 
@@ -217,10 +217,10 @@ def _rejects_frame(
     problems: list[Problem],
     rejected: dict[str, set[int]],
     children: dict[str, dict[int, str]],
-    hidden: set[tuple],
+    hidden: set[tuple[str, int | None, str | None]],
 ) -> pd.DataFrame:
     """One row per rejected input row: file, row, table, reasons, raw cells."""
-    reasons: dict[tuple[str, int], list[str]] = {}
+    reasons: dict[tuple[str | None, int], list[str]] = {}
     for p in problems:
         if p.row is not None and p.severity in REJECTING:
             text = f"{p.column}: {p.rule}" if p.column else p.rule
@@ -232,7 +232,7 @@ def _rejects_frame(
         if frame is not None:
             rows = sorted(rejected[name] | set(children[name]))
             for row in rows:
-                rec = {
+                rec: dict[str, object] = {
                     "file": label,
                     "row": row,
                     "table": name,
@@ -283,7 +283,7 @@ def typed_tables(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     out = {}
     for name, frame in raw.items():
         table = TABLES[name]
-        cols = {}
+        cols: dict[str, pd.Series] = {}
         for c in table.columns:
             text = frame[c.name].astype(object)
             text = text.where(text.notna() & (text != ""), None)
@@ -472,7 +472,7 @@ def summary_text(result: ValidationResult, input_dir: str) -> str:
     return "\n".join(lines)
 
 
-def run_validate(params: dict, input_dir: Path | None = None, today: dt.date | None = None) -> str:
+def run_validate(params: dict[str, Any], input_dir: Path | None = None, today: dt.date | None = None) -> str:
     """I/O edge of ``outcomes validate``: read, check, write reports, rejects and valid tables.
 
     Always writes ``<report_dir>/validation.json``, ``validation.html`` and

@@ -505,7 +505,7 @@ def test_example_output_reports_k_anonymity(example_out):
 
 
 def test_weak_keys_are_refused(tmp_path):
-    from analysis.deidentify import _parse_key
+    from analysis.deidentify.keys import _parse_key
 
     with pytest.raises(InputError, match="weak"):
         _parse_key("00" * 32, "k")
@@ -550,7 +550,7 @@ def test_clinic_id_column_in_a_mapping_is_refused():
 
 
 def test_onset_month_or_date_becomes_weeks_before_the_first_visit():
-    from analysis.deidentify import parse_onset
+    from analysis.deidentify.values import parse_onset
 
     onset = parse_onset(pd.Series(["Nov 2022", "since: 2022-11", "15/11/2022", "26 weeks", ""]), ["%d/%m/%Y"])
     assert onset.iloc[:3].dt.strftime("%Y-%m-%d").tolist() == ["2022-11-15"] * 3

@@ -1,0 +1,163 @@
+"""The edge of ``outcomes deidentify``: check where things go, read, de-identify, gate, write atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from analysis import contract
+from analysis.deidentify.export import read_export
+from analysis.deidentify.keys import load_key
+from analysis.deidentify.mapping import load_mapping_yaml, parse_mapping
+from analysis.deidentify.tables import deidentify_frames
+from analysis.errors import InputError, PrivacyError, Problem, ValidationFailed
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_against_contract(tables: dict[str, pd.DataFrame], registry: contract.Registry) -> list[Problem]:
+    """The de-identified tables checked by the same contract as ``outcomes validate``, before anything is written.
+
+    Ranges catch a phone or NHS number mapped into a numeric field (7,467,706,428 symptom weeks). The
+    values are never shown: a value that breaks the contract here may well be an identifier. Rows are
+    those of the de-identified table (header = row 1).
+    """
+    from dataclasses import replace
+
+    from analysis.load import Inputs
+    from analysis.validate import validate_tables
+
+    inputs = Inputs(folder=Path("."))
+    for name, table in tables.items():
+        inputs.tables[name] = table.set_axis(pd.RangeIndex(2, len(table) + 2, name="row")).astype(object)
+        inputs.sources[name] = f"de-identified {name}.csv"
+    errors = validate_tables(inputs, registry).errors
+    return [
+        replace(
+            p,
+            value=None,
+            rule=p.rule + " (check which source column the mapping feeds into this field; nothing was written)",
+        )
+        for p in errors
+    ]
+
+
+def run_deidentify(
+    export_paths: Sequence[Path],
+    mapping_path: Path,
+    out_dir: Path,
+    key_file: Path | None = None,
+    params: dict | None = None,
+    crosswalk_dir: Path | None = None,
+    coarsen: str | None = None,
+) -> str:
+    """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
+    from analysis import store
+    from analysis.params import load_params, section
+    from analysis.paths import resolve
+    from analysis.privacy import k_anonymity, scan_values
+
+    params = params or load_params()
+    priv = section(params, "privacy")
+    if not export_paths:
+        raise InputError("no export given; pass the practice-software export file(s)")
+    out = resolve(out_dir).resolve()
+    demo = resolve("data/raw/demo").resolve()
+    if _inside(out, demo):
+        raise InputError(f"{out}: is the demo data folder; choose another --out, e.g. data/raw/clinic")
+    from analysis.paths import project_root
+
+    root, raw = project_root().resolve(), resolve("data/raw").resolve()
+    if _inside(out, root) and not (raw in out.parents and out.parent == raw):
+        raise InputError(
+            f"{out}: de-identified tables are personal data; inside the project they may only go to "
+            f"a git-ignored folder data/raw/<name>/ (e.g. {raw / 'clinic'}), or outside the project"
+        )
+    exports = [resolve(p).resolve() for p in export_paths]
+    for p in exports:
+        if out == p.parent:
+            raise InputError(
+                f"{out}: is the folder of the export {p.name}; write the de-identified tables to a separate folder"
+            )
+        if _inside(p, out):
+            raise InputError(f"{out}: contains the export {p.name}; choose an empty folder for --out")
+    if crosswalk_dir is not None:
+        from analysis.crosswalk import check_private_dir
+
+        check_private_dir(crosswalk_dir)  # refuse before any work is done
+    key = load_key(key_file)
+    mapping_path = resolve(mapping_path)
+    try:
+        raw = load_mapping_yaml(mapping_path)
+    except FileNotFoundError:
+        raise InputError(f"{mapping_path}: mapping file not found (see data/examples/mapping.yaml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{mapping_path}: cannot read the mapping ({exc.__class__.__name__})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{mapping_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    registry = contract.load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))
+    mapping = parse_mapping(raw, mapping_path.name, registry)
+    frames = []
+    read_info = []
+    for p in exports:
+        label, frame, info = read_export(p, mapping)
+        frames.append((label, frame))
+        read_info.append(info)
+    result = deidentify_frames(
+        frames,
+        mapping,
+        key,
+        pseudonym_chars=int(priv.get("pseudonym_chars", 12)),
+        therapist_chars=int(priv.get("therapist_pseudonym_chars", 6)),
+        shift_max_days=int(priv.get("date_shift_max_days", 180)),
+        coarsen=coarsen,
+    )
+    if result.problems:
+        raise ValidationFailed(result.problems)
+    contract_problems = check_against_contract(result.tables, registry)
+    if contract_problems:
+        raise ValidationFailed(contract_problems)
+    leaks = [p for name, t in result.tables.items() for p in scan_values(t, f"{name}.csv")]
+    if leaks:
+        raise PrivacyError(
+            "de-identified tables still look identifying: "
+            + "; ".join(p.line() for p in leaks[:5])
+            + "; check the mapping (which source column feeds which field); nothing was written"
+        )
+    for f, info in zip(result.log["files"], read_info, strict=True):
+        f.update(info)
+    # the output is a row-level export: say how well its clients hide among each other
+    k_threshold = int(priv.get("k_threshold", 5))
+    kanon = k_anonymity(result.tables["clients"], threshold=k_threshold)
+    result.log["k_anonymity"] = dict(
+        kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"], threshold=k_threshold
+    )
+    for name, table in result.tables.items():
+        store.write_csv(out / f"{name}.csv", table)
+    store.write_json(out / "deidentify_log.json", result.log)
+    walk = ""
+    if crosswalk_dir is not None and result.crosswalk is not None:
+        from analysis.crosswalk import write_crosswalk
+
+        walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, result.crosswalk)}."
+    lg = result.log
+    small = (
+        (
+            f" ({kanon['n_records_below_threshold']} client(s) in classes smaller than {k_threshold}: "
+            "keep these tables inside the clinic)"
+        )
+        if kanon["n_below_threshold"]
+        else ""
+    )
+    return (
+        f"de-identified {lg['rows_in']} row(s) from {len(exports)} file(s): {lg['clients']} clients, "
+        f"{lg['sessions']} sessions, {lg['measurements']} measurements -> {out} "
+        f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
+        f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
+        f"Next: outcomes validate --input {out}.{walk}"
+    )

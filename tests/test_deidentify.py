@@ -527,6 +527,24 @@ def test_key_file_inside_any_git_work_tree_is_refused(tmp_path):
         run_keygen(repo / "sub" / "new.key")
 
 
+def test_key_file_inside_the_project_is_refused_even_outside_git(tmp_path, monkeypatch):
+    """A project unpacked from an archive has no .git: the key is still refused there (one shared check)."""
+    project = tmp_path / "project"
+    (project / "keys").mkdir(parents=True)
+    (project / "params.yaml").write_text("{}")
+    key = project / "keys" / "k.key"
+    key.write_text(bytes(range(1, 33)).hex())
+    monkeypatch.setenv("OUTCOMES_ROOT", str(project))
+    with pytest.raises(InputError, match="the key file may not be inside the project folder"):
+        load_key(key)
+    with pytest.raises(InputError, match="the key may not be inside the project folder"):
+        run_keygen(project / "new.key")
+    outside = tmp_path / "elsewhere" / "k.key"
+    outside.parent.mkdir()
+    outside.write_text(bytes(range(1, 33)).hex())
+    assert len(load_key(outside)) == 32
+
+
 def test_output_inside_the_project_only_under_data_raw_name(tmp_path):
     key = tmp_path / "k.key"
     key.write_text(bytes(range(1, 33)).hex())

@@ -19,35 +19,19 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.errors import InputError
-from analysis.paths import project_root
+from analysis.paths import check_outside_repositories
 
 FILENAME = "crosswalk.csv"
 
 
-def git_work_tree(path: Path) -> Path | None:
-    """The git work tree that contains ``path`` (the folder holding ``.git``), or None."""
-    for candidate in (path, *path.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return None
-
-
 def check_private_dir(folder: Path, root: Path | None = None) -> Path:
     """The resolved folder, if it is outside the project and outside every git work tree; else InputError."""
-    folder = Path(folder).expanduser().resolve()
-    root = (root or project_root()).resolve()
-    if folder == root or root in folder.parents:
-        raise InputError(
-            f"{folder}: the crosswalk identifies patients and may not be written inside the project "
-            f"({root}); choose a folder only the key holder can read, e.g. ~/clinic-private"
-        )
-    tree = git_work_tree(folder)
-    if tree is not None:
-        raise InputError(
-            f"{folder}: is inside the git work tree {tree}; the crosswalk must never be committed: "
-            "choose a folder outside any repository"
-        )
-    return folder
+    return check_outside_repositories(
+        folder,
+        "the crosswalk identifies patients and",
+        "choose a folder only the key holder can read, outside any repository, e.g. ~/clinic-private",
+        root,
+    )
 
 
 def crosswalk_frame(rows: pd.DataFrame, identity_cols: list[str], offsets: pd.Series) -> pd.DataFrame:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from analysis.errors import InputError
+
 
 def project_root() -> Path:
     """The project root: $OUTCOMES_ROOT, else the nearest parent of the cwd holding params.yaml.
@@ -25,3 +27,30 @@ def resolve(path: str | Path, root: Path | None = None) -> Path:
     """A path from params or the command line, relative paths taken from the project root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (root or project_root()) / p
+
+
+def git_work_tree(path: Path) -> Path | None:
+    """The git work tree that contains ``path`` (the folder holding ``.git``), or None."""
+    for candidate in (path, *path.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def check_outside_repositories(path: Path, what: str, advice: str, root: Path | None = None) -> Path:
+    """``path`` resolved, if it is outside the project and outside every git work tree; else InputError.
+
+    For what identifies patients or undoes the pseudonyms (the key, the crosswalk): there it could be
+    committed, or land in a report. ``what`` names it in the message ("the key file"), ``advice`` says
+    where to put it instead.
+    """
+    path = Path(path).expanduser().resolve()
+    root = (root or project_root()).resolve()
+    if path == root or root in path.parents:
+        raise InputError(f"{path}: {what} may not be inside the project folder {root}; {advice}")
+    tree = git_work_tree(path)
+    if tree is not None:  # another checkout, or any repository
+        raise InputError(
+            f"{path}: {what} may not be inside the git work tree {tree}, where it could be committed; {advice}"
+        )
+    return path

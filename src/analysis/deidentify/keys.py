@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analysis.deidentify.pseudonyms import key_fingerprint
 from analysis.errors import InputError
+from analysis.paths import check_outside_repositories
 
 KEY_ENV = "OUTCOMES_KEY"
 KEY_FILE_ENV = "OUTCOMES_KEY_FILE"
@@ -43,14 +44,7 @@ def load_key(key_file: Path | None = None, environ: MappingABC[str, str] | None 
     if path is None:
         raise InputError(f"no de-identification key: {KEYGEN_HINT} (or set ${KEY_ENV} / ${KEY_FILE_ENV})")
     path = Path(path).expanduser()
-    from analysis.crosswalk import git_work_tree
-
-    tree = git_work_tree(path.resolve().parent)
-    if tree is not None:
-        raise InputError(
-            f"{path}: the key file is inside the git work tree {tree}, where it could be committed; "
-            "move it outside every repository (e.g. ~/.config/outcomes/key)"
-        )
+    check_outside_repositories(path, "the key file", "move it outside every repository (e.g. ~/.config/outcomes/key)")
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
@@ -62,22 +56,9 @@ def load_key(key_file: Path | None = None, environ: MappingABC[str, str] | None 
 
 def run_keygen(path: Path) -> str:
     """Create a new random key file (32 bytes, hex), mode 0600, outside the project; never print the key."""
-    from analysis.crosswalk import git_work_tree
-    from analysis.paths import project_root
-
-    path = Path(path).expanduser().resolve()
-    root = project_root().resolve()
-    if path == root or root in path.parents:
-        raise InputError(
-            f"{path}: is inside the project folder {root}; keep the key outside the repository, "
-            "e.g. `outcomes keygen --out ~/.config/outcomes/key`"
-        )
-    tree = git_work_tree(path.parent)
-    if tree is not None:  # another checkout, or any repository: keygen run from outside a project too
-        raise InputError(
-            f"{path}: is inside the git work tree {tree}; keep the key outside every repository, "
-            "e.g. `outcomes keygen --out ~/.config/outcomes/key`"
-        )
+    path = check_outside_repositories(
+        path, "the key", "keep the key outside every repository, e.g. `outcomes keygen --out ~/.config/outcomes/key`"
+    )
     if path.exists() or path.is_symlink():
         raise InputError(
             f"{path}: already exists; a new key would change every pseudonym. Keep the old key, "

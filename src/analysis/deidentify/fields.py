@@ -74,7 +74,8 @@ def _identity(w: Work, mapping: Mapping) -> pd.Series:
             part = w.df[c].map(norm_text).astype("string")
         w.report(w.df[c].eq(""), c, "blank identity value: the patient cannot be recognised; fill it in")
         parts.append(part)
-    return parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+    joined: pd.Series = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+    return joined
 
 
 def _visit_dates(w: Work, mapping: Mapping, today: dt.date) -> pd.Series:
@@ -157,7 +158,7 @@ def _techniques(w: Work, mapping: Mapping) -> pd.Series:
                 unmapped.setdefault(item, []).append((i, raw_item.strip()))
             else:
                 got.add(t)
-        out.append(";".join(sorted(got, key=order.get)) if got else pd.NA)
+        out.append(";".join(sorted(got, key=lambda t: order[t])) if got else pd.NA)
     for _item, where in sorted(unmapped.items()):
         # checked as exported (capitals intact) and only if shared by enough patients: free text in a
         # techniques column ("Olivia Whitfield ran 5k pain-free") is never echoed

@@ -214,12 +214,12 @@ class _NoAliasLoader(yaml.SafeLoader):
     """YAML without anchors and aliases: a mapping file never needs them, and nested aliases can expand a
     few hundred bytes into gigabytes (a "billion laughs" file)."""
 
-    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            line = event.start_mark.line + 1 if event.start_mark else "?"
             raise yaml.YAMLError(
-                f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in a "
-                "mapping file; write the values out"
+                f"line {line}: YAML aliases (*name) are not allowed in a mapping file; write the values out"
             )
         return super().compose_node(parent, index)
 

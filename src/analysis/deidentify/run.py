@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -52,7 +53,7 @@ def run_deidentify(
     mapping_path: Path,
     out_dir: Path,
     key_file: Path | None = None,
-    params: dict | None = None,
+    params: dict[str, Any] | None = None,
     crosswalk_dir: Path | None = None,
     coarsen: str | None = None,
 ) -> str:

@@ -103,12 +103,13 @@ def _shifted_dates(w: Work, key: bytes, max_days: int, today: dt.date) -> tuple[
     """Visit dates moved by each client's keyed offset, kept within 2000-01-01..today; (dates, n adjusted)."""
     span = w.df.groupby("client_id")["_date"].agg(["min", "max"])
     identities = w.df.groupby("client_id")["_identity"].first()
+    first_visit, last_visit = span["min"].to_dict(), span["max"].to_dict()
     offsets = {}
     adjusted = 0
     for cid, ident in identities.items():
         raw = off = date_offset(key, ident, max_days)
-        lo = (pd.Timestamp(contract.EARLIEST_DATE) - span.at[cid, "min"]).days
-        hi = (pd.Timestamp(today) - span.at[cid, "max"]).days
+        lo = (pd.Timestamp(contract.EARLIEST_DATE) - first_visit[cid]).days
+        hi = (pd.Timestamp(today) - last_visit[cid]).days
         if off > hi:
             off = -off  # would land in the future: shift backwards instead
         offsets[cid] = int(min(max(off, lo), hi))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -60,20 +61,22 @@ class Clinic:
     ----------
     clients, sessions, measurements : DataFrame
         The typed tables (columns and dtypes as :mod:`analysis.validate` hands them on).
-    truth : dict
+    truth : dict[str, Any]
         The true effects, the data-generating model, the seed and every parameter used.
     """
 
     clients: pd.DataFrame
     sessions: pd.DataFrame
     measurements: pd.DataFrame
-    truth: dict
+    truth: dict[str, Any]
 
 
 # --------------------------------------------------------------------------- configuration
 
 
-def resolve_config(cfg: dict, seed: int, n_clients: int | None = None, effect: float | None = None) -> dict:
+def resolve_config(
+    cfg: dict[str, Any], seed: int, n_clients: int | None = None, effect: float | None = None
+) -> dict[str, Any]:
     """The simulate parameters with overrides applied, checked.
 
     Raises :class:`InputError` naming the key for a missing or unusable value.
@@ -126,31 +129,43 @@ def dt64(text: str) -> np.datetime64:
     return np.datetime64(str(text), "D")
 
 
-def shares(mapping: dict, order: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def shares(mapping: dict[str, Any], order: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     cats = np.array([c for c in order if c in mapping], dtype=object)
     w = np.array([float(mapping[c]) for c in cats])
     return cats, w / w.sum()
 
 
-def draw(rng: np.random.Generator, mapping: dict, order: tuple[str, ...], size) -> np.ndarray:
+def draw(rng: np.random.Generator, mapping: dict[str, Any], order: tuple[str, ...], size: int) -> np.ndarray:
+    """``size`` categories drawn with the mapping's shares."""
     cats, w = shares(mapping, order)
-    return cats[rng.choice(len(cats), size=size, p=w)]
+    drawn: np.ndarray = cats[rng.choice(len(cats), size=size, p=w)]
+    return drawn
 
 
 def weekday_forward(days: np.ndarray) -> np.ndarray:
     """Move Saturdays and Sundays (days since 1970-01-01, a Thursday) to the next Monday."""
     dow = (days + 3) % 7  # Monday = 0
-    return days + np.where(dow == 5, 2, np.where(dow == 6, 1, 0))
+    moved: np.ndarray = days + np.where(dow == 5, 2, np.where(dow == 6, 1, 0))
+    return moved
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return p
 
 
 def norm(weights: npt.ArrayLike) -> np.ndarray:
     """Weights scaled to sum to 1."""
     w = np.asarray(weights, dtype=float)
-    return w / w.sum()
+    scaled: np.ndarray = w / w.sum()
+    return scaled
+
+
+def blank(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """``values`` as an object array with None where ``missing`` (a blank cell in the tables)."""
+    out = values.astype(object)
+    out[missing] = None
+    return out
 
 
 def ids(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
@@ -163,4 +178,5 @@ def expected_recorded(mu: np.ndarray, sd: float) -> np.ndarray:
     from scipy.special import ndtr
 
     j = np.arange(1, 11)
-    return (1.0 - ndtr((j[None, :] - 0.5 - mu[:, None]) / sd)).sum(axis=1)
+    expected: np.ndarray = (1.0 - ndtr((j[None, :] - 0.5 - mu[:, None]) / sd)).sum(axis=1)
+    return expected

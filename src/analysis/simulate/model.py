@@ -6,6 +6,7 @@ Pure: (params, seed) -> :class:`~.config.Clinic`; see the package docstring for 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from analysis.simulate.config import (
     LEFS,
     NPRS,
     Clinic,
+    blank,
     draw,
     dt64,
     ids,
@@ -40,12 +42,14 @@ from analysis.simulate.truth import clinic_truth
 # --------------------------------------------------------------------------- the generator
 
 
-def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effect: float | None = None) -> Clinic:
+def simulate_clinic(
+    cfg: dict[str, Any], seed: int, *, n_clients: int | None = None, effect: float | None = None
+) -> Clinic:
     """Simulate one clinic from the ``simulate`` parameters.
 
     Parameters
     ----------
-    cfg : dict
+    cfg : dict[str, Any]
         The ``simulate`` section of params.yaml (every key of :data:`REQUIRED_KEYS`).
     seed : int
         Seed of the ``numpy.random.default_rng`` stream; same seed, same clinic.
@@ -273,9 +277,9 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
             "session_id": pd.array(session_ids, dtype="str"),
             "client_id": pd.array(client_ids[ci], dtype="str"),
             "session_date": pd.to_datetime(days[ci, ki].astype("datetime64[D]")).astype("datetime64[ns]"),
-            "therapist_id": pd.array(np.where(ther_missing[ci, ki], None, ther[ci, ki]), dtype="str"),
+            "therapist_id": pd.array(blank(ther[ci, ki], ther_missing[ci, ki]), dtype="str"),
             "focus": pd.array(focus[ci, ki], dtype="str"),
-            "techniques": pd.array(np.where(tech_missing[ci, ki], None, tech_lookup[tech_code[ci, ki]]), dtype="str"),
+            "techniques": pd.array(blank(tech_lookup[tech_code[ci, ki]], tech_missing[ci, ki]), dtype="str"),
             "minutes": minutes[ci, ki].astype(np.int64),
         }
     )[TABLES["sessions"].column_names]
@@ -298,8 +302,8 @@ def simulate_clinic(cfg: dict, seed: int, *, n_clients: int | None = None, effec
         rows_p.append(np.full(int(mask.sum()), order, dtype=np.int64))
         rows_v.append(values[mask])
     s_all, p_all, v_all = np.concatenate(rows_s), np.concatenate(rows_p), np.concatenate(rows_v)
-    order = np.lexsort((p_all, s_all))
-    s_all, p_all, v_all = s_all[order], p_all[order], v_all[order]
+    sort = np.lexsort((p_all, s_all))
+    s_all, p_all, v_all = s_all[sort], p_all[sort], v_all[sort]
     measure_names = np.array([m for m, _, _, _ in pieces], dtype=object)
     timing_names = np.array([t for _, t, _, _ in pieces], dtype=object)
     measurements = pd.DataFrame(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from analysis.simulate.config import MODEL_VERSION, PRIMARY_WEEK, expected_recorded
 
 
-def clinic_truth(p: dict, s: dict) -> dict:
+def clinic_truth(p: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
     """The ground truth of one simulated clinic, for truth.json and the self-check."""
     effect = float(p["hip_slope_effect"])
     mod = float(p["chronicity_moderation"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,7 +56,7 @@ def _number_text(values: np.ndarray) -> np.ndarray:
 
 def run_simulate(
     out_dir: Path | str,
-    params: dict,
+    params: dict[str, Any],
     seed: int | None = None,
     n_clients: int | None = None,
     effect: float | None = None,

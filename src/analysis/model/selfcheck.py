@@ -44,6 +44,7 @@ import io
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,7 +121,7 @@ def simulation_study(
     n_clients: int,
     effect: float,
     seed: int,
-    cfg: dict,
+    cfg: dict[str, Any],
     *,
     scenario: str = "effect",
     moderation: float | None = None,
@@ -160,7 +161,7 @@ def simulation_study(
         (k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario)
         for k, clinic_seed in enumerate(clinic_seeds(seed, n_clinics))
     ]
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -178,7 +179,7 @@ def simulation_study(
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def _one_clinic(job: tuple) -> list[dict]:
+def _one_clinic(job: tuple) -> list[dict[str, Any]]:
     """Simulate, join, prepare and fit one clinic; one row per df method (see :func:`simulation_study`)."""
     from analysis.simulate import simulate_clinic
 
@@ -291,7 +292,7 @@ def summarise(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
-def interpret(r: dict, alpha: float = 0.05) -> str:
+def interpret(r: dict[str, Any], alpha: float = 0.05) -> str:
     """One plain-language line: each operating characteristic against its target, within Monte Carlo error?
 
     ``r`` is one summary row (keys of :data:`SUMMARY_COLUMNS` except
@@ -382,7 +383,7 @@ def selfcheck_figure(runs: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def run_selfcheck(params: dict, n_clinics: int | None = None, seed: int | None = None) -> str:
+def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: int | None = None) -> str:
     """I/O edge: run both scenarios with a progress bar; write selfcheck.csv (one row per clinic),
     selfcheck_summary.csv (one row per scenario, with its interpretation), selfcheck.json, selfcheck.png.
 

@@ -18,6 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -54,14 +55,14 @@ RESULT_TABLES = (
 class ReportInputs:
     """Everything the reports are built from, already read from disk."""
 
-    params: dict
+    params: dict[str, Any]
     registry: Registry
     dataset: pd.DataFrame
     flow: pd.DataFrame
-    results: dict
+    results: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     diagnostics: pd.DataFrame | None = None
-    validation: dict = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
     validation_href: str = "../validation/validation.html"
     clinic_id: str = "unknown"
     true_period: tuple[str, str] | None = None  # from deidentify_log.json when the dates were shifted
@@ -93,7 +94,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
 
-def load_report_inputs(params: dict, root: Path | None = None) -> tuple[ReportInputs, list[Path]]:
+def load_report_inputs(params: dict[str, Any], root: Path | None = None) -> tuple[ReportInputs, list[Path]]:
     """Read the report's inputs; returns them and the list of files read (for provenance)."""
     root = root or project_root()
     j, m, v, r = (section(params, s) for s in ("join", "model", "validate", "report"))
@@ -187,7 +188,7 @@ def _measure_short(measure: Measure) -> str:
     return m.group(1) if m else measure.label
 
 
-def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict:
+def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, Any]:
     """Context shared by both reports."""
     params = inp.params
     m, r = section(params, "model"), section(params, "report")
@@ -230,7 +231,7 @@ def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict:
     )
 
 
-def comparison_clients(dataset: pd.DataFrame, model_cfg: dict) -> set[str]:
+def comparison_clients(dataset: pd.DataFrame, model_cfg: dict[str, Any]) -> set[str]:
     """Clients in the primary comparison by the model step's own rules (:func:`analysis.model.prepare.primary_data`)."""
     from analysis.errors import ModelError
     from analysis.model.prepare import primary_data
@@ -250,7 +251,7 @@ def _group_ns(n_by_group: pd.Series, min_cell: int) -> dict[str, str]:
     return shown
 
 
-def _thin_from(inp: ReportInputs, c: dict, share: float = 0.25) -> float | None:
+def _thin_from(inp: ReportInputs, c: dict[str, Any], share: float = 0.25) -> float | None:
     """First whole week after which fewer than ``share`` of the analysed clients are still followed."""
     d = inp.dataset[(inp.dataset["measure"] == c["measure"].key) & inp.dataset["value"].notna()]
     if d.empty:
@@ -262,7 +263,7 @@ def _thin_from(inp: ReportInputs, c: dict, share: float = 0.25) -> float | None:
     return None
 
 
-def _balance_rows(inp: ReportInputs) -> list[dict]:
+def _balance_rows(inp: ReportInputs) -> list[dict[str, Any]]:
     """The IPTW balance table (covariate, level, SMD before and after weighting), largest imbalance first."""
     b = inp.tables.get("balance")
     if b is None or b.empty or not {"smd_unweighted", "smd_weighted"} <= set(b.columns):
@@ -272,7 +273,11 @@ def _balance_rows(inp: ReportInputs) -> list[dict]:
 
 
 def _shared_figures(
-    inp: ReportInputs, c: dict, individual: pd.DataFrame | None, groups_ok: bool = True, min_cell: int | None = None
+    inp: ReportInputs,
+    c: dict[str, Any],
+    individual: pd.DataFrame | None,
+    groups_ok: bool = True,
+    min_cell: int | None = None,
 ) -> list[Figure]:
     """Figures in both reports (the therapist's adds faint individual lines to the trajectories)."""
     t = inp.tables
@@ -383,7 +388,7 @@ def responder_shares(table: pd.DataFrame | None, alpha: float) -> pd.DataFrame |
     )
 
 
-def build_therapist(inp: ReportInputs, c: dict) -> str:
+def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
     """The therapist's report as one self-contained HTML page."""
     r = c["r"]
     measure: Measure = c["measure"]
@@ -465,7 +470,7 @@ def build_therapist(inp: ReportInputs, c: dict) -> str:
     )
 
 
-def build_peer(inp: ReportInputs, c: dict, min_cell: int) -> tuple[str, list[Figure]]:
+def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str, list[Figure]]:
     """The peer report HTML (aggregate only) and its figures."""
     d = inp.dataset.assign(group=c["group"])
     analysed = d[d["group"] != "other"]
@@ -592,7 +597,7 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
 _DATA_URI = re.compile(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+")
 
 
-def check_peer(outputs: dict, dataset: pd.DataFrame, min_cell: int) -> None:
+def check_peer(outputs: dict[str, Any], dataset: pd.DataFrame, min_cell: int) -> None:
     """The privacy gate over every peer output; raises PrivacyError (nothing is written then).
 
     Embedded images are checked as their own text (SVG) rather than as base64, where a
@@ -613,7 +618,7 @@ def check_peer(outputs: dict, dataset: pd.DataFrame, min_cell: int) -> None:
         )
 
 
-def write_outputs(outputs: dict, therapist_dir: Path, peer_dir: Path) -> list[Path]:
+def write_outputs(outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path) -> list[Path]:
     """Write every output atomically; stale peer figures are removed so the folder matches this build."""
     from analysis.store import to_json_text, write_bytes, write_text
 
@@ -636,7 +641,7 @@ def write_outputs(outputs: dict, therapist_dir: Path, peer_dir: Path) -> list[Pa
     return written
 
 
-def run_report(params: dict, progress=None) -> str:
+def run_report(params: dict[str, Any], progress=None) -> str:
     """I/O edge: read the pipeline outputs, build all reports, gate the peer ones, write.
 
     ``progress`` (optional) is called with the name of each step before it runs.
@@ -662,7 +667,7 @@ def run_report(params: dict, progress=None) -> str:
     return "\n".join(lines)
 
 
-def analysis_dataset(params: dict, n_clients: int | None = None) -> tuple[pd.DataFrame, str]:
+def analysis_dataset(params: dict[str, Any], n_clients: int | None = None) -> tuple[pd.DataFrame, str]:
     """The analysis dataset for the notebooks: the pipeline's parquet, else a simulated clinic in memory.
 
     A fresh clone has no data until ``make report`` (or ``dvc repro``) ran; the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from typing import Any
 
 from analysis.contract import Measure
 from analysis.report.render import GROUP_COLOURS
@@ -75,7 +76,7 @@ def sparkline_svg(values: list[float], measure: Measure) -> str:
     )
 
 
-def client_cards(clients, progress, measure: Measure) -> list[dict]:
+def client_cards(clients, progress, measure: Measure) -> list[dict[str, Any]]:
     """One card per client: id, anchor, group, status and the chart SVG (in the client table's order)."""
     by_client = {cid: g for cid, g in progress.groupby("client_id", sort=False)}
     cards = []

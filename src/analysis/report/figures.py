@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -37,7 +38,7 @@ def group_label(group: object) -> str:
     return str(group)
 
 
-def _colour(group: str) -> str:
+def _colour(group: object) -> str:
     return GROUP_COLOURS.get(group_label(group), GROUP_COLOURS["other"])
 
 
@@ -365,7 +366,7 @@ def random_effect_qq(re: pd.DataFrame) -> Figure:
     return fig
 
 
-def _qq(ax, values: np.ndarray) -> None:
+def _qq(ax: Axes, values: np.ndarray) -> None:
     values = np.sort(values[np.isfinite(values)])
     n = len(values)
     if n < 3:
@@ -373,8 +374,8 @@ def _qq(ax, values: np.ndarray) -> None:
         return
     theo = stats.norm.ppf((np.arange(1, n + 1) - 0.375) / (n + 0.25))
     ax.scatter(theo, values, s=6, alpha=0.5, color="#0072B2", lw=0, rasterized=len(values) > RASTER_ABOVE)
-    q1, q3 = np.percentile(values, [25, 75])
-    t1, t3 = stats.norm.ppf([0.25, 0.75])
+    q1, q3 = map(float, np.atleast_1d(np.percentile(values, [25, 75])))
+    t1, t3 = map(float, np.atleast_1d(stats.norm.ppf([0.25, 0.75])))
     slope = (q3 - q1) / (t3 - t1) if t3 != t1 else 1.0
     ax.plot(theo, q1 + slope * (theo - t1), color="#D55E00", lw=1)
     ax.set_xlabel("Normal quantile")

@@ -61,7 +61,7 @@ _ESTIMATE_KEYS = ("estimate", "se", "ci_low", "ci_high", "p_value", "e_value")
 ARMS = ("hip_focused", "comparator")
 
 
-def schema() -> dict:
+def schema() -> dict[str, Any]:
     """The JSON Schema of findings.json."""
     return json.loads(files("analysis.report").joinpath("findings.schema.json").read_text(encoding="utf-8"))
 
@@ -75,7 +75,7 @@ def sha256_of(obj: Any) -> str:
     return hashlib.sha256(canonical(obj)).hexdigest()
 
 
-def integrity_hash(bundle: dict) -> str:
+def integrity_hash(bundle: dict[str, Any]) -> str:
     """SHA-256 of the bundle without its ``integrity`` field."""
     return sha256_of({k: v for k, v in bundle.items() if k != "integrity"})
 
@@ -83,7 +83,7 @@ def integrity_hash(bundle: dict) -> str:
 DEMO_CLINIC_ID = "demo-synthetic"
 
 
-def clinic_identity(params: dict, store: Path | None = None, demo: bool = False) -> str:
+def clinic_identity(params: dict[str, Any], store: Path | None = None, demo: bool = False) -> str:
     """The clinic's id for bundles: unique and stable, never a shared default.
 
     Order: params ``report.clinic_id``; the environment variable ``HIPKNEE_CLINIC_ID``; ``demo-synthetic``
@@ -133,7 +133,7 @@ def _small(n: Any, min_cell: int) -> bool:
     return v is None or 0 < v < min_cell
 
 
-def compatibility(params: dict) -> dict:
+def compatibility(params: dict[str, Any]) -> dict[str, Any]:
     """What the primary estimate means, and its hash: bundles pool only when these agree."""
     m = params.get("model", {})
     key = {
@@ -151,7 +151,7 @@ def compatibility(params: dict) -> dict:
     return {**key, "sha256": sha256_of(key)}
 
 
-def _arms(primary: dict, min_cell: int) -> dict:
+def _arms(primary: dict[str, Any], min_cell: int) -> dict[str, Any]:
     out = {}
     for arm in ARMS:
         a = (primary.get("arms") or {}).get(arm) or {}
@@ -168,7 +168,7 @@ def _arms(primary: dict, min_cell: int) -> dict:
     return out
 
 
-def _responders(s: dict | None, mcid: dict, min_cell: int) -> dict:
+def _responders(s: dict[str, Any] | None, mcid: dict[str, Any], min_cell: int) -> dict[str, Any]:
     out = {
         "status": "not_available",
         "mcid": mcid,
@@ -207,7 +207,7 @@ def _responders(s: dict | None, mcid: dict, min_cell: int) -> dict:
     return out
 
 
-def _chronicity(s: dict | None) -> dict:
+def _chronicity(s: dict[str, Any] | None) -> dict[str, Any]:
     inter = (s or {}).get("interaction") or {}
     done = isinstance(s, dict) and s.get("status") == "done" and _num(inter.get("estimate")) is not None
     return {
@@ -221,18 +221,18 @@ def _chronicity(s: dict | None) -> dict:
 
 
 def build_findings(
-    results: dict,
+    results: dict[str, Any],
     *,
     clinic_id: str,
     period: tuple[str, str],
     n_by_group: dict[str, int],
-    params: dict,
+    params: dict[str, Any],
     params_sha256: str,
     packages: dict[str, str],
     code_version: str,
     min_cell: int,
-    mcid: dict | None = None,
-) -> dict:
+    mcid: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The findings bundle as a JSON-ready dict (schema version 2).
 
     Parameters

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,9 +52,9 @@ def peer_flow(flow: pd.DataFrame, min_cell: int) -> tuple[list[FlowBox], list[Fl
     is_group = flow["reason"].astype("string").fillna("").eq("group")
     steps = flow[~is_group].reset_index(drop=True)
     groups = flow[is_group].reset_index(drop=True)
-    boxes: list[dict] = []
-    pending_excl, pending_reasons = 0, []
-    for i, r in steps.iterrows():
+    boxes: list[dict[str, Any]] = []
+    pending_excl, pending_reasons = 0, list[str]()
+    for i, (_, r) in enumerate(steps.iterrows()):
         excl = int(r["excluded_clients"]) + pending_excl
         reasons = pending_reasons + ([str(r["reason"])] if int(r["excluded_clients"]) > 0 else [])
         if 0 < excl < min_cell and i < len(steps) - 1:
@@ -154,7 +155,7 @@ def audited(full: pd.DataFrame, safe: pd.DataFrame, cols: list[str], min_cell: i
         if shown:
             _, (a, b) = shown[0]  # the smallest shown count (a 0 too) in a line of a pinned cell
             hidden[a, b] = True
-            safe.iloc[a, safe.columns.get_loc(cols[b])] = "*"
+            safe.iloc[a, _position(safe, cols[b])] = "*"
             continue
         # everything beside them is hidden already: "<5" itself is the clue (e.g. two rows "<5" of a group
         # of 8 must be 4 and 4), so those cells are shown as "*" (hidden, with no hint of their size)
@@ -163,9 +164,9 @@ def audited(full: pd.DataFrame, safe: pd.DataFrame, cols: list[str], min_cell: i
             break
         for c in relabel:
             small[c] = False
-            safe.iloc[c[0], safe.columns.get_loc(cols[c[1]])] = "*"
+            safe.iloc[c[0], _position(safe, cols[c[1]])] = "*"
     if pinned_cells(counts, hidden, min_cell, small):  # no way found: show nothing of this block
-        safe.iloc[:last, [safe.columns.get_loc(c) for c in cols]] = "*"
+        safe.iloc[:last, [_position(safe, c) for c in cols]] = "*"
     return safe
 
 
@@ -195,7 +196,7 @@ def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def intervention_description(sessions: pd.DataFrame, min_cell: int) -> dict:
+def intervention_description(sessions: pd.DataFrame, min_cell: int) -> dict[str, Any]:
     """TIDieR-style description of what was delivered, from the session records.
 
     Parameters
@@ -254,3 +255,11 @@ def _quartiles(df: pd.DataFrame, col: str, min_cell: int) -> dict[str, dict[str,
             else {"median": math.nan, "q1": math.nan, "q3": math.nan}
         )
     return out
+
+
+def _position(frame: pd.DataFrame, column: str) -> int:
+    """The position of a column (the tables built here have unique column names)."""
+    pos = frame.columns.get_loc(column)
+    if not isinstance(pos, int):
+        raise ValueError(f"column {column!r} is not unique")
+    return pos

@@ -53,7 +53,7 @@ class Provenance:
     params_sha256: str = ""
     params_yaml: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "code_version": self.code_version,
             "source_sha256": self.source_sha256,
@@ -70,12 +70,12 @@ from analysis.store import sha256_file  # noqa: E402,F401  (re-exported: provena
 ANALYSIS_SECTIONS = ("data", "validate", "join", "model", "report")
 
 
-def analysis_params(params: dict) -> dict:
+def analysis_params(params: dict[str, Any]) -> dict[str, Any]:
     """The params that produced the reports (what provenance records and the params hash covers)."""
     return {k: params[k] for k in ANALYSIS_SECTIONS if k in params}
 
 
-def params_hash(params: dict) -> str:
+def params_hash(params: dict[str, Any]) -> str:
     """SHA-256 of the params as canonical JSON (sorted keys), independent of YAML layout."""
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -98,7 +98,7 @@ def shown_paths(obj: Any, root: Path | None = None) -> Any:
     return obj
 
 
-def params_text(params: dict) -> str:
+def params_text(params: dict[str, Any]) -> str:
     """The params as YAML with sorted keys, for the report's appendix; no local absolute paths."""
     import yaml
 
@@ -163,7 +163,7 @@ def input_files(paths: Iterable[Path], root: Path) -> list[dict[str, str]]:
     return sorted(rows, key=lambda r: r["path"])
 
 
-def collect(params: dict, root: Path, inputs: Iterable[Path]) -> Provenance:
+def collect(params: dict[str, Any], root: Path, inputs: Iterable[Path]) -> Provenance:
     """Provenance of a build from ``inputs`` (files or folders) under project ``root``."""
     lock = root / "requirements.lock"
     return Provenance(

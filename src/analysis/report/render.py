@@ -34,13 +34,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.typing import RcKeyType  # noqa: E402
 
 from analysis.report.text import fmt_num, fmt_p, fmt_p_stat  # noqa: E402,F401  (template filters)
 
 SVG_HASHSALT = "hip-knee"
 FONT_FAMILY = "DejaVu Sans"
 
-RC: dict[str, Any] = {
+RC: dict[RcKeyType, Any] = {
     "svg.hashsalt": SVG_HASHSALT,
     "svg.fonttype": "path",
     "font.family": "sans-serif",
@@ -177,7 +178,10 @@ def html_to_pdf(html: str) -> bytes:
     os.environ["SOURCE_DATE_EPOCH"] = epoch or "0"
     try:
         # pdf_tags: a tagged PDF (structure for screen readers, reading order), as WeasyPrint offers it
-        return HTML(string=html, base_url=None).write_pdf(pdf_identifier=None, uncompressed_pdf=False, pdf_tags=True)
+        pdf: bytes = HTML(string=html, base_url=None).write_pdf(
+            pdf_identifier=None, uncompressed_pdf=False, pdf_tags=True
+        )
+        return pdf
     finally:
         logger.setLevel(level)
         if epoch is None:

@@ -9,6 +9,8 @@ see their own progress.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -122,7 +124,7 @@ def client_sheet(
     )
 
 
-def run_sheet(params: dict, client_ids: list[str]) -> str:
+def run_sheet(params: dict[str, Any], client_ids: list[str]) -> str:
     """I/O edge of ``outcomes sheet``: read the analysis dataset, write one HTML + PDF per client."""
     from analysis.contract import load_registry
     from analysis.params import section

@@ -53,14 +53,14 @@ def _f(value: Any) -> float:
     return v
 
 
-def primary_ok(primary: dict) -> bool:
+def primary_ok(primary: dict[str, Any]) -> bool:
     """True if the primary fit succeeded and has an estimate with a CI."""
     return str(primary.get("status", "failed")).lower() not in {"failed", "error", "missing", ""} and all(
         math.isfinite(_f(primary.get(k))) for k in ("estimate", "ci_low", "ci_high")
     )
 
 
-def primary_sentence(primary: dict, measure: Measure, week: float, short: str = "NPRS") -> str:
+def primary_sentence(primary: dict[str, Any], measure: Measure, week: float, short: str = "NPRS") -> str:
     """The primary answer in one honest sentence, following the sign and the CI.
 
     Says "more" or "less" improvement only when the CI excludes 0, and "no clear
@@ -78,7 +78,7 @@ def primary_sentence(primary: dict, measure: Measure, week: float, short: str = 
     return text
 
 
-def _primary_sentence(primary: dict, measure: Measure, week: float, short: str) -> str:
+def _primary_sentence(primary: dict[str, Any], measure: Measure, week: float, short: str) -> str:
     est, lo, hi = (_f(primary[k]) for k in ("estimate", "ci_low", "ci_high"))
     sign = -1.0 if measure.lower_is_better else 1.0
     # "improvement difference": positive = hip-focused improved more
@@ -103,7 +103,7 @@ def _primary_sentence(primary: dict, measure: Measure, week: float, short: str) 
     )
 
 
-def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFrame:
+def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) -> pd.DataFrame:
     """The primary estimate and each sensitivity analysis, for the forest plot and its table.
 
     Returns
@@ -148,7 +148,7 @@ def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFr
                     )
                 )
                 continue
-            t = tipping.loc[(tipping["delta"] - delta).abs().idxmin()]
+            t = tipping.iloc[int(np.nanargmin((tipping["delta"] - delta).abs().to_numpy()))]
             rows.append(
                 dict(
                     label=f"Tipping point, δ = {delta:g}",
@@ -175,7 +175,7 @@ def forest_rows(results: dict, tipping: pd.DataFrame | None = None) -> pd.DataFr
     return pd.DataFrame(rows, columns=["label", "estimate", "ci_low", "ci_high", "primary", "status", "reason"])
 
 
-def secondary_rows(results: dict) -> list[dict[str, str]]:
+def secondary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
     """One row per secondary analysis: label, status, whether exploratory, result in words.
 
     The result shows estimate and CI when the analysis gives one, else its reason or status.
@@ -223,7 +223,7 @@ HEADLINE_KEYS = (
 )
 
 
-def headline(entry: dict) -> tuple[str, dict | None]:
+def headline(entry: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     """The headline estimate of a secondary analysis: ('', entry) if it has a top-level estimate,
     else (name, nested dict) for the first of :data:`HEADLINE_KEYS` with an estimate, else ('', None)."""
     if math.isfinite(_f(entry.get("estimate"))):
@@ -251,11 +251,11 @@ def ci_crosses_zero(lo: Any, hi: Any) -> bool:
     return not (math.isfinite(lo) and math.isfinite(hi)) or (lo <= 0 <= hi)
 
 
-def _ci(d: dict) -> str:
+def _ci(d: dict[str, Any]) -> str:
     return f"{fmt_num(d.get('estimate'))} (95% CI {fmt_num(d.get('ci_low'))} to {fmt_num(d.get('ci_high'))})"
 
 
-def result_text(key: str, entry: dict) -> str | None:
+def result_text(key: str, entry: dict[str, Any]) -> str | None:
     """A one-line result for analyses whose headline is not a single estimate.
 
     Only estimates, p-values and durations appear here, never counts, so the
@@ -324,7 +324,7 @@ ADDRESSES = {
 }
 
 
-def robustness_sentence(results: dict, forest: pd.DataFrame) -> str:
+def robustness_sentence(results: dict[str, Any], forest: pd.DataFrame) -> str:
     """One sentence, generated from the results, on whether the sensitivity analyses back the headline.
 
     Counts the sensitivity analyses with an estimate whose CI includes no difference, names what each of
@@ -354,7 +354,7 @@ def robustness_sentence(results: dict, forest: pd.DataFrame) -> str:
 
     def named(frame: pd.DataFrame) -> str:
         return "; ".join(
-            f"{r.label.split(':')[0]} {fmt_num(r.estimate)} ({fmt_num(r.ci_low)} to {fmt_num(r.ci_high)})"
+            f"{str(r.label).split(':')[0]} {fmt_num(r.estimate)} ({fmt_num(r.ci_low)} to {fmt_num(r.ci_high)})"
             for r in frame.itertuples()
         )
 
@@ -375,7 +375,7 @@ def robustness_sentence(results: dict, forest: pd.DataFrame) -> str:
     )
 
 
-def chronicity_sentence(results: dict, measure_short: str = "NPRS") -> str:
+def chronicity_sentence(results: dict[str, Any], measure_short: str = "NPRS") -> str:
     """The seed question, "does it depend on how long the pain has lasted?", answered in one sentence."""
     c = (results.get("secondary") or {}).get("chronicity") or {}
     if c.get("status") != "done":
@@ -421,7 +421,7 @@ def pretty_term(term: str, reference: dict[str, str] | None = None) -> str:
     return " × ".join(words.get(part, part.replace("_", " ")) for part in term.split(":"))
 
 
-def model_tables(primary: dict) -> tuple[list[dict], list[dict]]:
+def model_tables(primary: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The primary model's fixed effects (term in words, estimate, SE, df, CI, p) and variance components."""
     ref = primary.get("reference_levels") or {}
     first = ["Intercept", "week", "hip", "week:hip"]  # the terms of the question, then the covariates

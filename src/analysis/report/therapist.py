@@ -8,11 +8,12 @@ measure x timing; see :mod:`analysis.join`).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.contract import Measure
+from analysis.contract import Measure, Registry
 
 PROGRESS_COLUMNS = ["client_id", "group", "session_number", "week", "value", "baseline_value"]
 
@@ -58,7 +59,7 @@ def mcid_needed(measure: Measure, baseline: float) -> float:
     return measure.mcid_needed(baseline)
 
 
-def glance(dataset: pd.DataFrame, group: pd.Series) -> dict:
+def glance(dataset: pd.DataFrame, group: pd.Series) -> dict[str, Any]:
     """Headline counts: clients, sessions, follow-up (median and range, weeks) and clients by group.
 
     Returns
@@ -94,7 +95,7 @@ MEASURE_SUMMARY_COLUMNS = [
 ]
 
 
-def measure_summary(dataset: pd.DataFrame, registry, group: pd.Series, timing: str = "pre") -> pd.DataFrame:
+def measure_summary(dataset: pd.DataFrame, registry: Registry, group: pd.Series, timing: str = "pre") -> pd.DataFrame:
     """Every measure in the registry, by group: first and latest value and the change (clients with >= 2 values).
 
     Returns

@@ -23,6 +23,7 @@ is sorted by urgency: active clients first (they are the ones to act on this wee
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,7 +53,7 @@ CLIENT_COLUMNS = [
 DEFAULTS = {"min_sessions": 4, "min_weeks": 4.0, "active_weeks": 4.0}
 
 
-def rules(cfg: dict | None) -> dict:
+def rules(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """The worklist thresholds from params ``report.attention`` (defaults for missing keys)."""
     out = {**DEFAULTS, **(cfg or {})}
     return {
@@ -62,7 +63,9 @@ def rules(cfg: dict | None) -> dict:
     }
 
 
-def classify(baseline: float, values: list[float], sessions: int, weeks: float, measure: Measure, cfg: dict) -> str:
+def classify(
+    baseline: float, values: list[float], sessions: int, weeks: float, measure: Measure, cfg: dict[str, Any]
+) -> str:
     """One client's status (see the module docstring); ``values`` in time order, baseline first."""
     needed = float(measure.mcid_needed(baseline))
     improvements = [float(measure.improvement(baseline, v)) for v in values[1:]]
@@ -80,7 +83,9 @@ def classify(baseline: float, values: list[float], sessions: int, weeks: float, 
     return "too early"
 
 
-def client_table(dataset: pd.DataFrame, measure: Measure, timing: str, group: pd.Series, cfg: dict) -> pd.DataFrame:
+def client_table(
+    dataset: pd.DataFrame, measure: Measure, timing: str, group: pd.Series, cfg: dict[str, Any]
+) -> pd.DataFrame:
     """One row per client with the primary measure: status, visits, scores, and whether to look again.
 
     Returns
@@ -96,6 +101,7 @@ def client_table(dataset: pd.DataFrame, measure: Measure, timing: str, group: pd
     visits = d.groupby("client_id", sort=True).agg(
         first_visit=("session_date", "min"), last_visit=("session_date", "max")
     )
+    visit_rows = visits.to_dict("index")
     usual = (
         d.drop_duplicates("session_id")
         .dropna(subset=["therapist_id"])
@@ -115,7 +121,7 @@ def client_table(dataset: pd.DataFrame, measure: Measure, timing: str, group: pd
         base = values[0]
         weeks = float(g["weeks_since_first"].max() - g["weeks_since_first"].min())
         status = classify(base, values, len(values), weeks, measure, cfg)
-        v = visits.loc[cid]
+        v = visit_rows[cid]
         last = pd.Timestamp(v["last_visit"])
         better = min if measure.lower_is_better else max
         rows.append(

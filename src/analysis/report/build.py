@@ -12,22 +12,17 @@ Outputs are byte-identical across runs on the same inputs: see
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis import lineage
-from analysis.contract import Measure, Registry, load_registry
-from analysis.errors import InputError
+from analysis.contract import Measure
 from analysis.params import section
 from analysis.paths import project_root, resolve
-from analysis.privacy import assert_peer_safe, km_for_peers, responder_cells_small, suppress_count
+from analysis.privacy import assert_peer_safe, responder_cells_small, suppress_count
 from analysis.report import clients as cl
 from analysis.report import figures as fg
 from analysis.report import findings as fnd
@@ -36,356 +31,17 @@ from analysis.report import provenance as prov
 from analysis.report import summary as sm
 from analysis.report import therapist as th
 from analysis.report import worklist as wl
-from analysis.report.render import GROUP_COLOURS, build_date, data_uri, figure_style, html_to_pdf, render, svg_bytes
-
-RESULT_TABLES = (
-    "trajectories",
-    "responders",
-    "balance",
-    "tipping",
-    "chronicity",
-    "km",
-    "immediate",
-    "hip_ir_vs_pain",
-    "random_effects",
+from analysis.report.context import (
+    common_context,
+    comparison_clients,
+    draw_svg,
+    group_ns,
+    has_columns,
+    period_of,
+    shared_figures,
 )
-
-
-@dataclass
-class ReportInputs:
-    """Everything the reports are built from, already read from disk."""
-
-    params: dict[str, Any]
-    registry: Registry
-    dataset: pd.DataFrame
-    flow: pd.DataFrame
-    results: dict[str, Any]
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    diagnostics: pd.DataFrame | None = None
-    validation: dict[str, Any] = field(default_factory=dict)
-    validation_href: str = "../validation/validation.html"
-    clinic_id: str = "unknown"
-    true_period: tuple[str, str] | None = None  # from deidentify_log.json when the dates were shifted
-
-
-@dataclass(frozen=True)
-class Figure:
-    """An embedded figure: id, caption, alt text and the SVG bytes."""
-
-    key: str
-    caption: str
-    alt: str
-    svg: bytes
-
-    @property
-    def shape(self) -> str:
-        """CSS class: square figures are shown narrower than wide ones."""
-        return "square" if self.key in {"responders", "chronicity", "hip_ir"} else "wide"
-
-    @property
-    def uri(self) -> str:
-        return data_uri(self.svg)
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
-
-
-def load_report_inputs(params: dict[str, Any], root: Path | None = None) -> tuple[ReportInputs, list[Path]]:
-    """Read the report's inputs; returns them and the list of files read (for provenance)."""
-    root = root or project_root()
-    j, m, v, r = (section(params, s) for s in ("join", "model", "validate", "report"))
-    data = section(params, "data")
-    dataset_path, flow_path = resolve(j["out"], root), resolve(j["flow"], root)
-    results_dir = resolve(m["out_dir"], root)
-    results_path = results_dir / "results.json"
-    for path, cmd in ((dataset_path, "join"), (flow_path, "join"), (results_path, "model")):
-        if not path.is_file():
-            raise InputError(f"{path}: not found; run `outcomes {cmd}` first (or `dvc repro`)")
-    # the results must come from the model run on *this* dataset, and the dataset from the last join
-    joined = lineage.check(dataset_path.parent, [dataset_path, flow_path], "join")
-    lineage.check(results_dir, [results_path], "model")
-    if not lineage.read_by(results_dir, dataset_path, joined[lineage.key(dataset_path)]):
-        raise InputError(
-            f"{results_path}: was made from another analysis dataset than {dataset_path} (the last "
-            "`outcomes model` run failed or is older than the last join); re-run `outcomes model`"
-        )
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{results_path}: not valid JSON ({exc.msg}); rerun `outcomes model`") from None
-    validation_path = resolve(v["report_dir"], root) / "validation.json"
-    validation = json.loads(validation_path.read_text(encoding="utf-8")) if validation_path.is_file() else {}
-    tables = {name: _read_csv(results_dir / f"{name}.csv") for name in RESULT_TABLES}
-    diag_path = results_dir / "diagnostics.parquet"
-    diagnostics = pd.read_parquet(diag_path) if diag_path.is_file() else None
-    therapist_dir = resolve(r["therapist_dir"], root)
-    href = os.path.relpath(resolve(v["report_dir"], root) / "validation.html", therapist_dir)
-    registry_path = resolve(data.get("registry", "config/measures.yaml"), root)
-    registry = load_registry(registry_path)
-    read = [
-        resolve(data["input"], root),
-        registry_path,
-        dataset_path,
-        flow_path,
-        results_path,
-        validation_path,
-        diag_path,
-        *(results_dir / f"{n}.csv" for n in RESULT_TABLES),
-        results_dir / "metrics.json",
-    ]
-    true_period = None
-    deid_log = resolve(data["input"], root) / "deidentify_log.json"
-    if deid_log.is_file():
-        tp = (json.loads(deid_log.read_text(encoding="utf-8")) or {}).get("true_period") or {}
-        if tp.get("first_month") and tp.get("last_month"):
-            true_period = (str(tp["first_month"]), str(tp["last_month"]))
-        read.append(deid_log)
-    return (
-        ReportInputs(
-            params=params,
-            registry=registry,
-            dataset=pd.read_parquet(dataset_path),
-            flow=pd.read_csv(flow_path),
-            results=results,
-            tables=tables,
-            diagnostics=diagnostics,
-            validation=validation,
-            validation_href=Path(href).as_posix(),
-            clinic_id=fnd.clinic_identity(
-                params, demo=resolve(data["input"], root).resolve() == (root / "data/raw/demo").resolve()
-            ),
-            true_period=true_period,
-        ),
-        read,
-    )
-
-
-# ----------------------------------------------------------------------------- building
-
-
-def _has(df: pd.DataFrame | None, cols: set[str]) -> bool:
-    return df is not None and not df.empty and cols <= set(df.columns)
-
-
-def _svg(draw, tight: bool = True) -> bytes:
-    with figure_style():
-        return svg_bytes(draw(), tight=tight)
-
-
-def _period(dataset: pd.DataFrame) -> tuple[str, str]:
-    dates = pd.to_datetime(dataset["session_date"])
-    if dates.empty:
-        return ("", "")
-    return (dates.min().strftime("%Y-%m"), dates.max().strftime("%Y-%m"))
-
-
-def _measure_short(measure: Measure) -> str:
-    m = re.search(r"\(([^)]+)\)", measure.label)
-    return m.group(1) if m else measure.label
-
-
-def _common(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, Any]:
-    """Context shared by both reports."""
-    params = inp.params
-    m, r = section(params, "model"), section(params, "report")
-    measure = inp.registry[m["measure"]]
-    primary = inp.results.get("primary", {}) or {}
-    exposure = m.get("exposure", {})
-    group = th.assign_group(inp.dataset, tuple(exposure.get("hip_focused", ())), tuple(exposure.get("comparator", ())))
-    last = pd.to_datetime(inp.dataset["session_date"]).max()
-    stamp = build_date(None if pd.isna(last) else last.date())
-    forest = sm.forest_rows(inp.results, inp.tables.get("tipping"))
-    return dict(
-        params=params,
-        m=m,
-        r=r,
-        measure=measure,
-        measure_short=_measure_short(measure),
-        primary=primary,
-        primary_ok=sm.primary_ok(primary),
-        sentence=sm.primary_sentence(primary, measure, float(m["primary_week"]), _measure_short(measure)),
-        crosses_zero=sm.ci_crosses_zero(primary.get("ci_low"), primary.get("ci_high")),
-        group=group,
-        stamp=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        stamp_date=stamp.date().isoformat(),
-        period=_period(inp.dataset),
-        forest=forest,
-        secondary=sm.secondary_rows(inp.results),
-        robustness=sm.robustness_sentence(inp.results, forest),
-        chronicity_answer=sm.chronicity_sentence(inp.results, _measure_short(measure)),
-        balance=_balance_rows(inp),
-        iptw=(inp.results.get("secondary") or {}).get("iptw") or {},
-        provenance=provenance,
-        clinic_label=str(r.get("clinic_label", "")),
-        ylabel=f"{measure.label}, {measure.unit}",
-        xlabel_forest=(
-            f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused "
-            f"({_measure_short(measure)} points; < 0 favours hip-focused)"
-            if measure.lower_is_better
-            else f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused (> 0 favours hip-focused)"
-        ),
-    )
-
-
-def comparison_clients(dataset: pd.DataFrame, model_cfg: dict[str, Any]) -> set[str]:
-    """Clients in the primary comparison by the model step's own rules (:func:`analysis.model.prepare.primary_data`)."""
-    from analysis.errors import ModelError
-    from analysis.model.prepare import primary_data
-
-    try:
-        return set(primary_data(dataset, model_cfg).data["client_id"].astype(str))
-    except ModelError:
-        return set()
-
-
-def _group_ns(n_by_group: pd.Series, min_cell: int) -> dict[str, str]:
-    """Group sizes for a table header; when one is suppressed the others are hidden too ("*"), since the
-    total is shown and subtraction would give the small one back."""
-    shown = {str(g): suppress_count(n, min_cell) for g, n in n_by_group.items()}
-    if any(v.startswith("<") for v in shown.values()):
-        shown = {g: (v if v.startswith("<") else "*") for g, v in shown.items()}
-    return shown
-
-
-def _thin_from(inp: ReportInputs, c: dict[str, Any], share: float = 0.25) -> float | None:
-    """First whole week after which fewer than ``share`` of the analysed clients are still followed."""
-    d = inp.dataset[(inp.dataset["measure"] == c["measure"].key) & inp.dataset["value"].notna()]
-    if d.empty:
-        return None
-    last = d.groupby("client_id")["weeks_since_first"].max()
-    for week in range(0, int(float(c["m"]["followup_weeks"])) + 1):
-        if (last >= week).mean() < share:
-            return float(max(week - 1, 0))
-    return None
-
-
-def _balance_rows(inp: ReportInputs) -> list[dict[str, Any]]:
-    """The IPTW balance table (covariate, level, SMD before and after weighting), largest imbalance first."""
-    b = inp.tables.get("balance")
-    if b is None or b.empty or not {"smd_unweighted", "smd_weighted"} <= set(b.columns):
-        return []
-    b = b.assign(abs_w=b["smd_weighted"].abs()).sort_values(["abs_w", "covariate"], ascending=[False, True])
-    return b.drop(columns="abs_w").to_dict(orient="records")
-
-
-def _shared_figures(
-    inp: ReportInputs,
-    c: dict[str, Any],
-    individual: pd.DataFrame | None,
-    groups_ok: bool = True,
-    min_cell: int | None = None,
-) -> list[Figure]:
-    """Figures in both reports (the therapist's adds faint individual lines to the trajectories)."""
-    t = inp.tables
-    out: list[Figure] = []
-    traj = t.get("trajectories")
-    if _has(traj, {"group", "week", "mean", "ci_low", "ci_high"}) and groups_ok:
-        out.append(
-            Figure(
-                "trajectories",
-                f"{c['measure'].label} over time by group: model-adjusted means with 95% CI bands"
-                + (" over each client's observed values (faint lines)." if individual is not None else "."),
-                "Line chart of adjusted mean pain by week for hip-focused and knee-focused groups.",
-                _svg(
-                    lambda: fg.trajectories(
-                        traj,
-                        individual,
-                        ylabel=c["ylabel"],
-                        primary_week=float(c["m"]["primary_week"]),
-                        ylim=(c["measure"].minimum, c["measure"].maximum),
-                        thin_from=_thin_from(inp, c),
-                    )
-                ),
-            )
-        )
-    forest = c["forest"]
-    out.append(
-        Figure(
-            "forest",
-            "The primary estimate (diamond) beside each sensitivity analysis, with 95% CIs.",
-            "Forest plot of the primary estimate and the sensitivity analyses.",
-            _svg(lambda: fg.forest(forest, xlabel=c["xlabel_forest"])),
-        )
-    )
-    resp = responder_shares(t.get("responders"), float(c["m"].get("alpha", 0.05)))
-    peer_small = min_cell is not None and responder_cells_small(
-        (inp.results.get("secondary") or {}).get("responders"), min_cell
-    )
-    if _has(resp, {"group", "proportion", "ci_low", "ci_high"}) and groups_ok and not peer_small:
-        out.append(
-            Figure(
-                "responders",
-                "Share of clients reaching a clinically important improvement (MCID) by group, with 95% CIs.",
-                "Bar chart of responders by group.",
-                _svg(lambda: fg.proportions(resp, ylabel="Responders (%)")),
-            )
-        )
-    km = t.get("km")
-    if min_cell is not None:
-        km = km_for_peers(km, min_cell)
-    if _has(km, {"group", "week", "survival"}) and groups_ok:
-        out.append(
-            Figure(
-                "km",
-                "Time to the first clinically important improvement (Kaplan–Meier), by group.",
-                "Kaplan-Meier curves of time to improvement by group.",
-                _svg(lambda: fg.kaplan_meier(km, event="MCID improvement")),
-            )
-        )
-    chron = t.get("chronicity")
-    if chron is not None and "effect" in chron.columns and "estimate" not in chron.columns:
-        chron = chron.rename(columns={"effect": "estimate"})
-    if _has(chron, {"symptom_weeks", "estimate", "ci_low", "ci_high"}):
-        out.append(
-            Figure(
-                "chronicity",
-                "Chronicity: the estimated hip-minus-knee difference for clients "
-                "with different durations of symptoms before the first session.",
-                "Effect estimate against symptom weeks.",
-                _svg(
-                    lambda: fg.effect_curve(
-                        chron,
-                        x="symptom_weeks",
-                        xlabel="Weeks the pain had lasted at the first session (log scale)",
-                        ylabel=f"Difference in change at week {float(c['m']['primary_week']):g} (hip − knee)",
-                        log_x=True,
-                        favours=(
-                            ("↓ favours hip-focused care", "↑ favours knee-focused care")
-                            if c["measure"].lower_is_better
-                            else ("↓ favours knee-focused care", "↑ favours hip-focused care")
-                        ),
-                    )
-                ),
-            )
-        )
-    return out
-
-
-def responder_shares(table: pd.DataFrame | None, alpha: float) -> pd.DataFrame | None:
-    """Responders table (group, n, responders, share) with a Wilson CI per group.
-
-    Returns
-    -------
-    DataFrame with group, proportion, ci_low, ci_high (proportions 0-1), or the input if it lacks the columns.
-    """
-    if not _has(table, {"group", "n", "responders"}):
-        return table
-    from statsmodels.stats.proportion import proportion_confint
-
-    d = table[table["n"] > 0].sort_values("group")
-    lo, hi = proportion_confint(d["responders"].to_numpy(), d["n"].to_numpy(), alpha=alpha, method="wilson")
-    return pd.DataFrame(
-        {
-            "group": d["group"].to_numpy(),
-            "proportion": (d["responders"] / d["n"]).to_numpy(),
-            "ci_low": lo,
-            "ci_high": hi,
-        }
-    )
+from analysis.report.inputs import Figure, ReportInputs, load_report_inputs
+from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
 
 
 def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
@@ -397,9 +53,9 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
         progress["week"] <= float(c["m"]["followup_weeks"]), ["client_id", "group", "week", "value"]
     ]
     progress = progress.assign(needed=[th.mcid_needed(measure, b) for b in progress["baseline_value"]])
-    figs = _shared_figures(inp, c, individual)
+    figs = shared_figures(inp, c, individual)
     hip = inp.tables.get("hip_ir_vs_pain")
-    if _has(hip, {"group"}) and hip.select_dtypes("number").shape[1] >= 2:
+    if has_columns(hip, {"group"}) and hip.select_dtypes("number").shape[1] >= 2:
         num = [col for col in hip.columns if col != "client_id" and pd.api.types.is_numeric_dtype(hip[col])]
         x, y = num[0], num[1]
         nice = {"ir_gain": "Hip internal rotation gain (degrees)", "pain_change": f"Change in {measure.label} (points)"}
@@ -408,7 +64,7 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
                 "hip_ir",
                 "Gain in hip internal rotation against change in knee pain, one dot per client, with a linear fit.",
                 "Scatter of hip rotation gain against pain change.",
-                _svg(
+                draw_svg(
                     lambda: fg.scatter_fit(
                         hip,
                         x=x,
@@ -425,13 +81,13 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
     worklist = wl.worklist(clients).assign(spark=lambda t: [cl.sparkline_svg(v, measure) for v in t["values"]])
     cards = cl.client_cards(clients, progress, measure)
     diag_figs = []
-    if _has(inp.diagnostics, {"fitted", "residual"}):
+    if has_columns(inp.diagnostics, {"fitted", "residual"}):
         diag_figs.append(
             Figure(
                 "residuals",
                 "Residuals of the primary model.",
                 "Residual plots.",
-                _svg(lambda: fg.residual_panels(inp.diagnostics)),
+                draw_svg(lambda: fg.residual_panels(inp.diagnostics)),
             )
         )
     re_tab = inp.tables.get("random_effects")
@@ -441,7 +97,7 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
                 "re_qq",
                 "Normal QQ plots of the client random effects.",
                 "QQ plots.",
-                _svg(lambda: fg.random_effect_qq(re_tab.drop(columns=["client_id"], errors="ignore"))),
+                draw_svg(lambda: fg.random_effect_qq(re_tab.drop(columns=["client_id"], errors="ignore"))),
             )
         )
     return render(
@@ -488,7 +144,7 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
     )
     n_by_group = clients["group"].value_counts().sort_index()
     groups_ok = bool(len(n_by_group) == 2 and (n_by_group >= min_cell).all())
-    figs = _shared_figures(inp, c, None, groups_ok=groups_ok, min_cell=min_cell)
+    figs = shared_figures(inp, c, None, groups_ok=groups_ok, min_cell=min_cell)
     sessions = analysed.drop_duplicates("session_id")[
         ["client_id", "group", "session_date", "focus", "techniques", "minutes"]
     ]
@@ -534,7 +190,7 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
             baseline=pr.baseline_table(clients, min_cell).to_dict(orient="records"),
             baseline_groups=[str(g) for g in n_by_group.index],
             continuous=cont.to_dict(orient="records"),
-            baseline_n=_group_ns(n_by_group, min_cell),
+            baseline_n=group_ns(n_by_group, min_cell),
             baseline_n_all=suppress_count(int(n_by_group.sum()), min_cell),
             model_fixed=model_fixed,
             model_var=model_var,
@@ -560,7 +216,7 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
 
 def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, object]:
     """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``findings``, ``peer_figures``."""
-    c = _common(inp, provenance)
+    c = common_context(inp, provenance)
     min_cell = int(c["r"].get("min_cell", 5))
     therapist_html = build_therapist(inp, c)
     peer_html, peer_figs = build_peer(inp, c, min_cell)
@@ -576,7 +232,7 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
     findings = fnd.build_findings(
         inp.results,
         clinic_id=inp.clinic_id,
-        period=inp.true_period or _period(inp.dataset),
+        period=inp.true_period or period_of(inp.dataset),
         n_by_group={str(k): int(v) for k, v in n_by_group.items()},
         params=inp.params,
         params_sha256=provenance.params_sha256,
@@ -665,27 +321,3 @@ def run_report(params: dict[str, Any], progress=None) -> str:
     lines = [f"wrote {p}" for p in written]
     lines.append(f"reports built in {took:.1f} s")
     return "\n".join(lines)
-
-
-def analysis_dataset(params: dict[str, Any], n_clients: int | None = None) -> tuple[pd.DataFrame, str]:
-    """The analysis dataset for the notebooks: the pipeline's parquet, else a simulated clinic in memory.
-
-    A fresh clone has no data until ``make report`` (or ``dvc repro``) ran; the
-    notebooks then still work on a synthetic clinic (params ``simulate``, joined
-    with :func:`analysis.join.build_analysis_dataset`), and say so.
-
-    Returns
-    -------
-    (dataset, source) : the long analysis dataset (:data:`analysis.join.DATASET_COLUMNS`)
-    and where it came from, in words.
-    """
-    path = resolve(section(params, "join")["out"])
-    if path.is_file():
-        return pd.read_parquet(path), f"pipeline output {path}"
-    from analysis.join import build_analysis_dataset
-    from analysis.simulate import simulate_clinic
-
-    sim = section(params, "simulate")
-    clinic = simulate_clinic(sim, seed=int(sim["seed"]), n_clients=n_clients)
-    dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
-    return dataset, f"simulated clinic in memory ({dataset['client_id'].nunique()} clients; {path} not found)"

@@ -1,0 +1,241 @@
+"""The context both reports share: the headline numbers and sentences, group sizes, and the figures
+drawn for both (the therapist's trajectories add each client's faint line).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+
+from analysis.contract import Measure
+from analysis.params import section
+from analysis.privacy import km_for_peers, responder_cells_small, suppress_count
+from analysis.report import figures as fg
+from analysis.report import provenance as prov
+from analysis.report import summary as sm
+from analysis.report import therapist as th
+from analysis.report.inputs import Figure, ReportInputs
+from analysis.report.render import build_date, figure_style, svg_bytes
+
+
+def has_columns(df: pd.DataFrame | None, cols: set[str]) -> bool:
+    return df is not None and not df.empty and cols <= set(df.columns)
+
+
+def draw_svg(draw, tight: bool = True) -> bytes:
+    with figure_style():
+        return svg_bytes(draw(), tight=tight)
+
+
+def period_of(dataset: pd.DataFrame) -> tuple[str, str]:
+    dates = pd.to_datetime(dataset["session_date"])
+    if dates.empty:
+        return ("", "")
+    return (dates.min().strftime("%Y-%m"), dates.max().strftime("%Y-%m"))
+
+
+def measure_short(measure: Measure) -> str:
+    m = re.search(r"\(([^)]+)\)", measure.label)
+    return m.group(1) if m else measure.label
+
+
+def common_context(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, Any]:
+    """Context shared by both reports."""
+    params = inp.params
+    m, r = section(params, "model"), section(params, "report")
+    measure = inp.registry[m["measure"]]
+    primary = inp.results.get("primary", {}) or {}
+    exposure = m.get("exposure", {})
+    group = th.assign_group(inp.dataset, tuple(exposure.get("hip_focused", ())), tuple(exposure.get("comparator", ())))
+    last = pd.to_datetime(inp.dataset["session_date"]).max()
+    stamp = build_date(None if pd.isna(last) else last.date())
+    forest = sm.forest_rows(inp.results, inp.tables.get("tipping"))
+    return dict(
+        params=params,
+        m=m,
+        r=r,
+        measure=measure,
+        measure_short=measure_short(measure),
+        primary=primary,
+        primary_ok=sm.primary_ok(primary),
+        sentence=sm.primary_sentence(primary, measure, float(m["primary_week"]), measure_short(measure)),
+        crosses_zero=sm.ci_crosses_zero(primary.get("ci_low"), primary.get("ci_high")),
+        group=group,
+        stamp=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        stamp_date=stamp.date().isoformat(),
+        period=period_of(inp.dataset),
+        forest=forest,
+        secondary=sm.secondary_rows(inp.results),
+        robustness=sm.robustness_sentence(inp.results, forest),
+        chronicity_answer=sm.chronicity_sentence(inp.results, measure_short(measure)),
+        balance=balance_rows(inp),
+        iptw=(inp.results.get("secondary") or {}).get("iptw") or {},
+        provenance=provenance,
+        clinic_label=str(r.get("clinic_label", "")),
+        ylabel=f"{measure.label}, {measure.unit}",
+        xlabel_forest=(
+            f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused "
+            f"({measure_short(measure)} points; < 0 favours hip-focused)"
+            if measure.lower_is_better
+            else f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused (> 0 favours hip-focused)"
+        ),
+    )
+
+
+def comparison_clients(dataset: pd.DataFrame, model_cfg: dict[str, Any]) -> set[str]:
+    """Clients in the primary comparison by the model step's own rules (:func:`analysis.model.prepare.primary_data`)."""
+    from analysis.errors import ModelError
+    from analysis.model.prepare import primary_data
+
+    try:
+        return set(primary_data(dataset, model_cfg).data["client_id"].astype(str))
+    except ModelError:
+        return set()
+
+
+def group_ns(n_by_group: pd.Series, min_cell: int) -> dict[str, str]:
+    """Group sizes for a table header; when one is suppressed the others are hidden too ("*"), since the
+    total is shown and subtraction would give the small one back."""
+    shown = {str(g): suppress_count(n, min_cell) for g, n in n_by_group.items()}
+    if any(v.startswith("<") for v in shown.values()):
+        shown = {g: (v if v.startswith("<") else "*") for g, v in shown.items()}
+    return shown
+
+
+def thin_from(inp: ReportInputs, c: dict[str, Any], share: float = 0.25) -> float | None:
+    """First whole week after which fewer than ``share`` of the analysed clients are still followed."""
+    d = inp.dataset[(inp.dataset["measure"] == c["measure"].key) & inp.dataset["value"].notna()]
+    if d.empty:
+        return None
+    last = d.groupby("client_id")["weeks_since_first"].max()
+    for week in range(0, int(float(c["m"]["followup_weeks"])) + 1):
+        if (last >= week).mean() < share:
+            return float(max(week - 1, 0))
+    return None
+
+
+def balance_rows(inp: ReportInputs) -> list[dict[str, Any]]:
+    """The IPTW balance table (covariate, level, SMD before and after weighting), largest imbalance first."""
+    b = inp.tables.get("balance")
+    if b is None or b.empty or not {"smd_unweighted", "smd_weighted"} <= set(b.columns):
+        return []
+    b = b.assign(abs_w=b["smd_weighted"].abs()).sort_values(["abs_w", "covariate"], ascending=[False, True])
+    return b.drop(columns="abs_w").to_dict(orient="records")
+
+
+def shared_figures(
+    inp: ReportInputs,
+    c: dict[str, Any],
+    individual: pd.DataFrame | None,
+    groups_ok: bool = True,
+    min_cell: int | None = None,
+) -> list[Figure]:
+    """Figures in both reports (the therapist's adds faint individual lines to the trajectories)."""
+    t = inp.tables
+    out: list[Figure] = []
+    traj = t.get("trajectories")
+    if has_columns(traj, {"group", "week", "mean", "ci_low", "ci_high"}) and groups_ok:
+        out.append(
+            Figure(
+                "trajectories",
+                f"{c['measure'].label} over time by group: model-adjusted means with 95% CI bands"
+                + (" over each client's observed values (faint lines)." if individual is not None else "."),
+                "Line chart of adjusted mean pain by week for hip-focused and knee-focused groups.",
+                draw_svg(
+                    lambda: fg.trajectories(
+                        traj,
+                        individual,
+                        ylabel=c["ylabel"],
+                        primary_week=float(c["m"]["primary_week"]),
+                        ylim=(c["measure"].minimum, c["measure"].maximum),
+                        thin_from=thin_from(inp, c),
+                    )
+                ),
+            )
+        )
+    forest = c["forest"]
+    out.append(
+        Figure(
+            "forest",
+            "The primary estimate (diamond) beside each sensitivity analysis, with 95% CIs.",
+            "Forest plot of the primary estimate and the sensitivity analyses.",
+            draw_svg(lambda: fg.forest(forest, xlabel=c["xlabel_forest"])),
+        )
+    )
+    resp = responder_shares(t.get("responders"), float(c["m"].get("alpha", 0.05)))
+    peer_small = min_cell is not None and responder_cells_small(
+        (inp.results.get("secondary") or {}).get("responders"), min_cell
+    )
+    if has_columns(resp, {"group", "proportion", "ci_low", "ci_high"}) and groups_ok and not peer_small:
+        out.append(
+            Figure(
+                "responders",
+                "Share of clients reaching a clinically important improvement (MCID) by group, with 95% CIs.",
+                "Bar chart of responders by group.",
+                draw_svg(lambda: fg.proportions(resp, ylabel="Responders (%)")),
+            )
+        )
+    km = t.get("km")
+    if min_cell is not None:
+        km = km_for_peers(km, min_cell)
+    if has_columns(km, {"group", "week", "survival"}) and groups_ok:
+        out.append(
+            Figure(
+                "km",
+                "Time to the first clinically important improvement (Kaplan–Meier), by group.",
+                "Kaplan-Meier curves of time to improvement by group.",
+                draw_svg(lambda: fg.kaplan_meier(km, event="MCID improvement")),
+            )
+        )
+    chron = t.get("chronicity")
+    if chron is not None and "effect" in chron.columns and "estimate" not in chron.columns:
+        chron = chron.rename(columns={"effect": "estimate"})
+    if has_columns(chron, {"symptom_weeks", "estimate", "ci_low", "ci_high"}):
+        out.append(
+            Figure(
+                "chronicity",
+                "Chronicity: the estimated hip-minus-knee difference for clients "
+                "with different durations of symptoms before the first session.",
+                "Effect estimate against symptom weeks.",
+                draw_svg(
+                    lambda: fg.effect_curve(
+                        chron,
+                        x="symptom_weeks",
+                        xlabel="Weeks the pain had lasted at the first session (log scale)",
+                        ylabel=f"Difference in change at week {float(c['m']['primary_week']):g} (hip − knee)",
+                        log_x=True,
+                        favours=(
+                            ("↓ favours hip-focused care", "↑ favours knee-focused care")
+                            if c["measure"].lower_is_better
+                            else ("↓ favours knee-focused care", "↑ favours hip-focused care")
+                        ),
+                    )
+                ),
+            )
+        )
+    return out
+
+
+def responder_shares(table: pd.DataFrame | None, alpha: float) -> pd.DataFrame | None:
+    """Responders table (group, n, responders, share) with a Wilson CI per group.
+
+    Returns
+    -------
+    DataFrame with group, proportion, ci_low, ci_high (proportions 0-1), or the input if it lacks the columns.
+    """
+    if not has_columns(table, {"group", "n", "responders"}):
+        return table
+    from statsmodels.stats.proportion import proportion_confint
+
+    d = table[table["n"] > 0].sort_values("group")
+    lo, hi = proportion_confint(d["responders"].to_numpy(), d["n"].to_numpy(), alpha=alpha, method="wilson")
+    return pd.DataFrame(
+        {
+            "group": d["group"].to_numpy(),
+            "proportion": (d["responders"] / d["n"]).to_numpy(),
+            "ci_low": lo,
+            "ci_high": hi,
+        }
+    )

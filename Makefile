@@ -26,9 +26,11 @@ report: $(STAMP)
 report-local: $(STAMP)
 	$(BIN)/outcomes validate && $(BIN)/outcomes join && $(BIN)/outcomes model && $(BIN)/outcomes report
 
-## Lint (ruff; rules in pyproject.toml). `make test` runs it first, so CI fails on a new finding.
+## Lint, format and types (rules in pyproject.toml). `make test` runs it first, so CI fails on a new finding.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 ## Run the lint and the test suite (warnings are errors; notebooks executed).
 test: $(STAMP) lint

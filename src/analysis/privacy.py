@@ -564,7 +564,7 @@ def responder_cells_small(entry: dict[str, Any] | None, min_cell: int) -> bool:
     return any(0 < c < min_cell for c in cells)
 
 
-def km_for_peers(km: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+def km_for_peers(km: pd.DataFrame | None, min_cell: int) -> pd.DataFrame | None:
     """A Kaplan-Meier table safe for peers: each group only while at least ``min_cell`` are at risk.
 
     Each step of a curve is a person; below ``min_cell`` at risk a step identifies someone's timing.

@@ -40,6 +40,7 @@ clinics and the number of failures is shown beside them.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import time
@@ -179,7 +180,11 @@ def simulation_study(
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def _one_clinic(job: tuple) -> list[dict[str, Any]]:
+#: one clinic of the study: (index, seed, simulate params, model params, clients, true effect, scenario)
+Job = tuple[int, int, dict[str, Any], dict[str, Any], int, float, str]
+
+
+def _one_clinic(job: Job) -> list[dict[str, Any]]:
     """Simulate, join, prepare and fit one clinic; one row per df method (see :func:`simulation_study`)."""
     from analysis.simulate import simulate_clinic
 
@@ -422,7 +427,7 @@ def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: in
                     params,
                     scenario=name,
                     moderation=mod,
-                    progress=lambda t=task: bar.advance(t),
+                    progress=functools.partial(bar.advance, task),
                     workers=workers,
                 )
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,14 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
     worklist = wl.worklist(clients).assign(spark=lambda t: [cl.sparkline_svg(v, measure) for v in t["values"]])
     cards = cl.client_cards(clients, progress, measure)
     diag_figs = []
-    if has_columns(inp.diagnostics, {"fitted", "residual"}):
+    diagnostics = inp.diagnostics
+    if has_columns(diagnostics, {"fitted", "residual"}):
         diag_figs.append(
             Figure(
                 "residuals",
                 "Residuals of the primary model.",
                 "Residual plots.",
-                draw_svg(lambda: fg.residual_panels(inp.diagnostics)),
+                draw_svg(lambda: fg.residual_panels(diagnostics)),
             )
         )
     re_tab = inp.tables.get("random_effects")
@@ -297,7 +299,7 @@ def write_outputs(outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path) 
     return written
 
 
-def run_report(params: dict[str, Any], progress=None) -> str:
+def run_report(params: dict[str, Any], progress: Callable[[str], None] | None = None) -> str:
     """I/O edge: read the pipeline outputs, build all reports, gate the peer ones, write.
 
     ``progress`` (optional) is called with the name of each step before it runs.

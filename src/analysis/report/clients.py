@@ -11,6 +11,8 @@ import html
 import math
 from typing import Any
 
+import pandas as pd
+
 from analysis.contract import Measure
 from analysis.report.render import GROUP_COLOURS
 
@@ -76,25 +78,25 @@ def sparkline_svg(values: list[float], measure: Measure) -> str:
     )
 
 
-def client_cards(clients, progress, measure: Measure) -> list[dict[str, Any]]:
+def client_cards(clients: pd.DataFrame, progress: pd.DataFrame, measure: Measure) -> list[dict[str, Any]]:
     """One card per client: id, anchor, group, status and the chart SVG (in the client table's order)."""
     by_client = {cid: g for cid, g in progress.groupby("client_id", sort=False)}
     cards = []
-    for r in clients.sort_values("client_id", kind="mergesort").itertuples(index=False):
-        g = by_client.get(r.client_id)
+    for r in clients.sort_values("client_id", kind="mergesort").to_dict("records"):
+        g = by_client.get(r["client_id"])
         weeks = [float(x) for x in g["week"]] if g is not None else []
         values = [float(x) for x in g["value"]] if g is not None else []
         label = (
-            f"{measure.label} of client {r.client_id} by week: first {r.baseline:g}, latest {r.latest:g}; "
-            f"status {r.status}"
+            f"{measure.label} of client {r['client_id']} by week: first {r['baseline']:g}, latest {r['latest']:g}; "
+            f"status {r['status']}"
         )
         cards.append(
             {
-                "client_id": r.client_id,
-                "anchor": f"client-{r.client_id}",
-                "group": r.group,
-                "status": r.status,
-                "svg": chart_svg(weeks, values, measure, r.group, r.needed, label),
+                "client_id": r["client_id"],
+                "anchor": f"client-{r['client_id']}",
+                "group": r["group"],
+                "status": r["status"],
+                "svg": chart_svg(weeks, values, measure, str(r["group"]), float(r["needed"]), label),
             }
         )
     return cards

@@ -5,9 +5,11 @@ drawn for both (the therapist's trajectories add each client's faint line).
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeGuard
 
 import pandas as pd
+from matplotlib.figure import Figure as MplFigure
 
 from analysis.contract import Measure
 from analysis.params import section
@@ -20,11 +22,13 @@ from analysis.report.inputs import Figure, ReportInputs
 from analysis.report.render import build_date, figure_style, svg_bytes
 
 
-def has_columns(df: pd.DataFrame | None, cols: set[str]) -> bool:
+def has_columns(df: pd.DataFrame | None, cols: set[str]) -> TypeGuard[pd.DataFrame]:
+    """A non-empty table with at least these columns."""
     return df is not None and not df.empty and cols <= set(df.columns)
 
 
-def draw_svg(draw, tight: bool = True) -> bytes:
+def draw_svg(draw: Callable[[], MplFigure], tight: bool = True) -> bytes:
+    """The figure ``draw()`` makes, drawn in the pinned style, as SVG bytes."""
     with figure_style():
         return svg_bytes(draw(), tight=tight)
 
@@ -122,7 +126,7 @@ def balance_rows(inp: ReportInputs) -> list[dict[str, Any]]:
     if b is None or b.empty or not {"smd_unweighted", "smd_weighted"} <= set(b.columns):
         return []
     b = b.assign(abs_w=b["smd_weighted"].abs()).sort_values(["abs_w", "covariate"], ascending=[False, True])
-    return b.drop(columns="abs_w").to_dict(orient="records")
+    return [{str(k): v for k, v in row.items()} for row in b.drop(columns="abs_w").to_dict(orient="records")]
 
 
 def shared_figures(

@@ -63,7 +63,9 @@ ARMS = ("hip_focused", "comparator")
 
 def schema() -> dict[str, Any]:
     """The JSON Schema of findings.json."""
-    return json.loads(files("analysis.report").joinpath("findings.schema.json").read_text(encoding="utf-8"))
+    text = files("analysis.report").joinpath("findings.schema.json").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def canonical(obj: Any) -> bytes:
@@ -169,7 +171,7 @@ def _arms(primary: dict[str, Any], min_cell: int) -> dict[str, Any]:
 
 
 def _responders(s: dict[str, Any] | None, mcid: dict[str, Any], min_cell: int) -> dict[str, Any]:
-    out = {
+    out: dict[str, Any] = {
         "status": "not_available",
         "mcid": mcid,
         "definition": None,
@@ -250,7 +252,7 @@ def build_findings(
     primary = results.get("primary", {}) or {}
     model = params.get("model", {})
     ok = primary_ok(primary)
-    p = {
+    p: dict[str, Any] = {
         "estimand": str(primary.get("estimand") or ""),
         "status": str(primary.get("status") or "missing"),
         "reason": peer_text(str(primary.get("reason") or "")),

@@ -25,9 +25,11 @@ def _series(d: pd.DataFrame, measure: str, timing: str = "pre") -> pd.DataFrame:
     return x.sort_values("session_number", kind="mergesort")[["weeks_since_first", "value"]]
 
 
-def _chart(
-    panels: list[tuple[str, pd.DataFrame, tuple[float, float], tuple[float, float] | None, str]], colour: str
-) -> bytes:
+#: one small chart: (title, data, y-limits, MCID band or None, y label)
+Panel = tuple[str, pd.DataFrame, tuple[float, float], tuple[float, float] | None, str]
+
+
+def _chart(panels: list[Panel], colour: str) -> bytes:
     """One row of small charts: (title, data, y-limits, band or None, y label)."""
     with figure_style():
         fig = Figure(figsize=(3.0 * len(panels), 1.9))
@@ -70,11 +72,11 @@ def client_sheet(
     if not p.empty:
         base = float(p["value"].iloc[0])
         band = (base, float(m.mcid_target(base)))
-    panels = [(m.label, p, (m.minimum, m.maximum), band, m.unit)]
+    panels: list[Panel] = [(m.label, p, (m.minimum, m.maximum), band, m.unit)]
     if "lefs" in registry:
         lefs = registry["lefs"]
         panels.append((lefs.label, _series(d, "lefs"), (lefs.minimum, lefs.maximum), None, "higher is better"))
-    ir_panels = []
+    ir_panels: list[Panel] = []
     for key in ("hip_ir_left_deg", "hip_ir_right_deg"):
         if key in registry:
             r = registry[key]
@@ -85,21 +87,22 @@ def client_sheet(
     pre_post = d[d["measure"] == pain].pivot_table(
         index="session_number", columns="timing", values="value", aggfunc="first"
     )
+    by_session = pre_post.to_dict("index")  # session number -> {"pre": value, "post": value}
     rows = []
-    for s in sessions.itertuples(index=False):
-        pp = pre_post.loc[s.session_number] if s.session_number in pre_post.index else {}
+    for s in sessions.to_dict("records"):
+        pp = by_session.get(s["session_number"], {})
         rows.append(
             dict(
-                n=int(s.session_number),
-                date=pd.Timestamp(s.session_date).date().isoformat(),
-                focus=str(s.focus),
+                n=int(s["session_number"]),
+                date=pd.Timestamp(s["session_date"]).date().isoformat(),
+                focus=str(s["focus"]),
                 techniques="—"
-                if pd.isna(s.techniques) or not str(s.techniques)
-                else str(s.techniques).replace(";", ", "),
-                minutes=s.minutes,
-                therapist=str(s.therapist_id or ""),
-                pre=pp.get("pre") if hasattr(pp, "get") else None,
-                post=pp.get("post") if hasattr(pp, "get") else None,
+                if pd.isna(s["techniques"]) or not str(s["techniques"])
+                else str(s["techniques"]).replace(";", ", "),
+                minutes=s["minutes"],
+                therapist=str(s["therapist_id"] or ""),
+                pre=pp.get("pre"),
+                post=pp.get("post"),
             )
         )
     first, last = rows[0]["date"], rows[-1]["date"]

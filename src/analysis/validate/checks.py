@@ -1,35 +1,17 @@
-"""Validate: check the raw tables against the contract, type them, keep the valid rows.
-
-Every rule comes from :mod:`analysis.contract` and the measures registry,
-turned into great-expectations suites by :mod:`analysis.gx_suites`; the
-foreign keys and "every client has a session" are GX expectations too. Every
-problem is reported at once, one line each (file, spreadsheet row, column,
-rule, value). A row that breaks a rule is *rejected*: it is kept, with its
-reasons, in ``rejects.csv`` and left out of the typed tables, and so are the
-sessions and measurements of a rejected client or session ("parent
-rejected"). Nothing is dropped silently: the summary counts every row.
-
-Clients without sessions are warnings (they are counted in the exclusion
-flow, not rejected). Sessions of one client on the same date are allowed:
-they are ordered by ``session_id`` downstream, and the summary notes how many.
-
-Pure functions: :func:`validate_tables`, :func:`typed_tables`. I/O:
-:func:`run_validate`.
+"""The checks (pure): every contract rule, the privacy scan and the cross-table links on the raw
+tables; rejected rows with their reasons; the typed tables of the rows that pass; the summary counts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis import lineage
-from analysis.contract import DEFAULT_CLINIC, TABLES, Registry, load_registry
-from analysis.errors import Problem, ValidationFailed
+from analysis.contract import DEFAULT_CLINIC, TABLES, Registry
+from analysis.errors import Problem
 from analysis.gx_suites import (
     ExpectationOutcome,
     build_suites,
@@ -39,7 +21,7 @@ from analysis.gx_suites import (
     run_suite,
     stage_table,
 )
-from analysis.load import ROW_INDEX, Inputs, load_inputs
+from analysis.load import ROW_INDEX, Inputs
 
 REJECTING = ("error", "privacy")  # severities that keep a row out of the typed tables
 PARENT_REJECTED = "parent rejected"
@@ -354,165 +336,3 @@ def _summary(
         "file_level_problems": file_level,
         "status": "unusable" if file_level else ("rejects" if n_err else "clean"),
     }
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def validation_json(result: ValidationResult, input_dir: str) -> dict[str, Any]:
-    """The machine-readable report: summary, every problem, every rule checked."""
-    return {
-        "input": input_dir,
-        "summary": result.summary,
-        "notes": result.notes,
-        "problems": [p.as_dict() for p in result.problems],
-        "rules": [o.as_dict() for o in result.expectations]
-        + [
-            {
-                "table": t,
-                "expectation": "analysis.privacy.scan_values",
-                "column": "(text columns)",
-                "rule": "no e-mail addresses, phone numbers, postcodes or names in values",
-                "severity": "privacy",
-                "row_condition": None,
-                "checked": result.summary["tables"][t]["rows_received"],
-                "failed": sum(
-                    p.severity == "privacy" and p.row is not None and p.file == result.summary["tables"][t]["file"]
-                    for p in result.problems
-                ),
-                "success": not any(
-                    p.severity == "privacy" and p.row is not None and p.file == result.summary["tables"][t]["file"]
-                    for p in result.problems
-                ),
-            }
-            for t in TABLES
-        ],
-    }
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;margin:1em 0;width:100%}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}td code{overflow-wrap:anywhere}
-th{background:#f3f3f3}.ok{color:#1a7f37}.bad{color:#b42318;font-weight:bold}.warn{color:#9a6700}
-.status{font-size:1.2em}code{background:#f6f6f6;padding:0 .2em}"""
-
-
-def validation_html(report: dict[str, Any]) -> str:
-    """A self-contained page with the same content as validation.json."""
-    e = html.escape
-    s = report["summary"]
-    status = {
-        "clean": ("ok", "All rows passed."),
-        "rejects": ("bad", f"{s['errors']} error(s): the rows listed below are rejected."),
-        "unusable": ("bad", "A file or column is unusable: fix the file-level problems first."),
-    }[s["status"]]
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Validation report</title>",
-        f"<style>{_CSS}</style></head><body><h1>Validation report</h1>",
-        f"<p>Input folder: <code>{e(report['input'])}</code>. "
-        "Session dates must not be after the day of validation.</p>",
-        f"<p class='status {status[0]}'>{e(status[1])} {s['warnings']} warning(s).</p>",
-        "<h2>Tables</h2><table><tr><th>table</th><th>file</th><th>rows received</th><th>valid</th>"
-        "<th>rejected</th><th>of which parent rejected</th><th>errors</th><th>warnings</th></tr>",
-    ]
-    for name, t in s["tables"].items():
-        parts.append(
-            f"<tr><td>{e(name)}</td><td>{e(t['file'])}</td><td>{t['rows_received']}</td>"
-            f"<td>{t['rows_valid']}</td><td>{t['rows_rejected']}</td><td>{t['rejected_as_child']}</td>"
-            f"<td>{t['errors']}</td><td>{t['warnings']}</td></tr>"
-        )
-    parts.append("</table>")
-    if report["notes"]:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul>")
-    parts.append(f"<h2>Problems ({len(report['problems'])})</h2>")
-    if report["problems"]:
-        parts.append(
-            "<table><tr><th>severity</th><th>file</th><th>row</th><th>column</th><th>rule</th><th>value</th></tr>"
-        )
-        for p in report["problems"]:
-            cls = "bad" if p["severity"] in REJECTING else "warn"
-            parts.append(
-                f"<tr><td class='{cls}'>{e(p['severity'])}</td><td>{e(p['file'])}</td>"
-                f"<td>{'' if p['row'] is None else p['row']}</td><td>{e(p['column'] or '')}</td>"
-                f"<td>{e(p['rule'])}</td><td>{e(p['value'] or '')}</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p class='ok'>None.</p>")
-    parts.append(
-        "<h2>Rules checked</h2><table><tr><th>table</th><th>column</th><th>rule</th><th>check</th>"
-        "<th>rows checked</th><th>failed</th><th>result</th></tr>"
-    )
-    for r in report["rules"]:
-        cls, word = (
-            ("ok", "passed")
-            if r["success"]
-            else (("warn", "warning") if r["severity"] == "warning" else ("bad", "failed"))
-        )
-        check = r["expectation"] + (f" where {r['row_condition']}" if r["row_condition"] else "")
-        parts.append(
-            f"<tr><td>{e(r['table'])}</td><td>{e(r['column'])}</td><td>{e(r['rule'])}</td>"
-            f"<td><code>{e(check)}</code></td><td>{r['checked']}</td><td>{r['failed']}</td>"
-            f"<td class='{cls}'>{word}</td></tr>"
-        )
-    parts.append("</table></body></html>\n")
-    return "\n".join(parts)
-
-
-def summary_text(result: ValidationResult, input_dir: str) -> str:
-    """The terminal summary: counts per table, warnings and notes, one line each."""
-    lines = [f"validated {input_dir}:"]
-    for name, t in result.summary["tables"].items():
-        lines.append(
-            f"  {name}: {t['rows_received']} rows received, {t['rows_valid']} valid, {t['rows_rejected']} rejected"
-        )
-    lines.append(f"{result.summary['errors']} error(s), {result.summary['warnings']} warning(s)")
-    lines += [p.line() for p in result.problems]
-    lines += [f"note: {n}" for n in result.notes]
-    return "\n".join(lines)
-
-
-def run_validate(params: dict[str, Any], input_dir: Path | None = None, today: dt.date | None = None) -> str:
-    """I/O edge of ``outcomes validate``: read, check, write reports, rejects and valid tables.
-
-    Always writes ``<report_dir>/validation.json``, ``validation.html`` and
-    ``<out_dir>/rejects.csv``; writes ``<out_dir>/{clients,sessions,measurements}.parquet``
-    unless a file-level problem makes the inputs unusable.
-
-    Returns the summary text. Raises :class:`ValidationFailed` (exit 1) when
-    there are errors, unless params ``validate.allow_rejects`` is true and the
-    problems are all row-level.
-    """
-    from analysis.params import section
-    from analysis.paths import resolve
-    from analysis.store import write_csv, write_json, write_parquet, write_text
-
-    data = section(params, "data")
-    v = section(params, "validate")
-    folder = resolve(input_dir) if input_dir else resolve(data["input"])
-    registry = load_registry(resolve(data["registry"]))
-    inputs = load_inputs(folder, max_mb=float(v.get("max_file_mb", 512)))
-    result = validate_tables(inputs, registry, today)
-    shown = str(input_dir) if input_dir else str(data["input"])
-    report = validation_json(result, shown)
-    report_dir, out_dir = resolve(v["report_dir"]), resolve(v["out_dir"])
-    write_json(report_dir / "validation.json", report)
-    write_text(report_dir / "validation.html", validation_html(report))
-    write_csv(out_dir / "rejects.csv", result.rejects)
-    written = [report_dir / "validation.json", report_dir / "validation.html", out_dir / "rejects.csv"]
-    if result.file_level:
-        for name in TABLES:
-            # a stale valid table from an earlier run must not be picked up by `outcomes join`
-            (out_dir / f"{name}.parquet").unlink(missing_ok=True)
-        raise ValidationFailed(result.problems)
-    for name, frame in result.tables.items():
-        write_parquet(out_dir / f"{name}.parquet", frame)
-        written.append(out_dir / f"{name}.parquet")
-    lineage.record(out_dir, "validate", inputs.paths, written)
-    if result.errors and not v.get("allow_rejects", False):
-        raise ValidationFailed(result.problems)
-    text = summary_text(result, shown)
-    return text + "\n" + "\n".join(f"wrote {p}" for p in written)
-
-
-__all__ = ["ValidationResult", "build_suites", "run_validate", "typed_tables", "validate_tables"]

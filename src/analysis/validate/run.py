@@ -1,0 +1,59 @@
+"""The I/O edge of ``outcomes validate``: read, check, write the typed tables, rejects and reports
+atomically, record lineage; refuse (non-zero exit) when rows are rejected unless allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from analysis import lineage
+from analysis.contract import TABLES, load_registry
+from analysis.errors import ValidationFailed
+from analysis.load import load_inputs
+from analysis.validate.checks import validate_tables
+from analysis.validate.report import summary_text, validation_html, validation_json
+
+
+def run_validate(params: dict[str, Any], input_dir: Path | None = None, today: dt.date | None = None) -> str:
+    """I/O edge of ``outcomes validate``: read, check, write reports, rejects and valid tables.
+
+    Always writes ``<report_dir>/validation.json``, ``validation.html`` and
+    ``<out_dir>/rejects.csv``; writes ``<out_dir>/{clients,sessions,measurements}.parquet``
+    unless a file-level problem makes the inputs unusable.
+
+    Returns the summary text. Raises :class:`ValidationFailed` (exit 1) when
+    there are errors, unless params ``validate.allow_rejects`` is true and the
+    problems are all row-level.
+    """
+    from analysis.params import section
+    from analysis.paths import resolve
+    from analysis.store import write_csv, write_json, write_parquet, write_text
+
+    data = section(params, "data")
+    v = section(params, "validate")
+    folder = resolve(input_dir) if input_dir else resolve(data["input"])
+    registry = load_registry(resolve(data["registry"]))
+    inputs = load_inputs(folder, max_mb=float(v.get("max_file_mb", 512)))
+    result = validate_tables(inputs, registry, today)
+    shown = str(input_dir) if input_dir else str(data["input"])
+    report = validation_json(result, shown)
+    report_dir, out_dir = resolve(v["report_dir"]), resolve(v["out_dir"])
+    write_json(report_dir / "validation.json", report)
+    write_text(report_dir / "validation.html", validation_html(report))
+    write_csv(out_dir / "rejects.csv", result.rejects)
+    written = [report_dir / "validation.json", report_dir / "validation.html", out_dir / "rejects.csv"]
+    if result.file_level:
+        for name in TABLES:
+            # a stale valid table from an earlier run must not be picked up by `outcomes join`
+            (out_dir / f"{name}.parquet").unlink(missing_ok=True)
+        raise ValidationFailed(result.problems)
+    for name, frame in result.tables.items():
+        write_parquet(out_dir / f"{name}.parquet", frame)
+        written.append(out_dir / f"{name}.parquet")
+    lineage.record(out_dir, "validate", inputs.paths, written)
+    if result.errors and not v.get("allow_rejects", False):
+        raise ValidationFailed(result.problems)
+    text = summary_text(result, shown)
+    return text + "\n" + "\n".join(f"wrote {p}" for p in written)

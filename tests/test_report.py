@@ -19,7 +19,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from analysis.contract import load_registry  # noqa: E402
 from analysis.errors import PrivacyError  # noqa: E402
 from analysis.privacy import check_peer_output  # noqa: E402
-from analysis.report import build, findings, peer, provenance, summary, therapist  # noqa: E402
+from analysis.report import (  # noqa: E402
+    build,
+    findings,
+    model_tables,
+    peer,
+    provenance,
+    secondary_text,
+    summary,
+    therapist,
+)
 from fixtures.report_fake import make_project  # noqa: E402
 
 MAIN = Path(__file__).resolve().parents[1]
@@ -439,7 +448,7 @@ def test_robustness_sentence_never_lets_the_headline_sound_surer():
 def test_tipping_point_status_agrees_in_plot_and_table():
     r = _sens_results()
     rows = summary.forest_rows(r)
-    table = {s["key"]: s for s in summary.secondary_rows(r)}
+    table = {s["key"]: s for s in secondary_text.secondary_rows(r)}
     assert rows.loc[rows["label"].str.startswith("Tipping"), "status"].item() == summary.NO_TIPPING
     assert table["tipping_point"]["status"] == summary.NO_TIPPING
 
@@ -510,7 +519,7 @@ def test_model_tables_in_words_with_df():
             "residual_variance": 0.8,
         },
     }
-    fixed, var = summary.model_tables(primary)
+    fixed, var = model_tables.model_tables(primary)
     assert [f["term"] for f in fixed] == ["intercept", "week × hip-focused", "sex M (vs F)"]
     assert fixed[1]["df"] == 110.3
     assert var[0]["component"] == "between clients: intercept" and var[0]["sd"] == pytest.approx(2.2**0.5)

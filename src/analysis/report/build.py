@@ -29,6 +29,7 @@ from analysis.report import figures as fg
 from analysis.report import findings as fnd
 from analysis.report import peer as pr
 from analysis.report import provenance as prov
+from analysis.report import secondary_text as st
 from analysis.report import summary as sm
 from analysis.report import therapist as th
 from analysis.report import worklist as wl
@@ -42,6 +43,7 @@ from analysis.report.context import (
     shared_figures,
 )
 from analysis.report.inputs import Figure, ReportInputs, load_report_inputs
+from analysis.report.model_tables import model_tables
 from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
 
 
@@ -157,8 +159,8 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
     secondary = [
         dict(
             s,
-            reason=sm.peer_text(s["reason"]),
-            result=s["result"] if s["result"] != s["reason"] else sm.peer_text(s["result"]),
+            reason=st.peer_text(s["reason"]),
+            result=s["result"] if s["result"] != s["reason"] else st.peer_text(s["result"]),
         )
         for s in c["secondary"]
     ]
@@ -174,12 +176,12 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
         else s
         for s in secondary
     ]
-    forest = c["forest"].assign(reason=[sm.peer_text(x) for x in c["forest"]["reason"]])
+    forest = c["forest"].assign(reason=[st.peer_text(x) for x in c["forest"]["reason"]])
     # the peer report is dated to the month: an exact last-session date is a person's visit
     month = c["stamp"][:7]
-    primary = dict(c["primary"], reason=sm.peer_text(str(c["primary"].get("reason") or "")))
+    primary = dict(c["primary"], reason=st.peer_text(str(c["primary"].get("reason") or "")))
     sentence = sm.primary_sentence(primary, c["measure"], float(c["m"]["primary_week"]), c["measure_short"])
-    model_fixed, model_var = sm.model_tables(primary) if c["primary_ok"] else ([], [])
+    model_fixed, model_var = model_tables(primary) if c["primary_ok"] else ([], [])
     html = render(
         "peer.html.j2",
         dict(

@@ -16,6 +16,7 @@ from analysis.params import section
 from analysis.privacy import km_for_peers, responder_cells_small, suppress_count
 from analysis.report import figures as fg
 from analysis.report import provenance as prov
+from analysis.report import secondary_text as st
 from analysis.report import summary as sm
 from analysis.report import therapist as th
 from analysis.report.inputs import Figure, ReportInputs
@@ -71,7 +72,7 @@ def common_context(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, 
         stamp_date=stamp.date().isoformat(),
         period=period_of(inp.dataset),
         forest=forest,
-        secondary=sm.secondary_rows(inp.results),
+        secondary=st.secondary_rows(inp.results),
         robustness=sm.robustness_sentence(inp.results, forest),
         chronicity_answer=sm.chronicity_sentence(inp.results, measure_short(measure)),
         balance=balance_rows(inp),

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.privacy import suppress_count
-from analysis.report.summary import headline, peer_text, primary_ok
+from analysis.report.secondary_text import headline, peer_text
+from analysis.report.summary import primary_ok
 
 SCHEMA_VERSION = "2.0.0"
 SCHEMA_MAJOR = 2

@@ -1,4 +1,5 @@
-"""Shared content of the reports: the primary answer in words, the forest rows, the secondary table.
+"""Shared content of the reports: the primary answer in words, the forest rows, and the sentences on
+robustness and chronicity (the secondary table is :mod:`.secondary_text`, the model tables :mod:`.model_tables`).
 
 Pure functions over the model's ``results.json`` (a dict) and the registry
 entry of the primary measure. The sign convention of the primary estimate is
@@ -11,7 +12,6 @@ hip-focused group improved more.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -30,22 +30,8 @@ SENSITIVITY = (
 
 NO_TIPPING = "done: no tipping point"
 
-SECONDARY_LABELS = {
-    "responders": "Responders (MCID) by group",
-    "gee": "GEE (population-average)",
-    "iptw": "IPTW (propensity weights)",
-    "multiple_imputation": "Multiple imputation",
-    "tipping_point": "Tipping point",
-    "chronicity": "Effect by chronicity",
-    "mediation": "Mediation by hip internal rotation",
-    "time_to_improvement": "Time to MCID improvement",
-    "dose_response": "Dose response (hip-focused sessions)",
-    "immediate_effect": "Immediate (within-session) effect",
-    "precision": "Precision / sample size",
-}
 
-
-def _f(value: Any) -> float:
+def as_float(value: Any) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -53,10 +39,19 @@ def _f(value: Any) -> float:
     return v
 
 
+def ci_crosses_zero(lo: Any, hi: Any) -> bool:
+    lo, hi = as_float(lo), as_float(hi)
+    return not (math.isfinite(lo) and math.isfinite(hi)) or (lo <= 0 <= hi)
+
+
+def ci_text(d: dict[str, Any]) -> str:
+    return f"{fmt_num(d.get('estimate'))} (95% CI {fmt_num(d.get('ci_low'))} to {fmt_num(d.get('ci_high'))})"
+
+
 def primary_ok(primary: dict[str, Any]) -> bool:
     """True if the primary fit succeeded and has an estimate with a CI."""
     return str(primary.get("status", "failed")).lower() not in {"failed", "error", "missing", ""} and all(
-        math.isfinite(_f(primary.get(k))) for k in ("estimate", "ci_low", "ci_high")
+        math.isfinite(as_float(primary.get(k))) for k in ("estimate", "ci_low", "ci_high")
     )
 
 
@@ -79,7 +74,7 @@ def primary_sentence(primary: dict[str, Any], measure: Measure, week: float, sho
 
 
 def _primary_sentence(primary: dict[str, Any], measure: Measure, week: float, short: str) -> str:
-    est, lo, hi = (_f(primary[k]) for k in ("estimate", "ci_low", "ci_high"))
+    est, lo, hi = (as_float(primary[k]) for k in ("estimate", "ci_low", "ci_high"))
     sign = -1.0 if measure.lower_is_better else 1.0
     # "improvement difference": positive = hip-focused improved more
     imp, imp_lo, imp_hi = sign * est, min(sign * lo, sign * hi), max(sign * lo, sign * hi)
@@ -114,9 +109,9 @@ def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) ->
     rows = [
         dict(
             label="Primary: mixed model",
-            estimate=_f(primary.get("estimate")),
-            ci_low=_f(primary.get("ci_low")),
-            ci_high=_f(primary.get("ci_high")),
+            estimate=as_float(primary.get("estimate")),
+            ci_low=as_float(primary.get("ci_low")),
+            ci_high=as_float(primary.get("ci_high")),
             primary=True,
             status=str(primary.get("status", "")),
             reason=str(primary.get("reason") or ""),
@@ -127,12 +122,12 @@ def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) ->
     secondary = results.get("secondary", {})
     for key, label in SENSITIVITY:
         s = secondary.get(key, {}) or {}
-        est = _f(s.get("estimate"))
+        est = as_float(s.get("estimate"))
         if key == "tipping_point" and not math.isfinite(est):
             # The tipping point has no estimate of its own: show the delta-adjusted analysis at the delta
             # where the conclusion changes. With no such delta (nothing to tip, or not reached) there is
             # nothing honest to plot; the secondary table says why.
-            delta = _f(s.get("tipping_delta"))
+            delta = as_float(s.get("tipping_delta"))
             if tipping is None or tipping.empty or not math.isfinite(delta):
                 done = s.get("status") == "done"
                 # done, but with nothing to tip: say so in the plot and the table alike
@@ -152,9 +147,9 @@ def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) ->
             rows.append(
                 dict(
                     label=f"Tipping point, δ = {delta:g}",
-                    estimate=_f(t.get("estimate")),
-                    ci_low=_f(t.get("ci_low")),
-                    ci_high=_f(t.get("ci_high")),
+                    estimate=as_float(t.get("estimate")),
+                    ci_low=as_float(t.get("ci_low")),
+                    ci_high=as_float(t.get("ci_high")),
                     primary=False,
                     status=str(s.get("status", "")),
                     reason=str(s.get("reason") or ""),
@@ -165,8 +160,8 @@ def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) ->
             dict(
                 label=label,
                 estimate=est,
-                ci_low=_f(s.get("ci_low")),
-                ci_high=_f(s.get("ci_high")),
+                ci_low=as_float(s.get("ci_low")),
+                ci_high=as_float(s.get("ci_high")),
                 primary=False,
                 status=str(s.get("status", "missing" if not s else "")),
                 reason=str(s.get("reason") or ""),
@@ -175,147 +170,6 @@ def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) ->
     return pd.DataFrame(rows, columns=["label", "estimate", "ci_low", "ci_high", "primary", "status", "reason"])
 
 
-def secondary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per secondary analysis: label, status, whether exploratory, result in words.
-
-    The result shows estimate and CI when the analysis gives one, else its reason or status.
-    """
-    out = []
-    for key in sorted(results.get("secondary", {})):
-        s = results["secondary"][key] or {}
-        name, est = headline(s)
-        specific = result_text(key, s) if s.get("status") == "done" else None
-        if specific:
-            text = specific
-        elif est is not None:
-            text = (
-                f"{name + ' ' if name else ''}{fmt_num(est.get('estimate'))} "
-                f"(95% CI {fmt_num(est.get('ci_low'))} to {fmt_num(est.get('ci_high'))})"
-            )
-        else:
-            text = str(s.get("summary") or s.get("reason") or "see table")
-        status = str(s.get("status", ""))
-        if key == "tipping_point" and status == "done" and s.get("tipping_delta") is None:
-            status = NO_TIPPING  # the same words as the forest plot
-        out.append(
-            dict(
-                key=key,
-                label=str(s.get("label") or SECONDARY_LABELS.get(key, key)),
-                status=status,
-                exploratory="yes" if s.get("exploratory") else "no",
-                method=str(s.get("method") or ""),
-                result=text,
-                reason=str(s.get("reason") or ""),
-            )
-        )
-    return out
-
-
-# Where a secondary analysis keeps its headline when it has no top-level estimate, in order of preference.
-HEADLINE_KEYS = (
-    "risk_difference",
-    "adjusted_risk_difference",
-    "hazard_ratio",
-    "odds_ratio",
-    "indirect_effect",
-    "direct_effect",
-    "slope_difference",
-)
-
-
-def headline(entry: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """The headline estimate of a secondary analysis: ('', entry) if it has a top-level estimate,
-    else (name, nested dict) for the first of :data:`HEADLINE_KEYS` with an estimate, else ('', None)."""
-    if math.isfinite(_f(entry.get("estimate"))):
-        return "", entry
-    for key in HEADLINE_KEYS:
-        sub = entry.get(key)
-        if isinstance(sub, dict) and math.isfinite(_f(sub.get("estimate"))):
-            return key.replace("_", " "), sub
-    return "", None
-
-
-def peer_text(text: str) -> str:
-    """Free text from the model step (reasons, notes) as peers may see it.
-
-    Such text can quote counts ("hip-focused 3, comparator 2") that no gate can recognise as
-    counts, so any text holding a digit is replaced by a pointer to the clinic's own report.
-    """
-    if text and re.search(r"\d", text):
-        return "details in the clinic's own report"
-    return text
-
-
-def ci_crosses_zero(lo: Any, hi: Any) -> bool:
-    lo, hi = _f(lo), _f(hi)
-    return not (math.isfinite(lo) and math.isfinite(hi)) or (lo <= 0 <= hi)
-
-
-def _ci(d: dict[str, Any]) -> str:
-    return f"{fmt_num(d.get('estimate'))} (95% CI {fmt_num(d.get('ci_low'))} to {fmt_num(d.get('ci_high'))})"
-
-
-def result_text(key: str, entry: dict[str, Any]) -> str | None:
-    """A one-line result for analyses whose headline is not a single estimate.
-
-    Only estimates, p-values and durations appear here, never counts, so the
-    same text is safe for the peer report.
-    """
-    if key == "chronicity":
-        at = entry.get("at_symptom_weeks") or {}
-        parts = [f"{w} wk: {fmt_num(at[w].get('estimate'))}" for w in sorted(at, key=float)]
-        inter = entry.get("interaction") or {}
-        p = inter.get("p_value")
-        return (
-            (
-                "difference at the primary week by symptom duration — "
-                + "; ".join(parts)
-                + (f" (interaction p = {fmt_num(p, 2)})" if p is not None else "")
-            )
-            if parts
-            else None
-        )
-    if key == "e_value":
-        if entry.get("e_value") is None:
-            return None
-        return (
-            f"E-value {fmt_num(entry['e_value'], 2)} for the estimate, "
-            f"{fmt_num(entry.get('e_value_ci'), 2)} for the CI limit nearer no difference"
-        )
-    if key == "immediate_effect":
-        hk = entry.get("hip_vs_knee")
-        return f"hip vs knee session, post − pre difference {_ci(hk)}" if isinstance(hk, dict) else None
-    if key == "precision":
-        mdd = entry.get("minimum_detectable_difference")
-        if mdd is None:
-            return None
-        return (
-            f"smallest difference detectable with {fmt_num(100 * _f(entry.get('power')), 0)}% power: "
-            f"{fmt_num(mdd)} points; {entry.get('n_per_group_for_target')} clients per group needed to detect "
-            f"{fmt_num(entry.get('target_difference'), 1)} point(s)"
-        )
-    if key == "time_to_improvement":
-        groups = entry.get("by_group") or {}
-        parts = []
-        for g, label in (("hip_focused", "hip-focused"), ("comparator", "knee-focused")):
-            d = groups.get(g) or {}
-            med = fmt_num(d.get("median_weeks"), 1) + " wk" if d.get("median_reached") else "not reached"
-            parts.append(f"{label} median {med}")
-        p = entry.get("logrank_p_value")
-        return "; ".join(parts) + (f"; log-rank p = {fmt_num(p, 3)}" if p is not None else "")
-    if key == "tipping_point":
-        delta = entry.get("tipping_delta")
-        if delta is not None:
-            return (
-                f"the conclusion changes if missing hip-focused outcomes were {fmt_num(delta, 1)} points worse "
-                "than imputed"
-            )
-        conclusion = str(entry.get("conclusion") or "")
-        return conclusion if conclusion and not re.search(r"\d", conclusion) else None
-    return None
-
-
-# Sensitivity analyses that address a named threat to the headline (for the robustness sentence).
 ADDRESSES = {
     "gee": "the model's assumptions about the random effects",
     "iptw": "confounding by the measured covariates",
@@ -385,64 +239,18 @@ def chronicity_sentence(results: dict[str, Any], measure_short: str = "NPRS") ->
     inter = c.get("interaction") or {}
     at = c.get("at_symptom_weeks") or {}
     parts = [f"{fmt_num(at[w].get('estimate'), 1)} at {w} weeks" for w in sorted(at, key=float)]
-    lo, hi = _f(inter.get("ci_low")), _f(inter.get("ci_high"))
-    per_log = _f(inter.get("change_at_primary_week_per_log_unit"))
+    lo, hi = as_float(inter.get("ci_low")), as_float(inter.get("ci_high"))
+    per_log = as_float(inter.get("change_at_primary_week_per_log_unit"))
     if math.isfinite(lo) and (lo > 0 or hi < 0):
         way = "smaller" if per_log > 0 else "larger"
         verdict = (
             f"Yes, probably: the benefit of hip-focused care was {way} the longer the pain had lasted "
-            f"(interaction {_ci(inter)}, p {fmt_p(inter.get('p_value'))})"
+            f"(interaction {ci_text(inter)}, p {fmt_p(inter.get('p_value'))})"
         )
     else:
-        p_text = "p < 0.001" if _f(inter.get("p_value")) < 0.001 else "p = " + fmt_num(inter.get("p_value"), 2)
+        p_text = "p < 0.001" if as_float(inter.get("p_value")) < 0.001 else "p = " + fmt_num(inter.get("p_value"), 2)
         verdict = (
-            f"No clear dependence on how long the pain had lasted (interaction {_ci(inter)}, {p_text}): "
+            f"No clear dependence on how long the pain had lasted (interaction {ci_text(inter)}, {p_text}): "
             "the data cannot tell whether longer-lasting pain responds differently"
         )
     return f"{verdict}; estimated difference in {measure_short} change (hip − knee): {', '.join(parts)}."
-
-
-def pretty_term(term: str, reference: dict[str, str] | None = None) -> str:
-    """A model term in words: ``C(age_band)[T.18-29]`` -> ``age band 18-29 (vs 40-49)``, ``week:hip`` ->
-    ``week × hip-focused``."""
-    m = re.fullmatch(r"C\((\w+)\)\[T\.(.+)\]", term)
-    if m:
-        var, level = m.groups()
-        ref = (reference or {}).get(var)
-        return f"{var.replace('_', ' ')} {level.replace('_', ' ')}" + (f" (vs {ref.replace('_', ' ')})" if ref else "")
-    words = {
-        "Intercept": "intercept",
-        "week": "week",
-        "hip": "hip-focused",
-        "log_symptom_weeks": "ln(symptom weeks + 1)",
-        "sitting_hours": "sitting hours",
-        "sitting_hours_missing": "sitting hours missing",
-    }
-    return " × ".join(words.get(part, part.replace("_", " ")) for part in term.split(":"))
-
-
-def model_tables(primary: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The primary model's fixed effects (term in words, estimate, SE, df, CI, p) and variance components."""
-    ref = primary.get("reference_levels") or {}
-    first = ["Intercept", "week", "hip", "week:hip"]  # the terms of the question, then the covariates
-    items = sorted(
-        (primary.get("fixed_effects") or {}).items(),
-        key=lambda kv: (first.index(kv[0]) if kv[0] in first else len(first), kv[0]),
-    )
-    fixed = [
-        dict(
-            term=pretty_term(t, ref), **{k: v.get(k) for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")}
-        )
-        for t, v in items
-    ]
-    re_ = primary.get("random_effects") or {}
-    var = [
-        dict(component=f"between clients: {pretty_term(k)}", variance=v, sd=math.sqrt(v) if v >= 0 else math.nan)
-        for k, v in (re_.get("variances") or {}).items()
-    ]
-    for k, r in (re_.get("correlation") or {}).items():
-        var.append(dict(component=f"correlation of intercept and slope ({k})", variance=None, sd=None, corr=r))
-    if re_.get("residual_variance") is not None:
-        v = float(re_["residual_variance"])
-        var.append(dict(component="within client (residual)", variance=v, sd=math.sqrt(v)))
-    return fixed, var

@@ -1,4 +1,4 @@
-"""Tests for analysis.validate and analysis.gx_suites: every contract rule, rejects, reports, CLI."""
+"""Tests for analysis.validate (checks, GX suites): every contract rule, rejects, reports, CLI."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from analysis.cli import main
 from analysis.contract import TABLES
 from analysis.errors import ValidationFailed
-from analysis.gx_suites import build_suites
 from analysis.validate import PARENT_REJECTED, REJECT_COLUMNS, WITHHELD, run_validate, validate_tables
+from analysis.validate.suites import build_suites
 from conftest import make_inputs, valid_text_tables, write_params, write_tables
 
 TODAY = dt.date(2025, 6, 30)

@@ -1,7 +1,7 @@
 """Validate: check the raw tables against the contract, type them, keep the valid rows.
 
 Every rule comes from :mod:`analysis.contract` and the measures registry,
-turned into great-expectations suites by :mod:`analysis.gx_suites`; the
+turned into great-expectations suites by :mod:`analysis.validate.suites`; the
 foreign keys and "every client has a session" are GX expectations too. Every
 problem is reported at once, one line each (file, spreadsheet row, column,
 rule, value). A row that breaks a rule is *rejected*: it is kept, with its
@@ -16,7 +16,8 @@ they are ordered by ``session_id`` downstream, and the summary notes how many.
 Pure functions: :func:`validate_tables`, :func:`typed_tables`. I/O:
 :func:`run_validate`.
 
-Layout: ``checks`` (the pure checks and typing), ``report`` (validation.json, validation.html, console
+Layout: ``suites`` (GX expectations from the contract), ``gx_run`` (staging and running them),
+``checks`` (the pure checks and typing), ``report`` (validation.json, validation.html, console
 summary), ``run`` (the I/O edge).
 """
 

@@ -12,16 +12,9 @@ import pandas as pd
 
 from analysis.contract import DEFAULT_CLINIC, TABLES, Registry
 from analysis.errors import Problem
-from analysis.gx_suites import (
-    ExpectationOutcome,
-    build_suites,
-    cross_table_expectations,
-    cross_table_links,
-    make_context,
-    run_suite,
-    stage_table,
-)
 from analysis.load import ROW_INDEX, Inputs
+from analysis.validate.gx_run import ExpectationOutcome, make_context, run_suite, stage_table
+from analysis.validate.suites import build_suites, cross_table_expectations, cross_table_links
 
 REJECTING = ("error", "privacy")  # severities that keep a row out of the typed tables
 PARENT_REJECTED = "parent rejected"
@@ -48,7 +41,7 @@ class ValidationResult:
     rejects : one row per rejected input row, columns :data:`REJECT_COLUMNS`.
     summary : counts per table (rows_received, rows_valid, rows_rejected,
         rejected_as_child, errors, warnings) and totals.
-    expectations : one :class:`~analysis.gx_suites.ExpectationOutcome` per GX expectation run.
+    expectations : one :class:`~analysis.validate.gx_run.ExpectationOutcome` per GX expectation run.
     notes : plain-language remarks that are neither errors nor warnings.
     """
 

@@ -216,6 +216,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
+            # types-pyyaml declares Parser.peek_event without types; the event is a yaml.Event
             event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
             line = event.start_mark.line + 1 if event.start_mark else "?"
             raise yaml.YAMLError(

@@ -303,8 +303,10 @@ def test_missing_mapped_column(tmp_path):
     label, frame = export([visit()])
     res = deidentify_frames([(label, frame.drop(columns=["Knee"]))], example_mapping(), KEY, today=TODAY)
     assert [p.line() for p in res.problems] == [
-        "export.csv, row 1, column Knee: column named in the mapping is not in the export; "
-        "fix the column name in the mapping"
+        (
+            "export.csv, row 1, column Knee: column named in the mapping is not in the export; "
+            "fix the column name in the mapping"
+        )
     ]
 
 

@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted; outputs are written atomically, so earlier outputs are intact", err=True)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+    except Exception as exc:  # last line of defence: no traceback for users
         if debug:
             raise
         typer.echo(

@@ -107,7 +107,7 @@ def _sheet_names(path: Path) -> list[str]:
             return list(wb.sheetnames)
         finally:
             wb.close()
-    except Exception:  # noqa: BLE001 - an unreadable workbook simply offers no sheets here
+    except Exception:  # an unreadable workbook simply offers no sheets here
         return []
 
 

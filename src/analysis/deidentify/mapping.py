@@ -230,4 +230,4 @@ def load_mapping_yaml(path: Path) -> Any:
     size = path.stat().st_size
     if size > MAX_MAPPING_BYTES:
         raise InputError(f"{path}: {size:,} bytes; a mapping file is a few kilobytes (limit {MAX_MAPPING_BYTES:,})")
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe loader subclass
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # a SafeLoader subclass

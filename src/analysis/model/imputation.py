@@ -319,8 +319,10 @@ def mi_analysis(
         "complete_case": cc,
         "notes": imp.notes
         + [
-            "assumes the endpoint is missing at random given group, baseline, covariates and the last value "
-            "observed before the window (and its week); see tipping_point for departures from this.",
+            (
+                "assumes the endpoint is missing at random given group, baseline, covariates and the last value "
+                "observed before the window (and its week); see tipping_point for departures from this."
+            ),
             "Rubin's rules; degrees of freedom by Barnard & Rubin (1999); df_classic is Rubin's (1987).",
         ],
     }, {}
@@ -366,7 +368,9 @@ def tipping_analysis(
             d = float(includes["delta"].min())
             out.update(tipping_delta=d, conclusion=f"the CI includes 0 from delta {d:g} on")
     out["notes"] = [
-        "the same imputations are shifted for every delta, so the curve is smooth in delta; "
-        "shifted values are not clipped to the scale."
+        (
+            "the same imputations are shifted for every delta, so the curve is smooth in delta; "
+            "shifted values are not clipped to the scale."
+        )
     ]
     return out, {"tipping": table}

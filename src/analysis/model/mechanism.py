@@ -153,16 +153,24 @@ def mediation_analysis(
         "outcome_formula": y_formula,
         "notes": notes
         + [
-            "mediation assumes no unmeasured confounding of the mediator-outcome relation (and of exposure-"
-            "mediator and exposure-outcome), no mediator-outcome confounder affected by the exposure, and no "
-            "exposure-mediator interaction; with linear models the product a x b is then the natural indirect "
-            "effect. Here group is not randomised, so these assumptions are strong.",
-            "mediator and outcome are measured at the same endpoint session, so the order mediator -> outcome "
-            "is assumed, not observed.",
-            "measurement error in the mediator (a change between two noisy goniometer readings) attenuates the "
-            "b path, so the indirect effect tends to be underestimated and the direct effect overestimated.",
-            "percentile bootstrap CIs over clients; the proportion mediated is unstable when the total effect is "
-            "near 0.",
+            (
+                "mediation assumes no unmeasured confounding of the mediator-outcome relation (and of exposure-"
+                "mediator and exposure-outcome), no mediator-outcome confounder affected by the exposure, and no "
+                "exposure-mediator interaction; with linear models the product a x b is then the natural indirect "
+                "effect. Here group is not randomised, so these assumptions are strong."
+            ),
+            (
+                "mediator and outcome are measured at the same endpoint session, so the order mediator -> outcome "
+                "is assumed, not observed."
+            ),
+            (
+                "measurement error in the mediator (a change between two noisy goniometer readings) attenuates the "
+                "b path, so the indirect effect tends to be underestimated and the direct effect overestimated."
+            ),
+            (
+                "percentile bootstrap CIs over clients; the proportion mediated is unstable when the total effect is "
+                "near 0."
+            ),
         ],
     }, {"hip_ir_vs_pain": scatter}
 
@@ -200,11 +208,15 @@ def dose_response_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dic
         "n_clients": fit.n_groups,
         "n_obs": fit.n_obs,
         "notes": [
-            "time-varying exposure: whether a later session is hip-focused may depend on how pain has responded "
-            "so far (time-varying confounding affected by earlier treatment); a conventional mixed model does "
-            "not handle this and the estimate can be biased in either direction (g-methods would be needed).",
-            "the baseline group (hip) is adjusted for, so the estimate comes from how the count accumulates "
-            "within and across clients, not only from the group difference.",
+            (
+                "time-varying exposure: whether a later session is hip-focused may depend on how pain has responded "
+                "so far (time-varying confounding affected by earlier treatment); a conventional mixed model does "
+                "not handle this and the estimate can be biased in either direction (g-methods would be needed)."
+            ),
+            (
+                "the baseline group (hip) is adjusted for, so the estimate comes from how the count accumulates "
+                "within and across clients, not only from the group difference."
+            ),
         ],
     }, {}
 
@@ -295,10 +307,14 @@ def immediate_effect_analysis(
     out.update(
         formula=formula,
         notes=[
-            "change = post - pre within the session (negative = pain fell); the table's CIs treat sessions as "
-            "independent, the mixed-model difference does not.",
-            "post-treatment pain is reported to the treating therapist straight after treatment: expectation and "
-            "politeness can inflate immediate effects.",
+            (
+                "change = post - pre within the session (negative = pain fell); the table's CIs treat sessions as "
+                "independent, the mixed-model difference does not."
+            ),
+            (
+                "post-treatment pain is reported to the treating therapist straight after treatment: expectation and "
+                "politeness can inflate immediate effects."
+            ),
         ],
     )
     return out, {"immediate": table}

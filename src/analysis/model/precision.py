@@ -64,8 +64,10 @@ def precision_analysis(
         ),
         "notes": notes
         + [
-            "the minimum detectable difference is for this clinic's group sizes (clients with an "
-            "endpoint); n per group assumes equal groups. Precision statements, not post-hoc power "
-            "for the observed effect."
+            (
+                "the minimum detectable difference is for this clinic's group sizes (clients with an "
+                "endpoint); n per group assumes equal groups. Precision statements, not post-hoc power "
+                "for the observed effect."
+            )
         ],
     }, {}

@@ -161,8 +161,10 @@ def responder_analysis(
         "log_odds_ratio": log_odds_ratio(r1, n1, r0, n0),
     }
     notes = [
-        f"complete cases: {sum(n_missing.values())} client(s) without an observation in the endpoint window "
-        "are not counted (see multiple_imputation for an analysis that includes them)."
+        (
+            f"complete cases: {sum(n_missing.values())} client(s) without an observation in the endpoint window "
+            "are not counted (see multiple_imputation for an analysis that includes them)."
+        )
     ]
 
     if r1 + r0 in (0, n1 + n0):

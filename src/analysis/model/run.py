@@ -72,6 +72,7 @@ import pandas as pd
 from analysis import lineage
 from analysis.contract import load_registry
 from analysis.errors import InputError, ModelError
+from analysis.groups import group_label
 from analysis.model.prepare import primary_data
 from analysis.model.primary import fit_diagnostics, primary_analysis
 from analysis.params import section
@@ -165,14 +166,6 @@ def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = N
     return summary_line(entry, out, len(secondary))
 
 
-GROUP_NAMES = {
-    "hip_focused": "hip-focused",
-    "comparator": "knee-focused",
-    "hip-focused": "hip-focused",
-    "knee-focused": "knee-focused",
-}
-
-
 def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Wide copies of the trajectories and Kaplan-Meier tables for DVC's plots: a ``week`` column and one
     column per group, labelled as in the reports (``hip-focused``, ``knee-focused``); Kaplan-Meier values
@@ -183,7 +176,7 @@ def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         if t is None or t.empty or not {"group", "week", value} <= set(t.columns):
             continue
         wide = (
-            t.assign(group=t["group"].map(lambda g: GROUP_NAMES.get(str(g), str(g))))
+            t.assign(group=t["group"].map(group_label))
             .pivot_table(index="week", columns="group", values=value, aggfunc="last")
             .sort_index()
         )

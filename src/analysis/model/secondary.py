@@ -49,8 +49,10 @@ from analysis.model.survival import time_to_improvement_analysis
 LABELS = {
     "responders": (
         "Responders (MCID) at the primary week",
-        "share reaching the MCID at the endpoint; logistic regression (adjusted OR, standardised RD); "
-        "Newcombe CI for the unadjusted RD; NNT",
+        (
+            "share reaching the MCID at the endpoint; logistic regression (adjusted OR, standardised RD); "
+            "Newcombe CI for the unadjusted RD; NNT"
+        ),
     ),
     "gee": (
         "GEE with robust standard errors",
@@ -60,8 +62,10 @@ LABELS = {
     "e_value": ("E-value of the primary estimate", "VanderWeele & Ding (2017), via d and RR = exp(0.91 d)"),
     "multiple_imputation": (
         "Multiple imputation of the primary-week outcome",
-        "chained equations with predictive mean matching (Bayesian parameter draws); ANCOVA "
-        "of change per imputed set; Rubin's rules",
+        (
+            "chained equations with predictive mean matching (Bayesian parameter draws); ANCOVA "
+            "of change per imputed set; Rubin's rules"
+        ),
     ),
     "tipping_point": (
         "Tipping point (delta-adjusted multiple imputation)",

@@ -55,9 +55,11 @@ def gee_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any
         n_obs=int(len(data)),
         formula=formula,
         notes=[
-            "robust (sandwich) standard errors: valid if the mean model is right even when the exchangeable "
-            "working correlation is not; GEE assumes missing visits are missing completely at random "
-            "(stronger than the mixed model's missing at random)."
+            (
+                "robust (sandwich) standard errors: valid if the mean model is right even when the exchangeable "
+                "working correlation is not; GEE assumes missing visits are missing completely at random "
+                "(stronger than the mixed model's missing at random)."
+            )
         ],
     )
     return out, {}
@@ -264,10 +266,12 @@ def e_value_analysis(
         "sd": sd,
         "sd_source": "SD of the baseline outcome across clients",
         "notes": [
-            "E-value: the minimum strength of association (risk-ratio scale) an unmeasured confounder would need "
-            "with both the group and the outcome, beyond the measured covariates, to explain away the estimate "
-            "(VanderWeele & Ding 2017, Ann Intern Med 167:268-74). The mean difference is converted with "
-            "d = estimate / SD(baseline outcome) and RR ~ exp(0.91 d), an approximation.",
+            (
+                "E-value: the minimum strength of association (risk-ratio scale) an unmeasured confounder would need "
+                "with both the group and the outcome, beyond the measured covariates, to explain away the estimate "
+                "(VanderWeele & Ding 2017, Ann Intern Med 167:268-74). The mean difference is converted with "
+                "d = estimate / SD(baseline outcome) and RR ~ exp(0.91 d), an approximation."
+            ),
         ],
     }, {}
 
@@ -334,7 +338,9 @@ def chronicity_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[s
         "formula": formula,
         "observed_symptom_weeks": [lo, hi],
         "notes": [
-            "effects are differences in change at the primary week (hip-focused minus comparator); "
-            "the table marks durations outside the observed range (within_data = false): extrapolation."
+            (
+                "effects are differences in change at the primary week (hip-focused minus comparator); "
+                "the table marks durations outside the observed range (within_data = false): extrapolation."
+            )
         ],
     }, {"chronicity": table}

@@ -111,10 +111,14 @@ def time_to_improvement_analysis(
         "logrank_chi2": float(chi2),
         "logrank_p_value": float(p),
         "notes": [
-            "survival = share of clients not yet improved by the MCID; a median of None means fewer than "
-            "half improved within follow-up (not reached); an upper CI limit of None is unbounded.",
+            (
+                "survival = share of clients not yet improved by the MCID; a median of None means fewer than "
+                "half improved within follow-up (not reached); an upper CI limit of None is unbounded."
+            ),
             "unadjusted comparison (Kaplan-Meier, log-rank): confounding by indication is not addressed.",
-            "event times are the weeks of the sessions at which improvement was first seen (interval "
-            "censoring ignored).",
+            (
+                "event times are the weeks of the sessions at which improvement was first seen (interval "
+                "censoring ignored)."
+            ),
         ],
     }, {"km": pd.concat(tables, ignore_index=True)}

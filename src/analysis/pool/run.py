@@ -26,17 +26,25 @@ from analysis.pool.bundle import read_bundles
 
 SCHEMA_VERSION = "1.0.0"
 LIMITATIONS = [
-    "Each clinic's estimate comes from routine care, not randomisation: therapists chose hip-focused care for "
-    "reasons that may also affect recovery (confounding by indication). Pooling makes the estimate more precise, "
-    "not less confounded.",
-    "Confounding by indication can differ between clinics (different therapists, referral routes and case mix), "
-    "which is one reason the clinics' estimates may disagree; heterogeneity (tau^2, I^2, the prediction "
-    "interval) says how much they do.",
+    (
+        "Each clinic's estimate comes from routine care, not randomisation: therapists chose hip-focused care for "
+        "reasons that may also affect recovery (confounding by indication). Pooling makes the estimate more precise, "
+        "not less confounded."
+    ),
+    (
+        "Confounding by indication can differ between clinics (different therapists, referral routes and case mix), "
+        "which is one reason the clinics' estimates may disagree; heterogeneity (tau^2, I^2, the prediction "
+        "interval) says how much they do."
+    ),
     "Clinics that share bundles may differ from those that do not (selective sharing).",
-    "With few clinics the between-clinic variance is poorly estimated: the Knapp-Hartung interval and the "
-    "prediction interval account for this and are wide.",
-    "Each clinic adjusts for the same covariates (the compatibility key), but measurement practice can still "
-    "differ between clinics.",
+    (
+        "With few clinics the between-clinic variance is poorly estimated: the Knapp-Hartung interval and the "
+        "prediction interval account for this and are wide."
+    ),
+    (
+        "Each clinic adjusts for the same covariates (the compatibility key), but measurement practice can still "
+        "differ between clinics."
+    ),
 ]
 
 

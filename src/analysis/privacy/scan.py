@@ -76,22 +76,28 @@ _RULES: list[tuple[str, str, bool, str]] = [
         "title",
         _TITLE,
         False,
-        "looks like a person's name (title such as Mr/Dr): remove it (names must not be in the tables; "
-        "use pseudonyms, see `outcomes deidentify`)",
+        (
+            "looks like a person's name (title such as Mr/Dr): remove it (names must not be in the tables; "
+            "use pseudonyms, see `outcomes deidentify`)"
+        ),
     ),
     (
         "name",
         _NAME,
         False,
-        "looks like a person's name: remove it (names must not be in the tables; "
-        "use pseudonyms, see `outcomes deidentify`)",
+        (
+            "looks like a person's name: remove it (names must not be in the tables; "
+            "use pseudonyms, see `outcomes deidentify`)"
+        ),
     ),
     (
         "name_upper",
         _NAME_UPPER,
         False,
-        "looks like a person's name: remove it (names must not be in the tables; "
-        "use pseudonyms, see `outcomes deidentify`)",
+        (
+            "looks like a person's name: remove it (names must not be in the tables; "
+            "use pseudonyms, see `outcomes deidentify`)"
+        ),
     ),
     (
         "name_joined",

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.contract import Measure
+from analysis.groups import group_label
 from analysis.params import section
 from analysis.paths import project_root, resolve
 from analysis.privacy import assert_peer_safe, responder_cells_small, suppress_count
@@ -228,7 +229,7 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
     # whose first session had that focus
     analysed = (inp.results.get("primary") or {}).get("n_clients_by_group") or {}
     if analysed:
-        n_by_group = pd.Series({fg.group_label(k): v for k, v in analysed.items()}).sort_index()
+        n_by_group = pd.Series({group_label(k): v for k, v in analysed.items()}).sort_index()
     else:
         d = inp.dataset.assign(group=c["group"])
         n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()

@@ -115,7 +115,7 @@ def thin_from(inp: ReportInputs, c: dict[str, Any], share: float = 0.25) -> floa
     if d.empty:
         return None
     last = d.groupby("client_id")["weeks_since_first"].max()
-    for week in range(0, int(float(c["m"]["followup_weeks"])) + 1):
+    for week in range(int(float(c["m"]["followup_weeks"])) + 1):
         if (last >= week).mean() < share:
             return float(max(week - 1, 0))
     return None

@@ -18,24 +18,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
+from analysis.groups import group_label
 from analysis.report.render import GROUP_COLOURS
 
 WIDE = (7.2, 3.6)
 SQUARE = (4.8, 3.6)
 #: above this many marks or lines a layer is drawn as an image inside the SVG, to keep pages small
 RASTER_ABOVE = 300
-
-
-def group_label(group: object) -> str:
-    """The group as shown to people: 'hip-focused', 'knee-focused' or the raw name."""
-    g = str(group).lower()
-    if g == "comparator":
-        return "knee-focused"
-    if "hip" in g:
-        return "hip-focused"
-    if "knee" in g:
-        return "knee-focused"
-    return str(group)
 
 
 def _colour(group: object) -> str:

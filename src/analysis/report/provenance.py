@@ -64,7 +64,7 @@ class Provenance:
         }
 
 
-from analysis.store import sha256_file  # noqa: E402,F401  (re-exported: provenance hashes its inputs)
+from analysis.store import sha256_file  # noqa: E402  (re-exported: provenance hashes its inputs)
 
 # The params sections that shape the reports; generator, self-check and de-identification settings do not.
 ANALYSIS_SECTIONS = ("data", "validate", "join", "model", "report")
@@ -87,7 +87,7 @@ def shown_paths(obj: Any, root: Path | None = None) -> Any:
         return {k: shown_paths(v, root) for k, v in obj.items()}
     if isinstance(obj, list):
         return [shown_paths(v, root) for v in obj]
-    if isinstance(obj, str) and (obj.startswith("/") or obj.startswith("~") or re.match(r"^[A-Za-z]:[\\/]", obj)):
+    if isinstance(obj, str) and (obj.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", obj)):
         from analysis.paths import project_root
 
         base = (root or project_root()).resolve()

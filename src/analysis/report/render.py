@@ -32,11 +32,11 @@ from typing import Any
 # No backend is chosen here: figures are matplotlib.figure.Figure objects saved explicitly (any backend
 # gives the same bytes), so a notebook keeps its inline backend and shows them; builds set MPLBACKEND=Agg.
 import matplotlib.pyplot as plt
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.typing import RcKeyType  # noqa: E402
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from matplotlib.figure import Figure
+from matplotlib.typing import RcKeyType
 
-from analysis.report.text import fmt_num, fmt_p, fmt_p_stat  # noqa: E402,F401  (template filters)
+from analysis.report.text import fmt_num, fmt_p, fmt_p_stat  # the templates' filters
 
 SVG_HASHSALT = "hip-knee"
 FONT_FAMILY = "DejaVu Sans"

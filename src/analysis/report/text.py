@@ -3,6 +3,7 @@ summary and findings code that needs these does not load matplotlib."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -12,7 +13,7 @@ def fmt_num(value: Any, digits: int = 2) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return "—" if value in (None, "") else str(value)
-    if v != v:  # NaN
+    if math.isnan(v):
         return "—"
     text = f"{v:.{digits}f}"
     if text.startswith("-"):
@@ -28,7 +29,7 @@ def fmt_p(value: Any) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return "—"
-    if v != v:
+    if math.isnan(v):
         return "—"
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 

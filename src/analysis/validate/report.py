@@ -63,11 +63,15 @@ def validation_html(report: dict[str, Any]) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Validation report</title>",
         f"<style>{_CSS}</style></head><body><h1>Validation report</h1>",
-        f"<p>Input folder: <code>{e(report['input'])}</code>. "
-        "Session dates must not be after the day of validation.</p>",
+        (
+            f"<p>Input folder: <code>{e(report['input'])}</code>. "
+            "Session dates must not be after the day of validation.</p>"
+        ),
         f"<p class='status {status[0]}'>{e(status[1])} {s['warnings']} warning(s).</p>",
-        "<h2>Tables</h2><table><tr><th>table</th><th>file</th><th>rows received</th><th>valid</th>"
-        "<th>rejected</th><th>of which parent rejected</th><th>errors</th><th>warnings</th></tr>",
+        (
+            "<h2>Tables</h2><table><tr><th>table</th><th>file</th><th>rows received</th><th>valid</th>"
+            "<th>rejected</th><th>of which parent rejected</th><th>errors</th><th>warnings</th></tr>"
+        ),
     ]
     for name, t in s["tables"].items():
         parts.append(

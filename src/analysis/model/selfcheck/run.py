@@ -134,8 +134,10 @@ def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: in
     method = str(section(params, "model").get("df_method", "satterthwaite"))
     write_bytes(out / "selfcheck.png", selfcheck_figure(runs[runs["method"] == method]))
     lines = [
-        f"self-check: {n_clinics} clinics per scenario ({n_clients} and {n_small} clients), "
-        f"{time.perf_counter() - t0:.0f} s -> {out}"
+        (
+            f"self-check: {n_clinics} clinics per scenario ({n_clients} and {n_small} clients), "
+            f"{time.perf_counter() - t0:.0f} s -> {out}"
+        )
     ]
     for r in summary.itertuples():
         lines.append(

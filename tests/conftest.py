@@ -7,6 +7,8 @@ Helpers (import them as ``from conftest import ...``):
 - :func:`make_inputs` — the same frames as :class:`analysis.load.Inputs` in memory
   (index = spreadsheet row, 2, 3, ...), without touching the disk.
 - :func:`write_params` — a params.yaml whose paths all point into a temporary folder.
+- :func:`deidentify_argv` — ``outcomes deidentify`` on the bundled example export and mapping.
+- :func:`deidentify_example` — the same through the Python API, into ``folder/out``.
 
 Fixtures: ``registry`` (the project's measures registry), ``text_tables`` (a fresh
 copy of the valid tables per test), ``input_dir`` (those tables written as CSV).
@@ -15,16 +17,45 @@ copy of the valid tables per test), ``input_dir`` (those tables written as CSV).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
 
 from analysis.contract import TABLES, Registry, load_registry
+from analysis.deidentify import run_deidentify
 from analysis.load import ROW_INDEX, Inputs
+from analysis.params import load_params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REGISTRY_PATH = PROJECT_ROOT / "config" / "measures.yaml"
+EXAMPLES = PROJECT_ROOT / "data" / "examples"
+
+
+def deidentify_argv(out: Path, *options: str) -> list[str]:
+    """The command line that de-identifies the bundled example export into ``out``, plus ``options``."""
+    export, mapping = EXAMPLES / "practice_export.csv", EXAMPLES / "mapping.yaml"
+    return ["deidentify", str(export), "--mapping", str(mapping), "--out", str(out), *options]
+
+
+def deidentify_example(folder: Path, key: bytes, **options: Any) -> tuple[Path, str]:
+    """De-identify the bundled example export into ``folder/out`` with ``key`` (written to ``folder/key``).
+
+    Returns the output folder and the run's message; ``options`` go to :func:`run_deidentify`.
+    """
+    key_file = folder / "key"
+    key_file.write_text(key.hex())
+    out = folder / "out"
+    msg = run_deidentify(
+        [EXAMPLES / "practice_export.csv"],
+        EXAMPLES / "mapping.yaml",
+        out,
+        key_file=key_file,
+        params=load_params(PROJECT_ROOT / "params.yaml"),
+        **options,
+    )
+    return out, msg
 
 
 def valid_text_tables() -> dict[str, pd.DataFrame]:

@@ -10,9 +10,8 @@ import pytest
 
 from analysis.cli import main
 from analysis.crosswalk import check_private_dir
-from analysis.deidentify import run_deidentify
 from analysis.errors import InputError
-from analysis.params import load_params
+from conftest import deidentify_argv, deidentify_example
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "examples"
@@ -22,17 +21,8 @@ KEY = bytes(range(1, 33))
 @pytest.fixture(scope="module")
 def deidentified(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("walk")
-    key = tmp / "key"
-    key.write_text(KEY.hex())
-    out, private = tmp / "out", tmp / "private"
-    msg = run_deidentify(
-        [EXAMPLES / "practice_export.csv"],
-        EXAMPLES / "mapping.yaml",
-        out,
-        key_file=key,
-        params=load_params(ROOT / "params.yaml"),
-        crosswalk_dir=private,
-    )
+    private = tmp / "private"
+    out, msg = deidentify_example(tmp, KEY, crosswalk_dir=private)
     return out, private, msg
 
 
@@ -88,18 +78,5 @@ def test_crosswalk_refused_inside_the_project_or_a_git_tree(tmp_path):
 def test_deidentify_refuses_a_crosswalk_in_the_project_before_writing(tmp_path):
     key = tmp_path / "key"
     key.write_text(KEY.hex())
-    code = main(
-        [
-            "deidentify",
-            str(EXAMPLES / "practice_export.csv"),
-            "--mapping",
-            str(EXAMPLES / "mapping.yaml"),
-            "--out",
-            str(tmp_path / "out"),
-            "--key-file",
-            str(key),
-            "--crosswalk",
-            str(ROOT / "reports" / "cw"),
-        ]
-    )
+    code = main(deidentify_argv(tmp_path / "out", "--key-file", str(key), "--crosswalk", str(ROOT / "reports" / "cw")))
     assert code != 0 and not (tmp_path / "out").exists() and not (ROOT / "reports" / "cw").exists()

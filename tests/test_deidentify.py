@@ -28,6 +28,7 @@ from analysis.errors import InputError, ValidationFailed
 from analysis.example_export import make_example_export
 from analysis.load import load_inputs
 from analysis.params import load_params
+from conftest import deidentify_argv, deidentify_example
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "examples"
@@ -342,18 +343,7 @@ def test_committed_example_matches_generator():
 
 @pytest.fixture(scope="module")
 def example_out(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("deid")
-    key = tmp / "key"
-    key.write_text(KEY.hex())
-    out = tmp / "out"
-    msg = run_deidentify(
-        [EXAMPLES / "practice_export.csv"],
-        EXAMPLES / "mapping.yaml",
-        out,
-        key_file=key,
-        params=load_params(ROOT / "params.yaml"),
-    )
-    return out, msg
+    return deidentify_example(tmp_path_factory.mktemp("deid"), KEY)
 
 
 def test_example_deidentifies_and_passes_validate(example_out):
@@ -463,35 +453,14 @@ def test_cli_deidentify_with_env_key(tmp_path, monkeypatch):
     monkeypatch.delenv("OUTCOMES_KEY_FILE", raising=False)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(
-            [
-                "deidentify",
-                str(EXAMPLES / "practice_export.csv"),
-                "--mapping",
-                str(EXAMPLES / "mapping.yaml"),
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
+        code = main(deidentify_argv(tmp_path / "o"))
     assert code == 0, err.getvalue()
     assert "Next: outcomes validate --input" in out.getvalue()
     assert KEY.hex() not in out.getvalue() + err.getvalue()
     first = (tmp_path / "o" / "clients.csv").read_text()
     # same key, same export -> byte-identical output (deterministic pseudonyms and shifts)
     with contextlib.redirect_stdout(io.StringIO()):
-        assert (
-            main(
-                [
-                    "deidentify",
-                    str(EXAMPLES / "practice_export.csv"),
-                    "--mapping",
-                    str(EXAMPLES / "mapping.yaml"),
-                    "--out",
-                    str(tmp_path / "o2"),
-                ]
-            )
-            == 0
-        )
+        assert main(deidentify_argv(tmp_path / "o2")) == 0
     assert (tmp_path / "o2" / "clients.csv").read_text() == first
 
 

@@ -348,18 +348,7 @@ def test_fit_checked_raises_fitfailed_on_warning():
 
 def _failed_fit(reason: str, n_groups: int) -> MixedFit:
     """A primary fit that was not accepted, with ``reason``."""
-    return MixedFit(
-        result=None,
-        converged=False,
-        optimizer="",
-        status="failed",
-        reason=reason,
-        checks={},
-        formula="y ~ week * hip",
-        re_formula="~week",
-        n_groups=n_groups,
-        n_obs=1,
-    )
+    return MixedFit.failed(reason, formula="y ~ week * hip", re_formula="~week", n_groups=n_groups, n_obs=1)
 
 
 def test_tiny_clinic_never_crashes():

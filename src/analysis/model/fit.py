@@ -81,6 +81,37 @@ class MixedFit:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
 
+    @classmethod
+    def failed(
+        cls,
+        reason: str,
+        *,
+        formula: str,
+        re_formula: str | None,
+        n_groups: int,
+        n_obs: int,
+        df_method: str = DF_METHOD_DEFAULT,
+        converged: bool = False,
+        optimizer: str = "",
+        checks: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> MixedFit:
+        """A fit that was not accepted, with the ``reason`` and whatever evidence there is."""
+        return cls(
+            result=None,
+            converged=converged,
+            optimizer=optimizer,
+            status="failed",
+            reason=reason,
+            checks=checks or {},
+            formula=formula,
+            re_formula=re_formula,
+            n_groups=n_groups,
+            n_obs=n_obs,
+            df_method=df_method,
+            attempts=attempts or [],
+        )
+
     @property
     def ok(self) -> bool:
         return self.result is not None and self.status in ("ok", "fallback")
@@ -166,16 +197,7 @@ def fit_mixed(
         design = lmm.design.select_columns(design, keep)
     if design.n_obs <= design.p:
         reason = f"{design.n_obs} observations for {design.p} fixed effects: no residual degrees of freedom"
-        return MixedFit(
-            result=None,
-            converged=False,
-            optimizer="",
-            status="failed",
-            reason=reason,
-            checks={},
-            attempts=[{"model": label, "ok": False, "reason": reason}],
-            **base,
-        )
+        return MixedFit.failed(reason, attempts=[{"model": label, "ok": False, "reason": reason}], **base)
     f = lmm.fit(design, reml=reml)
     checks = _checks(f)
     optimizer = str(f.optimum.checks.get("optimizer", ""))
@@ -190,15 +212,8 @@ def fit_mixed(
         reason = ""
     attempts = [{"model": label, "ok": reason == "", "reason": reason}]
     if reason:
-        return MixedFit(
-            result=None,
-            converged=f.converged,
-            optimizer=optimizer,
-            status="failed",
-            reason=reason,
-            checks=checks,
-            attempts=attempts,
-            **base,
+        return MixedFit.failed(
+            reason, converged=f.converged, optimizer=optimizer, checks=checks, attempts=attempts, **base
         )
     return MixedFit(
         result=f,

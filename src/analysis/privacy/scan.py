@@ -48,63 +48,30 @@ _DOMAIN_WORDS = frozenset(
     "team sport gym running walking cycling nprs lefs pain".split()
 )
 
-# (kind, pattern, case-insensitive, rule) - the rule says what it is and what to do, never the value.
+# What to do with each kind of value - the rule says what it is and what to do, never the value.
+_CONTACT = "remove it (contact details must not be in the tables)"
+_ADDRESS = "remove it (addresses must not be in the tables)"
+_NAME_FIX = "remove it (names must not be in the tables; use pseudonyms, see `outcomes deidentify`)"
+_PSEUDONYM_FIX = "use a pseudonym such as C0001 (see `outcomes deidentify`)"
+
+# (kind, pattern, case-insensitive, rule)
 _RULES: list[tuple[str, str, bool, str]] = [
-    ("email", _EMAIL, False, "looks like an email address: remove it (contact details must not be in the tables)"),
+    ("email", _EMAIL, False, f"looks like an email address: {_CONTACT}"),
     (
         "national_id",
         _NATIONAL_ID,
         False,
         "looks like a national id / health service number: remove it (use a pseudonym, see `outcomes deidentify`)",
     ),
-    ("postcode", _POSTCODE_UK, True, "looks like a postcode: remove it (addresses must not be in the tables)"),
-    (
-        "postcode_tight",
-        _POSTCODE_UK_TIGHT,
-        False,
-        "looks like a postcode: remove it (addresses must not be in the tables)",
-    ),
-    ("zip", _ZIP4, False, "looks like a ZIP+4 code: remove it (addresses must not be in the tables)"),
-    (
-        "postcode_generic",
-        _POSTCODE_GENERIC,
-        False,
-        "looks like a postal code: remove it (addresses must not be in the tables)",
-    ),
-    ("phone", _PHONE, False, "looks like a phone number: remove it (contact details must not be in the tables)"),
-    (
-        "title",
-        _TITLE,
-        False,
-        (
-            "looks like a person's name (title such as Mr/Dr): remove it (names must not be in the tables; "
-            "use pseudonyms, see `outcomes deidentify`)"
-        ),
-    ),
-    (
-        "name",
-        _NAME,
-        False,
-        (
-            "looks like a person's name: remove it (names must not be in the tables; "
-            "use pseudonyms, see `outcomes deidentify`)"
-        ),
-    ),
-    (
-        "name_upper",
-        _NAME_UPPER,
-        False,
-        (
-            "looks like a person's name: remove it (names must not be in the tables; "
-            "use pseudonyms, see `outcomes deidentify`)"
-        ),
-    ),
-    (
-        "name_joined",
-        _NAME_JOINED,
-        False,
-        "looks like a person's name written as an id: use a pseudonym such as C0001 (see `outcomes deidentify`)",
-    ),
+    ("postcode", _POSTCODE_UK, True, f"looks like a postcode: {_ADDRESS}"),
+    ("postcode_tight", _POSTCODE_UK_TIGHT, False, f"looks like a postcode: {_ADDRESS}"),
+    ("zip", _ZIP4, False, f"looks like a ZIP+4 code: {_ADDRESS}"),
+    ("postcode_generic", _POSTCODE_GENERIC, False, f"looks like a postal code: {_ADDRESS}"),
+    ("phone", _PHONE, False, f"looks like a phone number: {_CONTACT}"),
+    ("title", _TITLE, False, f"looks like a person's name (title such as Mr/Dr): {_NAME_FIX}"),
+    ("name", _NAME, False, f"looks like a person's name: {_NAME_FIX}"),
+    ("name_upper", _NAME_UPPER, False, f"looks like a person's name: {_NAME_FIX}"),
+    ("name_joined", _NAME_JOINED, False, f"looks like a person's name written as an id: {_PSEUDONYM_FIX}"),
 ]
 _COMPILED = {kind: re.compile(p, re.IGNORECASE if ci else 0) for kind, p, ci, _ in _RULES}
 _ISO_DATE_RANGE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:\s*(?:-|to|/)\s*\d{4}-\d{2}-\d{2})?$")

@@ -98,6 +98,23 @@ def _primary_sentence(primary: dict[str, Any], measure: Measure, week: float, sh
     )
 
 
+FOREST_COLUMNS = ["label", "estimate", "ci_low", "ci_high", "primary", "status", "reason"]
+
+
+def _forest_row(label: str, numbers: Any, *, primary: bool, status: str, reason: str) -> dict[str, Any]:
+    """One row of the forest table; ``numbers`` is any mapping with estimate, ci_low and ci_high (or None)."""
+    get = numbers.get if numbers is not None else (lambda _key: None)
+    return dict(
+        label=label,
+        estimate=as_float(get("estimate")),
+        ci_low=as_float(get("ci_low")),
+        ci_high=as_float(get("ci_high")),
+        primary=primary,
+        status=status,
+        reason=reason,
+    )
+
+
 def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) -> pd.DataFrame:
     """The primary estimate and each sensitivity analysis, for the forest plot and its table.
 
@@ -107,67 +124,37 @@ def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) ->
     """
     primary = results.get("primary", {})
     rows = [
-        dict(
-            label="Primary: mixed model",
-            estimate=as_float(primary.get("estimate")),
-            ci_low=as_float(primary.get("ci_low")),
-            ci_high=as_float(primary.get("ci_high")),
+        _forest_row(
+            "Primary: mixed model",
+            primary if primary_ok(primary) else None,
             primary=True,
             status=str(primary.get("status", "")),
             reason=str(primary.get("reason") or ""),
         )
     ]
-    if not primary_ok(primary):
-        rows[0].update(estimate=math.nan, ci_low=math.nan, ci_high=math.nan)
     secondary = results.get("secondary", {})
     for key, label in SENSITIVITY:
         s = secondary.get(key, {}) or {}
-        est = as_float(s.get("estimate"))
-        if key == "tipping_point" and not math.isfinite(est):
+        status = str(s.get("status", "missing" if not s else ""))
+        if key == "tipping_point" and not math.isfinite(as_float(s.get("estimate"))):
             # The tipping point has no estimate of its own: show the delta-adjusted analysis at the delta
             # where the conclusion changes. With no such delta (nothing to tip, or not reached) there is
             # nothing honest to plot; the secondary table says why.
             delta = as_float(s.get("tipping_delta"))
             if tipping is None or tipping.empty or not math.isfinite(delta):
-                done = s.get("status") == "done"
                 # done, but with nothing to tip: say so in the plot and the table alike
+                done = s.get("status") == "done"
+                reason = str(s.get("reason") or s.get("conclusion") or "")
                 rows.append(
-                    dict(
-                        label=label,
-                        estimate=math.nan,
-                        ci_low=math.nan,
-                        ci_high=math.nan,
-                        primary=False,
-                        status=NO_TIPPING if done else str(s.get("status", "missing" if not s else "")),
-                        reason=str(s.get("reason") or s.get("conclusion") or ""),
-                    )
+                    _forest_row(label, None, primary=False, status=NO_TIPPING if done else status, reason=reason)
                 )
                 continue
             t = tipping.iloc[int(np.nanargmin((tipping["delta"] - delta).abs().to_numpy()))]
-            rows.append(
-                dict(
-                    label=f"Tipping point, δ = {delta:g}",
-                    estimate=as_float(t.get("estimate")),
-                    ci_low=as_float(t.get("ci_low")),
-                    ci_high=as_float(t.get("ci_high")),
-                    primary=False,
-                    status=str(s.get("status", "")),
-                    reason=str(s.get("reason") or ""),
-                )
-            )
+            label = f"Tipping point, δ = {delta:g}"
+            rows.append(_forest_row(label, t, primary=False, status=status, reason=str(s.get("reason") or "")))
             continue
-        rows.append(
-            dict(
-                label=label,
-                estimate=est,
-                ci_low=as_float(s.get("ci_low")),
-                ci_high=as_float(s.get("ci_high")),
-                primary=False,
-                status=str(s.get("status", "missing" if not s else "")),
-                reason=str(s.get("reason") or ""),
-            )
-        )
-    return pd.DataFrame(rows, columns=["label", "estimate", "ci_low", "ci_high", "primary", "status", "reason"])
+        rows.append(_forest_row(label, s, primary=False, status=status, reason=str(s.get("reason") or "")))
+    return pd.DataFrame(rows, columns=FOREST_COLUMNS)
 
 
 ADDRESSES = {

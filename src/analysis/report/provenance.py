@@ -4,12 +4,11 @@ Each report ends with: SHA-256 of every input file, of ``requirements.lock``
 and of the package's own source, the code version, the versions of the key
 packages and the params (with their hash).
 
-The code version is ``git describe --tags --always`` of HEAD when the project
-is a git checkout and git is available, else the package version. The
-*dirty* state is deliberately left out: building the reports writes files in
-the tree, so "dirty" would differ between a first and a second run and the
-outputs would not be byte-identical. Uncommitted code changes are still
-visible, honestly, through the source hash.
+The code version is the package version plus the first 12 hex digits of the
+source hash, never the git commit: a commit hash changes with every commit (so
+a fresh clone's ``make report`` would rewrite ``dvc.lock``) and says nothing
+of uncommitted edits, whereas the source hash is always true of the code that
+ran, and any checkout can be matched to it.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import analysis
+from analysis.paths import project_root
+from analysis.store import sha256_file
 
 KEY_PACKAGES = (
     "hip-knee-outcomes",
@@ -64,8 +65,6 @@ class Provenance:
         }
 
 
-from analysis.store import sha256_file  # noqa: E402  (re-exported: provenance hashes its inputs)
-
 # The params sections that shape the reports; generator, self-check and de-identification settings do not.
 ANALYSIS_SECTIONS = ("data", "validate", "join", "model", "report")
 
@@ -88,8 +87,6 @@ def shown_paths(obj: Any, root: Path | None = None) -> Any:
     if isinstance(obj, list):
         return [shown_paths(v, root) for v in obj]
     if isinstance(obj, str) and (obj.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", obj)):
-        from analysis.paths import project_root
-
         base = (root or project_root()).resolve()
         try:
             return Path(obj).expanduser().resolve().relative_to(base).as_posix()

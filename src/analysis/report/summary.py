@@ -12,6 +12,7 @@ hip-focused group improved more.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -101,14 +102,16 @@ def _primary_sentence(primary: dict[str, Any], measure: Measure, week: float, sh
 FOREST_COLUMNS = ["label", "estimate", "ci_low", "ci_high", "primary", "status", "reason"]
 
 
-def _forest_row(label: str, numbers: Any, *, primary: bool, status: str, reason: str) -> dict[str, Any]:
-    """One row of the forest table; ``numbers`` is any mapping with estimate, ci_low and ci_high (or None)."""
-    get = numbers.get if numbers is not None else (lambda _key: None)
+def _forest_row(
+    label: str, numbers: Mapping[str, Any] | pd.Series | None, *, primary: bool, status: str, reason: str
+) -> dict[str, Any]:
+    """One row of the forest table: estimate, ci_low and ci_high from ``numbers`` (NaN where absent or None)."""
+    numbers = {} if numbers is None else numbers
     return dict(
         label=label,
-        estimate=as_float(get("estimate")),
-        ci_low=as_float(get("ci_low")),
-        ci_high=as_float(get("ci_high")),
+        estimate=as_float(numbers.get("estimate")),
+        ci_low=as_float(numbers.get("ci_low")),
+        ci_high=as_float(numbers.get("ci_high")),
         primary=primary,
         status=status,
         reason=reason,

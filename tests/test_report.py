@@ -546,3 +546,19 @@ def test_table1_describes_the_flow_s_clients_even_when_the_fit_failed(tmp_path, 
     in_comparison = int(flow.loc[flow["step"].str.contains("comparison", case=False), "clients"].iloc[0])
     header = re.search(r"All<br><span class=\"n\">n = <span data-count=\"([^\"]+)\"", html).group(1)
     assert header in (str(in_comparison), "<5", "&lt;5")
+
+
+def test_balance_rows_show_no_level_for_a_numeric_covariate(tmp_path):
+    from types import SimpleNamespace
+
+    from analysis.model.sensitivity import balance_table
+    from analysis.report.context import balance_rows
+
+    df = pd.DataFrame(
+        {"hip": [1, 1, 0, 0], "sitting_hours": [8.0, 6.0, 4.0, 2.0], "sex": pd.Categorical(["F", "M", "F", "M"])}
+    )
+    table = balance_table(df, ["sitting_hours", "sex"], pd.Series([1.0, 1.0, 1.0, 1.0]))
+    table.to_csv(tmp_path / "balance.csv", index=False)  # as the model stage writes it
+    rows = balance_rows(SimpleNamespace(tables={"balance": pd.read_csv(tmp_path / "balance.csv")}))
+    levels = {(r["covariate"], r["level"]) for r in rows}
+    assert levels == {("sitting_hours", ""), ("sex", "F"), ("sex", "M")}

@@ -126,7 +126,10 @@ def balance_rows(inp: ReportInputs) -> list[dict[str, Any]]:
     b = inp.tables.get("balance")
     if b is None or b.empty or not {"smd_unweighted", "smd_weighted"} <= set(b.columns):
         return []
-    b = b.assign(abs_w=b["smd_weighted"].abs()).sort_values(["abs_w", "covariate"], ascending=[False, True])
+    # a numeric covariate has no level: written as an empty cell, read back as NaN, shown blank
+    level = b["level"].fillna("").astype(str) if "level" in b.columns else ""
+    b = b.assign(level=level, abs_w=b["smd_weighted"].abs())
+    b = b.sort_values(["abs_w", "covariate"], ascending=[False, True])
     return [{str(k): v for k, v in row.items()} for row in b.drop(columns="abs_w").to_dict(orient="records")]
 
 

@@ -256,6 +256,9 @@ def test_run_validate_writes_every_output(tmp_path, input_dir):
     assert all(r["success"] for r in report["rules"])
     page = (tmp_path / "rep" / "validation.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "All rows passed" in page and "<script" not in page
+    # readable on a phone: a viewport, tables that scroll sideways, long check names that wrap at underscores
+    assert "name='viewport'" in page and page.count("<div class='scroll'><table>") == 2
+    assert "expect_<wbr>compound_<wbr>columns" in page
     rejects = (tmp_path / "interim" / "rejects.csv").read_text(encoding="utf-8")
     assert rejects == ",".join(REJECT_COLUMNS) + "\n"  # header only
     for name in TABLES:

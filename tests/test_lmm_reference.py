@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from analysis.model import lmm
+from reference.agreement import fit_case
 
 REF = Path(__file__).parent / "reference" / "lmm"
 CASES = sorted(p.stem for p in REF.glob("*.json") if p.stem != "versions" and not p.stem.endswith(".design"))
@@ -32,17 +33,7 @@ def _close(a, b, rel: float, abs_: float = 0.0) -> bool:
 
 @pytest.fixture(scope="module", params=CASES)
 def case(request):
-    ref = json.loads((REF / f"{request.param}.json").read_text())
-    data = pd.read_csv(REF / f"{request.param}.csv", dtype={"group": str})
-    design = lmm.from_arrays(
-        data[ref["fixed_names"]].to_numpy(),
-        data[ref["re_names"]].to_numpy(),
-        data["y"].to_numpy(),
-        data["group"].to_numpy(),
-        fixed_names=ref["fixed_names"],
-        re_names=ref["re_names"],
-    )
-    return ref, lmm.fit(design, reml=bool(ref["reml"]))
+    return fit_case(request.param)
 
 
 def test_every_case_is_there():

@@ -30,7 +30,8 @@ def _rel(ours: Any, ref: Any) -> float:
     return float(np.max(np.abs(a - b) / scale))
 
 
-def _fit(name: str) -> tuple[dict[str, Any], lmm.LmmFit]:
+def fit_case(name: str) -> tuple[dict[str, Any], lmm.LmmFit]:
+    """R's numbers for one lme4 case and the engine's fit of the same data (used by the tests too)."""
     ref = json.loads((HERE / "lmm" / f"{name}.json").read_text())
     data = pd.read_csv(HERE / "lmm" / f"{name}.csv", dtype={"group": str})
     design = lmm.from_arrays(
@@ -57,7 +58,7 @@ def lmm_rows() -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in cases:
-        ref, fit = _fit(name)
+        ref, fit = fit_case(name)
         names = ref["fixed_names"]
         beta = _rel(fit.fe_params[names].to_numpy(), [ref["beta"][n] for n in names])
         se = _rel(np.sqrt(np.diag(fit.vcov)), [ref["se"][n] for n in names])

@@ -1,7 +1,8 @@
 """Report: determinism, self-containment, the privacy gate, honest wording, findings schema.
 
-Builds a small fake project (simulated clinic, real join, made-up model results;
-see tests/fixtures/report_fake.py) and runs the real report step on it.
+Builds small projects with the real pipeline (simulated clinic, real validate, join and model; see
+tests/fixtures/real_project.py) and runs the real report step on the model's own results: a clinic whose
+primary fit is accepted and a tiny one whose primary fit fails.
 """
 
 from __future__ import annotations
@@ -29,25 +30,64 @@ from analysis.report import (
     summary,
     therapist,
 )
-from fixtures.report_fake import make_project
+from fixtures.real_project import CLINIC, TINY, copy_project, modelled_project
+
+from analysis.params import with_updates
+from analysis.results import read_results
 
 MAIN = Path(__file__).resolve().parents[1]
-N_CLIENTS = 24
 
 
-def _build(root: Path, monkeypatch, **kw) -> tuple[dict, str]:
-    params = make_project(root, n_clients=N_CLIENTS, **kw)
+@pytest.fixture(scope="session")
+def modelled(tmp_path_factory):
+    """Build a clinic's project with the real model once per session: ``modelled(CLINIC)`` -> its folder."""
+    base = tmp_path_factory.mktemp("modelled")
+    return lambda clinic: modelled_project(base, **clinic)
+
+
+def _build(root: Path, monkeypatch, source: Path, **report) -> tuple:
+    params = copy_project(source, root)
+    if report:
+        params = with_updates(params, {"report": report})
     monkeypatch.setenv("OUTCOMES_ROOT", str(root))
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     return params, build.run_report(params)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, modelled):
     with pytest.MonkeyPatch.context() as mp:
         root = tmp_path_factory.mktemp("report_a")
-        params, summary_text = _build(root, mp)
+        params, summary_text = _build(root, mp, modelled(CLINIC))
     return root, params, summary_text
+
+
+@pytest.fixture(scope="module")
+def built_failed(tmp_path_factory, modelled):
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("report_failed")
+        params, summary_text = _build(root, mp, modelled(TINY))
+    return root, params, summary_text
+
+
+def test_every_status_the_model_emits_is_rendered(built, built_failed):
+    seen_primary, seen_secondary = set(), set()
+    for root, _, _ in (built, built_failed):
+        results = read_results(root / "reports/results/results.json")
+        seen_primary.add(results.primary.status)
+        html = (root / "reports/therapist/index.html").read_text(encoding="utf-8")
+        peer_html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
+        for key, entry in results.secondary.items():
+            seen_secondary.add(entry.status)
+            label = secondary_text.SECONDARY_LABELS.get(key, key)
+            assert entry.label in html or label in html, key
+            if entry.status != "done":
+                # the secondary table names the status, with the reason where there is one
+                assert entry.status in html, (key, entry.status)
+            assert entry.status in peer_html or "withheld" in peer_html, (key, entry.status)
+    # "fallback" (random intercept only) is rendered in test_fallback_fit_is_reported_as_such
+    assert seen_primary == {"ok", "failed"}
+    assert seen_secondary == {"done", "not_estimable", "failed"}
 
 
 def _outputs(root: Path) -> dict[str, bytes]:
@@ -71,11 +111,11 @@ def test_build_writes_every_output(built):
     assert "reports built in" in text
 
 
-def test_two_builds_are_byte_identical(built, tmp_path, monkeypatch):
+def test_two_builds_are_byte_identical(built, tmp_path, monkeypatch, modelled):
     root_a = built[0]
     root_b = tmp_path / "report_b"
     root_b.mkdir()
-    _build(root_b, monkeypatch)
+    _build(root_b, monkeypatch, modelled(CLINIC))  # a fresh copy of the modelled project, built again
     a, b = _outputs(root_a), _outputs(root_b)
     assert sorted(a) == sorted(b)
     assert any(k.endswith(".svg") for k in a) and any(k.endswith(".pdf") for k in a)
@@ -107,7 +147,7 @@ def test_peer_outputs_have_no_ids_and_no_small_counts(built):
     root, params, _ = built
     dataset = pd.read_parquet(root / "data/processed/analysis.parquet")
     forbidden = set(dataset["client_id"]) | set(dataset["session_id"])
-    min_cell = params["report"]["min_cell"]
+    min_cell = params.report.min_cell
     html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
     no_images = re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "data:", html)
     assert check_peer_output(no_images, forbidden_ids=forbidden, min_cell=min_cell) == []
@@ -118,8 +158,14 @@ def test_peer_outputs_have_no_ids_and_no_small_counts(built):
     assert counts
     for c in counts:
         assert c.startswith(("&lt;", "<")) or c in ("0", "*") or int(c) >= min_cell, c
-    # free text that quotes counts (the fake mediation reason does) is not shown to peers
-    assert "comparator 2" not in html and "comparator 2" in (root / "reports/therapist/index.html").read_text()
+    # free text that quotes counts (reasons, notes) is not shown to peers: every reason with a digit the
+    # therapist sees is replaced for peers
+    therapist_html = (root / "reports/therapist/index.html").read_text(encoding="utf-8")
+    results = read_results(root / "reports/results/results.json")
+    quoted = [e.reason for e in results.secondary.values() if e.reason and re.search(r"\d", e.reason)]
+    for reason in quoted:
+        assert reason not in html
+    assert all(r.split(";")[0][:40] in therapist_html.replace("&#39;", "'") for r in quoted[:1])
     # nothing per client: no small multiples, no not-improving table
     assert "Each client" not in html and "not improving" not in html.lower()
 
@@ -131,27 +177,32 @@ def test_findings_follow_the_schema(built):
     jsonschema.validate(bundle, findings.schema())
     assert bundle["schema_version"] == findings.SCHEMA_VERSION
     assert re.fullmatch(r"\d{4}-\d{2}", bundle["period"]["from"])
-    assert bundle["primary"]["estimate"] == pytest.approx(-0.9)
+    results = read_results(root / "reports/results/results.json")
+    assert bundle["primary"]["estimate"] == pytest.approx(results.primary.estimate, rel=1e-12)
     assert set(bundle["secondary"]) >= {"gee", "iptw", "multiple_imputation"}
-    assert bundle["primary"]["df"] == pytest.approx(31.4) and bundle["primary"]["df_method"] == "satterthwaite"
+    assert bundle["primary"]["df"] == pytest.approx(results.primary.df, rel=1e-12)
+    assert bundle["primary"]["df_method"] == "satterthwaite"
     assert bundle["compatibility"]["measure"] == "knee_pain_nprs" and len(bundle["compatibility"]["sha256"]) == 64
     assert bundle["integrity"]["sha256"] == findings.integrity_hash(bundle)
     assert bundle["clinic_id"] == "KTESTCLINIC01"  # from HIPKNEE_CLINIC_ID (tests/conftest.py)
 
 
-def test_failed_primary_says_so_and_shows_no_estimate(tmp_path, monkeypatch):
-    _build(tmp_path, monkeypatch, status="failed")
-    html = (tmp_path / "reports/therapist/index.html").read_text(encoding="utf-8")
-    assert "could not be estimated reliably" in html and "convergence not proven" in html
+def test_failed_primary_says_so_and_shows_no_estimate(built_failed):
+    root = built_failed[0]
+    results = read_results(root / "reports/results/results.json")
+    assert results.primary.status == "failed" and results.primary.reason
+    html = (root / "reports/therapist/index.html").read_text(encoding="utf-8")
+    assert "could not be estimated reliably" in html
+    assert results.primary.reason.replace("'", "&#39;") in html
     assert "Estimate −" not in html
-    bundle = json.loads((tmp_path / "reports/peer/findings.json").read_text(encoding="utf-8"))
+    bundle = json.loads((root / "reports/peer/findings.json").read_text(encoding="utf-8"))
     assert bundle["primary"]["estimate"] is None and bundle["primary"]["status"] == "failed"
 
 
-def test_privacy_gate_refusal_writes_nothing(tmp_path, monkeypatch):
-    params = make_project(tmp_path, n_clients=N_CLIENTS)
+def test_privacy_gate_refusal_writes_nothing(tmp_path, monkeypatch, modelled):
+    params = copy_project(modelled(CLINIC), tmp_path)
     dataset = pd.read_parquet(tmp_path / "data/processed/analysis.parquet")
-    params["report"]["clinic_label"] = f"Clinic of {dataset['client_id'].iloc[0]}"  # leaks an id
+    params = with_updates(params, {"report": {"clinic_label": f"Clinic of {dataset['client_id'].iloc[0]}"}})  # leak
     monkeypatch.setenv("OUTCOMES_ROOT", str(tmp_path))
     with pytest.raises(PrivacyError, match="not written"):
         build.run_report(params)
@@ -539,10 +590,10 @@ def test_peer_report_reads_like_a_short_paper(built):
     assert "Knee pain at the first session" in html  # baseline pain per group in Table 1
 
 
-def test_table1_describes_the_flow_s_clients_even_when_the_fit_failed(tmp_path, monkeypatch):
-    _build(tmp_path, monkeypatch, status="failed")
-    html = (tmp_path / "reports/peer/report.html").read_text(encoding="utf-8")
-    flow = pd.read_csv(tmp_path / "data/processed/flow.csv")
+def test_table1_describes_the_flow_s_clients_even_when_the_fit_failed(built_failed):
+    root = built_failed[0]
+    html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
+    flow = pd.read_csv(root / "data/processed/flow.csv")
     in_comparison = int(flow.loc[flow["step"].str.contains("comparison", case=False), "clients"].iloc[0])
     header = re.search(r"All<br><span class=\"n\">n = <span data-count=\"([^\"]+)\"", html).group(1)
     assert header in (str(in_comparison), "<5", "&lt;5")

@@ -15,11 +15,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from analysis.errors import InputError, OutcomesError, ValidationFailed
+
+if TYPE_CHECKING:
+    from analysis.params_schema import Params
 
 app = typer.Typer(
     name="outcomes",
@@ -47,7 +50,7 @@ ParamsOpt = Annotated[
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", metavar="DIR", help="Folder with the three tables.")]
 
 
-def _params(path: Path | None = None) -> dict[str, Any]:
+def _params(path: Path | None = None) -> Params:
     from analysis.params import load_params
 
     return load_params(path or _STATE.params)

@@ -23,7 +23,7 @@ import pandas as pd
 from analysis import lineage
 from analysis.contract import TABLES
 from analysis.errors import InputError
-from analysis.params import section
+from analysis.params_schema import Params
 from analysis.paths import resolve
 from analysis.store import write_csv, write_parquet
 
@@ -248,16 +248,15 @@ def exclusion_flow(
     return pd.DataFrame(rows, columns=FLOW_COLUMNS)
 
 
-def flow_config(params: dict[str, Any]) -> FlowConfig:
+def flow_config(params: Params) -> FlowConfig:
     """FlowConfig from params (join section, exposure from the model section)."""
-    j = section(params, "join")
-    exposure = params.get("model", {}).get("exposure", {})
+    j, exposure = params.join, params.model.exposure
     return FlowConfig(
-        measure=j.get("primary_measure", "knee_pain_nprs"),
-        timing=j.get("primary_timing", "pre"),
-        followup_weeks=float(j.get("followup_weeks", 12)),
-        hip_focused=tuple(exposure.get("hip_focused", HIP_FOCI)),
-        comparator=tuple(exposure.get("comparator", ("knee",))),
+        measure=j.primary_measure,
+        timing=j.primary_timing,
+        followup_weeks=j.followup_weeks,
+        hip_focused=tuple(exposure.hip_focused),
+        comparator=tuple(exposure.comparator),
     )
 
 
@@ -303,13 +302,12 @@ def check_validation_passed(validation_json: Path, rejects: Path, allow_rejects:
         )
 
 
-def run_join(params: dict[str, Any], input_dir: Path | None = None) -> str:
+def run_join(params: Params, input_dir: Path | None = None) -> str:
     """I/O edge: read data/interim, write the analysis parquet and the flow table."""
-    v = section(params, "validate")
-    j = section(params, "join")
-    interim = resolve(input_dir) if input_dir else resolve(v["out_dir"])
-    validation_json = resolve(v["report_dir"]) / "validation.json"
-    check_validation_passed(validation_json, interim / "rejects.csv", bool(v.get("allow_rejects", False)))
+    v, j = params.validate_, params.join
+    interim = resolve(input_dir) if input_dir else resolve(v.out_dir)
+    validation_json = resolve(v.report_dir) / "validation.json"
+    check_validation_passed(validation_json, interim / "rejects.csv", v.allow_rejects)
     validated = [interim / f"{n}.parquet" for n in TABLES] + [validation_json]
     lineage.check(interim, validated, "validate")
     tables = read_valid_tables(interim)
@@ -317,7 +315,7 @@ def run_join(params: dict[str, Any], input_dir: Path | None = None) -> str:
     dataset = build_analysis_dataset(tables["clients"], tables["sessions"], tables["measurements"], config.hip_focused)
     received = _received_counts(validation_json)
     flow = exclusion_flow(dataset, tables["clients"], tables["sessions"], tables["measurements"], config, received)
-    out, flow_path = resolve(j["out"]), resolve(j["flow"])
+    out, flow_path = resolve(j.out), resolve(j.flow)
     write_parquet(out, dataset)
     write_csv(flow_path, flow)
     lineage.record(out.parent, "join", validated, [out, flow_path])

@@ -1,13 +1,16 @@
-"""Reading params.yaml: every tunable number and seed, one section per stage."""
+"""Reading params.yaml: every tunable number and seed, one section per stage, into the typed
+:class:`~analysis.params_schema.Params` that every stage receives."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from analysis.errors import InputError
+from analysis.params_schema import Params, parse_params
 from analysis.paths import project_root
 
 LOCAL_NAME = "params.local.yaml"
@@ -21,15 +24,10 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def load_params(path: Path | None = None, *, check: bool = True) -> dict[str, Any]:
-    """Load params.yaml (default: the project root's) as a dict, checked against the typed schema.
-
-    A git-ignored ``params.local.yaml`` beside it (or the file named by ``$OUTCOMES_PARAMS_LOCAL``) is
-    merged over it, so a private input path or clinic id never lands in git diffs. A wrong type, an
-    unknown key or a missing section raises :class:`InputError` with one line per problem naming the key.
-    """
-    import os
-
+def load_raw_params(path: Path | None = None) -> tuple[dict[str, Any], str]:
+    """params.yaml (default: the project root's) merged with its local override, as a plain mapping,
+    and the name of its source(s) for messages. Only for tools that write a params file for another run
+    (the pooling demo, tests); stages use :func:`load_params`."""
     path = path or project_root() / "params.yaml"
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -48,19 +46,28 @@ def load_params(path: Path | None = None, *, check: bool = True) -> dict[str, An
         if not isinstance(extra, dict):
             raise InputError(f"{local}: must be a mapping of sections, like params.yaml")
         raw = deep_merge(raw, extra)
-    if check:
-        from analysis.params_schema import check_params
+    return raw, Path(path).name + (f" + {local.name}" if local.is_file() else "")
 
-        problems = check_params(raw, Path(path).name + (f" + {local.name}" if local.is_file() else ""))
-        if problems:
-            raise InputError("\n".join(problems))
-    params: dict[str, Any] = raw
+
+def load_params(path: Path | None = None) -> Params:
+    """Load params.yaml (default: the project root's), validated into the typed :class:`Params`.
+
+    A git-ignored ``params.local.yaml`` beside it (or the file named by ``$OUTCOMES_PARAMS_LOCAL``) is
+    merged over it, so a private input path or clinic id never lands in git diffs. A wrong type, an
+    unknown key or a missing section raises :class:`InputError` with one line per problem naming the key.
+    """
+    raw, source = load_raw_params(path)
+    params, problems = parse_params(raw, source)
+    if params is None:
+        raise InputError("\n".join(problems))
     return params
 
 
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """One section of params, with a clear error if it is missing."""
-    value = params.get(name)
-    if not isinstance(value, dict):
-        raise InputError(f"params.yaml: section '{name}' is missing or not a mapping")
-    return value
+def with_updates(params: Params, updates: dict[str, Any]) -> Params:
+    """A copy of ``params`` with ``updates`` (section -> {key: value}, nested as in params.yaml) merged in
+    and validated again, e.g. ``with_updates(p, {"model": {"out_dir": "/tmp/results"}})``."""
+    raw = deep_merge(params.model_dump(by_alias=True), updates)
+    out, problems = parse_params(raw, "params (updated)")
+    if out is None:
+        raise InputError("\n".join(problems))
+    return out

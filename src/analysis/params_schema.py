@@ -1,8 +1,14 @@
-"""The typed schema of params.yaml (pydantic): a wrong type, an unknown key or a missing section is one line.
+"""The typed params (pydantic): validated once by :func:`analysis.params.load_params`, then passed on.
+
+This is the one place where each setting's type, range and default live. Every stage receives the
+validated :class:`Params` object (or its section, e.g. :class:`ModelParams`) and reads attributes,
+never the raw YAML dict, so a default is stated here and nowhere else.
 
 Every stage section is checked strictly (``extra="forbid"``: a misspelt key is an error, not silently
-ignored). The ``simulate`` section is the synthetic generator's own configuration, read by
-:mod:`analysis.simulate`; only its type (a mapping) is checked here.
+ignored) and frozen (a stage cannot change another stage's settings; tests derive variants with
+``model_copy(update=...)``). The ``simulate`` section is the synthetic generator's own configuration,
+checked key by key by :func:`analysis.simulate.config.resolve_config`; only its type (a mapping) is
+checked here.
 """
 
 from __future__ import annotations
@@ -13,22 +19,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True, populate_by_name=True)
 
 
-class Data(_Section):
+class DataParams(_Section):
     input: str
     registry: str = "config/measures.yaml"
 
 
-class Validate(_Section):
+class ValidateParams(_Section):
     out_dir: str
     report_dir: str
     allow_rejects: bool = False
     max_file_mb: float = Field(512, gt=0)
 
 
-class Join(_Section):
+class JoinParams(_Section):
     out: str
     flow: str
     primary_measure: str
@@ -48,7 +54,7 @@ class Grid(_Section):
     points: int = Field(gt=1)
 
 
-class Model(_Section):
+class ModelParams(_Section):
     out_dir: str
     measure: str
     timing: Literal["pre", "post"]
@@ -61,7 +67,7 @@ class Model(_Section):
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int
     n_imputations: int = Field(gt=1)
-    iptw_trim: list[float] = Field(min_length=2, max_length=2)
+    iptw_trim: tuple[float, float]
     smd_target: float = Field(gt=0)
     chronicity_weeks: list[float]
     mediator: str
@@ -76,7 +82,7 @@ class Model(_Section):
     chronicity_grid: Grid
 
 
-class Selfcheck(_Section):
+class SelfcheckParams(_Section):
     n_clinics: int = Field(gt=0)
     n_clients: int = Field(gt=0)
     n_clients_small: int = Field(40, gt=0)
@@ -91,7 +97,7 @@ class Attention(_Section):
     active_weeks: float = Field(4, gt=0)
 
 
-class Report(_Section):
+class ReportParams(_Section):
     therapist_dir: str
     peer_dir: str
     min_cell: int = Field(5, gt=0)
@@ -100,7 +106,7 @@ class Report(_Section):
     clinic_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
 
 
-class Privacy(_Section):
+class PrivacyParams(_Section):
     k_threshold: int = Field(gt=0)
     scan_max_rows_per_rule: int = Field(gt=0)
     pseudonym_chars: int = Field(ge=8, le=26)
@@ -111,20 +117,25 @@ class Privacy(_Section):
 
 
 class Params(_Section):
-    data: Data
-    validate_: Validate = Field(alias="validate")
-    join: Join
-    model: Model
-    selfcheck: Selfcheck
-    report: Report
+    data: DataParams
+    validate_: ValidateParams = Field(alias="validate")
+    join: JoinParams
+    model: ModelParams
+    selfcheck: SelfcheckParams
+    report: ReportParams
     simulate: dict[str, Any]
-    privacy: Privacy
+    privacy: PrivacyParams
 
 
 def check_params(raw: dict[str, Any], source: str = "params.yaml") -> list[str]:
     """One line per problem (``params.yaml: model.df_method: ...``); empty when params are valid."""
+    return parse_params(raw, source)[1]
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> tuple[Params | None, list[str]]:
+    """The typed params, or None and one line per problem (``params.yaml: model.df_method: ...``)."""
     try:
-        Params.model_validate(raw)
+        return Params.model_validate(raw), []
     except ValidationError as exc:
         lines = []
         for e in exc.errors():
@@ -138,5 +149,4 @@ def check_params(raw: dict[str, Any], source: str = "params.yaml") -> list[str]:
                 if "input" in e and not isinstance(e["input"], (dict, list)):
                     msg += f" (got {e['input']!r})"
             lines.append(f"{source}: {where}: {msg}")
-        return lines
-    return []
+        return None, lines

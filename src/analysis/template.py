@@ -16,11 +16,11 @@ import io
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from analysis.contract import TABLES, Registry, load_registry
+from analysis.params_schema import Params
 
 # Fixed workbook timestamp so that the template is byte-identical across runs.
 FIXED_TIME = dt.datetime(2024, 1, 1, 0, 0, 0)
@@ -150,16 +150,15 @@ def _fix_zip_times(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def run_template(out_dir: Path | str, params: dict[str, Any]) -> list[Path]:
+def run_template(out_dir: Path | str, params: Params) -> list[Path]:
     """Write the blank CSV templates and template.xlsx into ``out_dir``.
 
     Returns the paths written, in order: clients.csv, sessions.csv, measurements.csv, template.xlsx.
     """
-    from analysis.params import section
     from analysis.paths import resolve
     from analysis.store import write_bytes, write_text
 
-    registry = load_registry(resolve(section(params, "data")["registry"]))
+    registry = load_registry(resolve(params.data.registry))
     out = resolve(out_dir)
     written = []
     for name, table in TABLES.items():

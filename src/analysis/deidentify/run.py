@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import yaml
@@ -15,6 +14,7 @@ from analysis.deidentify.keys import load_key
 from analysis.deidentify.mapping import load_mapping_yaml, parse_mapping
 from analysis.deidentify.tables import deidentify_frames
 from analysis.errors import InputError, PrivacyError, Problem, ValidationFailed
+from analysis.params_schema import Params
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -53,18 +53,18 @@ def run_deidentify(
     mapping_path: Path,
     out_dir: Path,
     key_file: Path | None = None,
-    params: dict[str, Any] | None = None,
+    params: Params | None = None,
     crosswalk_dir: Path | None = None,
     coarsen: str | None = None,
 ) -> str:
     """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
     from analysis import store
-    from analysis.params import load_params, section
+    from analysis.params import load_params
     from analysis.paths import resolve
     from analysis.privacy import k_anonymity, scan_values
 
     params = params or load_params()
-    priv = section(params, "privacy")
+    priv = params.privacy
     if not export_paths:
         raise InputError("no export given; pass the practice-software export file(s)")
     out = resolve(out_dir).resolve()
@@ -101,7 +101,7 @@ def run_deidentify(
         raise InputError(f"{mapping_path}: cannot read the mapping ({exc.__class__.__name__})") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{mapping_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    registry = contract.load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))
+    registry = contract.load_registry(resolve(params.data.registry))
     mapping = parse_mapping(raw, mapping_path.name, registry)
     frames = []
     read_info = []
@@ -113,9 +113,9 @@ def run_deidentify(
         frames,
         mapping,
         key,
-        pseudonym_chars=int(priv.get("pseudonym_chars", 12)),
-        therapist_chars=int(priv.get("therapist_pseudonym_chars", 6)),
-        shift_max_days=int(priv.get("date_shift_max_days", 180)),
+        pseudonym_chars=priv.pseudonym_chars,
+        therapist_chars=priv.therapist_pseudonym_chars,
+        shift_max_days=priv.date_shift_max_days,
         coarsen=coarsen,
     )
     if result.problems:
@@ -133,7 +133,7 @@ def run_deidentify(
     for f, info in zip(result.log["files"], read_info, strict=True):
         f.update(info)
     # the output is a row-level export: say how well its clients hide among each other
-    k_threshold = int(priv.get("k_threshold", 5))
+    k_threshold = priv.k_threshold
     kanon = k_anonymity(result.tables["clients"], threshold=k_threshold)
     result.log["k_anonymity"] = dict(
         kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"], threshold=k_threshold

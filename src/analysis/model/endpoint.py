@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.params_schema import ModelParams
+
 ENDPOINT_COLUMNS = [
     "client_id",
     "hip",
@@ -33,13 +35,13 @@ ENDPOINT_COLUMNS = [
 ]
 
 
-def window(cfg: dict[str, Any]) -> tuple[float, float]:
+def window(cfg: ModelParams) -> tuple[float, float]:
     """The endpoint window ``(low, high)`` in weeks."""
-    pw, w = float(cfg["primary_week"]), float(cfg["endpoint_window_weeks"])
+    pw, w = cfg.primary_week, cfg.endpoint_window_weeks
     return pw - w, pw + w
 
 
-def client_endpoint(data: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+def client_endpoint(data: pd.DataFrame, cfg: ModelParams) -> pd.DataFrame:
     """One row per client: baseline, covariates and the outcome at the primary week.
 
     Parameters
@@ -56,7 +58,7 @@ def client_endpoint(data: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     before the window opens, at least the baseline) followed by every other
     client-level column of ``data`` (covariates, ``symptom_weeks`` ...).
     """
-    pw = float(cfg["primary_week"])
+    pw = cfg.primary_week
     low, high = window(cfg)
     d = data.sort_values(["client_id", "week"], kind="mergesort")
     per_client = [
@@ -153,7 +155,7 @@ def rhs(*parts: str | list[str]) -> str:
     return " + ".join(t for t in terms if t) or "1"
 
 
-def arm_summaries(data: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def arm_summaries(data: pd.DataFrame, cfg: ModelParams) -> dict[str, dict[str, Any]]:
     """Per-arm descriptive summaries of the analysed clients, for the findings bundle and pooling.
 
     Returns

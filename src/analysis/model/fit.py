@@ -36,6 +36,7 @@ import pandas as pd
 
 from analysis.errors import ModelError
 from analysis.model import lmm
+from analysis.params_schema import ModelParams
 
 DF_METHOD_DEFAULT = "satterthwaite"
 DF_METHOD_LABELS = {
@@ -345,8 +346,11 @@ def mixed_summary(fit: MixedFit, alpha: float = 0.05) -> dict[str, Any]:
     return out
 
 
-def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.05) -> dict[str, Any]:
-    """Estimate of a linear combination of fixed effects, ``sum(w * beta)``, with the fit's df method.
+def linear_contrast(
+    fit: MixedFit, weights: dict[str, float], alpha: float = 0.05, df_method: str | None = None
+) -> dict[str, Any]:
+    """Estimate of a linear combination of fixed effects, ``sum(w * beta)``, with the fit's df method
+    (or ``df_method``, for one contrast under another inference without touching the fit).
 
     Parameters
     ----------
@@ -354,6 +358,7 @@ def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.0
     weights : fixed-effect name -> weight, e.g. ``{'week:hip': 6.0}`` for the
         difference in change at week 6.
     alpha : 1 - confidence level.
+    df_method : ``'satterthwaite'``, ``'kenward_roger'`` or ``'z'``; default the fit's own.
 
     Returns
     -------
@@ -365,7 +370,7 @@ def linear_contrast(fit: MixedFit, weights: dict[str, float], alpha: float = 0.0
     unknown = sorted(set(weights) - set(names))
     if unknown:
         raise ModelError(f"contrast names {unknown} are not fixed effects of {fit.formula!r}; known: {names}")
-    return _finite_df(res.contrast({k: float(v) for k, v in weights.items()}, fit.df_method, alpha))
+    return _finite_df(res.contrast({k: float(v) for k, v in weights.items()}, df_method or fit.df_method, alpha))
 
 
 def _finite_df(out: dict[str, Any]) -> dict[str, Any]:
@@ -375,11 +380,11 @@ def _finite_df(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fit_options(cfg: dict[str, Any]) -> dict[str, Any]:
+def fit_options(cfg: ModelParams) -> dict[str, Any]:
     """The engine options from the params ``model`` section: ``singular_tol`` and ``df_method``."""
     return {
-        "singular_tol": float(cfg.get("singular_tol", 1e-4)),
-        "df_method": str(cfg.get("df_method", DF_METHOD_DEFAULT)),
+        "singular_tol": cfg.singular_tol,
+        "df_method": cfg.df_method,
     }
 
 

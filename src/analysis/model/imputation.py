@@ -43,6 +43,7 @@ from analysis.contract import Measure
 from analysis.model.endpoint import client_endpoint, raw_column, usable_terms
 from analysis.model.entries import NotEstimable
 from analysis.model.prepare import PrimaryData
+from analysis.params_schema import ModelParams
 
 TIPPING_COLUMNS = ["delta", "estimate", "ci_low", "ci_high", "p_value"]
 
@@ -174,12 +175,12 @@ class Imputations:
     notes: list[str]
 
 
-def impute(pdata: PrimaryData, cfg: dict[str, Any]) -> Imputations:
+def impute(pdata: PrimaryData, cfg: ModelParams) -> Imputations:
     """Impute missing endpoints (and gaps in numeric covariates) ``n_imputations`` times, seeded."""
     ep = client_endpoint(pdata.data, cfg)
-    m = int(cfg["n_imputations"])
-    rng = np.random.default_rng(int(cfg["seed"]))
-    donors, rounds = int(cfg["mi_pmm_donors"]), int(cfg["mi_iterations"])
+    m = cfg.n_imputations
+    rng = np.random.default_rng(cfg.seed)
+    donors, rounds = cfg.mi_pmm_donors, cfg.mi_iterations
     ep, covs, notes = usable_terms(ep, [t for t in pdata.covariates if not t.endswith("_missing")])
     numeric_names = [t for t in covs if not t.startswith("C(")]
     categorical = [raw_column(t) for t in covs if t.startswith("C(")]
@@ -280,11 +281,9 @@ def pooled(imp: Imputations, delta: float, measure: Measure, alpha: float) -> di
     return rubin(est, var, df_complete=float(dfs[0]), alpha=alpha)
 
 
-def mi_analysis(
-    imp: Imputations, cfg: dict[str, Any], measure: Measure
-) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def mi_analysis(imp: Imputations, cfg: ModelParams, measure: Measure) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The MI estimate (delta 0) with the complete-case ANCOVA beside it."""
-    alpha = float(cfg["alpha"])
+    alpha = cfg.alpha
     ep = imp.frame
     res = pooled(imp, 0.0, measure, alpha)
     hip = ep["hip"].to_numpy(float)
@@ -329,7 +328,7 @@ def mi_analysis(
 
 
 def tipping_analysis(
-    imp: Imputations, cfg: dict[str, Any], measure: Measure
+    imp: Imputations, cfg: ModelParams, measure: Measure
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Delta-adjusted MI over params ``tipping_deltas``; the smallest delta that changes the conclusion.
 
@@ -337,8 +336,8 @@ def tipping_analysis(
     -------
     (numbers, {"tipping": DataFrame with :data:`TIPPING_COLUMNS`})
     """
-    alpha = float(cfg["alpha"])
-    deltas = sorted(float(d) for d in cfg["tipping_deltas"])
+    alpha = cfg.alpha
+    deltas = sorted(float(d) for d in cfg.tipping_deltas)
     rows = [
         {"delta": d, **{k: pooled(imp, d, measure, alpha)[k] for k in ("estimate", "ci_low", "ci_high", "p_value")}}
         for d in deltas

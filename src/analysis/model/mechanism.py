@@ -14,6 +14,7 @@ from analysis.model.endpoint import client_endpoint, rhs, usable_terms, window
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked
 from analysis.model.fit import DF_METHOD_LABELS, fit_mixed, fit_mixed_with_fallback, fit_options, linear_contrast, wald
 from analysis.model.prepare import PrimaryData
+from analysis.params_schema import ModelParams
 
 HIP_IR = ("hip_ir_left_deg", "hip_ir_right_deg")
 SCATTER_COLUMNS = ["group", "ir_gain", "pain_change"]
@@ -23,7 +24,7 @@ IMMEDIATE_COLUMNS = ["focus", "n", "mean_change", "ci_low", "ci_high"]
 # --------------------------------------------------------------------------- mediation
 
 
-def ir_gain(dataset: pd.DataFrame, clients: pd.Index, cfg: dict[str, Any]) -> pd.DataFrame:
+def ir_gain(dataset: pd.DataFrame, clients: pd.Index, cfg: ModelParams) -> pd.DataFrame:
     """Client-level hip IR gain at the endpoint: mean over sides of the ``pre`` change from each side's baseline.
 
     The session used is the one closest to the primary week within the endpoint
@@ -34,7 +35,7 @@ def ir_gain(dataset: pd.DataFrame, clients: pd.Index, cfg: dict[str, Any]) -> pd
     DataFrame indexed by client_id with ``ir_gain`` (degrees) and ``ir_baseline``
     (mean of the sides' baseline values).
     """
-    pw = float(cfg["primary_week"])
+    pw = cfg.primary_week
     low, high = window(cfg)
     ir = dataset[dataset["measure"].isin(HIP_IR) & (dataset["timing"] == "pre") & dataset["client_id"].isin(clients)]
     base = ir[ir["session_number"] == 1].groupby("client_id")["value"].mean().rename("ir_baseline")
@@ -62,7 +63,7 @@ def _ols_coefs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def mediation_analysis(
-    pdata: PrimaryData, dataset: pd.DataFrame, cfg: dict[str, Any]
+    pdata: PrimaryData, dataset: pd.DataFrame, cfg: ModelParams
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Product-of-coefficients mediation of the pain change at the endpoint by the hip IR gain.
 
@@ -76,7 +77,7 @@ def mediation_analysis(
     (numbers, {"hip_ir_vs_pain": DataFrame with :data:`SCATTER_COLUMNS`}) --
     one row per client, no client ids.
     """
-    alpha = float(cfg["alpha"])
+    alpha = cfg.alpha
     ep = client_endpoint(pdata.data, cfg).set_index("client_id")
     ep = ep[ep["observed"] == 1]
     ir = ir_gain(dataset, ep.index, cfg)
@@ -99,8 +100,8 @@ def mediation_analysis(
     yy, xy = patsy.dmatrices(y_formula, df, return_type="dataframe")
     ia, ib, idir = list(xm.columns).index("hip"), list(xy.columns).index("ir_gain"), list(xy.columns).index("hip")
     xm, ym, xy, yy = xm.to_numpy(), ym.to_numpy().ravel(), xy.to_numpy(), yy.to_numpy().ravel()
-    rng = np.random.default_rng(int(cfg["seed"]))
-    n, n_boot = len(df), int(cfg["mediation_boot"])
+    rng = np.random.default_rng(cfg.seed)
+    n, n_boot = len(df), cfg.mediation_boot
     boots = np.empty((n_boot, 3))
     for k in range(n_boot):
         idx = rng.integers(0, n, n)
@@ -178,7 +179,7 @@ def mediation_analysis(
 # --------------------------------------------------------------------------- dose-response
 
 
-def dose_response_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def dose_response_analysis(pdata: PrimaryData, cfg: ModelParams) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Mixed model of pain on the number of earlier hip-focused sessions (time-varying exposure).
 
     ``prior_hip_sessions`` counts hip-focused sessions *before* the current one:
@@ -186,8 +187,8 @@ def dose_response_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dic
     affected it yet. Model: y ~ week + hip + prior_hip_sessions + covariates,
     random intercept and slope on week (random intercept only as fallback).
     """
-    alpha = float(cfg["alpha"])
-    hip_foci = list(cfg["exposure"]["hip_focused"])
+    alpha = cfg.alpha
+    hip_foci = list(cfg.exposure.hip_focused)
     data = pdata.data.assign(
         prior_hip_sessions=pdata.data["cum_hip_sessions"] - pdata.data["focus"].isin(hip_foci).astype("int64")
     )
@@ -225,7 +226,7 @@ def dose_response_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dic
 
 
 def immediate_effect_analysis(
-    dataset: pd.DataFrame, cfg: dict[str, Any]
+    dataset: pd.DataFrame, cfg: ModelParams
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Within-session change (post - pre) of the primary measure by the session's focus.
 
@@ -238,16 +239,16 @@ def immediate_effect_analysis(
     -------
     (numbers, {"immediate": DataFrame with :data:`IMMEDIATE_COLUMNS`})
     """
-    alpha = float(cfg["alpha"])
-    m = dataset[dataset["measure"] == cfg["measure"]]
+    alpha = cfg.alpha
+    m = dataset[dataset["measure"] == cfg.measure]
     wide = m.pivot_table(
         index=["client_id", "session_id", "focus"], columns="timing", values="value", aggfunc="first", observed=True
     ).reset_index()
     if not {"pre", "post"} <= set(wide.columns):
-        raise NotEstimable(f"no session has both a pre and a post {cfg['measure']} value")
+        raise NotEstimable(f"no session has both a pre and a post {cfg.measure} value")
     wide = wide.dropna(subset=["pre", "post"]).assign(change=lambda d: d["post"] - d["pre"])
     if wide.empty:
-        raise NotEstimable(f"no session has both a pre and a post {cfg['measure']} value")
+        raise NotEstimable(f"no session has both a pre and a post {cfg.measure} value")
     rows, summary = [], {}
     for focus, g in wide.groupby("focus", sort=True):
         n, mean = len(g), float(g["change"].mean())

@@ -20,13 +20,14 @@ from analysis.model.endpoint import client_endpoint, rhs, usable_terms
 from analysis.model.entries import NotEstimable, fit_checked
 from analysis.model.fit import MixedFit
 from analysis.model.prepare import PrimaryData
+from analysis.params_schema import ModelParams
 
 
 def precision_analysis(
-    pdata: PrimaryData, primary_fit: MixedFit | None, cfg: dict[str, Any]
+    pdata: PrimaryData, primary_fit: MixedFit | None, cfg: ModelParams
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Minimum detectable difference at the primary week and the n per group for ``target_difference``."""
-    alpha, power, target = float(cfg["alpha"]), float(cfg["power"]), float(cfg["target_difference"])
+    alpha, power, target = cfg.alpha, cfg.power, cfg.target_difference
     ep = client_endpoint(pdata.data, cfg)
     ep = ep[ep["observed"] == 1]
     n1, n0 = int((ep["hip"] == 1).sum()), int((ep["hip"] == 0).sum())

@@ -29,11 +29,11 @@ rule applies to any numeric covariate with gaps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
 from analysis.errors import ModelError
+from analysis.params_schema import ModelParams
 
 EXCLUDED_COLUMNS = ["client_id", "reason"]
 #: Columns constant within a client (the baseline focus, the covariates, the clinic).
@@ -120,7 +120,7 @@ def reference_order(values: pd.Series) -> list[str]:
     return [reference] + sorted(level for level in counts.index if level != reference)
 
 
-def primary_data(dataset: pd.DataFrame, cfg: dict[str, Any]) -> PrimaryData:
+def primary_data(dataset: pd.DataFrame, cfg: ModelParams) -> PrimaryData:
     """Select and shape the primary model's data from the analysis dataset.
 
     Parameters
@@ -142,10 +142,10 @@ def primary_data(dataset: pd.DataFrame, cfg: dict[str, Any]) -> PrimaryData:
     >>> pdata = primary_data(dataset, params["model"])  # doctest: +SKIP
     >>> pdata.data[["client_id", "week", "y", "hip"]].head()  # doctest: +SKIP
     """
-    measure, timing = cfg["measure"], cfg["timing"]
-    followup = float(cfg["followup_weeks"])
-    exposure = cfg["exposure"]
-    hip_foci, comparator = list(exposure["hip_focused"]), list(exposure["comparator"])
+    measure, timing = cfg.measure, cfg.timing
+    followup = cfg.followup_weeks
+    exposure = cfg.exposure
+    hip_foci, comparator = list(exposure.hip_focused), list(exposure.comparator)
     notes: list[str] = []
 
     outcome = dataset[(dataset["measure"] == measure) & (dataset["timing"] == timing)]
@@ -180,7 +180,7 @@ def primary_data(dataset: pd.DataFrame, cfg: dict[str, Any]) -> PrimaryData:
         elif row["baseline_focus"] not in hip_foci + comparator:
             reasons[client_id] = f"baseline focus {row['baseline_focus']}"
 
-    covariate_names = list(cfg.get("covariates", []))
+    covariate_names = list(cfg.covariates)
     kept = clients.loc[[c for c in clients.index if c not in reasons]]
     categorical = [c for c in covariate_names + ["clinic_id"] if c in kept and not _is_numeric(kept[c])]
     for name in categorical:

@@ -36,6 +36,7 @@ from analysis.model.fit import (
     mixed_summary,
 )
 from analysis.model.prepare import PrimaryData
+from analysis.params_schema import ModelParams
 
 GROUPS = "client_id"
 RE_FORMULA = "~week"
@@ -55,9 +56,7 @@ def primary_formula(pdata: PrimaryData) -> str:
     return " + ".join(["y ~ week * hip", *pdata.covariates])
 
 
-def primary_analysis(
-    pdata: PrimaryData, cfg: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, pd.DataFrame], MixedFit]:
+def primary_analysis(pdata: PrimaryData, cfg: ModelParams) -> tuple[dict[str, Any], dict[str, pd.DataFrame], MixedFit]:
     """Fit the primary model and derive the estimands.
 
     Parameters
@@ -89,8 +88,8 @@ def primary_analysis(
     >>> entry, tables, fit = primary_analysis(primary_data(dataset, cfg), cfg)  # doctest: +SKIP
     >>> entry["estimate"], entry["ci_low"], entry["ci_high"]  # doctest: +SKIP
     """
-    alpha = float(cfg.get("alpha", 0.05))
-    week0 = float(cfg["primary_week"])
+    alpha = cfg.alpha
+    week0 = cfg.primary_week
     formula = primary_formula(pdata)
     fit = fit_mixed_with_fallback(pdata.data, formula, GROUPS, RE_FORMULA, reml=True, **fit_options(cfg))
     summary = mixed_summary(fit, alpha)
@@ -99,13 +98,13 @@ def primary_analysis(
     entry = {
         "estimand": (
             f"difference (hip-focused minus knee-focused first session) in the model-estimated change "
-            f"in {cfg['measure']} ({cfg['timing']}) from the first session to week {week0:g}, "
+            f"in {cfg.measure} ({cfg.timing}) from the first session to week {week0:g}, "
             "adjusted for the covariates; negative = hip-focused improved more"
         ),
-        "measure": cfg["measure"],
-        "timing": cfg["timing"],
+        "measure": cfg.measure,
+        "timing": cfg.timing,
         "primary_week": week0,
-        "followup_weeks": float(cfg["followup_weeks"]),
+        "followup_weeks": cfg.followup_weeks,
         "alpha": alpha,
         "formula": formula,
         "re_formula": fit.re_formula if fit.status != "fallback" else None,
@@ -172,7 +171,7 @@ def primary_analysis(
         "hip_focused": linear_contrast(fit, {"week": week0, SLOPE_TERM: week0}, alpha),
     }
     tables = {
-        "trajectories": trajectories(fit, pdata, float(cfg["followup_weeks"]), alpha),
+        "trajectories": trajectories(fit, pdata, cfg.followup_weeks, alpha),
         "fixed_effects": pd.DataFrame(
             [{"term": k, **v} for k, v in summary["fixed_effects"].items()], columns=FIXED_COLUMNS
         ).assign(df=lambda t: pd.to_numeric(t["df"], errors="coerce")),

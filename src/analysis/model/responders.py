@@ -24,6 +24,7 @@ from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, rhs
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked
 from analysis.model.fit import wald
 from analysis.model.prepare import PrimaryData
+from analysis.params_schema import ModelParams
 
 RESPONDER_COLUMNS = ["group", "n", "responders", "share"]
 GROUPS = {1: "hip_focused", 0: "comparator"}
@@ -105,7 +106,7 @@ def nnt(rd: float, ci_low: float, ci_high: float) -> dict[str, Any]:
 
 
 def responder_analysis(
-    pdata: PrimaryData, cfg: dict[str, Any], measure: Measure
+    pdata: PrimaryData, cfg: ModelParams, measure: Measure
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Responders by group, adjusted odds ratio, risk difference and NNT.
 
@@ -114,7 +115,7 @@ def responder_analysis(
     (numbers, tables) with the table ``responders``: ``group``, ``n``
     (clients with an endpoint), ``responders``, ``share``.
     """
-    alpha = float(cfg["alpha"])
+    alpha = cfg.alpha
     ep = client_endpoint(pdata.data, cfg)
     n_missing = {GROUPS[g]: int(((ep["hip"] == g) & (ep["observed"] == 0)).sum()) for g in (1, 0)}
     ep = ep[ep["observed"] == 1].copy()
@@ -177,7 +178,7 @@ def responder_analysis(
         notes.append("every client (or none) responded: no odds ratio.")
         return {**numbers, "notes": notes}, {"responders": table[RESPONDER_COLUMNS]}
 
-    df, merge_notes = collapse_sparse_levels(ep, pdata.covariates, int(cfg["min_level_n"]))
+    df, merge_notes = collapse_sparse_levels(ep, pdata.covariates, cfg.min_level_n)
     df, covs, const_notes = usable_terms(df, pdata.covariates)
     notes += merge_notes + const_notes
     formula = "responder ~ " + rhs("hip", "baseline_y", covs)
@@ -222,7 +223,7 @@ def _standardised_rd(res: Any, info: patsy.DesignInfo, df: pd.DataFrame, alpha: 
     return out
 
 
-def _definition(measure: Measure, cfg: dict[str, Any]) -> str:
+def _definition(measure: Measure, cfg: ModelParams) -> str:
     parts = []
     if measure.mcid_points is not None:
         parts.append(f"{measure.mcid_points:g} points")
@@ -231,5 +232,5 @@ def _definition(measure: Measure, cfg: dict[str, Any]) -> str:
     better = "lower" if measure.lower_is_better else "higher"
     return (
         f"improvement ({better} is better) of at least {' or '.join(parts)} at the observation closest to week "
-        f"{cfg['primary_week']} within +/-{cfg['endpoint_window_weeks']} weeks"
+        f"{cfg.primary_week} within +/-{cfg.endpoint_window_weeks} weeks"
     )

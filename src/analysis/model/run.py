@@ -50,11 +50,12 @@ for the same inputs and params):
     ci_high), ``fixed_effects``, ``primary_exclusions`` (reason, clients);
     plus every secondary table), rows sorted by their text and integer
     columns, floats written with 10 significant digits.
-``diagnostics.parquet``, ``random_effects.csv``
+``diagnostics.parquet``, ``random_effects.csv``, ``analysed_clients.csv``
     Per-observation fitted values and residuals (client_id, week, y, fitted,
-    residual) and per-client predicted random effects (client_id, intercept,
-    slope), for the therapist-only diagnostics. They carry pseudonymous client
-    ids and must not go into peer outputs.
+    residual), per-client predicted random effects (client_id, intercept,
+    slope), for the therapist-only diagnostics, and the clients the primary
+    comparison selected (client_id, group), which the reports describe. They
+    carry pseudonymous client ids and must not go into peer outputs.
 
 If the primary model cannot be fitted trustworthily, ``primary.status`` is
 ``'failed'`` with the reason and null estimates; the files are still written,
@@ -73,13 +74,13 @@ from analysis import lineage
 from analysis.contract import load_registry
 from analysis.errors import InputError, ModelError
 from analysis.groups import group_label
-from analysis.model.prepare import primary_data
+from analysis.model.prepare import PrimaryData, primary_data
 from analysis.model.primary import fit_diagnostics, primary_analysis
-from analysis.params import section
+from analysis.params_schema import Params
 from analysis.paths import resolve
+from analysis.results import SCHEMA_VERSION, parse_results
 from analysis.store import atomic_path, neutralise_formulas, write_json, write_parquet
 
-SCHEMA_VERSION = 1
 FLOAT_FORMAT = "%.10g"
 EXPLORATORY_NOTE = (
     "Observational data from routine care. The primary analysis (difference in change at the primary week from "
@@ -91,7 +92,7 @@ DIAGNOSTIC_COLUMNS = ["client_id", "week", "y", "fitted", "residual"]
 RANDOM_EFFECT_COLUMNS = ["client_id", "intercept", "slope"]
 
 
-def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = None) -> str:
+def run_model(params: Params, progress: Callable[[str], None] | None = None) -> str:
     """Read the analysis dataset, run the primary and secondary analyses, write the results folder.
 
     ``progress`` (optional) is called with the name of each step before it runs.
@@ -102,17 +103,16 @@ def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = N
     """
     from analysis.model.secondary import run_secondary
 
-    cfg = section(params, "model")
-    dataset_path = resolve(section(params, "join")["out"])
+    cfg = params.model
+    dataset_path = resolve(params.join.out)
     if not dataset_path.is_file():
         raise InputError(f"{dataset_path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
     lineage.check(dataset_path.parent, [dataset_path], "join")
     dataset = pd.read_parquet(dataset_path)
-    registry = load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))
-    if cfg["measure"] not in registry:
+    registry = load_registry(resolve(params.data.registry))
+    if cfg.measure not in registry:
         raise InputError(
-            f"params.yaml model.measure: {cfg['measure']!r} is not in the measures registry "
-            f"({', '.join(registry.keys)})"
+            f"params.yaml model.measure: {cfg.measure!r} is not in the measures registry ({', '.join(registry.keys)})"
         )
 
     say = progress or (lambda step: None)
@@ -132,26 +132,29 @@ def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = N
         diagnostics = pd.DataFrame(columns=DIAGNOSTIC_COLUMNS)
         random_effects = pd.DataFrame(columns=RANDOM_EFFECT_COLUMNS)
     tables["random_effects"] = random_effects
+    tables["analysed_clients"] = analysed_clients(pdata)
 
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "exploratory_note": EXPLORATORY_NOTE,
-        "primary": entry,
-        "secondary": dict(sorted(secondary.items())),
-        "data": {
-            "n_clients_dataset": int(dataset["client_id"].nunique()),
-            "n_clients_analysed": entry["n_clients"],
-            "n_clients_by_group": entry["n_clients_by_group"],
-            "n_observations": entry["n_observations"],
-            "excluded": entry["excluded"],
-            "measure": cfg["measure"],
-            "timing": cfg["timing"],
-            "window": {"followup_weeks": float(cfg["followup_weeks"]), "primary_week": float(cfg["primary_week"])},
-        },
-        "params": cfg,
-    }
-    out = resolve(cfg["out_dir"])
-    write_json(out / "results.json", results)
+    results = parse_results(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "exploratory_note": EXPLORATORY_NOTE,
+            "primary": entry,
+            "secondary": dict(sorted(secondary.items())),
+            "data": {
+                "n_clients_dataset": int(dataset["client_id"].nunique()),
+                "n_clients_analysed": entry["n_clients"],
+                "n_clients_by_group": entry["n_clients_by_group"],
+                "n_observations": entry["n_observations"],
+                "excluded": entry["excluded"],
+                "measure": cfg.measure,
+                "timing": cfg.timing,
+                "window": {"followup_weeks": cfg.followup_weeks, "primary_week": cfg.primary_week},
+            },
+            "params": cfg.model_dump(by_alias=True),
+        }
+    )
+    out = resolve(cfg.out_dir)
+    write_json(out / "results.json", results.model_dump(mode="json", by_alias=True))
     write_json(out / "metrics.json", metrics(entry))
     for name, table in sorted(tables.items()):
         write_table(out / f"{name}.csv", table)
@@ -164,6 +167,14 @@ def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = N
     written = sorted(p for p in out.rglob("*") if p.is_file() and p.name != lineage.MANIFEST)
     lineage.record(out, "model", [dataset_path], written)
     return summary_line(entry, out, len(secondary))
+
+
+def analysed_clients(pdata: PrimaryData) -> pd.DataFrame:
+    """The clients in the primary comparison (client_id, group), as the model selected them: the report
+    describes exactly these, whether or not the fit succeeded. Pseudonymous ids: therapist-only."""
+    first = pdata.data.drop_duplicates("client_id").sort_values("client_id")
+    group = first["hip"].map({1: "hip_focused", 0: "comparator"})
+    return pd.DataFrame({"client_id": first["client_id"].astype(str).to_numpy(), "group": group.to_numpy()})
 
 
 def plot_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

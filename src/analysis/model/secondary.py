@@ -45,6 +45,7 @@ from analysis.model.prepare import PrimaryData
 from analysis.model.responders import responder_analysis
 from analysis.model.sensitivity import chronicity_analysis, e_value_analysis, gee_analysis, iptw_analysis
 from analysis.model.survival import time_to_improvement_analysis
+from analysis.params_schema import ModelParams
 
 LABELS = {
     "responders": (
@@ -99,7 +100,7 @@ def run_secondary(
     pdata: PrimaryData,
     dataset: pd.DataFrame,
     primary_fit: MixedFit | None,
-    cfg: dict[str, Any],
+    cfg: ModelParams,
     registry: Registry,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, pd.DataFrame]]:
@@ -127,7 +128,7 @@ def run_secondary(
     >>> entries, tables = run_secondary(pdata, dataset, fit, params["model"], registry)  # doctest: +SKIP
     >>> entries["gee"]["estimate"], entries["gee"]["ci_low"]  # doctest: +SKIP
     """
-    measure = registry[cfg["measure"]]
+    measure = registry[cfg.measure]
     imputations: dict[str, Any] = {}
 
     def mi() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -19,6 +19,7 @@ from analysis.model.endpoint import client_endpoint, collapse_sparse_levels, raw
 from analysis.model.entries import FitFailed, NotEstimable, fit_checked, term_name
 from analysis.model.fit import MixedFit, fit_mixed_with_fallback, fit_options, linear_contrast, mixed_summary, wald
 from analysis.model.prepare import PrimaryData
+from analysis.params_schema import ModelParams
 
 BALANCE_COLUMNS = ["covariate", "level", "smd_unweighted", "smd_weighted"]
 CHRONICITY_COLUMNS = ["symptom_weeks", "effect", "ci_low", "ci_high", "within_data"]
@@ -27,7 +28,7 @@ CHRONICITY_COLUMNS = ["symptom_weeks", "effect", "ci_low", "ci_high", "within_da
 # --------------------------------------------------------------------------- GEE
 
 
-def gee_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def gee_analysis(pdata: PrimaryData, cfg: ModelParams) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """GEE (Gaussian, exchangeable working correlation, robust sandwich SEs) of y ~ week*hip + covariates.
 
     Returns
@@ -37,7 +38,7 @@ def gee_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any
     difference and the working correlation.
     """
     data = pdata.data
-    pw, alpha = float(cfg["primary_week"]), float(cfg["alpha"])
+    pw, alpha = cfg.primary_week, cfg.alpha
     if data["client_id"].nunique() < 10 or data["hip"].nunique() < 2:
         raise NotEstimable("GEE needs at least 10 clients in both groups together, with both groups present")
     formula = "y ~ " + rhs("week * hip", pdata.covariates)
@@ -130,7 +131,7 @@ def stabilised_weights(hip: pd.Series, ps: pd.Series, trim: tuple[float, float])
     return pd.Series(np.clip(w, lo, hi), index=hip.index)
 
 
-def iptw_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def iptw_analysis(pdata: PrimaryData, cfg: ModelParams) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Inverse probability of treatment weighting on the per-client change at the primary week.
 
     Propensity: logistic regression of hip on the baseline covariates and the
@@ -142,7 +143,7 @@ def iptw_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, An
     -------
     (numbers, {"balance": DataFrame with :data:`BALANCE_COLUMNS`})
     """
-    alpha = float(cfg["alpha"])
+    alpha = cfg.alpha
     ep = client_endpoint(pdata.data, cfg)
     ep = ep[ep["observed"] == 1].reset_index(drop=True)
     n1, n0 = int((ep["hip"] == 1).sum()), int((ep["hip"] == 0).sum())
@@ -150,7 +151,7 @@ def iptw_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, An
         raise NotEstimable(
             f"too few clients with an endpoint for a propensity model (hip-focused {n1}, comparator {n0}; need 5 each)"
         )
-    df, notes = collapse_sparse_levels(ep, pdata.covariates, int(cfg["min_level_n"]))
+    df, notes = collapse_sparse_levels(ep, pdata.covariates, cfg.min_level_n)
     df, covs, const_notes = usable_terms(df, pdata.covariates)
     notes += const_notes
     ps_formula = "hip ~ " + rhs("baseline_y", covs)
@@ -158,11 +159,11 @@ def iptw_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, An
         "propensity model", lambda: smf.logit(ps_formula, data=df).fit(method="newton", maxiter=100, disp=False)
     )
     ps = pd.Series(np.asarray(ps_res.predict(df)), index=df.index)
-    w = stabilised_weights(df["hip"], ps, tuple(cfg["iptw_trim"]))
+    w = stabilised_weights(df["hip"], ps, cfg.iptw_trim)
 
     balance_cols = ["baseline_y"] + [raw_column(t) for t in pdata.covariates]
     balance = balance_table(ep, [c for c in balance_cols if c in ep], w)
-    target = float(cfg["smd_target"])
+    target = cfg.smd_target
     max_before, max_after = float(balance["smd_unweighted"].abs().max()), float(balance["smd_weighted"].abs().max())
 
     wls = fit_checked("weighted outcome model", lambda: smf.wls("change ~ hip", data=df, weights=w).fit(cov_type="HC1"))
@@ -180,7 +181,7 @@ def iptw_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, An
     est.update(
         method=(
             "stabilised IPTW (logistic propensity on baseline covariates and baseline outcome, weights trimmed "
-            f"at quantiles {cfg['iptw_trim']}); weighted least squares of the per-client change at the endpoint "
+            f"at quantiles {cfg.iptw_trim}); weighted least squares of the per-client change at the endpoint "
             "on group with HC1 robust SEs (one row per client, so cluster-robust)"
         ),
         doubly_robust=wald(float(dr.params["hip"]), float(dr.bse["hip"]), alpha) | {"formula": dr_formula},
@@ -244,7 +245,7 @@ def e_value_difference(estimate: float, ci_low: float, ci_high: float, sd: float
 
 
 def e_value_analysis(
-    pdata: PrimaryData, primary_fit: MixedFit | None, cfg: dict[str, Any]
+    pdata: PrimaryData, primary_fit: MixedFit | None, cfg: ModelParams
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """E-value of the primary estimate (difference in change at the primary week)."""
     if primary_fit is None or not primary_fit.ok:
@@ -252,7 +253,7 @@ def e_value_analysis(
             "the primary model has no trustworthy fit: "
             + (primary_fit.reason if primary_fit is not None else "not fitted")
         )
-    pw, alpha = float(cfg["primary_week"]), float(cfg["alpha"])
+    pw, alpha = cfg.primary_week, cfg.alpha
     term = term_name(primary_fit.accepted.fe_params.index, "week", "hip")
     primary = linear_contrast(primary_fit, {term: pw}, alpha)
     baseline = pdata.data.drop_duplicates("client_id")["baseline_y"]
@@ -279,13 +280,13 @@ def e_value_analysis(
 # --------------------------------------------------------------------------- chronicity
 
 
-def chronicity_grid(cfg: dict[str, Any]) -> np.ndarray:
+def chronicity_grid(cfg: ModelParams) -> np.ndarray:
     """Symptom durations (weeks) for the effect curve: log-spaced, params ``chronicity_grid``."""
-    g = cfg["chronicity_grid"]
-    return np.unique(np.round(np.geomspace(float(g["from"]), float(g["to"]), int(g["points"])), 1))
+    g = cfg.chronicity_grid
+    return np.unique(np.round(np.geomspace(g.from_, g.to, g.points), 1))
 
 
-def chronicity_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def chronicity_analysis(pdata: PrimaryData, cfg: ModelParams) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Does the hip effect depend on symptom duration? Three-way week x hip x ln(symptom_weeks + 1) LMM.
 
     Returns
@@ -294,7 +295,7 @@ def chronicity_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[s
     ``effect`` is the difference in change at the primary week at that duration.
     """
     data = pdata.data
-    pw, alpha = float(cfg["primary_week"]), float(cfg["alpha"])
+    pw, alpha = cfg.primary_week, cfg.alpha
     if data["log_symptom_weeks"].nunique() < 3:
         raise NotEstimable("symptom duration takes fewer than 3 distinct values")
     covs = [c for c in pdata.covariates if c != "log_symptom_weeks"]
@@ -308,7 +309,7 @@ def chronicity_analysis(pdata: PrimaryData, cfg: dict[str, Any]) -> tuple[dict[s
     def effect(sw: float) -> dict[str, Any]:
         return linear_contrast(fit, {wh: pw, whl: pw * float(np.log(sw + 1.0))}, alpha)
 
-    at = {str(int(s)) if float(s).is_integer() else str(s): effect(float(s)) for s in cfg["chronicity_weeks"]}
+    at = {str(int(s)) if float(s).is_integer() else str(s): effect(float(s)) for s in cfg.chronicity_weeks}
     lo, hi = float(pdata.data["symptom_weeks"].min()), float(pdata.data["symptom_weeks"].max())
     rows = []
     for s in chronicity_grid(cfg):

@@ -22,6 +22,7 @@ from analysis.contract import Measure
 from analysis.model.entries import NotEstimable
 from analysis.model.prepare import PrimaryData
 from analysis.model.responders import GROUPS, is_responder
+from analysis.params_schema import ModelParams
 
 KM_COLUMNS = ["group", "week", "survival", "ci_low", "ci_high", "at_risk"]
 
@@ -68,7 +69,7 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def time_to_improvement_analysis(
-    pdata: PrimaryData, cfg: dict[str, Any], measure: Measure
+    pdata: PrimaryData, cfg: ModelParams, measure: Measure
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Kaplan-Meier curves of 'not yet improved by the MCID' per group, medians and the log-rank test.
 
@@ -77,7 +78,7 @@ def time_to_improvement_analysis(
     (numbers, {"km": DataFrame with :data:`KM_COLUMNS`}) ; ``survival`` is the
     share not yet improved.
     """
-    alpha = float(cfg["alpha"])
+    alpha = cfg.alpha
     ev = event_times(pdata.data, measure)
     tables, by_group = [], {}
     for g in (1, 0):

@@ -11,13 +11,15 @@ the generating truth beside the pooled estimate.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from analysis.params import with_updates
+from analysis.params_schema import Params
 
 SIZES = (40, 70, 110, 160, 240, 380)
 
@@ -40,26 +42,32 @@ def plan(
     ]
 
 
-def clinic_params(params: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
+def clinic_params(params: Params, folder: Path, name: str) -> Params:
     """The pipeline's params with every output (and the input) inside ``folder``."""
-    p = copy.deepcopy(params)
-    p["data"]["input"] = str(folder / "data")
-    p["validate"].update(out_dir=str(folder / "interim"), report_dir=str(folder / "validation"))
-    p["join"].update(out=str(folder / "processed" / "analysis.parquet"), flow=str(folder / "processed" / "flow.csv"))
-    p["model"]["out_dir"] = str(folder / "results")
-    p["report"].update(
-        therapist_dir=str(folder / "therapist"),
-        peer_dir=str(folder / "peer"),
-        clinic_id=name,
-        clinic_label=f"Demo network, {name} (synthetic)",
+    return with_updates(
+        params,
+        {
+            "data": {"input": str(folder / "data")},
+            "validate": {"out_dir": str(folder / "interim"), "report_dir": str(folder / "validation")},
+            "join": {
+                "out": str(folder / "processed" / "analysis.parquet"),
+                "flow": str(folder / "processed" / "flow.csv"),
+            },
+            "model": {"out_dir": str(folder / "results")},
+            "report": {
+                "therapist_dir": str(folder / "therapist"),
+                "peer_dir": str(folder / "peer"),
+                "clinic_id": name,
+                "clinic_label": f"Demo network, {name} (synthetic)",
+            },
+            "simulate": {"clinic_id": name},
+        },
     )
-    p["simulate"]["clinic_id"] = name
-    return p
 
 
 def run_network(
     out: Path,
-    params: dict[str, Any],
+    params: Params,
     *,
     n_clinics: int = 6,
     tau: float = 0.05,
@@ -76,8 +84,8 @@ def run_network(
     from analysis.store import write_json
     from analysis.validate import run_validate
 
-    mean_effect = float(params["simulate"]["hip_slope_effect"])
-    week = float(params["model"]["primary_week"])
+    mean_effect = float(params.simulate["hip_slope_effect"])
+    week = params.model.primary_week
     network = plan(n_clinics, mean_effect, tau, seed, sizes)
     bundles = []
     for c in network:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis.contract import Measure
 from analysis.groups import group_label
-from analysis.params import section
+from analysis.params_schema import Params
 from analysis.paths import project_root, resolve
 from analysis.privacy import assert_peer_safe, responder_cells_small, suppress_count
 from analysis.report import clients as cl
@@ -35,6 +35,7 @@ from analysis.report import summary as sm
 from analysis.report import therapist as th
 from analysis.report import worklist as wl
 from analysis.report.context import (
+    ReportContext,
     common_context,
     comparison_clients,
     draw_svg,
@@ -48,14 +49,12 @@ from analysis.report.model_tables import model_tables
 from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
 
 
-def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
+def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
     """The therapist's report as one self-contained HTML page."""
-    r = c["r"]
-    measure: Measure = c["measure"]
-    progress = th.client_progress(inp.dataset, measure.key, c["m"]["timing"], c["group"])
-    individual = progress.loc[
-        progress["week"] <= float(c["m"]["followup_weeks"]), ["client_id", "group", "week", "value"]
-    ]
+    r = c.report
+    measure: Measure = c.measure
+    progress = th.client_progress(inp.dataset, measure.key, c.model.timing, c.group)
+    individual = progress.loc[progress["week"] <= c.model.followup_weeks, ["client_id", "group", "week", "value"]]
     progress = progress.assign(needed=[th.mcid_needed(measure, b) for b in progress["baseline_value"]])
     figs = shared_figures(inp, c, individual)
     hip = inp.tables.get("hip_ir_vs_pain")
@@ -75,13 +74,13 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
                         y=y,
                         xlabel=nice.get(x, x.replace("_", " ")),
                         ylabel=nice.get(y, y.replace("_", " ")),
-                        seed=int(c["m"].get("seed", 0)),
+                        seed=c.model.seed,
                     )
                 ),
             )
         )
-    attention = wl.rules(r.get("attention"))
-    clients = wl.client_table(inp.dataset, measure, c["m"]["timing"], c["group"], attention)
+    attention = r.attention
+    clients = wl.client_table(inp.dataset, measure, c.model.timing, c.group, attention)
     worklist = wl.worklist(clients).assign(spark=lambda t: [cl.sparkline_svg(v, measure) for v in t["values"]])
     cards = cl.client_cards(clients, progress, measure)
     diag_figs = []
@@ -108,7 +107,7 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
     return render(
         "therapist.html.j2",
         dict(
-            c,
+            c.template_vars(),
             figures={f.key: f for f in figs},
             attention=attention,
             worklist=worklist.to_dict(orient="records"),
@@ -116,12 +115,10 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
             cards=cards,
             status_counts=wl.counts_by_status(clients),
             statuses=wl.STATUSES,
-            measures=th.measure_summary(inp.dataset, inp.registry, c["group"], c["m"]["timing"]).to_dict(
-                orient="records"
-            ),
+            measures=th.measure_summary(inp.dataset, inp.registry, c.group, c.model.timing).to_dict(orient="records"),
             therapists=th.therapist_breakdown(inp.dataset, clients).to_dict(orient="records"),
             group_colours=GROUP_COLOURS,
-            glance=th.glance(inp.dataset, c["group"]),
+            glance=th.glance(inp.dataset, c.group),
             flow=inp.flow.to_dict(orient="records"),
             validation=inp.validation.get("summary", {}),
             validation_href=inp.validation_href,
@@ -131,17 +128,17 @@ def build_therapist(inp: ReportInputs, c: dict[str, Any]) -> str:
     )
 
 
-def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str, list[Figure]]:
+def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str, list[Figure]]:
     """The peer report HTML (aggregate only) and its figures."""
-    d = inp.dataset.assign(group=c["group"])
+    d = inp.dataset.assign(group=c.group)
     analysed = d[d["group"] != "other"]
     # describe the clients in the comparison, as the flow diagram counts them (baseline and follow-up in the
     # window, a group's focus), whether or not the primary model could be fitted
-    analysed = analysed[analysed["client_id"].isin(comparison_clients(inp.dataset, c["m"]))]
+    analysed = analysed[analysed["client_id"].isin(comparison_clients(inp))]
     clients = analysed.drop_duplicates("client_id").sort_values("client_id")
     first = analysed[
-        (analysed["measure"] == c["measure"].key)
-        & (analysed["timing"] == c["m"]["timing"])
+        (analysed["measure"] == c.measure.key)
+        & (analysed["timing"] == c.model.timing)
         & (analysed["session_number"] == 1)
     ].drop_duplicates("client_id")
     clients = clients.merge(
@@ -163,11 +160,11 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
             reason=st.peer_text(s["reason"]),
             result=s["result"] if s["result"] != s["reason"] else st.peer_text(s["result"]),
         )
-        for s in c["secondary"]
+        for s in c.secondary
     ]
-    sec = inp.results.get("secondary") or {}
+    responders = inp.results.secondary.get("responders")
     withheld = {
-        "responders": responder_cells_small(sec.get("responders"), min_cell),
+        "responders": responder_cells_small(None if responders is None else responders.model_dump(), min_cell),
         # medians of a group under min_cell clients pin a person's time
         "time_to_improvement": not groups_ok,
     }
@@ -177,16 +174,16 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
         else s
         for s in secondary
     ]
-    forest = c["forest"].assign(reason=[st.peer_text(x) for x in c["forest"]["reason"]])
+    forest = c.forest.assign(reason=[st.peer_text(x) for x in c.forest["reason"]])
     # the peer report is dated to the month: an exact last-session date is a person's visit
-    month = c["stamp"][:7]
-    primary = dict(c["primary"], reason=st.peer_text(str(c["primary"].get("reason") or "")))
-    sentence = sm.primary_sentence(primary, c["measure"], float(c["m"]["primary_week"]), c["measure_short"])
-    model_fixed, model_var = model_tables(primary) if c["primary_ok"] else ([], [])
+    month = c.stamp[:7]
+    primary = c.primary.model_copy(update={"reason": st.peer_text(c.primary.reason)})
+    sentence = sm.primary_sentence(primary, c.measure, c.model.primary_week, c.measure_short)
+    model_fixed, model_var = model_tables(primary) if c.primary_ok else ([], [])
     html = render(
         "peer.html.j2",
         dict(
-            c,
+            c.template_vars(),
             figures={f.key: f for f in figs},
             groups_ok=groups_ok,
             min_cell=min_cell,
@@ -206,7 +203,7 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
                 n_sessions=suppress_count(tidier["n_sessions"], min_cell),
             ),
             # the model's own count (clients with follow-up in the window), not everyone with a group
-            n_analysed=suppress_count(c["primary"].get("n_clients") or len(clients), min_cell),
+            n_analysed=suppress_count(c.primary.n_clients or len(clients), min_cell),
             title="Peer report",
             secondary=secondary,
             forest=forest,
@@ -222,18 +219,18 @@ def build_peer(inp: ReportInputs, c: dict[str, Any], min_cell: int) -> tuple[str
 def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, object]:
     """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``findings``, ``peer_figures``."""
     c = common_context(inp, provenance)
-    min_cell = int(c["r"].get("min_cell", 5))
+    min_cell = c.report.min_cell
     therapist_html = build_therapist(inp, c)
     peer_html, peer_figs = build_peer(inp, c, min_cell)
     # pooled analyses need the clients actually analysed per group (the primary model's), not everyone
     # whose first session had that focus
-    analysed = (inp.results.get("primary") or {}).get("n_clients_by_group") or {}
+    analysed = inp.results.primary.n_clients_by_group
     if analysed:
         n_by_group = pd.Series({group_label(k): v for k, v in analysed.items()}).sort_index()
     else:
-        d = inp.dataset.assign(group=c["group"])
+        d = inp.dataset.assign(group=c.group)
         n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()
-    measure = inp.registry[inp.params["model"]["measure"]]
+    measure = inp.registry[inp.params.model.measure]
     findings = fnd.build_findings(
         inp.results,
         clinic_id=inp.clinic_id,
@@ -302,7 +299,7 @@ def write_outputs(outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path) 
     return written
 
 
-def run_report(params: dict[str, Any], progress: Callable[[str], None] | None = None) -> str:
+def run_report(params: Params, progress: Callable[[str], None] | None = None) -> str:
     """I/O edge: read the pipeline outputs, build all reports, gate the peer ones, write.
 
     ``progress`` (optional) is called with the name of each step before it runs.
@@ -311,15 +308,15 @@ def run_report(params: dict[str, Any], progress: Callable[[str], None] | None = 
     say = progress or (lambda step: None)
     t0 = time.perf_counter()
     root = project_root()
-    r = section(params, "report")
+    r = params.report
     say("reading the results and the analysis dataset (checking their lineage)")
     inp, read = load_report_inputs(params, root)
     provenance = prov.collect(params, root, read)
     say(f"building the therapist's report, the peer report and its PDF ({inp.dataset['client_id'].nunique()} clients)")
     outputs = build_outputs(inp, provenance)
     say("privacy gate over every peer output")
-    check_peer(outputs, inp.dataset, int(r.get("min_cell", 5)))
-    therapist_dir, peer_dir = resolve(r["therapist_dir"], root), resolve(r["peer_dir"], root)
+    check_peer(outputs, inp.dataset, r.min_cell)
+    therapist_dir, peer_dir = resolve(r.therapist_dir, root), resolve(r.peer_dir, root)
     say("writing")
     written = write_outputs(outputs, therapist_dir, peer_dir)
     took = time.perf_counter() - t0

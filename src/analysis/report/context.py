@@ -4,15 +4,17 @@ drawn for both (the therapist's trajectories add each client's faint line).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from analysis.contract import Measure
-from analysis.params import section
+from analysis.params_schema import ModelParams, Params, ReportParams
 from analysis.privacy import km_for_peers, responder_cells_small, suppress_count
 from analysis.report import figures as fg
 from analysis.report import provenance as prov
@@ -21,6 +23,7 @@ from analysis.report import summary as sm
 from analysis.report import therapist as th
 from analysis.report.inputs import Figure, ReportInputs
 from analysis.report.render import build_date, figure_style, svg_bytes
+from analysis.results import PrimaryResult, SecondaryResult
 
 
 def has_columns(df: pd.DataFrame | None, cols: set[str]) -> TypeGuard[pd.DataFrame]:
@@ -46,27 +49,64 @@ def measure_short(measure: Measure) -> str:
     return m.group(1) if m else measure.label
 
 
-def common_context(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReportContext:
+    """What both reports share: the settings, the headline and its words, the groups and the figures' labels.
+
+    Templates see these fields by name (:meth:`template_vars`); builders read them as attributes.
+    """
+
+    params: Params
+    model: ModelParams
+    report: ReportParams
+    measure: Measure
+    measure_short: str
+    primary: PrimaryResult
+    primary_ok: bool
+    sentence: str
+    crosses_zero: bool
+    group: pd.Series  # client's group label per dataset row
+    stamp: str
+    stamp_date: str
+    period: tuple[str, str]
+    forest: pd.DataFrame
+    secondary: list[dict[str, str]]
+    robustness: str
+    chronicity_answer: str
+    balance: list[dict[str, Any]]
+    iptw: SecondaryResult | None
+    provenance: prov.Provenance
+    clinic_label: str
+    ylabel: str
+    xlabel_forest: str
+
+    def template_vars(self) -> dict[str, Any]:
+        """The fields as template variables (shallow: the typed values themselves, not copies)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def common_context(inp: ReportInputs, provenance: prov.Provenance) -> ReportContext:
     """Context shared by both reports."""
     params = inp.params
-    m, r = section(params, "model"), section(params, "report")
-    measure = inp.registry[m["measure"]]
-    primary = inp.results.get("primary", {}) or {}
-    exposure = m.get("exposure", {})
-    group = th.assign_group(inp.dataset, tuple(exposure.get("hip_focused", ())), tuple(exposure.get("comparator", ())))
+    m, r = params.model, params.report
+    measure = inp.registry[m.measure]
+    short = measure_short(measure)
+    primary = inp.results.primary
+    group = th.assign_group(inp.dataset, tuple(m.exposure.hip_focused), tuple(m.exposure.comparator))
     last = pd.to_datetime(inp.dataset["session_date"]).max()
     stamp = build_date(None if pd.isna(last) else last.date())
     forest = sm.forest_rows(inp.results, inp.tables.get("tipping"))
-    return dict(
+    favours = "< 0 favours hip-focused" if measure.lower_is_better else "> 0 favours hip-focused"
+    return ReportContext(
         params=params,
-        m=m,
-        r=r,
+        model=m,
+        report=r,
         measure=measure,
-        measure_short=measure_short(measure),
+        measure_short=short,
         primary=primary,
-        primary_ok=sm.primary_ok(primary),
-        sentence=sm.primary_sentence(primary, measure, float(m["primary_week"]), measure_short(measure)),
-        crosses_zero=sm.ci_crosses_zero(primary.get("ci_low"), primary.get("ci_high")),
+        primary_ok=primary.ok,
+        sentence=sm.primary_sentence(primary, measure, m.primary_week, short),
+        crosses_zero=sm.ci_crosses_zero(primary.ci_low, primary.ci_high),
         group=group,
         stamp=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
         stamp_date=stamp.date().isoformat(),
@@ -74,30 +114,23 @@ def common_context(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, 
         forest=forest,
         secondary=st.secondary_rows(inp.results),
         robustness=sm.robustness_sentence(inp.results, forest),
-        chronicity_answer=sm.chronicity_sentence(inp.results, measure_short(measure)),
+        chronicity_answer=sm.chronicity_sentence(inp.results, short),
         balance=balance_rows(inp),
-        iptw=(inp.results.get("secondary") or {}).get("iptw") or {},
+        iptw=inp.results.secondary.get("iptw"),
         provenance=provenance,
-        clinic_label=str(r.get("clinic_label", "")),
+        clinic_label=r.clinic_label,
         ylabel=f"{measure.label}, {measure.unit}",
         xlabel_forest=(
-            f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused "
-            f"({measure_short(measure)} points; < 0 favours hip-focused)"
-            if measure.lower_is_better
-            else f"Difference at week {float(m['primary_week']):g}, hip- minus knee-focused (> 0 favours hip-focused)"
+            f"Difference at week {m.primary_week:g}, hip- minus knee-focused "
+            + (f"({short} points; {favours})" if measure.lower_is_better else f"({favours})")
         ),
     )
 
 
-def comparison_clients(dataset: pd.DataFrame, model_cfg: dict[str, Any]) -> set[str]:
-    """Clients in the primary comparison by the model step's own rules (:func:`analysis.model.prepare.primary_data`)."""
-    from analysis.errors import ModelError
-    from analysis.model.prepare import primary_data
-
-    try:
-        return set(primary_data(dataset, model_cfg).data["client_id"].astype(str))
-    except ModelError:
-        return set()
+def comparison_clients(inp: ReportInputs) -> set[str]:
+    """Clients in the primary comparison, as the model step selected them (its ``analysed_clients`` table)."""
+    t = inp.tables.get("analysed_clients")
+    return set() if t is None or t.empty else set(t["client_id"].astype(str))
 
 
 def group_ns(n_by_group: pd.Series, min_cell: int) -> dict[str, str]:
@@ -109,13 +142,13 @@ def group_ns(n_by_group: pd.Series, min_cell: int) -> dict[str, str]:
     return shown
 
 
-def thin_from(inp: ReportInputs, c: dict[str, Any], share: float = 0.25) -> float | None:
+def thin_from(inp: ReportInputs, c: ReportContext, share: float = 0.25) -> float | None:
     """First whole week after which fewer than ``share`` of the analysed clients are still followed."""
-    d = inp.dataset[(inp.dataset["measure"] == c["measure"].key) & inp.dataset["value"].notna()]
+    d = inp.dataset[(inp.dataset["measure"] == c.measure.key) & inp.dataset["value"].notna()]
     if d.empty:
         return None
     last = d.groupby("client_id")["weeks_since_first"].max()
-    for week in range(int(float(c["m"]["followup_weeks"])) + 1):
+    for week in range(int(c.model.followup_weeks) + 1):
         if (last >= week).mean() < share:
             return float(max(week - 1, 0))
     return None
@@ -135,7 +168,7 @@ def balance_rows(inp: ReportInputs) -> list[dict[str, Any]]:
 
 def shared_figures(
     inp: ReportInputs,
-    c: dict[str, Any],
+    c: ReportContext,
     individual: pd.DataFrame | None,
     groups_ok: bool = True,
     min_cell: int | None = None,
@@ -148,33 +181,34 @@ def shared_figures(
         out.append(
             Figure(
                 "trajectories",
-                f"{c['measure'].label} over time by group: model-adjusted means with 95% CI bands"
+                f"{c.measure.label} over time by group: model-adjusted means with 95% CI bands"
                 + (" over each client's observed values (faint lines)." if individual is not None else "."),
                 "Line chart of adjusted mean pain by week for hip-focused and knee-focused groups.",
                 draw_svg(
                     lambda: fg.trajectories(
                         traj,
                         individual,
-                        ylabel=c["ylabel"],
-                        primary_week=float(c["m"]["primary_week"]),
-                        ylim=(c["measure"].minimum, c["measure"].maximum),
+                        ylabel=c.ylabel,
+                        primary_week=c.model.primary_week,
+                        ylim=(c.measure.minimum, c.measure.maximum),
                         thin_from=thin_from(inp, c),
                     )
                 ),
             )
         )
-    forest = c["forest"]
+    forest = c.forest
     out.append(
         Figure(
             "forest",
             "The primary estimate (diamond) beside each sensitivity analysis, with 95% CIs.",
             "Forest plot of the primary estimate and the sensitivity analyses.",
-            draw_svg(lambda: fg.forest(forest, xlabel=c["xlabel_forest"])),
+            draw_svg(lambda: fg.forest(forest, xlabel=c.xlabel_forest)),
         )
     )
-    resp = responder_shares(t.get("responders"), float(c["m"].get("alpha", 0.05)))
+    resp = responder_shares(t.get("responders"), c.model.alpha)
+    responders = inp.results.secondary.get("responders")
     peer_small = min_cell is not None and responder_cells_small(
-        (inp.results.get("secondary") or {}).get("responders"), min_cell
+        None if responders is None else responders.model_dump(), min_cell
     )
     if has_columns(resp, {"group", "proportion", "ci_low", "ci_high"}) and groups_ok and not peer_small:
         out.append(
@@ -212,11 +246,11 @@ def shared_figures(
                         chron,
                         x="symptom_weeks",
                         xlabel="Weeks the pain had lasted at the first session (log scale)",
-                        ylabel=f"Difference in change at week {float(c['m']['primary_week']):g} (hip − knee)",
+                        ylabel=f"Difference in change at week {c.model.primary_week:g} (hip − knee)",
                         log_x=True,
                         favours=(
                             ("↓ favours hip-focused care", "↑ favours knee-focused care")
-                            if c["measure"].lower_is_better
+                            if c.measure.lower_is_better
                             else ("↓ favours knee-focused care", "↑ favours hip-focused care")
                         ),
                     )

@@ -38,9 +38,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from analysis.params_schema import Params
 from analysis.privacy import suppress_count
 from analysis.report.secondary_text import headline, peer_text
-from analysis.report.summary import primary_ok
+from analysis.results import PrimaryResult, Results
 
 SCHEMA_VERSION = "2.0.0"
 SCHEMA_MAJOR = 2
@@ -86,7 +87,7 @@ def integrity_hash(bundle: dict[str, Any]) -> str:
 DEMO_CLINIC_ID = "demo-synthetic"
 
 
-def clinic_identity(params: dict[str, Any], store: Path | None = None, demo: bool = False) -> str:
+def clinic_identity(params: Params, store: Path | None = None, demo: bool = False) -> str:
     """The clinic's id for bundles: unique and stable, never a shared default.
 
     Order: params ``report.clinic_id``; the environment variable ``HIPKNEE_CLINIC_ID``; ``demo-synthetic``
@@ -95,7 +96,7 @@ def clinic_identity(params: dict[str, Any], store: Path | None = None, demo: boo
     ``~/.config/hip-knee-outcomes/clinic_id``, outside any project, so every checkout on the clinic's
     machine gives the same id and none is committed).
     """
-    configured = (params.get("report") or {}).get("clinic_id") or os.environ.get(CLINIC_ID_ENV)
+    configured = params.report.clinic_id or os.environ.get(CLINIC_ID_ENV)
     if configured:
         return str(configured)
     if demo:  # the bundled synthetic demo: one fixed id, so its bundle is the same on every machine
@@ -136,28 +137,28 @@ def _small(n: Any, min_cell: int) -> bool:
     return v is None or 0 < v < min_cell
 
 
-def compatibility(params: dict[str, Any]) -> dict[str, Any]:
+def compatibility(params: Params) -> dict[str, Any]:
     """What the primary estimate means, and its hash: bundles pool only when these agree."""
-    m = params.get("model", {})
+    m = params.model
     key = {
-        "measure": m.get("measure"),
-        "timing": m.get("timing"),
-        "primary_week": _num(m.get("primary_week")),
-        "followup_weeks": _num(m.get("followup_weeks")),
-        "endpoint_window_weeks": _num(m.get("endpoint_window_weeks")),
-        "exposure": {k: sorted(v) for k, v in sorted((m.get("exposure") or {}).items())},
-        "covariates": list(m.get("covariates") or []),
-        "df_method": m.get("df_method", "satterthwaite"),
+        "measure": m.measure,
+        "timing": m.timing,
+        "primary_week": m.primary_week,
+        "followup_weeks": m.followup_weeks,
+        "endpoint_window_weeks": m.endpoint_window_weeks,
+        "exposure": {k: sorted(v) for k, v in sorted(m.exposure.model_dump().items())},
+        "covariates": list(m.covariates),
+        "df_method": m.df_method,
         "estimand": "difference hip-focused minus knee-focused in model-estimated change from the first session "
         "to primary_week (linear mixed model, random intercept and slope per client)",
     }
     return {**key, "sha256": sha256_of(key)}
 
 
-def _arms(primary: dict[str, Any], min_cell: int) -> dict[str, Any]:
+def _arms(primary: PrimaryResult, min_cell: int) -> dict[str, Any]:
     out = {}
     for arm in ARMS:
-        a = (primary.get("arms") or {}).get(arm) or {}
+        a = primary.arms[arm].model_dump() if arm in primary.arms else {}
         n, ne = a.get("n"), a.get("n_endpoint")
         base_ok, end_ok = not _small(n, min_cell), not _small(ne, min_cell)
         out[arm] = {
@@ -224,12 +225,12 @@ def _chronicity(s: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def build_findings(
-    results: dict[str, Any],
+    results: Results,
     *,
     clinic_id: str,
     period: tuple[str, str],
     n_by_group: dict[str, int],
-    params: dict[str, Any],
+    params: Params,
     params_sha256: str,
     packages: dict[str, str],
     code_version: str,
@@ -250,40 +251,36 @@ def build_findings(
     -------
     dict following ``findings.schema.json``, with its ``integrity`` hash.
     """
-    primary = results.get("primary", {}) or {}
-    model = params.get("model", {})
-    ok = primary_ok(primary)
+    primary = results.primary
+    model = params.model
+    ok = primary.ok
     p: dict[str, Any] = {
-        "estimand": str(primary.get("estimand") or ""),
-        "status": str(primary.get("status") or "missing"),
-        "reason": peer_text(str(primary.get("reason") or "")),
-        "formula": str(primary.get("formula") or ""),
-        "re_formula": str(primary.get("re_formula") or ""),
-        "measure": str(model.get("measure", "")),
-        "week": _num(model.get("primary_week")),
-        "converged": bool(primary.get("converged", False)),
-        "df_method": str(primary.get("df_method") or model.get("df_method") or "satterthwaite"),
+        "estimand": primary.estimand,
+        "status": primary.status,
+        "reason": peer_text(primary.reason),
+        "formula": primary.formula,
+        "re_formula": primary.re_formula or "",
+        "measure": model.measure,
+        "week": model.primary_week,
+        "converged": primary.converged,
+        "df_method": primary.df_method,
     }
+    primary_numbers = primary.model_dump()
     for key in ("estimate", "se", "df", "ci_low", "ci_high", "p_value"):
-        p[key] = _num(primary.get(key)) if ok else None
-    sd = primary.get("slope_difference") or {}
+        p[key] = _num(primary_numbers[key]) if ok else None
+    sd = primary.slope_difference
     p["slope_difference"] = (
-        {k: _num(sd.get(k)) for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value") if k in sd}
-        if ok and isinstance(sd, dict)
-        else {}
+        {k: _num(v) for k, v in sd.model_dump().items() if k != "df_method"} if ok and sd is not None else {}
     )
-    p["n_clients"] = _count(primary.get("n_clients"), min_cell)
-    p["n_observations"] = _count(primary.get("n_observations"), min_cell)
+    p["n_clients"] = _count(primary.n_clients, min_cell)
+    p["n_observations"] = _count(primary.n_observations, min_cell)
     secondary = {}
     for key in SECONDARY_KEYS:
-        s = (results.get("secondary") or {}).get(key)
-        if not isinstance(s, dict):
+        result = results.secondary.get(key)
+        if result is None:
             continue
-        entry = {
-            "status": str(s.get("status") or ""),
-            "exploratory": bool(s.get("exploratory", False)),
-            "method": str(s.get("method") or ""),
-        }
+        s = result.model_dump()
+        entry: dict[str, Any] = {"status": result.status, "exploratory": result.exploratory, "method": result.method}
         name, est = headline(s)
         if est is not None and key != "responders":  # responders: see the block below (small-cell rules)
             if name:
@@ -299,7 +296,7 @@ def build_findings(
         # the total (primary.n_clients) is shown, so one hidden group could be found by subtraction:
         # hide the other groups too ("*": hidden only to protect a small count)
         groups = {g: (v if isinstance(v, str) or v is None else "*") for g, v in groups.items()}
-    sec = results.get("secondary") or {}
+    sec = {k: v.model_dump() for k, v in results.secondary.items()}
     bundle = {
         "schema_version": SCHEMA_VERSION,
         "clinic_id": str(clinic_id),

@@ -15,10 +15,11 @@ import pandas as pd
 from analysis import lineage
 from analysis.contract import Registry, load_registry
 from analysis.errors import InputError
-from analysis.params import section
+from analysis.params_schema import Params
 from analysis.paths import project_root, resolve
 from analysis.report import findings as fnd
 from analysis.report.render import data_uri
+from analysis.results import Results, read_results
 
 RESULT_TABLES = (
     "trajectories",
@@ -30,6 +31,7 @@ RESULT_TABLES = (
     "immediate",
     "hip_ir_vs_pain",
     "random_effects",
+    "analysed_clients",
 )
 
 
@@ -37,11 +39,11 @@ RESULT_TABLES = (
 class ReportInputs:
     """Everything the reports are built from, already read from disk."""
 
-    params: dict[str, Any]
+    params: Params
     registry: Registry
     dataset: pd.DataFrame
     flow: pd.DataFrame
-    results: dict[str, Any]
+    results: Results
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     diagnostics: pd.DataFrame | None = None
     validation: dict[str, Any] = field(default_factory=dict)
@@ -76,13 +78,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
 
-def load_report_inputs(params: dict[str, Any], root: Path | None = None) -> tuple[ReportInputs, list[Path]]:
+def load_report_inputs(params: Params, root: Path | None = None) -> tuple[ReportInputs, list[Path]]:
     """Read the report's inputs; returns them and the list of files read (for provenance)."""
     root = root or project_root()
-    j, m, v, r = (section(params, s) for s in ("join", "model", "validate", "report"))
-    data = section(params, "data")
-    dataset_path, flow_path = resolve(j["out"], root), resolve(j["flow"], root)
-    results_dir = resolve(m["out_dir"], root)
+    j, m, v, r, data = params.join, params.model, params.validate_, params.report, params.data
+    dataset_path, flow_path = resolve(j.out, root), resolve(j.flow, root)
+    results_dir = resolve(m.out_dir, root)
     results_path = results_dir / "results.json"
     for path, cmd in ((dataset_path, "join"), (flow_path, "join"), (results_path, "model")):
         if not path.is_file():
@@ -95,21 +96,18 @@ def load_report_inputs(params: dict[str, Any], root: Path | None = None) -> tupl
             f"{results_path}: was made from another analysis dataset than {dataset_path} (the last "
             "`outcomes model` run failed or is older than the last join); re-run `outcomes model`"
         )
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{results_path}: not valid JSON ({exc.msg}); rerun `outcomes model`") from None
-    validation_path = resolve(v["report_dir"], root) / "validation.json"
+    results = read_results(results_path)
+    validation_path = resolve(v.report_dir, root) / "validation.json"
     validation = json.loads(validation_path.read_text(encoding="utf-8")) if validation_path.is_file() else {}
     tables = {name: _read_csv(results_dir / f"{name}.csv") for name in RESULT_TABLES}
     diag_path = results_dir / "diagnostics.parquet"
     diagnostics = pd.read_parquet(diag_path) if diag_path.is_file() else None
-    therapist_dir = resolve(r["therapist_dir"], root)
-    href = os.path.relpath(resolve(v["report_dir"], root) / "validation.html", therapist_dir)
-    registry_path = resolve(data.get("registry", "config/measures.yaml"), root)
+    therapist_dir = resolve(r.therapist_dir, root)
+    href = os.path.relpath(resolve(v.report_dir, root) / "validation.html", therapist_dir)
+    registry_path = resolve(data.registry, root)
     registry = load_registry(registry_path)
     read = [
-        resolve(data["input"], root),
+        resolve(data.input, root),
         registry_path,
         dataset_path,
         flow_path,
@@ -120,7 +118,7 @@ def load_report_inputs(params: dict[str, Any], root: Path | None = None) -> tupl
         results_dir / "metrics.json",
     ]
     true_period = None
-    deid_log = resolve(data["input"], root) / "deidentify_log.json"
+    deid_log = resolve(data.input, root) / "deidentify_log.json"
     if deid_log.is_file():
         tp = (json.loads(deid_log.read_text(encoding="utf-8")) or {}).get("true_period") or {}
         if tp.get("first_month") and tp.get("last_month"):
@@ -138,7 +136,7 @@ def load_report_inputs(params: dict[str, Any], root: Path | None = None) -> tupl
             validation=validation,
             validation_href=Path(href).as_posix(),
             clinic_id=fnd.clinic_identity(
-                params, demo=resolve(data["input"], root).resolve() == (root / "data/raw/demo").resolve()
+                params, demo=resolve(data.input, root).resolve() == (root / "data/raw/demo").resolve()
             ),
             true_period=true_period,
         ),
@@ -146,7 +144,7 @@ def load_report_inputs(params: dict[str, Any], root: Path | None = None) -> tupl
     )
 
 
-def analysis_dataset(params: dict[str, Any], n_clients: int | None = None) -> tuple[pd.DataFrame, str]:
+def analysis_dataset(params: Params, n_clients: int | None = None) -> tuple[pd.DataFrame, str]:
     """The analysis dataset for the notebooks: the pipeline's parquet, else a simulated clinic in memory.
 
     A fresh clone has no data until ``make report`` (or ``dvc repro``) ran; the
@@ -158,13 +156,13 @@ def analysis_dataset(params: dict[str, Any], n_clients: int | None = None) -> tu
     (dataset, source) : the long analysis dataset (:data:`analysis.join.DATASET_COLUMNS`)
     and where it came from, in words.
     """
-    path = resolve(section(params, "join")["out"])
+    path = resolve(params.join.out)
     if path.is_file():
         return pd.read_parquet(path), f"pipeline output {path}"
     from analysis.join import build_analysis_dataset
     from analysis.simulate import simulate_clinic
 
-    sim = section(params, "simulate")
+    sim = params.simulate
     clinic = simulate_clinic(sim, seed=int(sim["seed"]), n_clients=n_clients)
     dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     return dataset, f"simulated clinic in memory ({dataset['client_id'].nunique()} clients; {path} not found)"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import analysis
+from analysis.params_schema import Params
 from analysis.paths import project_root
 from analysis.store import sha256_file
 
@@ -69,9 +70,11 @@ class Provenance:
 ANALYSIS_SECTIONS = ("data", "validate", "join", "model", "report")
 
 
-def analysis_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The params that produced the reports (what provenance records and the params hash covers)."""
-    return {k: params[k] for k in ANALYSIS_SECTIONS if k in params}
+def analysis_params(params: Params) -> dict[str, Any]:
+    """The params that produced the reports (what provenance records and the params hash covers),
+    with every default filled in, as params.yaml names them."""
+    dumped = params.model_dump(mode="json", by_alias=True)
+    return {k: dumped[k] for k in ANALYSIS_SECTIONS}
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -160,7 +163,7 @@ def input_files(paths: Iterable[Path], root: Path) -> list[dict[str, str]]:
     return sorted(rows, key=lambda r: r["path"])
 
 
-def collect(params: dict[str, Any], root: Path, inputs: Iterable[Path]) -> Provenance:
+def collect(params: Params, root: Path, inputs: Iterable[Path]) -> Provenance:
     """Provenance of a build from ``inputs`` (files or folders) under project ``root``."""
     lock = root / "requirements.lock"
     return Provenance(

@@ -10,6 +10,7 @@ from typing import Any
 
 from analysis.report.summary import NO_TIPPING, as_float, ci_text
 from analysis.report.text import fmt_num
+from analysis.results import Results
 
 SECONDARY_LABELS = {
     "responders": "Responders (MCID) by group",
@@ -26,16 +27,16 @@ SECONDARY_LABELS = {
 }
 
 
-def secondary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+def secondary_rows(results: Results) -> list[dict[str, str]]:
     """One row per secondary analysis: label, status, whether exploratory, result in words.
 
     The result shows estimate and CI when the analysis gives one, else its reason or status.
     """
     out = []
-    for key in sorted(results.get("secondary", {})):
-        s = results["secondary"][key] or {}
+    for key, entry in sorted(results.secondary.items()):
+        s = entry.model_dump()  # the analysis's own numbers, by the names it wrote them under
         name, est = headline(s)
-        specific = result_text(key, s) if s.get("status") == "done" else None
+        specific = result_text(key, s) if entry.done else None
         if specific:
             text = specific
         elif est is not None:
@@ -44,19 +45,19 @@ def secondary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
                 f"(95% CI {fmt_num(est.get('ci_low'))} to {fmt_num(est.get('ci_high'))})"
             )
         else:
-            text = str(s.get("summary") or s.get("reason") or "see table")
-        status = str(s.get("status", ""))
+            text = str(s.get("summary") or entry.reason or "see table")
+        status: str = entry.status
         if key == "tipping_point" and status == "done" and s.get("tipping_delta") is None:
             status = NO_TIPPING  # the same words as the forest plot
         out.append(
             dict(
                 key=key,
-                label=str(s.get("label") or SECONDARY_LABELS.get(key, key)),
+                label=entry.label or SECONDARY_LABELS.get(key, key),
                 status=status,
-                exploratory="yes" if s.get("exploratory") else "no",
-                method=str(s.get("method") or ""),
+                exploratory="yes" if entry.exploratory else "no",
+                method=entry.method,
                 result=text,
-                reason=str(s.get("reason") or ""),
+                reason=entry.reason or "",
             )
         )
     return out

@@ -9,13 +9,12 @@ see their own progress.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.contract import Registry
 from analysis.errors import InputError
+from analysis.params_schema import Params
 from analysis.report.render import GROUP_COLOURS, data_uri, figure_style, html_to_pdf, render, svg_bytes
 from analysis.report.therapist import assign_group, at_timing
 
@@ -127,28 +126,26 @@ def client_sheet(
     )
 
 
-def run_sheet(params: dict[str, Any], client_ids: list[str]) -> str:
+def run_sheet(params: Params, client_ids: list[str]) -> str:
     """I/O edge of ``outcomes sheet``: read the analysis dataset, write one HTML + PDF per client."""
     from analysis.contract import load_registry
-    from analysis.params import section
     from analysis.paths import resolve
     from analysis.store import write_bytes, write_text
 
-    path = resolve(section(params, "join")["out"])
+    path = resolve(params.join.out)
     if not path.is_file():
         raise InputError(f"{path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
     dataset = pd.read_parquet(path)
-    registry = load_registry(resolve(section(params, "data")["registry"]))
-    model = section(params, "model")
-    exposure = model.get("exposure", {})
-    group = assign_group(dataset, tuple(exposure.get("hip_focused", ())), tuple(exposure.get("comparator", ())))
-    out = resolve(section(params, "report")["therapist_dir"]) / "sheets"
-    label = str(section(params, "report").get("clinic_label", ""))
+    registry = load_registry(resolve(params.data.registry))
+    model = params.model
+    group = assign_group(dataset, tuple(model.exposure.hip_focused), tuple(model.exposure.comparator))
+    out = resolve(params.report.therapist_dir) / "sheets"
+    label = params.report.clinic_label
     written = []
     for cid in client_ids:
         rows = dataset["client_id"] == cid
         g = str(group[rows].iloc[0]) if rows.any() else "other"
-        html = client_sheet(dataset, registry, cid, g, label, pain=model["measure"], timing=model["timing"])
+        html = client_sheet(dataset, registry, cid, g, label, pain=model.measure, timing=model.timing)
         write_text(out / f"{cid}.html", html)
         write_bytes(out / f"{cid}.pdf", html_to_pdf(html))
         written.append(out / f"{cid}.pdf")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.contract import Measure
 from analysis.report.text import fmt_num, fmt_p
+from analysis.results import PrimaryResult, Results
 
 # Sensitivity analyses shown beside the primary estimate, in display order.
 SENSITIVITY = (
@@ -49,24 +50,17 @@ def ci_text(d: dict[str, Any]) -> str:
     return f"{fmt_num(d.get('estimate'))} (95% CI {fmt_num(d.get('ci_low'))} to {fmt_num(d.get('ci_high'))})"
 
 
-def primary_ok(primary: dict[str, Any]) -> bool:
-    """True if the primary fit succeeded and has an estimate with a CI."""
-    return str(primary.get("status", "failed")).lower() not in {"failed", "error", "missing", ""} and all(
-        math.isfinite(as_float(primary.get(k))) for k in ("estimate", "ci_low", "ci_high")
-    )
-
-
-def primary_sentence(primary: dict[str, Any], measure: Measure, week: float, short: str = "NPRS") -> str:
+def primary_sentence(primary: PrimaryResult, measure: Measure, week: float, short: str = "NPRS") -> str:
     """The primary answer in one honest sentence, following the sign and the CI.
 
     Says "more" or "less" improvement only when the CI excludes 0, and "no clear
     difference" otherwise; says the fit failed (and why) with no estimate when it did.
     """
-    if not primary_ok(primary):
-        reason = primary.get("reason") or "no reason was recorded"
+    if not primary.ok:
+        reason = primary.reason or "no reason was recorded"
         return f"The main comparison could not be estimated reliably, so no estimate is shown: {reason}."
     text = _primary_sentence(primary, measure, week, short)
-    if str(primary.get("status")) == "fallback":
+    if primary.status == "fallback":
         text += (
             " This comes from a simpler model (random intercept only): the planned model with a random "
             "slope per client could not be fitted reliably, so the CI may be too narrow."
@@ -74,8 +68,8 @@ def primary_sentence(primary: dict[str, Any], measure: Measure, week: float, sho
     return text
 
 
-def _primary_sentence(primary: dict[str, Any], measure: Measure, week: float, short: str) -> str:
-    est, lo, hi = (as_float(primary[k]) for k in ("estimate", "ci_low", "ci_high"))
+def _primary_sentence(primary: PrimaryResult, measure: Measure, week: float, short: str) -> str:
+    est, lo, hi = as_float(primary.estimate), as_float(primary.ci_low), as_float(primary.ci_high)
     sign = -1.0 if measure.lower_is_better else 1.0
     # "improvement difference": positive = hip-focused improved more
     imp, imp_lo, imp_hi = sign * est, min(sign * lo, sign * hi), max(sign * lo, sign * hi)
@@ -118,27 +112,27 @@ def _forest_row(
     )
 
 
-def forest_rows(results: dict[str, Any], tipping: pd.DataFrame | None = None) -> pd.DataFrame:
+def forest_rows(results: Results, tipping: pd.DataFrame | None = None) -> pd.DataFrame:
     """The primary estimate and each sensitivity analysis, for the forest plot and its table.
 
     Returns
     -------
     DataFrame with label, estimate, ci_low, ci_high, primary (bool), status, reason.
     """
-    primary = results.get("primary", {})
+    primary = results.primary
     rows = [
         _forest_row(
             "Primary: mixed model",
-            primary if primary_ok(primary) else None,
+            primary.model_dump() if primary.ok else None,
             primary=True,
-            status=str(primary.get("status", "")),
-            reason=str(primary.get("reason") or ""),
+            status=primary.status,
+            reason=primary.reason,
         )
     ]
-    secondary = results.get("secondary", {})
     for key, label in SENSITIVITY:
-        s = secondary.get(key, {}) or {}
-        status = str(s.get("status", "missing" if not s else ""))
+        entry = results.secondary.get(key)
+        s = {} if entry is None else entry.model_dump()
+        status = "missing" if entry is None else entry.status
         if key == "tipping_point" and not math.isfinite(as_float(s.get("estimate"))):
             # The tipping point has no estimate of its own: show the delta-adjusted analysis at the delta
             # where the conclusion changes. With no such delta (nothing to tip, or not reached) there is
@@ -168,22 +162,22 @@ ADDRESSES = {
 }
 
 
-def robustness_sentence(results: dict[str, Any], forest: pd.DataFrame) -> str:
+def robustness_sentence(results: Results, forest: pd.DataFrame) -> str:
     """One sentence, generated from the results, on whether the sensitivity analyses back the headline.
 
     Counts the sensitivity analyses with an estimate whose CI includes no difference, names what each of
     those addresses, and says when the IPTW weights failed to balance the groups (its estimate is then
     not trustworthy). Never lets the headline sound surer than its sensitivity analyses.
     """
-    primary = results.get("primary") or {}
-    if not primary_ok(primary):
+    primary = results.primary
+    if not primary.ok:
         return "No sensitivity analysis can confirm a headline that could not be estimated."
     rows = forest[~forest["primary"].astype(bool)]
     rows = rows[np.isfinite(rows["estimate"].astype(float)) & np.isfinite(rows["ci_low"].astype(float))]
-    sec = results.get("secondary") or {}
-    iptw = sec.get("iptw") or {}
+    entry = results.secondary.get("iptw")
+    iptw = {} if entry is None else entry.model_dump()
     balance = ""
-    if iptw.get("status") == "done" and iptw.get("balanced") is False:
+    if entry is not None and entry.done and iptw.get("balanced") is False:
         balance = (
             f" The propensity weights did not balance the groups (largest weighted |SMD| "
             f"{fmt_num(iptw.get('max_abs_smd_weighted'))}, target {fmt_num(iptw.get('smd_target'), 1)}), "
@@ -193,7 +187,7 @@ def robustness_sentence(results: dict[str, Any], forest: pd.DataFrame) -> str:
         return "No sensitivity analysis gave an estimate to compare with the headline." + balance
     keys = {label: key for key, label in SENSITIVITY}
     crossing = rows[(rows["ci_low"].astype(float) <= 0) & (rows["ci_high"].astype(float) >= 0)]
-    primary_crosses = ci_crosses_zero(primary.get("ci_low"), primary.get("ci_high"))
+    primary_crosses = ci_crosses_zero(primary.ci_low, primary.ci_high)
     n, k = len(rows), len(crossing)
 
     def named(frame: pd.DataFrame) -> str:
@@ -219,13 +213,15 @@ def robustness_sentence(results: dict[str, Any], forest: pd.DataFrame) -> str:
     )
 
 
-def chronicity_sentence(results: dict[str, Any], measure_short: str = "NPRS") -> str:
+def chronicity_sentence(results: Results, measure_short: str = "NPRS") -> str:
     """The seed question, "does it depend on how long the pain has lasted?", answered in one sentence."""
-    c = (results.get("secondary") or {}).get("chronicity") or {}
-    if c.get("status") != "done":
+    entry = results.secondary.get("chronicity")
+    if entry is None or not entry.done:
+        reason = entry.reason if entry is not None else None
         return "Whether the effect depends on how long the pain had lasted could not be estimated" + (
-            f": {c.get('reason')}." if c.get("reason") else "."
+            f": {reason}." if reason else "."
         )
+    c = entry.numbers
     inter = c.get("interaction") or {}
     at = c.get("at_symptom_weeks") or {}
     parts = [f"{fmt_num(at[w].get('estimate'), 1)} at {w} weeks" for w in sorted(at, key=float)]

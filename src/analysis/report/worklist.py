@@ -23,12 +23,12 @@ is sorted by urgency: active clients first (they are the ones to act on this wee
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.contract import Measure
+from analysis.params_schema import Attention
 
 STATUSES = ("worse", "relapsed", "no important improvement", "low baseline", "improved", "too early")
 ON_WORKLIST = STATUSES[:4]
@@ -50,21 +50,10 @@ CLIENT_COLUMNS = [
     "values",
     "therapist_id",
 ]
-DEFAULTS = {"min_sessions": 4, "min_weeks": 4.0, "active_weeks": 4.0}
-
-
-def rules(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """The worklist thresholds from params ``report.attention`` (defaults for missing keys)."""
-    out = {**DEFAULTS, **(cfg or {})}
-    return {
-        "min_sessions": int(out["min_sessions"]),
-        "min_weeks": float(out["min_weeks"]),
-        "active_weeks": float(out["active_weeks"]),
-    }
 
 
 def classify(
-    baseline: float, values: list[float], sessions: int, weeks: float, measure: Measure, cfg: dict[str, Any]
+    baseline: float, values: list[float], sessions: int, weeks: float, measure: Measure, cfg: Attention
 ) -> str:
     """One client's status (see the module docstring); ``values`` in time order, baseline first."""
     needed = float(measure.mcid_needed(baseline))
@@ -78,13 +67,13 @@ def classify(
         return "improved" if latest >= needed - 1e-9 else "relapsed"
     if reachable < needed - 1e-9:
         return "low baseline"
-    if sessions >= cfg["min_sessions"] or weeks >= cfg["min_weeks"]:
+    if sessions >= cfg.min_sessions or weeks >= cfg.min_weeks:
         return "no important improvement"
     return "too early"
 
 
 def client_table(
-    dataset: pd.DataFrame, measure: Measure, timing: str, group: pd.Series, cfg: dict[str, Any]
+    dataset: pd.DataFrame, measure: Measure, timing: str, group: pd.Series, cfg: Attention
 ) -> pd.DataFrame:
     """One row per client with the primary measure: status, visits, scores, and whether to look again.
 
@@ -96,7 +85,6 @@ def client_table(
     client), ``values`` (list, in time order, for the sparkline), ``therapist_id`` (the client's usual
     therapist: most sessions). Sorted by urgency (see the module docstring).
     """
-    cfg = rules(cfg)
     d = dataset.assign(group=group)
     visits = d.groupby("client_id", sort=True).agg(
         first_visit=("session_date", "min"), last_visit=("session_date", "max")
@@ -130,7 +118,7 @@ def client_table(
                 group=str(g["group"].iloc[0]),
                 status=status,
                 on_worklist=status in ON_WORKLIST,
-                active=bool((last_day - last).days <= 7 * cfg["active_weeks"]),
+                active=bool((last_day - last).days <= 7 * cfg.active_weeks),
                 first_visit=pd.Timestamp(v["first_visit"]).date().isoformat(),
                 last_visit=last.date().isoformat(),
                 sessions=len(values),

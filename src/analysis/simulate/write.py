@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,7 @@ from analysis.contract import (
     load_registry,
 )
 from analysis.errors import InputError
-from analysis.params import section
+from analysis.params_schema import Params
 from analysis.paths import resolve
 from analysis.simulate.config import MEASURES, PRIMARY_WEEK, Clinic
 from analysis.simulate.model import simulate_clinic
@@ -56,7 +55,7 @@ def _number_text(values: np.ndarray) -> np.ndarray:
 
 def run_simulate(
     out_dir: Path | str,
-    params: dict[str, Any],
+    params: Params,
     seed: int | None = None,
     n_clients: int | None = None,
     effect: float | None = None,
@@ -66,15 +65,13 @@ def run_simulate(
     Files are written atomically and are byte-identical for the same
     parameters and seed. Returns a one-line summary.
     """
-    cfg = section(params, "simulate")
-    registry_path = (params.get("data") or {}).get("registry")
-    if registry_path:
-        registry = load_registry(resolve(registry_path))
-        absent = [m for m in MEASURES if m not in registry]
-        if absent:
-            raise InputError(
-                f"{registry.source}: the simulator records {', '.join(absent)}; add them to the measures registry"
-            )
+    cfg = params.simulate
+    registry = load_registry(resolve(params.data.registry))
+    absent = [m for m in MEASURES if m not in registry]
+    if absent:
+        raise InputError(
+            f"{registry.source}: the simulator records {', '.join(absent)}; add them to the measures registry"
+        )
     seed = int(cfg.get("seed", 0) if seed is None else seed)
     t0 = time.perf_counter()
     clinic = simulate_clinic(cfg, seed, n_clients=n_clients, effect=effect)

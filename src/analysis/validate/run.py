@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 from analysis import lineage
 from analysis.contract import TABLES, load_registry
 from analysis.errors import ValidationFailed
 from analysis.load import load_inputs
+from analysis.params_schema import Params
 from analysis.validate.checks import validate_tables
 from analysis.validate.report import summary_text, validation_html, validation_json
 
 
-def run_validate(params: dict[str, Any], input_dir: Path | None = None, today: dt.date | None = None) -> str:
+def run_validate(params: Params, input_dir: Path | None = None, today: dt.date | None = None) -> str:
     """I/O edge of ``outcomes validate``: read, check, write reports, rejects and valid tables.
 
     Always writes ``<report_dir>/validation.json``, ``validation.html`` and
@@ -27,19 +27,17 @@ def run_validate(params: dict[str, Any], input_dir: Path | None = None, today: d
     there are errors, unless params ``validate.allow_rejects`` is true and the
     problems are all row-level.
     """
-    from analysis.params import section
     from analysis.paths import resolve
     from analysis.store import write_csv, write_json, write_parquet, write_text
 
-    data = section(params, "data")
-    v = section(params, "validate")
-    folder = resolve(input_dir) if input_dir else resolve(data["input"])
-    registry = load_registry(resolve(data["registry"]))
-    inputs = load_inputs(folder, max_mb=float(v.get("max_file_mb", 512)))
+    data, v = params.data, params.validate_
+    folder = resolve(input_dir) if input_dir else resolve(data.input)
+    registry = load_registry(resolve(data.registry))
+    inputs = load_inputs(folder, max_mb=v.max_file_mb)
     result = validate_tables(inputs, registry, today)
-    shown = str(input_dir) if input_dir else str(data["input"])
+    shown = str(input_dir) if input_dir else data.input
     report = validation_json(result, shown)
-    report_dir, out_dir = resolve(v["report_dir"]), resolve(v["out_dir"])
+    report_dir, out_dir = resolve(v.report_dir), resolve(v.out_dir)
     write_json(report_dir / "validation.json", report)
     write_text(report_dir / "validation.html", validation_html(report))
     write_csv(out_dir / "rejects.csv", result.rejects)
@@ -53,7 +51,7 @@ def run_validate(params: dict[str, Any], input_dir: Path | None = None, today: d
         write_parquet(out_dir / f"{name}.parquet", frame)
         written.append(out_dir / f"{name}.parquet")
     lineage.record(out_dir, "validate", inputs.paths, written)
-    if result.errors and not v.get("allow_rejects", False):
+    if result.errors and not v.allow_rejects:
         raise ValidationFailed(result.problems)
     text = summary_text(result, shown)
     return text + "\n" + "\n".join(f"wrote {p}" for p in written)

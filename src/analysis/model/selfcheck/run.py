@@ -8,7 +8,6 @@ import functools
 import io
 import os
 import time
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ import pandas as pd
 from analysis.model.lmm import DF_METHODS
 from analysis.model.selfcheck.study import simulation_study
 from analysis.model.selfcheck.summary import MC_FLAG, summarise
-from analysis.params import section
+from analysis.params_schema import Params
 from analysis.paths import resolve
 from analysis.store import write_bytes, write_csv, write_json
 
@@ -55,7 +54,7 @@ def selfcheck_figure(runs: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: int | None = None) -> str:
+def run_selfcheck(params: Params, n_clinics: int | None = None, seed: int | None = None) -> str:
     """I/O edge: run both scenarios with a progress bar; write selfcheck.csv (one row per clinic),
     selfcheck_summary.csv (one row per scenario, with its interpretation), selfcheck.json, selfcheck.png.
 
@@ -65,14 +64,13 @@ def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: in
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    sc = section(params, "selfcheck")
-    n_clinics = int(sc["n_clinics"] if n_clinics is None else n_clinics)
-    seed = int(sc["seed"] if seed is None else seed)
-    n_clients = int(sc["n_clients"])
-    n_small = int(sc.get("n_clients_small", 40))
-    workers = int(sc.get("workers") or os.cpu_count() or 1)
-    effect = float(section(params, "simulate")["hip_slope_effect"])
-    alpha = float(section(params, "model").get("alpha", 0.05))
+    sc = params.selfcheck
+    n_clinics = sc.n_clinics if n_clinics is None else n_clinics
+    seed = sc.seed if seed is None else seed
+    n_clients, n_small = sc.n_clients, sc.n_clients_small
+    workers = sc.workers or os.cpu_count() or 1
+    effect = float(params.simulate["hip_slope_effect"])
+    alpha = params.model.alpha
     # The null is strict: with the moderation kept, the effect would still vary with symptom duration.
     scenarios = [
         ("effect", effect, n_clients, seed, None),
@@ -100,7 +98,7 @@ def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: in
             )
     runs = pd.concat(parts, ignore_index=True)
     summary = summarise(runs, alpha)
-    out = resolve(sc["out_dir"])
+    out = resolve(sc.out_dir)
     write_csv(out / "selfcheck.csv", runs.drop(columns="seconds"))  # timings vary run to run
     write_csv(out / "selfcheck_summary.csv", summary)
     write_json(
@@ -113,10 +111,10 @@ def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: in
                 "seed": seed,
                 "effect": effect,
                 "df_methods": list(DF_METHODS),
-                "chronicity_moderation": float(section(params, "simulate")["chronicity_moderation"]),
+                "chronicity_moderation": float(params.simulate["chronicity_moderation"]),
                 "no_effect_seed": seed + 1,
                 "no_effect_chronicity_moderation": 0.0,
-                "primary_week": float(section(params, "model")["primary_week"]),
+                "primary_week": params.model.primary_week,
                 "alpha": alpha,
                 "mc_flag": MC_FLAG,
             },
@@ -131,7 +129,7 @@ def run_selfcheck(params: dict[str, Any], n_clinics: int | None = None, seed: in
             ),
         },
     )
-    method = str(section(params, "model").get("df_method", "satterthwaite"))
+    method = params.model.df_method
     write_bytes(out / "selfcheck.png", selfcheck_figure(runs[runs["method"] == method]))
     lines = [
         (

@@ -16,7 +16,7 @@ from analysis.model.fit import fit_mixed_with_fallback, fit_options, linear_cont
 from analysis.model.lmm import DF_METHODS
 from analysis.model.prepare import primary_data
 from analysis.model.primary import GROUPS, RE_FORMULA, SLOPE_TERM, primary_formula
-from analysis.params import section
+from analysis.params_schema import ModelParams, Params
 
 RUN_COLUMNS = [
     "scenario",
@@ -54,7 +54,7 @@ def simulation_study(
     n_clients: int,
     effect: float,
     seed: int,
-    cfg: dict[str, Any],
+    params: Params,
     *,
     scenario: str = "effect",
     moderation: float | None = None,
@@ -68,7 +68,7 @@ def simulation_study(
     n_clinics, n_clients : number of clinics, clients per clinic.
     effect : true difference in NPRS slope per week, hip- minus knee-focused.
     seed : master seed; clinic ``k`` uses the ``k``-th of :func:`clinic_seeds`.
-    cfg : the whole params dict (sections ``simulate`` and ``model`` are used).
+    params : the typed params (sections ``simulate`` and ``model`` are used).
     scenario : label written in the ``scenario`` column.
     moderation : overrides ``simulate.chronicity_moderation`` (None = as in
         params); 0 with ``effect=0`` gives a strict null.
@@ -87,7 +87,7 @@ def simulation_study(
     ``covered_recorded``, ``rejected`` (p < alpha), ``n_clients`` analysed and
     ``seconds`` (prepare + fit).
     """
-    sim_cfg, model_cfg = section(cfg, "simulate"), section(cfg, "model")
+    sim_cfg, model_cfg = params.simulate, params.model
     if moderation is not None:
         sim_cfg = {**sim_cfg, "chronicity_moderation": float(moderation)}
     jobs = [
@@ -113,7 +113,7 @@ def simulation_study(
 
 
 #: one clinic of the study: (index, seed, simulate params, model params, clients, true effect, scenario)
-Job = tuple[int, int, dict[str, Any], dict[str, Any], int, float, str]
+Job = tuple[int, int, dict[str, Any], ModelParams, int, float, str]
 
 
 def _one_clinic(job: Job) -> list[dict[str, Any]]:
@@ -121,8 +121,8 @@ def _one_clinic(job: Job) -> list[dict[str, Any]]:
     from analysis.simulate import simulate_clinic
 
     k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario = job
-    alpha = float(model_cfg.get("alpha", 0.05))
-    week = float(model_cfg["primary_week"])
+    alpha = model_cfg.alpha
+    week = model_cfg.primary_week
     clinic = simulate_clinic(sim_cfg, clinic_seed, n_clients=n_clients, effect=effect)
     dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     t0 = time.perf_counter()
@@ -138,9 +138,8 @@ def _one_clinic(job: Job) -> list[dict[str, Any]]:
         nan = float("nan")
         h = sd = {"estimate": nan, "se": nan, "df": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
         if fit.ok:
-            fit.df_method = method
-            h = linear_contrast(fit, {SLOPE_TERM: week}, alpha)
-            sd = linear_contrast(fit, {SLOPE_TERM: 1.0}, alpha)
+            h = linear_contrast(fit, {SLOPE_TERM: week}, alpha, df_method=method)
+            sd = linear_contrast(fit, {SLOPE_TERM: 1.0}, alpha, df_method=method)
         fitted = fit.ok and np.isfinite(h["se"])
         rows.append(
             dict(

@@ -60,13 +60,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2024)
     args = ap.parse_args()
     params = load_params()
-    sim = {**params["simulate"], "planned_sessions_mean": 10, "sessions_max": 12}
-    cfg = params["model"]
+    sim = {**params.simulate, "planned_sessions_mean": 10, "sessions_max": 12}
+    cfg = params.model
     rows = []
     for i, n in enumerate(args.sizes):
         reps = args.repeats[min(i, len(args.repeats) - 1)]
         sm_reps = args.sm_repeats[min(i, len(args.sm_repeats) - 1)]
-        clinic = simulate_clinic(sim, args.seed, n_clients=n)
+        clinic = simulate_clinic(sim, args.seed, n_clients=n, primary_week=cfg.primary_week)
         pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), cfg)
         formula, week = primary_formula(pdata), float(cfg["primary_week"])
 

@@ -9,6 +9,8 @@ Helpers (import them as ``from conftest import ...``):
 - :func:`write_params` — a params.yaml whose paths all point into a temporary folder.
 - :func:`deidentify_argv` — ``outcomes deidentify`` on the bundled example export and mapping.
 - :func:`deidentify_example` — the same through the Python API, into ``folder/out``.
+- :func:`results_from` — a typed :class:`analysis.results.Results`: the real model's results for the demo
+  (``fixtures/results_demo.json``, written by ``outcomes model``) with a test's own values merged in.
 
 Fixtures: ``registry`` (the project's measures registry), ``text_tables`` (a fresh
 copy of the valid tables per test), ``input_dir`` (those tables written as CSV).
@@ -16,6 +18,7 @@ copy of the valid tables per test), ``input_dir`` (those tables written as CSV).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from analysis.contract import TABLES, Registry, load_registry
 from analysis.deidentify import run_deidentify
 from analysis.load import ROW_INDEX, Inputs
 from analysis.params import load_params
+from analysis.results import Results, parse_results
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REGISTRY_PATH = PROJECT_ROOT / "config" / "measures.yaml"
@@ -56,6 +60,20 @@ def deidentify_example(folder: Path, key: bytes, **options: Any) -> tuple[Path, 
         **options,
     )
     return out, msg
+
+
+def results_from(partial: dict[str, Any]) -> Results:
+    """The demo's real results (``tests/fixtures/results_demo.json``) with ``partial`` merged in, validated.
+
+    A test states only the numbers it is about; everything else is what the model wrote for the demo.
+    Regenerate the fixture with ``make report`` and a copy of ``reports/results/results.json``.
+    """
+    base = json.loads((Path(__file__).parent / "fixtures" / "results_demo.json").read_text(encoding="utf-8"))
+    base["primary"] = {**base["primary"], **partial.get("primary", {})}  # the keys given replace the demo's
+    if "secondary" in partial:  # exactly the analyses the test lists, each filled in from the demo's
+        shared = {"label": "", "exploratory": True, "reason": None, "method": "", "notes": []}
+        base["secondary"] = {k: {**base["secondary"].get(k, shared), **v} for k, v in partial["secondary"].items()}
+    return parse_results(base, "results_from")
 
 
 def valid_text_tables() -> dict[str, pd.DataFrame]:

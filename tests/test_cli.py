@@ -97,5 +97,5 @@ def test_local_params_override_stays_out_of_git(tmp_path):
 
     p = _params_file(tmp_path, lambda params: None)
     (tmp_path / "params.local.yaml").write_text("data:\n  input: /private/clinic\n")
-    assert load_params(p)["data"]["input"] == "/private/clinic"
+    assert load_params(p).data.input == "/private/clinic"
     assert "params.local.yaml" in (ROOT / ".gitignore").read_text()

@@ -334,8 +334,8 @@ def test_mapping_errors_are_clear(change, message):
 
 
 def test_committed_example_matches_generator():
-    p = load_params(ROOT / "params.yaml")["privacy"]
-    expected = make_example_export(p["example_seed"], p["example_patients"])
+    p = load_params(ROOT / "params.yaml").privacy
+    expected = make_example_export(p.example_seed, p.example_patients)
     got = pd.read_csv(EXAMPLES / "practice_export.csv", dtype=str, keep_default_na=False)
     assert got.columns.tolist() == expected.columns.tolist()
     assert got.to_numpy().tolist() == expected.fillna("").to_numpy().tolist()

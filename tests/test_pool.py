@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from analysis.cli import main
+from analysis.params import load_params, with_updates
 from analysis.pool import meta
 from analysis.pool.bundle import read_bundles
 from analysis.pool.run import pool, run_pool, schema
 from analysis.report import findings as fnd
+from conftest import results_from
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -29,7 +31,7 @@ def bundle(
     chron=(-0.01, 0.04),
     mcid_points: float = 2.0,
 ) -> dict:
-    params = {"model": {**PARAMS["model"], "measure": measure}}
+    params = with_updates(load_params(ROOT / "params.yaml"), {"model": {"measure": measure}})
     results = {
         "primary": {
             "status": "ok",
@@ -69,7 +71,7 @@ def bundle(
         },
     }
     return fnd.build_findings(
-        results,
+        results_from(results),
         clinic_id=clinic,
         period=("2024-01", "2025-06"),
         n_by_group={"hip-focused": 40, "knee-focused": 40},
@@ -182,7 +184,7 @@ def test_usage_errors_exit_2(tmp_path):
 def test_demo_network_recovers_the_generating_effect(tmp_path):
     from analysis.pool.demo import run_network
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
     # three small clinics and a tiny between-clinic SD: a fast end-to-end run of the whole pipeline per clinic
     r = run_network(tmp_path / "net", params, n_clinics=3, tau=0.02, seed=7, sizes=(90, 120, 150), say=lambda s: None)
     assert (tmp_path / "net" / "pooled" / "pooled.pdf").is_file()

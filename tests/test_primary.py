@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from analysis.model.prepare import primary_data, reference_order
 from analysis.model.primary import fit_diagnostics, primary_analysis, primary_formula
 from analysis.model.run import metrics, sort_table, summary_line
+from analysis.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-CFG = PARAMS["model"]
+PARAMS = load_params(ROOT / "params.yaml")
+CFG = PARAMS.model
 
 
 def make_dataset(n: int = 160, slope_diff: float = -0.15, seed: int = 1, sessions: int = 7) -> pd.DataFrame:
@@ -223,8 +222,9 @@ def test_diagnostics_tables(analysed):
 
 
 def test_failed_fit_reports_no_estimate(dataset):
-    cfg = copy.deepcopy(CFG)
-    cfg["singular_tol"] = 1e9  # every fit "singular": the planned model and its fallback must both fail
+    cfg = CFG.model_copy(
+        update={"singular_tol": 1e9}
+    )  # every fit "singular": the planned model and its fallback must both fail
     pdata = primary_data(dataset, cfg)
     entry, tables, fit = primary_analysis(pdata, cfg)
     assert entry["status"] == "failed" and fit.result is None
@@ -249,13 +249,13 @@ def test_recovery_on_a_simulated_clinic():
     simulate = pytest.importorskip("analysis.simulate")
     from analysis.join import build_analysis_dataset
 
-    clinic = simulate.simulate_clinic(PARAMS["simulate"], seed=101, n_clients=600)
+    clinic = simulate.simulate_clinic(PARAMS.simulate, seed=101, n_clients=600, primary_week=CFG.primary_week)
     ds = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     pdata = primary_data(ds, CFG)
     entry, _, _ = primary_analysis(pdata, CFG)
     truth = clinic.truth
     assert entry["status"] == "ok"
-    assert abs(entry["estimate"] - truth["true_change_difference_week6"]) < 3 * entry["se"]
+    assert abs(entry["estimate"] - truth["true_change_difference_primary_week"]) < 3 * entry["se"]
     sd = entry["slope_difference"]
     assert abs(sd["estimate"] - truth["true_slope_difference"]) < 3 * sd["se"]
     assert entry["n_clients"] <= truth["counts"]["clients_hip_focused"] + truth["counts"]["clients_knee_focused"]

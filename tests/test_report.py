@@ -11,6 +11,7 @@ import json
 import math
 import re
 import sys
+from html import unescape
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from analysis.contract import load_registry
 from analysis.errors import PrivacyError
+from analysis.params import load_params, with_updates
 from analysis.privacy import check_peer_output
 from analysis.report import (
     build,
@@ -30,12 +32,17 @@ from analysis.report import (
     summary,
     therapist,
 )
+from analysis.results import read_results
+from conftest import results_from
 from fixtures.real_project import CLINIC, TINY, copy_project, modelled_project
 
-from analysis.params import with_updates
-from analysis.results import read_results
-
 MAIN = Path(__file__).resolve().parents[1]
+PARAMS = load_params(MAIN / "params.yaml")
+
+
+def _primary(values: dict):
+    """A typed primary result: the demo's, with ``values`` in place of its own."""
+    return results_from({"primary": values}).primary
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +82,8 @@ def test_every_status_the_model_emits_is_rendered(built, built_failed):
     for root, _, _ in (built, built_failed):
         results = read_results(root / "reports/results/results.json")
         seen_primary.add(results.primary.status)
-        html = (root / "reports/therapist/index.html").read_text(encoding="utf-8")
-        peer_html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
+        html = unescape((root / "reports/therapist/index.html").read_text(encoding="utf-8"))
+        peer_html = unescape((root / "reports/peer/report.html").read_text(encoding="utf-8"))
         for key, entry in results.secondary.items():
             seen_secondary.add(entry.status)
             label = secondary_text.SECONDARY_LABELS.get(key, key)
@@ -227,13 +234,15 @@ def nprs():
     ],
 )
 def test_primary_sentence_follows_sign_and_ci(nprs, est, lo, hi, expected):
-    text = summary.primary_sentence({"status": "ok", "estimate": est, "ci_low": lo, "ci_high": hi}, nprs, 6)
+    text = summary.primary_sentence(_primary({"status": "ok", "estimate": est, "ci_low": lo, "ci_high": hi}), nprs, 6)
     assert expected in text
     assert "95% CI" in text
 
 
 def test_primary_sentence_when_fit_failed(nprs):
-    text = summary.primary_sentence({"status": "failed", "estimate": None, "reason": "did not converge"}, nprs, 6)
+    text = summary.primary_sentence(
+        _primary({"status": "failed", "estimate": None, "reason": "did not converge"}), nprs, 6
+    )
     assert "could not be estimated" in text and "did not converge" in text
     assert not re.search(r"\d\.\d", text)
 
@@ -287,10 +296,12 @@ def test_mcid_needed_takes_the_easier_of_points_and_percent(nprs):
 
 def test_forest_rows_keep_failed_analyses_visible():
     rows = summary.forest_rows(
-        {
-            "primary": {"status": "failed", "reason": "x"},
-            "secondary": {"gee": {"status": "ok", "estimate": -1, "ci_low": -2, "ci_high": 0}},
-        }
+        results_from(
+            {
+                "primary": {"status": "failed", "reason": "x", "estimate": None},
+                "secondary": {"gee": {"status": "done", "estimate": -1, "ci_low": -2, "ci_high": 0}},
+            }
+        )
     )
     assert rows["label"].iloc[0].startswith("Primary") and math.isnan(rows["estimate"].iloc[0])
     assert rows.loc[rows["label"].str.startswith("GEE"), "estimate"].item() == -1
@@ -312,9 +323,9 @@ def test_fallback_fit_is_reported_as_such():
 
     pain = Measure("knee_pain_nprs", "Knee pain", "points", 0, 10, True, "lower_is_better", 2, 30)
     primary = {"status": "fallback", "estimate": -1.0, "ci_low": -1.8, "ci_high": -0.2, "reason": "boundary"}
-    text = summary.primary_sentence(primary, pain, 6)
+    text = summary.primary_sentence(_primary(primary), pain, 6)
     assert "improved by 1.0 more" in text and "random intercept only" in text
-    failed = summary.primary_sentence({"status": "failed", "reason": "did not converge"}, pain, 6)
+    failed = summary.primary_sentence(_primary({"status": "failed", "reason": "did not converge"}), pain, 6)
     assert "could not be estimated" in failed and "did not converge" in failed and "−" not in failed
 
 
@@ -335,11 +346,11 @@ def test_findings_hide_the_other_group_when_one_is_small():
         "secondary": {},
     }
     bundle = findings.build_findings(
-        results,
+        results_from(results),
         clinic_id="KTESTCLINIC01",
         period=("2024-01", "2024-06"),
         n_by_group={"hip-focused": 19, "knee-focused": 4},
-        params={"model": {}},
+        params=PARAMS,
         params_sha256="0" * 64,
         packages={"pandas": "x"},
         code_version="v0",
@@ -384,11 +395,11 @@ def _bundle(primary_extra: dict | None = None, responders: dict | None = None, p
         "secondary": {"responders": responders} if responders else {},
     }
     return findings.build_findings(
-        results,
+        results_from(results),
         clinic_id="KTESTCLINIC01",
         period=("2024-01", "2024-06"),
         n_by_group={"hip-focused": 22, "knee-focused": 18},
-        params=params or {"model": {"measure": "knee_pain_nprs", "primary_week": 6}},
+        params=with_updates(PARAMS, params or {"model": {"measure": "knee_pain_nprs", "primary_week": 6}}),
         params_sha256="0" * 64,
         packages={"pandas": "x"},
         code_version="v0",
@@ -456,16 +467,17 @@ def test_findings_v2_compatibility_key_changes_with_the_estimand():
 def test_clinic_identity_is_stable_unique_and_never_shared(tmp_path, monkeypatch):
     monkeypatch.delenv(findings.CLINIC_ID_ENV, raising=False)
     store = tmp_path / "cfg" / "clinic_id"
-    first = findings.clinic_identity({"report": {}}, store)
+    first = findings.clinic_identity(PARAMS, store)
     assert re.fullmatch(r"K[A-Z2-7]{12}", first) and store.read_text().strip() == first
-    assert findings.clinic_identity({"report": {}}, store) == first  # stable
-    other = findings.clinic_identity({"report": {}}, tmp_path / "other" / "clinic_id")
+    assert findings.clinic_identity(PARAMS, store) == first  # stable
+    other = findings.clinic_identity(PARAMS, tmp_path / "other" / "clinic_id")
     assert other != first  # another machine, another id
-    assert findings.clinic_identity({"report": {"clinic_id": "north-clinic"}}, store) == "north-clinic"
+    named = with_updates(PARAMS, {"report": {"clinic_id": "north-clinic"}})
+    assert findings.clinic_identity(named, store) == "north-clinic"
 
 
 def _sens_results(primary_ci=(-1.66, -0.2), iptw=(-0.49, -1.61, 0.64), mi=(-0.52, -1.28, 0.24), balanced=False):
-    return {
+    r = {
         "primary": {"status": "ok", "estimate": -0.9, "ci_low": primary_ci[0], "ci_high": primary_ci[1]},
         "secondary": {
             "gee": {"status": "done", "estimate": -0.84, "ci_low": -1.55, "ci_high": -0.14},
@@ -482,6 +494,7 @@ def _sens_results(primary_ci=(-1.66, -0.2), iptw=(-0.49, -1.61, 0.64), mi=(-0.52
             "tipping_point": {"status": "done", "tipping_delta": None, "conclusion": "no conclusion to tip"},
         },
     }
+    return results_from(r)
 
 
 def test_robustness_sentence_never_lets_the_headline_sound_surer():
@@ -520,13 +533,13 @@ def test_chronicity_is_answered_in_words():
             }
         }
     }
-    text = summary.chronicity_sentence(r)
+    text = summary.chronicity_sentence(results_from(r))
     assert text.startswith("No clear dependence on how long the pain had lasted")
     assert "−0.8 at 4 weeks" in text and "−1.0 at 104 weeks" in text
     r["secondary"]["chronicity"]["interaction"].update(
         ci_low=0.02, ci_high=0.2, p_value=0.01, change_at_primary_week_per_log_unit=0.3
     )
-    assert "smaller the longer the pain had lasted" in summary.chronicity_sentence(r)
+    assert "smaller the longer the pain had lasted" in summary.chronicity_sentence(results_from(r))
 
 
 def test_trajectory_band_is_clipped_to_the_scale_and_thin_data_marked():
@@ -553,8 +566,24 @@ def test_model_tables_in_words_with_df():
     primary = {
         "reference_levels": {"sex": "F"},
         "fixed_effects": {
-            "C(sex)[T.M]": {"estimate": -0.3, "se": 0.3, "df": 116.1, "ci_low": -0.9, "ci_high": 0.3, "p_value": 0.3},
-            "Intercept": {"estimate": 4.6, "se": 0.7, "df": 116.2, "ci_low": 3.2, "ci_high": 6.0, "p_value": 1e-6},
+            "C(sex)[T.M]": {
+                "estimate": -0.3,
+                "se": 0.3,
+                "df": 116.1,
+                "ci_low": -0.9,
+                "ci_high": 0.3,
+                "p_value": 0.3,
+                "df_method": "satterthwaite",
+            },
+            "Intercept": {
+                "estimate": 4.6,
+                "se": 0.7,
+                "df": 116.2,
+                "ci_low": 3.2,
+                "ci_high": 6.0,
+                "p_value": 1e-6,
+                "df_method": "satterthwaite",
+            },
             "week:hip": {
                 "estimate": -0.16,
                 "se": 0.06,
@@ -562,15 +591,17 @@ def test_model_tables_in_words_with_df():
                 "ci_low": -0.28,
                 "ci_high": -0.03,
                 "p_value": 0.01,
+                "df_method": "satterthwaite",
             },
         },
         "random_effects": {
             "variances": {"Intercept": 2.2, "week": 0.09},
+            "covariance": {"cov(Intercept, week)": -0.09},
             "correlation": {"corr(Intercept, week)": -0.2},
             "residual_variance": 0.8,
         },
     }
-    fixed, var = model_tables.model_tables(primary)
+    fixed, var = model_tables.model_tables(_primary(primary))
     assert [f["term"] for f in fixed] == ["intercept", "week × hip-focused", "sex M (vs F)"]
     assert fixed[1]["df"] == 110.3
     assert var[0]["component"] == "between clients: intercept" and var[0]["sd"] == pytest.approx(2.2**0.5)

@@ -26,6 +26,7 @@ from analysis.model.sensitivity import (
     smd,
 )
 from analysis.model.survival import time_to_improvement_analysis
+from analysis.params_schema import ModelParams
 
 NPRS = Measure(
     key="knee_pain_nprs",
@@ -40,31 +41,35 @@ NPRS = Measure(
 )
 REGISTRY = Registry({"knee_pain_nprs": NPRS})
 
-CFG = {
-    "measure": "knee_pain_nprs",
-    "timing": "pre",
-    "followup_weeks": 12,
-    "primary_week": 6,
-    "exposure": {"hip_focused": ["hip", "hip_and_knee"], "comparator": ["knee"], "excluded": ["other"]},
-    "covariates": ["age_band", "sex", "log_symptom_weeks", "sitting_hours", "activity"],
-    "df_method": "satterthwaite",
-    "singular_tol": 1e-4,
-    "alpha": 0.05,
-    "seed": 11,
-    "n_imputations": 5,
-    "iptw_trim": [0.01, 0.99],
-    "smd_target": 0.1,
-    "chronicity_weeks": [4, 26, 104],
-    "mediation_boot": 100,
-    "tipping_deltas": [0.0, 1.0, 2.0, 3.0],
-    "power": 0.8,
-    "target_difference": 1.0,
-    "endpoint_window_weeks": 2,
-    "min_level_n": 5,
-    "mi_pmm_donors": 5,
-    "mi_iterations": 3,
-    "chronicity_grid": {"from": 1, "to": 520, "points": 12},
-}
+CFG = ModelParams.model_validate(
+    {
+        "measure": "knee_pain_nprs",
+        "timing": "pre",
+        "followup_weeks": 12,
+        "primary_week": 6,
+        "exposure": {"hip_focused": ["hip", "hip_and_knee"], "comparator": ["knee"], "excluded": ["other"]},
+        "covariates": ["age_band", "sex", "log_symptom_weeks", "sitting_hours", "activity"],
+        "df_method": "satterthwaite",
+        "singular_tol": 1e-4,
+        "alpha": 0.05,
+        "seed": 11,
+        "n_imputations": 5,
+        "iptw_trim": [0.01, 0.99],
+        "smd_target": 0.1,
+        "chronicity_weeks": [4, 26, 104],
+        "mediation_boot": 100,
+        "tipping_deltas": [0.0, 1.0, 2.0, 3.0],
+        "power": 0.8,
+        "target_difference": 1.0,
+        "endpoint_window_weeks": 2,
+        "min_level_n": 5,
+        "mi_pmm_donors": 5,
+        "mi_iterations": 3,
+        "chronicity_grid": {"from": 1, "to": 520, "points": 12},
+        "out_dir": "unused",
+        "mediator": "hip_ir_gain",
+    }
+)
 
 
 def make_dataset(
@@ -181,8 +186,8 @@ def test_tables_have_documented_columns_and_no_client_ids(results):
     for name, cols in expected.items():
         assert list(tables[name].columns) == cols, name
         assert "client_id" not in tables[name].columns
-    assert len(tables["chronicity"]) == CFG["chronicity_grid"]["points"]
-    assert len(tables["tipping"]) == len(CFG["tipping_deltas"])
+    assert len(tables["chronicity"]) == CFG.chronicity_grid.points
+    assert len(tables["tipping"]) == len(CFG.tipping_deltas)
     assert set(tables["responders"]["group"]) == {"hip_focused", "comparator"}
 
 
@@ -205,7 +210,7 @@ def test_estimates_point_the_known_way(results):
 
 def test_seeded_analyses_are_reproducible(clinic):
     dataset, pdata, _ = clinic
-    cfg = {**CFG, "mediation_boot": 20}
+    cfg = CFG.model_copy(update={"mediation_boot": 20})
     assert mi_analysis(impute(pdata, cfg), cfg, NPRS) == mi_analysis(impute(pdata, cfg), cfg, NPRS)
     first, second = mediation_analysis(pdata, dataset, cfg), mediation_analysis(pdata, dataset, cfg)
     assert first[0] == second[0]
@@ -393,7 +398,7 @@ def test_separation_loses_only_the_adjusted_numbers():
 def test_tipping_point_reported_when_not_reached(clinic):
     _, pdata, _ = clinic
     imp = impute(pdata, CFG)
-    numbers, tables = tipping_analysis(imp, {**CFG, "tipping_deltas": [0.0, 0.01]}, NPRS)
+    numbers, tables = tipping_analysis(imp, CFG.model_copy(update={"tipping_deltas": [0.0, 0.01]}), NPRS)
     if numbers["tipping_delta"] is None:
         assert "not reached" in numbers["conclusion"] or "already" in numbers["conclusion"]
     assert list(tables["tipping"]["delta"]) == [0.0, 0.01]

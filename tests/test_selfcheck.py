@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from analysis.model.selfcheck import (
     RUN_COLUMNS,
@@ -20,11 +18,12 @@ from analysis.model.selfcheck import (
     simulation_study,
     summarise,
 )
+from analysis.params import load_params, with_updates
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-EFFECT = float(PARAMS["simulate"]["hip_slope_effect"])
-MODERATION = float(PARAMS["simulate"]["chronicity_moderation"])
+PARAMS = load_params(ROOT / "params.yaml")
+EFFECT = float(PARAMS.simulate["hip_slope_effect"])
+MODERATION = float(PARAMS.simulate["chronicity_moderation"])
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +145,9 @@ def test_interpretation_of_bias_from_recording_and_failures():
 
 
 def test_run_selfcheck_writes_reproducible_outputs(tmp_path):
-    params = copy.deepcopy(PARAMS)
-    params["selfcheck"].update(n_clients=40, n_clients_small=30, workers=2, out_dir=str(tmp_path / "sc"))
+    params = with_updates(
+        PARAMS, {"selfcheck": {"n_clients": 40, "n_clients_small": 30, "workers": 2, "out_dir": str(tmp_path / "sc")}}
+    )
     text = run_selfcheck(params, n_clinics=2, seed=3)
     assert "coverage" in text and "type-I error" in text and "power" in text and "->" in text
     out = tmp_path / "sc"

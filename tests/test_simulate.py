@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -29,19 +28,22 @@ from analysis.contract import (
     load_registry,
 )
 from analysis.errors import InputError
+from analysis.params import load_params, with_updates
+from analysis.params_schema import Params
 from analysis.simulate import REQUIRED_KEYS, format_tables, run_simulate, simulate_clinic
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 CFG = PARAMS["simulate"]
+WEEK = float(PARAMS["model"]["primary_week"])
 REGISTRY = load_registry(ROOT / "config" / "measures.yaml")
 FILES = ("clients.csv", "sessions.csv", "measurements.csv", "truth.json")
 
 
-def _params(tmp_path: Path) -> dict:
-    p = copy.deepcopy(PARAMS)
-    p["data"]["registry"] = str(ROOT / "config" / "measures.yaml")
-    return p
+def _params(tmp_path: Path) -> Params:
+    return with_updates(
+        load_params(ROOT / "params.yaml"), {"data": {"registry": str(ROOT / "config" / "measures.yaml")}}
+    )
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -50,12 +52,12 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def small():
-    return simulate_clinic(CFG, seed=11, n_clients=60)
+    return simulate_clinic(CFG, seed=11, n_clients=60, primary_week=WEEK)
 
 
 @pytest.fixture(scope="module")
 def large():
-    return simulate_clinic(CFG, seed=12, n_clients=6000)
+    return simulate_clinic(CFG, seed=12, n_clients=6000, primary_week=WEEK)
 
 
 def _timeline(clinic) -> pd.DataFrame:
@@ -95,7 +97,7 @@ def test_committed_demo_is_what_params_generate(tmp_path):
 
 def test_cli_writes_the_clinic_with_overrides(tmp_path):
     ppath = tmp_path / "params.yaml"
-    ppath.write_text(yaml.safe_dump(_params(tmp_path)), encoding="utf-8")
+    ppath.write_text(yaml.safe_dump(_params(tmp_path).model_dump(mode="json", by_alias=True)), encoding="utf-8")
     code = main(
         [
             "--params",
@@ -199,7 +201,7 @@ def test_real_validator_accepts_a_generated_clinic_and_types_it_identically(tmp_
     from analysis.load import load_inputs
 
     run_simulate(tmp_path, _params(tmp_path), seed=4, n_clients=30)
-    clinic = simulate_clinic(CFG, seed=4, n_clients=30)
+    clinic = simulate_clinic(CFG, seed=4, n_clients=30, primary_week=WEEK)
     result = validate.validate_tables(load_inputs(tmp_path), REGISTRY)
     assert result.errors == [], [p.line() for p in result.errors[:5]]
     for name in TABLES:
@@ -213,7 +215,7 @@ def test_truth_has_the_fields(small):
     t = small.truth
     for key in (
         "true_slope_difference",
-        "true_change_difference_week6",
+        "true_change_difference_primary_week",
         "seed",
         "params",
         "moderation",
@@ -226,7 +228,7 @@ def test_truth_has_the_fields(small):
     ):
         assert key in t, key
     assert t["true_slope_difference"] == CFG["hip_slope_effect"]
-    assert t["true_change_difference_week6"] == pytest.approx(6 * CFG["hip_slope_effect"])
+    assert t["true_change_difference_primary_week"] == pytest.approx(6 * CFG["hip_slope_effect"])
     assert t["seed"] == 11 and t["params"]["n_clients"] == 60
     assert set(REQUIRED_KEYS) <= set(t["params"])
     mod = t["moderation"]
@@ -240,9 +242,9 @@ def test_truth_has_the_fields(small):
 
 
 def test_zero_effect_gives_zero_truth_and_no_difference_in_change():
-    clinic = simulate_clinic(CFG, seed=21, n_clients=4000, effect=0.0)
+    clinic = simulate_clinic(CFG, seed=21, n_clients=4000, effect=0.0, primary_week=WEEK)
     assert clinic.truth["true_slope_difference"] == 0.0
-    assert clinic.truth["true_change_difference_week6"] == 0.0
+    assert clinic.truth["true_change_difference_primary_week"] == 0.0
     assert clinic.truth["mediation"]["indirect_slope"] == 0.0
     assert _raw_week6_difference(clinic) == pytest.approx(0.0, abs=0.25)
 
@@ -250,7 +252,7 @@ def test_zero_effect_gives_zero_truth_and_no_difference_in_change():
 def test_raw_week6_difference_tracks_the_truth(large):
     # crude (no model, dropout and rounding ignored): close to the truth, not to zero
     diff = _raw_week6_difference(large)
-    assert diff == pytest.approx(large.truth["true_change_difference_week6"], abs=0.3)
+    assert diff == pytest.approx(large.truth["true_change_difference_primary_week"], abs=0.3)
 
 
 def _raw_week6_difference(clinic) -> float:
@@ -307,7 +309,7 @@ def test_magnitudes_are_realistic(large):
 
 def test_scales_to_20000_clients():
     start = time.perf_counter()
-    clinic = simulate_clinic(CFG, seed=1, n_clients=20_000)
+    clinic = simulate_clinic(CFG, seed=1, n_clients=20_000, primary_week=WEEK)
     assert len(clinic.clients) == 20_000
     assert clinic.clients["client_id"].iloc[-1] == "C20000"
     assert time.perf_counter() - start < 30  # about 0.5 s on a laptop; generous for slow CI
@@ -319,10 +321,10 @@ def test_scales_to_20000_clients():
 def test_missing_key_is_a_clear_error():
     cfg = {k: v for k, v in CFG.items() if k != "knee_slope"}
     with pytest.raises(InputError, match="knee_slope"):
-        simulate_clinic(cfg, seed=1)
+        simulate_clinic(cfg, seed=1, primary_week=WEEK)
 
 
 def test_unknown_category_is_a_clear_error():
     cfg = {**CFG, "sex_shares": {"F": 0.5, "female": 0.5}}
     with pytest.raises(InputError, match=re.escape("simulate.sex_shares")):
-        simulate_clinic(cfg, seed=1)
+        simulate_clinic(cfg, seed=1, primary_week=WEEK)

@@ -8,10 +8,11 @@ import openpyxl
 
 from analysis.contract import TABLES
 from analysis.load import load_inputs
+from analysis.params import load_params
 from analysis.template import DICTIONARY_COLUMNS, dictionary_frame, measures_frame, run_template
 from conftest import REGISTRY_PATH
 
-PARAMS = {"data": {"registry": str(REGISTRY_PATH)}}
+PARAMS = load_params(REGISTRY_PATH.parents[1] / "params.yaml")
 
 
 def test_templates_are_written(tmp_path):

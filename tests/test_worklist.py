@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 
 from analysis.contract import load_registry
+from analysis.params_schema import Attention
 from analysis.report import clients as cl
 from analysis.report import therapist as th
 from analysis.report import worklist as wl
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = {"min_sessions": 4, "min_weeks": 4, "active_weeks": 4}
+CFG = Attention(min_sessions=4, min_weeks=4, active_weeks=4)
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +40,14 @@ def nprs(registry):
     ],
 )
 def test_each_pattern(nprs, values, weeks, expected):
-    assert wl.classify(values[0], values, len(values), weeks, nprs, wl.rules(CFG)) == expected
+    assert wl.classify(values[0], values, len(values), weeks, nprs, CFG) == expected
 
 
 def test_thresholds_come_from_params(nprs):
     values = [6, 6, 6]
-    assert wl.classify(6, values, 3, 2.0, nprs, wl.rules(CFG)) == "too early"
-    assert wl.classify(6, values, 3, 2.0, nprs, wl.rules({"min_sessions": 3})) == "no important improvement"
-    assert (
-        wl.classify(6, values, 3, 2.0, nprs, wl.rules({"min_sessions": 9, "min_weeks": 2}))
-        == "no important improvement"
-    )
+    assert wl.classify(6, values, 3, 2.0, nprs, CFG) == "too early"
+    assert wl.classify(6, values, 3, 2.0, nprs, Attention(min_sessions=3)) == "no important improvement"
+    assert wl.classify(6, values, 3, 2.0, nprs, Attention(min_sessions=9, min_weeks=2)) == "no important improvement"
 
 
 def _dataset(rows: list[tuple[str, str, list[float], str, str]]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from analysis.join import build_analysis_dataset
 from analysis.model.prepare import primary_data
 from analysis.model.primary import primary_formula
 from analysis.params import load_params
+from analysis.params_schema import Params
 from analysis.simulate import simulate_clinic
 
 OUT = Path(__file__).parent / "lmm"
@@ -44,10 +45,10 @@ def sanitise(name: str) -> str:
     return "x_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
 
 
-def write_case(name: str, overrides: dict, seed: int, n_clients: int, re_terms: list[str], params: dict) -> None:
-    sim = {**params["simulate"], **overrides}
-    clinic = simulate_clinic(sim, seed, n_clients=n_clients)
-    pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), params["model"])
+def write_case(name: str, overrides: dict, seed: int, n_clients: int, re_terms: list[str], params: Params) -> None:
+    sim = {**params.simulate, **overrides}
+    clinic = simulate_clinic(sim, seed, n_clients=n_clients, primary_week=params.model.primary_week)
+    pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), params.model)
     y, X = patsy.dmatrices(primary_formula(pdata), pdata.data, return_type="dataframe")
     names = {c: sanitise(c) for c in X.columns}
     frame = pd.concat(

@@ -163,6 +163,6 @@ def analysis_dataset(params: Params, n_clients: int | None = None) -> tuple[pd.D
     from analysis.simulate import simulate_clinic
 
     sim = params.simulate
-    clinic = simulate_clinic(sim, seed=int(sim["seed"]), n_clients=n_clients)
+    clinic = simulate_clinic(sim, seed=int(sim["seed"]), n_clients=n_clients, primary_week=params.model.primary_week)
     dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     return dataset, f"simulated clinic in memory ({dataset['client_id'].nunique()} clients; {path} not found)"

@@ -27,20 +27,22 @@ baseline pain.
 Everything is vectorised over clients (a loop runs over the at most
 ``sessions_max`` session numbers only), so 20,000 clients take seconds.
 
-Layout: ``config`` (parameters, the :class:`Clinic` result, random-draw helpers), ``model`` (the
-data-generating model, pure), ``truth`` (the true effects), ``write`` (CSV text and the I/O edge).
+Layout: ``config`` (parameters, the :class:`Clinic` result, random-draw helpers); the data-generating
+model as named steps, each a pure function with a typed result: ``people`` (clients, exposure,
+trajectories) and ``visits`` (calendar, session details, measurements, attendance); ``model`` (runs
+the steps in order and assembles the tables); ``truth`` (the true effects, at the analysis's primary
+week); ``write`` (CSV text and the I/O edge).
 """
 
 from __future__ import annotations
 
-from analysis.simulate.config import MEASURES, MODEL_VERSION, PRIMARY_WEEK, REQUIRED_KEYS, Clinic, resolve_config
+from analysis.simulate.config import MEASURES, MODEL_VERSION, REQUIRED_KEYS, Clinic, resolve_config
 from analysis.simulate.model import simulate_clinic
 from analysis.simulate.write import format_tables, run_simulate
 
 __all__ = [
     "MEASURES",
     "MODEL_VERSION",
-    "PRIMARY_WEEK",
     "REQUIRED_KEYS",
     "Clinic",
     "format_tables",

@@ -25,7 +25,6 @@ IR_RIGHT = "hip_ir_right_deg"
 LEFS = "lefs"
 MEASURES = (IR_LEFT, IR_RIGHT, NPRS, LEFS)  # alphabetical: the row order within a session
 HIP_FOCI = ("hip", "hip_and_knee")
-PRIMARY_WEEK = 6
 MODEL_VERSION = "simulate-lmm-1"
 
 #: simulate keys that must be present in params.yaml (documented there).

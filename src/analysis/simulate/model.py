@@ -1,49 +1,39 @@
-"""The data-generating model: clients, their sessions and measurements, drawn as the primary model says.
+"""The data-generating model, assembled: (params, seed) -> :class:`~.config.Clinic`.
 
-Pure: (params, seed) -> :class:`~.config.Clinic`; see the package docstring for the model.
+:func:`simulate_clinic` runs the named steps of :mod:`.people` (clients, exposure, trajectories) and
+:mod:`.visits` (calendar, session details, measurements, attendance) in a fixed order on one random
+stream, then builds the three typed contract tables (:func:`assemble_tables`) and the truth
+(:func:`analysis.simulate.truth.clinic_truth`). Pure: see the package docstring for the model.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.contract import (
-    ACTIVITIES,
-    AGE_BANDS,
-    FOCI,
-    KNEES,
-    SEXES,
-    TABLES,
-    TECHNIQUES,
-)
-from analysis.simulate.config import (
-    HIP_FOCI,
-    IR_LEFT,
-    IR_RIGHT,
-    LEFS,
-    NPRS,
-    Clinic,
-    blank,
-    draw,
-    dt64,
-    ids,
-    norm,
-    resolve_config,
-    shares,
-    sigmoid,
-    weekday_forward,
-)
+from analysis.contract import TABLES
+from analysis.simulate.config import IR_LEFT, IR_RIGHT, LEFS, NPRS, Clinic, blank, ids, resolve_config
+from analysis.simulate.people import Clients, draw_clients, draw_exposure, draw_trajectories
 from analysis.simulate.truth import clinic_truth
-
-# --------------------------------------------------------------------------- the generator
+from analysis.simulate.visits import (
+    Measured,
+    SessionDetails,
+    draw_attendance,
+    draw_calendar,
+    draw_measurements,
+    draw_session_details,
+)
 
 
 def simulate_clinic(
-    cfg: dict[str, Any], seed: int, *, n_clients: int | None = None, effect: float | None = None
+    cfg: dict[str, Any],
+    seed: int,
+    *,
+    n_clients: int | None = None,
+    effect: float | None = None,
+    primary_week: float,
 ) -> Clinic:
     """Simulate one clinic from the ``simulate`` parameters.
 
@@ -58,6 +48,9 @@ def simulate_clinic(
     effect : float, optional
         Overrides ``cfg["hip_slope_effect"]``: the true average difference in the
         NPRS slope (points per week), hip-focused minus knee-focused first session.
+    primary_week : float
+        The analysis's primary week (params ``model.primary_week``): the truth's change difference is
+        stated at this week.
 
     Returns
     -------
@@ -66,205 +59,64 @@ def simulate_clinic(
         sitting_hours, activity, knee), ``sessions`` (session_id, client_id,
         session_date, therapist_id, focus, techniques, minutes),
         ``measurements`` (session_id, measure, timing, value) and ``truth``
-        (``true_slope_difference``, ``true_change_difference_week6``, the model,
+        (``true_slope_difference``, ``true_change_difference_primary_week``, the model,
         the seed and the parameters used).
 
     Examples
     --------
     >>> from analysis.params import load_params
-    >>> c = simulate_clinic(load_params()["simulate"], seed=1, n_clients=20)
-    >>> len(c.clients), c.truth["true_slope_difference"], c.truth["true_change_difference_week6"]
+    >>> p = load_params()
+    >>> c = simulate_clinic(p.simulate, seed=1, n_clients=20, primary_week=p.model.primary_week)
+    >>> len(c.clients), c.truth["true_slope_difference"], c.truth["true_change_difference_primary_week"]
     (20, -0.15, -0.9)
     """
     p = resolve_config(cfg, seed, n_clients, effect)
     rng = np.random.default_rng(p["seed"])
-    n, K = int(p["n_clients"]), int(p["sessions_max"])
-
-    # ---- clients -----------------------------------------------------------------------------
-    sex = draw(rng, p["sex_shares"], SEXES, n)
-    age = draw(rng, p["age_band_shares"], AGE_BANDS, n)
-    activity = draw(rng, p["activity_shares"], ACTIVITIES, n)
-    knee = draw(rng, p["knee_shares"], KNEES, n)
-    # right-skewed duration; a few chronic clients beyond two years, never beyond the contract's 1040
-    log_sw_draw = np.log(p["symptom_weeks_median"]) + p["symptom_weeks_log_sd"] * rng.standard_normal(n)
-    sw = np.clip(np.rint(np.exp(log_sw_draw)), 1, 1040).astype(np.int64)
-    sitting = np.clip(
-        np.round(2 * (p["sitting_hours_mean"] + p["sitting_hours_sd"] * rng.standard_normal(n))) / 2, 0, 14
+    n, k_max = int(p["n_clients"]), int(p["sessions_max"])
+    # the order of the steps is the order of the random draws: same seed, same clinic
+    clients = draw_clients(rng, p, n)
+    exposure = draw_exposure(rng, p, clients)
+    trajectories = draw_trajectories(rng, p, clients, exposure)
+    calendar = draw_calendar(rng, p, n, k_max)
+    details = draw_session_details(rng, p, exposure, k_max)
+    measured = draw_measurements(rng, p, trajectories, calendar, details)
+    attend = draw_attendance(rng, p, measured, calendar)
+    tables = assemble_tables(p, clients, calendar.days, details, measured, attend)
+    truth = clinic_truth(
+        p,
+        clients,
+        exposure,
+        trajectories,
+        primary_week=primary_week,
+        n_sessions=len(tables["sessions"]),
+        n_measurements=len(tables["measurements"]),
     )
-    sitting_missing = rng.random(n) < p["missing_sitting"]
-    log_sw = np.log(sw + 1.0)
-    run_cycle = np.isin(activity, ["running", "cycling"])
-    female = sex == "F"
-    age_idx = np.searchsorted(np.array(AGE_BANDS, dtype=object), age).astype(float)
+    return Clinic(truth=truth, **tables)
 
-    # ---- exposure: focus of the first session (confounding by indication) -------------------
-    sit_c = sitting - 7.0
-    p_hip = sigmoid(
-        p["hip_logit_intercept"] + p["hip_logit_per_sitting_hour"] * sit_c + p["hip_logit_run_cycle"] * run_cycle
-    )
-    u_other, u_hip, u_hk = rng.random(n), rng.random(n), rng.random(n)
-    is_other = u_other < p["focus_other_share"]
-    hip = (~is_other) & (u_hip < p_hip)
-    base_focus = np.where(
-        is_other, "other", np.where(hip, np.where(u_hk < p["hip_and_knee_share"], "hip_and_knee", "hip"), "knee")
-    ).astype(object)
-    compared = ~is_other
-    hip_f = hip.astype(float)
 
-    # ---- latent pain trajectory (the linear mixed model) ------------------------------------
-    effect_total = float(p["hip_slope_effect"])
-    indirect = float(p["mediated_share"]) * effect_total
-    direct = effect_total - indirect
-    gamma = indirect / p["hip_ir_gain_per_week"] if p["hip_ir_gain_per_week"] > 0 else 0.0
-    centre = float(log_sw[compared].mean()) if compared.any() else float(log_sw.mean())
-    cov_effect = (
-        p["nprs_per_sitting_hour"] * sit_c
-        + p["nprs_run_cycle"] * (run_cycle - 0.37)
-        + p["nprs_female"] * (female - 0.6)
-        + p["nprs_per_age_band"] * (age_idx - 2.5)
-        + p["nprs_per_log_symptom_weeks"] * (log_sw - math.log(21.0))
-    )
-    z0, z1 = rng.standard_normal(n), rng.standard_normal(n)
-    rho = float(p["intercept_slope_corr"])
-    u0 = p["intercept_sd"] * z0
-    u1 = p["slope_sd"] * (rho * z0 + math.sqrt(1 - rho**2) * z1)
-    w_ir = p["hip_ir_gain_sd"] * rng.standard_normal(n)
-    ir_slope = p["hip_ir_gain_knee"] + p["hip_ir_gain_per_week"] * hip_f + w_ir
-    level = p["baseline_nprs_mean"] + cov_effect + u0
-    hip_term = direct + p["chronicity_moderation"] * (log_sw - centre)
-    slope_knee_cf = p["knee_slope"] + gamma * w_ir + u1  # counterfactual slope without hip focus
-    slope_hip_cf = slope_knee_cf + hip_term + gamma * p["hip_ir_gain_per_week"]
-    slope = np.where(hip, slope_hip_cf, slope_knee_cf)
-
-    # ---- calendar: first session, gaps, weekdays ---------------------------------------------
-    start = dt64(p["start_date"]).astype(np.int64)
-    ref = dt64(p["reference_date"]).astype(np.int64)
-    days = np.empty((n, K), dtype=np.int64)
-    days[:, 0] = weekday_forward(start + rng.integers(0, int(p["enrol_days"]) + 1, n))
-    spacing = float(p["visit_spacing_days"])
-    gaps = np.maximum(2, np.rint(rng.gamma(4.0, spacing / 4.0, (n, K)))).astype(np.int64)
-    for k in range(1, K):
-        days[:, k] = weekday_forward(days[:, k - 1] + gaps[:, k])
-    weeks = (days - days[:, [0]]) / 7.0
-
-    # ---- sessions' focus, therapist, techniques, minutes -------------------------------------
-    focus = np.repeat(base_focus[:, None], K, axis=1)
-    switch = rng.random((n, K)) < p["focus_switch"]
-    switch[:, 0] = False
-    u_target = rng.random((n, K))
-    for b in FOCI:  # the switch target is any other focus, by the switch shares
-        cats, w = shares({f: v for f, v in p["focus_switch_shares"].items() if f != b}, FOCI)
-        sel = switch & (base_focus[:, None] == b)  # by the first focus: no cell switches twice
-        focus[sel] = cats[np.minimum(np.searchsorted(np.cumsum(w), u_target[sel], side="right"), len(cats) - 1)]
-    therapists = np.array([str(t) for t in p["therapists"]], dtype=object)
-    usual = rng.integers(0, len(therapists), n)
-    other_t = (usual[:, None] + rng.integers(1, max(len(therapists), 2), (n, K))) % len(therapists)
-    ther = therapists[np.where(rng.random((n, K)) < p["usual_therapist_share"], usual[:, None], other_t)]
-    ther_missing = rng.random((n, K)) < p["missing_therapist"]
-    tech_cats = [t for t in TECHNIQUES if t in p["technique_shares"]]
-    tech_p = np.array([float(p["technique_shares"][t]) for t in tech_cats])
-    tech_bits = np.array([TECHNIQUES.index(c) for c in tech_cats])
-    tech_on = rng.random((n, K, len(tech_cats))) < tech_p
-    # 'other' focus sessions lean on other techniques; every session uses at least one technique
-    if "other" in tech_cats:
-        tech_on[..., tech_cats.index("other")] |= (focus == "other") & (rng.random((n, K)) < 0.6)
-    none = ~tech_on.any(axis=2)
-    tech_on[none, int(np.argmax(tech_p))] = True
-    tech_code = (tech_on * (1 << tech_bits)).sum(axis=2)
-    tech_lookup = np.array(  # bit j of the code = TECHNIQUES[j] used; contract order within the text
-        [";".join(t for j, t in enumerate(TECHNIQUES) if c >> j & 1) for c in range(1 << len(TECHNIQUES))],
-        dtype=object,
-    )
-    tech_missing = rng.random((n, K)) < p["missing_techniques"]
-    mchoices = np.array(p["minutes_choices"], dtype=np.int64)
-    u_min = rng.random((n, K))
-    minutes = np.where(
-        np.arange(K)[None, :] == 0,
-        mchoices[
-            np.minimum(
-                np.searchsorted(np.cumsum(norm(p["minutes_first_shares"])), u_min, side="right"), len(mchoices) - 1
-            )
-        ],
-        mchoices[
-            np.minimum(
-                np.searchsorted(np.cumsum(norm(p["minutes_later_shares"])), u_min, side="right"), len(mchoices) - 1
-            )
-        ],
-    )
-
-    # ---- measurements on the full client x session grid --------------------------------------
-    pre_latent = level[:, None] + slope[:, None] * weeks + p["residual_sd"] * rng.standard_normal((n, K))
-    nprs_pre = np.clip(np.rint(pre_latent), 0, 10)
-    hipish = np.isin(focus, HIP_FOCI)
-    drop = np.maximum(
-        0.0,
-        np.where(hipish, p["immediate_drop_hip"], p["immediate_drop_knee"])
-        + p["immediate_drop_sd"] * rng.standard_normal((n, K)),
-    )
-    nprs_post = np.clip(np.rint(pre_latent - drop), 0, 10)
-    res = float(p["hip_ir_resolution"])
-    ir_base = p["hip_ir_mean"] + p["hip_ir_sd"] * rng.standard_normal(n)
-    ir_pre, ir_post = [], []
-    for _side in (IR_LEFT, IR_RIGHT):
-        side_base = ir_base + p["hip_ir_side_sd"] * rng.standard_normal(n)
-        pre = side_base[:, None] + ir_slope[:, None] * weeks + p["hip_ir_error_sd"] * rng.standard_normal((n, K))
-        imm = np.where(hipish, p["hip_ir_immediate_hip"], p["hip_ir_immediate_knee"])
-        post = pre + imm + p["hip_ir_error_sd"] * rng.standard_normal((n, K))
-        ir_pre.append(np.clip(np.rint(pre / res) * res, 0, 90))
-        ir_post.append(np.clip(np.rint(post / res) * res, 0, 90))
-    # function follows pain: LEFS rises as NPRS falls, with its own noise
-    lefs_base = (
-        p["lefs_mean"] + p["lefs_per_nprs"] * (level - p["baseline_nprs_mean"]) + p["lefs_sd"] * rng.standard_normal(n)
-    )
-    lefs = np.clip(
-        np.rint(
-            lefs_base[:, None]
-            + p["lefs_per_nprs"] * slope[:, None] * weeks
-            + p["lefs_error_sd"] * rng.standard_normal((n, K))
-        ),
-        0,
-        80,
-    )
-
-    # which measurements are taken (before dropout decides which sessions happen)
-    nprs_pre_taken = rng.random((n, K)) >= p["missing_nprs_pre"]
-    post_taken = rng.random((n, K)) < p["post_taken"]
-    ir_taken = rng.random((n, K)) < p["hip_ir_taken"]
-    one_side = rng.random((n, K)) < p["hip_ir_one_side"]
-    left_only = rng.random((n, K)) < 0.5
-    ir_left_taken = ir_taken & ~(one_side & ~left_only)
-    ir_right_taken = ir_taken & ~(one_side & left_only)
-    lefs_taken = rng.random((n, K)) < np.where(np.arange(K)[None, :] == 0, p["lefs_taken_first"], p["lefs_taken_later"])
-
-    # ---- attendance: planned course, dropout by observed progress, data-extract date ---------
-    planned = np.clip(1 + rng.poisson(max(float(p["planned_sessions_mean"]) - 1, 0.0), n), 1, K)
-    u_drop = rng.random((n, K))
-    observed = np.where(nprs_pre_taken, nprs_pre, np.nan)
-    attend = np.zeros((n, K), dtype=bool)
-    attend[:, 0] = True
-    baseline_obs = observed[:, 0]
-    last_obs = observed[:, 0].copy()
-    for k in range(1, K):
-        improvement = baseline_obs - last_obs  # NaN when the baseline was not recorded: no judgement
-        not_improving = (k >= p["no_progress_after_sessions"]) & (improvement < p["no_progress_points"])
-        recovered = last_obs <= p["recovered_nprs"]
-        p_stop = p["dropout_base"] + p["dropout_no_progress"] * not_improving + p["dropout_recovered"] * recovered
-        attend[:, k] = attend[:, k - 1] & (k < planned) & (u_drop[:, k] >= p_stop) & (days[:, k] <= ref)
-        last_obs = np.where(attend[:, k] & ~np.isnan(observed[:, k]), observed[:, k], last_obs)
-
-    # ---- assemble the typed tables ------------------------------------------------------------
+def assemble_tables(
+    p: dict[str, Any],
+    c: Clients,
+    days: np.ndarray,
+    s: SessionDetails,
+    m: Measured,
+    attend: np.ndarray,
+) -> dict[str, pd.DataFrame]:
+    """The three typed contract tables from the grid: one session per attended cell, one measurement per
+    attended and taken value; ids C0001.., S00001.. in client and session order."""
+    n = c.n
     cw = max(4, len(str(n)))
     client_ids = ids("C", np.arange(1, n + 1), cw)
     clients = pd.DataFrame(
         {
             "client_id": pd.array(client_ids, dtype="str"),
             "clinic_id": pd.array(np.full(n, str(p["clinic_id"]), dtype=object), dtype="str"),
-            "sex": pd.array(sex, dtype="str"),
-            "age_band": pd.array(age, dtype="str"),
-            "symptom_weeks": sw.astype(np.int64),
-            "sitting_hours": np.where(sitting_missing, np.nan, sitting).astype(np.float64),
-            "activity": pd.array(activity, dtype="str"),
-            "knee": pd.array(knee, dtype="str"),
+            "sex": pd.array(c.sex, dtype="str"),
+            "age_band": pd.array(c.age, dtype="str"),
+            "symptom_weeks": c.symptom_weeks.astype(np.int64),
+            "sitting_hours": np.where(c.sitting_missing, np.nan, c.sitting).astype(np.float64),
+            "activity": pd.array(c.activity, dtype="str"),
+            "knee": pd.array(c.knee, dtype="str"),
         }
     )[TABLES["clients"].column_names]
 
@@ -277,23 +129,23 @@ def simulate_clinic(
             "session_id": pd.array(session_ids, dtype="str"),
             "client_id": pd.array(client_ids[ci], dtype="str"),
             "session_date": pd.to_datetime(days[ci, ki].astype("datetime64[D]")).astype("datetime64[ns]"),
-            "therapist_id": pd.array(blank(ther[ci, ki], ther_missing[ci, ki]), dtype="str"),
-            "focus": pd.array(focus[ci, ki], dtype="str"),
-            "techniques": pd.array(blank(tech_lookup[tech_code[ci, ki]], tech_missing[ci, ki]), dtype="str"),
-            "minutes": minutes[ci, ki].astype(np.int64),
+            "therapist_id": pd.array(blank(s.therapist[ci, ki], s.therapist_missing[ci, ki]), dtype="str"),
+            "focus": pd.array(s.focus[ci, ki], dtype="str"),
+            "techniques": pd.array(blank(s.technique_text[ci, ki], s.techniques_missing[ci, ki]), dtype="str"),
+            "minutes": s.minutes[ci, ki].astype(np.int64),
         }
     )[TABLES["sessions"].column_names]
 
     pieces = (  # (measure, timing, values grid, taken grid)
-        (IR_LEFT, "pre", ir_pre[0], ir_left_taken),
-        (IR_LEFT, "post", ir_post[0], ir_left_taken & post_taken),
-        (IR_RIGHT, "pre", ir_pre[1], ir_right_taken),
-        (IR_RIGHT, "post", ir_post[1], ir_right_taken & post_taken),
-        (NPRS, "pre", nprs_pre, nprs_pre_taken),
-        (NPRS, "post", nprs_post, nprs_pre_taken & post_taken),
-        (LEFS, "pre", lefs, lefs_taken),
+        (IR_LEFT, "pre", m.ir_pre[0], m.ir_left_taken),
+        (IR_LEFT, "post", m.ir_post[0], m.ir_left_taken & m.post_taken),
+        (IR_RIGHT, "pre", m.ir_pre[1], m.ir_right_taken),
+        (IR_RIGHT, "post", m.ir_post[1], m.ir_right_taken & m.post_taken),
+        (NPRS, "pre", m.nprs_pre, m.nprs_pre_taken),
+        (NPRS, "post", m.nprs_post, m.nprs_pre_taken & m.post_taken),
+        (LEFS, "pre", m.lefs, m.lefs_taken),
     )
-    sess_index = np.full((n, K), -1, dtype=np.int64)
+    sess_index = np.full(attend.shape, -1, dtype=np.int64)
     sess_index[ci, ki] = np.arange(n_sess)
     rows_s, rows_p, rows_v = [], [], []
     for order, (_m, _t, values, taken) in enumerate(pieces):
@@ -314,24 +166,4 @@ def simulate_clinic(
             "value": v_all.astype(np.float64),
         }
     )[TABLES["measurements"].column_names]
-
-    # ---- the truth -----------------------------------------------------------------------------
-    truth = clinic_truth(
-        p,
-        dict(
-            centre=centre,
-            direct=direct,
-            indirect=indirect,
-            gamma=gamma,
-            hip=hip,
-            compared=compared,
-            log_sw=log_sw,
-            level=level,
-            slope_knee_cf=slope_knee_cf,
-            slope_hip_cf=slope_hip_cf,
-            n_sessions=n_sess,
-            n_measurements=len(measurements),
-            attend=attend,
-        ),
-    )
-    return Clinic(clients=clients, sessions=sessions, measurements=measurements, truth=truth)
+    return {"clients": clients, "sessions": sessions, "measurements": measurements}

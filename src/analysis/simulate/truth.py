@@ -5,26 +5,42 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analysis.simulate.config import MODEL_VERSION, PRIMARY_WEEK, expected_recorded
+from analysis.simulate.config import MODEL_VERSION, expected_recorded
+from analysis.simulate.people import Clients, Exposure, Trajectories
 
 
-def clinic_truth(p: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
-    """The ground truth of one simulated clinic, for truth.json and the self-check."""
+def clinic_truth(
+    p: dict[str, Any],
+    clients: Clients,
+    exposure: Exposure,
+    trajectories: Trajectories,
+    *,
+    primary_week: float,
+    n_sessions: int,
+    n_measurements: int,
+) -> dict[str, Any]:
+    """The ground truth of one simulated clinic, for truth.json and the self-check.
+
+    ``primary_week`` is the analysis's (params ``model.primary_week``): the true change difference and
+    its recorded-scale counterpart are given at that week.
+    """
     effect = float(p["hip_slope_effect"])
     mod = float(p["chronicity_moderation"])
-    centre = s["centre"]
-    hip, compared, log_sw = s["hip"], s["compared"], s["log_sw"]
+    t = trajectories
+    centre = t.centre
+    hip, compared, log_sw = exposure.hip, exposure.compared, clients.log_sw
+    week = float(primary_week)
     # The average over the compared clients of the client-level slope difference is exactly the
     # headline effect, because the moderation term is centred at their mean ln(symptom_weeks + 1).
     att = effect + mod * (float(log_sw[hip].mean()) - centre) if hip.any() else None
     # Effect on the recorded scale at week 6: both potential outcomes of each compared client, their
     # expectation over the residual as recorded (rounded, clipped to 0-10); the floor at 0 makes it
     # smaller in size than 6 x the slope difference.
-    y_hip = expected_recorded(s["level"] + s["slope_hip_cf"] * PRIMARY_WEEK, p["residual_sd"])
-    y_knee = expected_recorded(s["level"] + s["slope_knee_cf"] * PRIMARY_WEEK, p["residual_sd"])
+    y_hip = expected_recorded(t.level + t.slope_hip_cf * week, p["residual_sd"])
+    y_knee = expected_recorded(t.level + t.slope_knee_cf * week, p["residual_sd"])
     observed_scale = float((y_hip - y_knee)[compared].mean()) if compared.any() else None
     by_sw = {str(int(w)): effect + mod * (math.log(float(w) + 1.0) - centre) for w in p["truth_symptom_weeks"]}
-    slope_var_total = p["slope_sd"] ** 2 + (s["gamma"] * p["hip_ir_gain_sd"]) ** 2
+    slope_var_total = p["slope_sd"] ** 2 + (t.gamma * p["hip_ir_gain_sd"]) ** 2
     params_used = {
         k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, (list, tuple)) else v) for k, v in p.items()
     }
@@ -33,14 +49,14 @@ def clinic_truth(p: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
         "seed": p["seed"],
         "reference_date": str(p["reference_date"]),
         "true_slope_difference": effect,
-        "true_change_difference_week6": round(PRIMARY_WEEK * effect, 12),
-        "primary_week": PRIMARY_WEEK,
+        "true_change_difference_primary_week": round(week * effect, 12),
+        "primary_week": week,
         "units": "NPRS points per week (slope) and NPRS points (change); negative = hip focus lowers pain more",
         "estimand": (
             "difference in the mean NPRS (timing pre) slope over the first 12 weeks, first session hip-focused "
             "(hip or hip_and_knee) minus knee-focused, averaged over the compared clients (first session not "
-            "'other'); the week-6 change difference is 6 x the slope difference. Later focus switches do not "
-            "change a client's trajectory: exposure is the first session's focus."
+            "'other'); the change difference at the primary week is primary_week x the slope difference. Later "
+            "focus switches do not change a client's trajectory: exposure is the first session's focus."
         ),
         "knee_slope": float(p["knee_slope"]),
         "hip_slope": round(float(p["knee_slope"]) + effect, 12),
@@ -57,19 +73,20 @@ def clinic_truth(p: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
         "mediation": {
             "mediator": "hip IR gain (mean of left and right change from baseline), degrees",
             "mediated_share": float(p["mediated_share"]),
-            "indirect_slope": round(s["indirect"], 12),
-            "direct_slope": round(s["direct"], 12),
+            "indirect_slope": round(t.indirect, 12),
+            "direct_slope": round(t.direct, 12),
             "hip_ir_slope_difference_deg_per_week": float(p["hip_ir_gain_per_week"]),
-            "nprs_slope_per_ir_slope": round(s["gamma"], 12),
+            "nprs_slope_per_ir_slope": round(t.gamma, 12),
         },
         "sample": {
             "average_slope_difference_compared": effect,
             "average_slope_difference_hip_focused": att,
-            "change_difference_week6_recorded_scale": observed_scale,  # expected over the residual
+            "change_difference_primary_week_recorded_scale": observed_scale,  # expected over the residual
             "note_rounding": (
                 "NPRS is rounded to whole points and clipped to 0-10 as recorded; the floor at 0 attenuates "
                 "slopes, so an estimate on recorded values may be slightly closer to 0 than the truth "
-                "(change_difference_week6_recorded_scale: the expected week-6 difference of the recorded values "
+                "(change_difference_primary_week_recorded_scale: the expected difference at the primary week of "
+                "the recorded values "
                 "of both potential outcomes, averaged over this clinic's compared clients, shows the size of this)"
             ),
         },
@@ -92,8 +109,8 @@ def clinic_truth(p: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
             "clients_hip_focused": int(hip.sum()),
             "clients_knee_focused": int((compared & ~hip).sum()),
             "clients_other_focus": int((~compared).sum()),
-            "sessions": int(s["n_sessions"]),
-            "measurements": int(s["n_measurements"]),
+            "sessions": int(n_sessions),
+            "measurements": int(n_measurements),
         },
         "params": params_used,
     }

@@ -18,7 +18,7 @@ from analysis.contract import (
 from analysis.errors import InputError
 from analysis.params_schema import Params
 from analysis.paths import resolve
-from analysis.simulate.config import MEASURES, PRIMARY_WEEK, Clinic
+from analysis.simulate.config import MEASURES, Clinic
 from analysis.simulate.model import simulate_clinic
 from analysis.store import write_csv, write_json
 
@@ -74,7 +74,7 @@ def run_simulate(
         )
     seed = int(cfg.get("seed", 0) if seed is None else seed)
     t0 = time.perf_counter()
-    clinic = simulate_clinic(cfg, seed, n_clients=n_clients, effect=effect)
+    clinic = simulate_clinic(cfg, seed, n_clients=n_clients, effect=effect, primary_week=params.model.primary_week)
     out = resolve(out_dir)
     for name, frame in format_tables(clinic).items():
         write_csv(out / TABLES[name].filename, frame)
@@ -84,5 +84,5 @@ def run_simulate(
         f"wrote {out}: {len(clinic.clients):,} clients, {len(clinic.sessions):,} sessions, "
         f"{len(clinic.measurements):,} measurements (seed {seed}, {time.perf_counter() - t0:.1f} s); "
         f"true slope difference {t['true_slope_difference']:g} NPRS/week, "
-        f"week {PRIMARY_WEEK} change difference {t['true_change_difference_week6']:g}"
+        f"week {t['primary_week']:g} change difference {t['true_change_difference_primary_week']:g}"
     )

@@ -29,11 +29,11 @@ Each scenario's summary carries a plain-language ``interpretation``: every
 operating characteristic is compared with its target using the Monte Carlo
 error of the run (a departure is flagged beyond 2 Monte Carlo SEs).
 
-The target is the declared estimand, ``true_change_difference_week6`` (=
+The target is the declared estimand, ``true_change_difference_primary_week`` (=
 primary_week x true slope difference, on the latent scale). NPRS is recorded
 as whole points clipped to 0-10, which pulls estimates slightly towards 0; the
 bias against the expected recorded-scale difference
-(``truth.sample.change_difference_week6_recorded_scale``) is reported beside it.
+(``truth.sample.change_difference_primary_week_recorded_scale``) is reported beside it.
 Failed fits are counted, never dropped silently: the rates are over fitted
 clinics and the number of failures is shown beside them.
 

@@ -123,7 +123,7 @@ def _one_clinic(job: Job) -> list[dict[str, Any]]:
     k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario = job
     alpha = model_cfg.alpha
     week = model_cfg.primary_week
-    clinic = simulate_clinic(sim_cfg, clinic_seed, n_clients=n_clients, effect=effect)
+    clinic = simulate_clinic(sim_cfg, clinic_seed, n_clients=n_clients, effect=effect, primary_week=week)
     dataset = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     t0 = time.perf_counter()
     pdata = primary_data(dataset, model_cfg)
@@ -131,8 +131,8 @@ def _one_clinic(job: Job) -> list[dict[str, Any]]:
         pdata.data, primary_formula(pdata), GROUPS, RE_FORMULA, reml=True, **fit_options(model_cfg)
     )
     truth = week * float(clinic.truth["true_slope_difference"])
-    recorded = clinic.truth.get("sample", {}).get("change_difference_week6_recorded_scale")
-    recorded = float("nan") if recorded is None or week != 6 else float(recorded)
+    recorded = clinic.truth["sample"]["change_difference_primary_week_recorded_scale"]
+    recorded = float("nan") if recorded is None else float(recorded)
     rows = []
     for method in DF_METHODS:
         nan = float("nan")

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from analysis.join import build_analysis_dataset
 from analysis.model.prepare import primary_data, reference_order
 from analysis.model.primary import fit_diagnostics, primary_analysis, primary_formula
 from analysis.model.run import metrics, sort_table, summary_line
+from analysis.simulate import simulate_clinic
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -246,10 +248,7 @@ def test_sort_table_is_stable_and_ignores_floats():
 
 
 def test_recovery_on_a_simulated_clinic():
-    simulate = pytest.importorskip("analysis.simulate")
-    from analysis.join import build_analysis_dataset
-
-    clinic = simulate.simulate_clinic(PARAMS["simulate"], seed=101, n_clients=600)
+    clinic = simulate_clinic(PARAMS["simulate"], seed=101, n_clients=600)
     ds = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     pdata = primary_data(ds, CFG)
     entry, _, _ = primary_analysis(pdata, CFG)

@@ -1,6 +1,7 @@
 """Meta-analysis estimators against metafor 3.8 (tests/reference/metafor/, made by make_reference_metafor.R).
 
-Tolerances as the project states them: 1e-6 on estimate, SE and tau^2; 1e-4 on CI, PI and Q-profile bounds.
+Every number is compared at one tolerance, just above the noise of metafor itself (below); a 0.1 % error in
+tau^2 or the pooled SE fails (tests/reference/mutation.py proves it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ import numpy as np
 import pytest
 
 from analysis.pool import meta
+
+# --------------------------------------------------------------------------- tolerance
+#: Relative, with the same number as an absolute floor (for values at or near 0, e.g. a tau^2 truncated
+#: at 0): |ours - metafor| <= TOL (1 + |metafor|). metafor's numbers move by up to 1e-9 when every fixture
+#: is regenerated (its convergence is tightened to 1e-13 in make_reference_metafor.R); the largest difference
+#: seen is 1.1e-9 absolute on an I^2 of 96 % (1.2e-11 relative) and 2.4e-10 relative elsewhere
+#: (tests/reference/agreement.py). This covers estimate, SE, tau^2, Q, weights, CI, PI, p, I^2, H^2,
+#: the Q-profile bounds, leave-one-out fits and influence diagnostics alike.
+TOL = 3e-9
 
 REF = Path(__file__).parent / "reference" / "metafor"
 CASES = sorted(p.stem for p in REF.glob("*.json") if p.stem != "versions")
@@ -49,31 +59,45 @@ def test_strongly_disagreeing_clinics_are_pooled_with_a_finite_q_profile_bound()
 def test_rma_matches_metafor(y, v, method, ci, expected):
     r = meta.rma(y, v, tau2_method=method, ci_method=ci)
     assert r["tau2_method_used"] == method
-    close = lambda a, b, tol: a == pytest.approx(b, abs=tol)  # noqa: E731
-    assert close(r["pooled"]["estimate"], expected["estimate"], 1e-6)
-    assert close(r["pooled"]["se"], expected["se"], 1e-6)
-    assert close(r["tau2"], expected["tau2"], 1e-6)
-    assert close(r["pooled"]["ci_low"], expected["ci_low"], 1e-4)
-    assert close(r["pooled"]["ci_high"], expected["ci_high"], 1e-4)
-    assert close(r["pooled"]["p_value"], expected["p_value"], 1e-4)
-    assert close(r["prediction"]["pi_low"], expected["pi_low"], 1e-4)
-    assert close(r["prediction"]["pi_high"], expected["pi_high"], 1e-4)
-    assert close(r["i2"], expected["i2"], 1e-4)
-    assert close(r["h2"], expected["h2"], 1e-4)
-    assert close(r["q"]["statistic"], expected["q"], 1e-6)
-    assert close(r["q"]["p_value"], expected["q_p"], 1e-6)
-    np.testing.assert_allclose(r["tau2_ci"], expected["tau2_ci"], atol=1e-4)
-    np.testing.assert_allclose(r["i2_ci"], expected["i2_ci"], atol=1e-4)
-    np.testing.assert_allclose(r["h2_ci"], expected["h2_ci"], atol=1e-4)
-    np.testing.assert_allclose(r["weights"], expected["weights"], atol=1e-6)
-    if "leave1out" in expected:
-        loo = meta.leave_one_out(y, v, tau2_method=method, ci_method=ci)
-        for key in ("estimate", "se", "tau2"):
-            np.testing.assert_allclose([x[key] for x in loo], expected["leave1out"][key], atol=1e-6)
-        np.testing.assert_allclose([x["i2"] for x in loo], expected["leave1out"]["i2"], atol=1e-4)
-        inf = meta.influence(y, v, tau2_method=method, ci_method=ci)
-        for key in ("rstudent", "cook_d", "hat", "weight"):
-            np.testing.assert_allclose([x[key] for x in inf], expected["influence"][key], atol=1e-4, err_msg=key)
+    pooled, pred = r["pooled"], r["prediction"]
+    for key, ours in {
+        "estimate": pooled["estimate"],
+        "se": pooled["se"],
+        "tau2": r["tau2"],
+        "ci_low": pooled["ci_low"],
+        "ci_high": pooled["ci_high"],
+        "p_value": pooled["p_value"],
+        "pi_low": pred["pi_low"],
+        "pi_high": pred["pi_high"],
+        "i2": r["i2"],
+        "h2": r["h2"],
+        "q": r["q"]["statistic"],
+        "q_p": r["q"]["p_value"],
+        "tau2_ci": r["tau2_ci"],
+        "i2_ci": r["i2_ci"],
+        "h2_ci": r["h2_ci"],
+        "weights": r["weights"],
+    }.items():
+        np.testing.assert_allclose(ours, expected[key], rtol=TOL, atol=TOL, err_msg=key)
+
+
+@pytest.mark.parametrize(("y", "v", "method", "ci", "expected"), [p for p in _fits() if len(p.values[0]) >= 3])
+def test_leave_one_out_and_influence_match_metafor(y, v, method, ci, expected):
+    # make_reference_metafor.R writes leave1out() and influence() for every case with k >= 3
+    assert "leave1out" in expected and "influence" in expected
+    loo = meta.leave_one_out(y, v, tau2_method=method, ci_method=ci)
+    for key in ("estimate", "se", "tau2", "i2", "q"):
+        np.testing.assert_allclose([x[key] for x in loo], expected["leave1out"][key], rtol=TOL, atol=TOL, err_msg=key)
+    inf = meta.influence(y, v, tau2_method=method, ci_method=ci)
+    for key in ("rstudent", "cook_d", "hat", "weight"):
+        np.testing.assert_allclose([x[key] for x in inf], expected["influence"][key], rtol=TOL, atol=TOL, err_msg=key)
+
+
+def test_every_fixture_with_k_ge_3_has_leave_one_out():
+    fits = list(_fits())
+    assert sum(len(p.values[0]) >= 3 for p in fits) >= 5 * 9  # five cases x (3 tau^2 methods x 3 CIs)
+    for p in fits:
+        assert ("leave1out" in p.values[4]) == (len(p.values[0]) >= 3), p.id
 
 
 def test_modified_knha_is_never_narrower_than_wald():

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.join import build_analysis_dataset
 from analysis.model.prepare import primary_data, reference_order
 from analysis.model.primary import fit_diagnostics, primary_analysis, primary_formula
 from analysis.model.run import metrics, sort_table, summary_line
 from analysis.params import load_params
+from analysis.simulate import simulate_clinic
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
@@ -246,10 +248,7 @@ def test_sort_table_is_stable_and_ignores_floats():
 
 
 def test_recovery_on_a_simulated_clinic():
-    simulate = pytest.importorskip("analysis.simulate")
-    from analysis.join import build_analysis_dataset
-
-    clinic = simulate.simulate_clinic(PARAMS.simulate, seed=101, n_clients=600, primary_week=CFG.primary_week)
+    clinic = simulate_clinic(PARAMS.simulate, seed=101, n_clients=600, primary_week=CFG.primary_week)
     ds = build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements)
     pdata = primary_data(ds, CFG)
     entry, _, _ = primary_analysis(pdata, CFG)

@@ -1,7 +1,8 @@
 # Reference numbers for the project's mixed-model engine, from lme4 / lmerTest / pbkrtest.
 #
 # Run from the project root, after `.venv/bin/python tests/reference/make_reference_data.py`:
-#   Rscript tests/reference/make_reference.R
+#   Rscript tests/reference/make_reference.R              # every case
+#   Rscript tests/reference/make_reference.R toy_saddle   # only the cases named (the others stay untouched)
 # Needs Debian's r-cran-lme4, r-cran-lmertest, r-cran-pbkrtest, r-cran-hsaur3, r-cran-jsonlite.
 # Writes tests/reference/lmm/<case>.json (and the sleepstudy / BtheB data sets in the universal
 # format: group, y, x_<fixed-effect columns>), plus versions.json. `make test` never runs R.
@@ -10,10 +11,13 @@ suppressPackageStartupMessages({
 })
 out <- file.path("tests", "reference", "lmm")
 dir.create(out, showWarnings = FALSE, recursive = TRUE)
+only <- commandArgs(trailingOnly = TRUE)
+wanted <- function(name) length(only) == 0 || name %in% only
 
 sanitise <- function(x) paste0("x_", gsub("^_+|_+$", "", gsub("[^0-9A-Za-z]+", "_", x)))
 
 write_design <- function(name, y, X, group, re_cols, source) {
+  if (!wanted(name)) return(invisible(NULL))
   colnames(X)[colnames(X) == "(Intercept)"] <- "Intercept"
   terms <- colnames(X)
   colnames(X) <- sanitise(terms)
@@ -29,6 +33,8 @@ write_design <- function(name, y, X, group, re_cols, source) {
 data("sleepstudy", package = "lme4")
 write_design("sleepstudy", sleepstudy$Reaction, model.matrix(~ Days, sleepstudy), sleepstudy$Subject,
              c("Intercept", "Days"), "lme4::sleepstudy (balanced; fixed design = random design)")
+write_design("sleepstudy_ri", sleepstudy$Reaction, model.matrix(~ Days, sleepstudy), sleepstudy$Subject,
+             "Intercept", "lme4::sleepstudy, random intercept only")
 
 data("BtheB", package = "HSAUR3")
 BtheB$subject <- factor(rownames(BtheB))
@@ -47,6 +53,8 @@ for (v in c("rs_ml", "rs_reml")) write_design(paste0("btheb_", v), long$bdi, Xb,
 # ---- fit every case
 reml_of <- function(name) !grepl("_ml$", name)
 cases <- sub("\\.design\\.json$", "", list.files(out, pattern = "\\.design\\.json$"))
+stopifnot(all(only %in% cases))
+cases <- Filter(wanted, cases)
 
 fit_case <- function(name) {
   meta <- fromJSON(file.path(out, paste0(name, ".design.json")))
@@ -100,6 +108,7 @@ fit_case <- function(name) {
   }
   if ("x_time" %in% fx) { add("time", list(x_time = 1)); add("treatment", list(x_treatmentBtheB = 1)) }
   if ("x_Days" %in% fx) add("Days", list(x_Days = 1))
+  if ("x_t" %in% fx) add("t", list(x_t = 1))
   rf <- ranef(fit)$group
   ranef_list <- lapply(seq_len(nrow(rf)), function(i) I(as.numeric(rf[i, ])))
   names(ranef_list) <- rownames(rf)

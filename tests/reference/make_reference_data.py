@@ -1,22 +1,26 @@
 """Write the generated-clinic data sets for the R reference fits (tests/reference/lmm/<case>.csv).
 
 Run from the project root with the project's environment:
-``.venv/bin/python tests/reference/make_reference_data.py`` then ``Rscript tests/reference/make_reference.R``.
+``.venv/bin/python tests/reference/make_reference_data.py`` then ``Rscript tests/reference/make_reference.R``
+(name cases after either command to write / fit only those).
 
 Each CSV has ``group``, ``y`` and the full fixed-effects design matrix as ``x_<name>`` columns
 (``x_Intercept`` included), so R fits exactly ``y ~ 0 + x_... + (0 + <re cols> | group)`` and the
 engine reads X, Z, y and groups straight from the file. ``<case>.design.json`` lists the fixed and
 random columns and maps each ``x_`` name back to the project's patsy term. The clinics come from
 the project's own generator, join and preparation, exactly as the pipeline analyses a clinic, with
-the primary model's formula; visits are unbalanced (dropout, irregular spacing).
+the primary model's formula; visits are unbalanced (dropout, irregular spacing). The two ``toy_`` cases
+are :func:`no_slope_variance`'s small data sets (tests/test_fit.py fits them through the formula interface).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import patsy
 
@@ -39,6 +43,38 @@ CASES = {
     # true intercept SD tiny against the residual: (1 | client) estimated at 0
     "singular_ri": ({"intercept_sd": 0.0, "slope_sd": 0.0, "residual_sd": 2.0}, 1, 40, ["Intercept"]),
 }
+
+#: toy case -> seed of :func:`no_slope_variance`
+TOY_CASES = {
+    # lme4: (t | g) singular (slope variance 0)
+    "toy_singular": 11,
+    # lme4 (bobyqa): not singular; a gradient optimiser can stop at the saddle where the slope column of T is 0
+    "toy_saddle": 13,
+}
+
+
+def no_slope_variance(seed: int = 11, n_groups: int = 40) -> pd.DataFrame:
+    """Random intercepts only: every group has exactly the same slope (columns ``g``, ``t``, ``y``)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), 6)
+    t = np.tile(np.arange(6, dtype=float), n_groups)
+    y = 5 + rng.normal(0, 1.0, n_groups)[g] - 0.3 * t + rng.normal(0, 0.5, len(g))
+    return pd.DataFrame({"g": [f"g{i:02d}" for i in g], "t": t, "y": y})
+
+
+def write_toy_case(name: str, seed: int) -> None:
+    data = no_slope_variance(seed)
+    frame = pd.DataFrame({"group": data["g"], "y": data["y"], "x_Intercept": 1.0, "x_t": data["t"]})
+    frame.to_csv(OUT / f"{name}.csv", index=False, lineterminator="\n", float_format="%.17g")
+    meta = {
+        "fixed_names": ["x_Intercept", "x_t"],
+        "re_names": ["x_Intercept", "x_t"],
+        "term_map": {"x_Intercept": "Intercept", "x_t": "t"},
+        "source": f"tests/reference/make_reference_data.py no_slope_variance(seed={seed}) (no true slope variance)",
+        "n_clients": int(frame["group"].nunique()),
+    }
+    (OUT / f"{name}.design.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{name}: {len(frame)} rows, {meta['n_clients']} groups")
 
 
 def sanitise(name: str) -> str:
@@ -71,12 +107,20 @@ def write_case(name: str, overrides: dict, seed: int, n_clients: int, re_terms: 
     print(f"{name}: {len(frame)} rows, {meta['n_clients']} clients, {len(names)} fixed effects")
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Write every case, or only the cases named in ``only``."""
+    unknown = set(only) - set(CASES) - set(TOY_CASES)
+    if unknown:
+        raise SystemExit(f"unknown cases {sorted(unknown)}; known: {sorted(CASES) + sorted(TOY_CASES)}")
     OUT.mkdir(parents=True, exist_ok=True)
     params = load_params()
     for name, (overrides, seed, n, re_terms) in CASES.items():
-        write_case(name, overrides, seed, n, re_terms, params)
+        if not only or name in only:
+            write_case(name, overrides, seed, n, re_terms, params)
+    for name, seed in TOY_CASES.items():
+        if not only or name in only:
+            write_toy_case(name, seed)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

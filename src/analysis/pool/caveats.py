@@ -119,11 +119,19 @@ def caveats(
             f"by chance, so check that no two bundles are copies of one analysis. {tail[0].upper()}{tail[1:]}"
         )
     if r["tau2"] == 0.0:
+        q = r["q"]
+        # a Q-profile bound of 0 only means Q fell below the chi^2 quantile: the clinics differ less than
+        # their SEs predict (Q < k - 1), which is itself chance, not a measured absence of differences
+        bound = (
+            f"Q = {q['statistic']:.2f} on {q['df']} df, below the {q['df']} expected from the standard errors alone"
+            if r["tau2_ci"][1] == 0.0
+            else f"95% CI {_n(r['tau2_ci'][0])} to {_n(r['tau2_ci'][1])}"
+        )
         out.append(
-            f"the between-clinic variance (tau^2) is estimated as 0 (95% CI {_n(r['tau2_ci'][0])} to "
-            f"{_n(r['tau2_ci'][1])}): this does not show that the clinics agree, only that {k} clinics with these "
-            "standard errors cannot tell how much they differ; the prediction interval then equals the CI and "
-            "understates how far a new clinic could be from the pooled estimate"
+            f"the between-clinic variance (tau^2) is estimated as 0 ({bound}): this does not show that the clinics "
+            f"agree, only that {k} clinics with these standard errors cannot tell how much they differ; the "
+            "prediction interval then equals the CI and understates how far a new clinic could be from the pooled "
+            "estimate"
         )
     for cid, d in zip(ids, df if df is not None else [None] * k, strict=True):
         if d is not None and np.isfinite(d) and d > 0:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis.pool import meta
 
@@ -161,3 +163,17 @@ def test_bad_inputs_are_refused():
         meta.rma([0.1, 0.2], [0.2, 0.0])
     with pytest.raises(meta.MetaError, match="finite"):
         meta.rma([0.1, float("nan")], [0.2, 0.1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-5, 5, allow_nan=False), st.floats(0.01, 2.0, allow_nan=False)), min_size=2, max_size=6
+    ),
+    st.booleans(),
+)
+def test_default_ci_contains_the_standard_random_effects_ci_for_any_clinics(rows, identical):
+    y = [rows[0][0]] * len(rows) if identical else [r[0] for r in rows]
+    r = meta.rma(y, [r[1] ** 2 for r in rows])
+    assert r["pooled"]["se"] >= r["wald"]["se"] > 0
+    assert r["pooled"]["ci_low"] <= r["wald"]["ci_low"] and r["pooled"]["ci_high"] >= r["wald"]["ci_high"]

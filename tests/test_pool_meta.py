@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis.pool import meta
 
@@ -37,7 +39,12 @@ def _fits():
 
 
 def test_reference_cases_present():
-    assert {"k2", "k3_tau0", "k10_het", "unequal", "log_or", "k2_far", "reml_bimodal"} <= set(CASES)
+    assert {"k2", "k3_tau0", "k10_het", "unequal", "log_or", "k2_far", "reml_bimodal", "agree4", "identical3"} <= set(
+        CASES
+    )
+    for name in CASES:  # every case has the default (modified Knapp-Hartung = metafor "adhoc") fit for each tau^2
+        fits = json.loads((REF / f"{name}.json").read_text())["fits"]
+        assert {f"{m}/{ci}" for m in meta.TAU2_METHODS for ci in meta.CI_METHODS} <= set(fits)
 
 
 def test_reml_takes_the_higher_of_two_maxima():
@@ -100,6 +107,61 @@ def test_every_fixture_with_k_ge_3_has_leave_one_out():
         assert ("leave1out" in p.values[4]) == (len(p.values[0]) >= 3), p.id
 
 
+def test_default_ci_is_modified_knapp_hartung_with_its_reason():
+    r = meta.rma([-0.8, -0.2, 0.1], [0.09, 0.16, 0.1])
+    assert meta.CI_METHOD_DEFAULT == "knha_modified" and r["ci_method"] == "knha_modified"
+    assert "modified Knapp-Hartung" in r["ci_method_reason"] and "adhoc" in r["ci_method_reason"]
+    assert r["ci_method_reason"].count(". ") == 0  # one sentence
+
+
+def test_four_agreeing_clinics_by_hand():
+    """The observed case, derived from the formulas (the agree4 fixture has the same numbers from metafor).
+
+    v = (0.30, 0.35, 0.40, 0.50)^2, so sum 1/v = 11.111 + 8.163 + 6.25 + 4 = 29.524 and the Wald SE is
+    29.524^-1/2 = 0.18404. tau^2 = 0 (Q = 0.0063 << k - 1 = 3), so w = 1/v, mu = sum w y / sum w = -0.59730 and
+    the Knapp-Hartung scale factor q = Q / (k - 1) = 0.00215: plain Knapp-Hartung gives SE sqrt(q) 0.18404 =
+    0.00854, the ad hoc one max(1, q) = 1, i.e. the Wald SE, with t(3) = 3.1824: -0.5973 -/+ 0.5857.
+    """
+    y, v = np.array([-0.58, -0.60, -0.61, -0.62]), np.array([0.30, 0.35, 0.40, 0.50]) ** 2
+    w = 1 / v
+    mu = np.sum(w * y) / np.sum(w)
+    se_z = np.sum(w) ** -0.5
+    q = np.sum(w * (y - mu) ** 2) / 3
+    assert q < 0.01 and se_z == pytest.approx(0.184039, abs=1e-6)
+    r = meta.rma(y, v)
+    assert r["tau2"] == 0.0 and r["pooled"]["se"] == pytest.approx(se_z, rel=1e-12)
+    half = 3.182446305284263 * se_z
+    assert r["pooled"]["ci_low"] == pytest.approx(mu - half, abs=1e-10)
+    assert r["pooled"]["ci_high"] == pytest.approx(mu + half, abs=1e-10)
+    assert r["pooled"]["ci_low"] == pytest.approx(-1.182994, abs=1e-6) and r["pooled"]["p_value"] > 0.04
+    kh = meta.rma(y, v, ci_method="knha")
+    assert kh["pooled"]["se"] == pytest.approx(np.sqrt(q) * se_z, rel=1e-9) and kh["pooled"]["se"] < 0.01
+
+
+@pytest.mark.parametrize(
+    ("y", "v"),
+    [
+        pytest.param([-0.58, -0.60, -0.61, -0.62], [0.09, 0.1225, 0.16, 0.25], id="agree4"),
+        pytest.param([-0.6, -0.6, -0.6], [0.09, 0.16, 0.25], id="identical3"),
+        pytest.param([-0.6, -0.6], [0.09, 0.16], id="k2-identical"),
+        pytest.param([-1.1, -0.5], [0.16, 0.09], id="k2-wide"),
+        pytest.param([-3.0, 3.0], [1.0, 1.0], id="k2-far"),
+        pytest.param(
+            [-1.2, -0.3, 0.4, -0.9, -1.8, 0.1, -0.6, -1.1, 0.5, -0.2],
+            [0.05, 0.08, 0.12, 0.04, 0.2, 0.09, 0.06, 0.15, 0.1, 0.07],
+            id="k10-het",
+        ),
+    ],
+)
+@pytest.mark.parametrize("tau2_method", meta.TAU2_METHODS)
+def test_default_ci_is_never_narrower_than_the_standard_random_effects_ci(y, v, tau2_method):
+    r = meta.rma(y, v, tau2_method=tau2_method)
+    assert r["pooled"]["se"] >= r["wald"]["se"]
+    assert r["pooled"]["ci_low"] <= r["wald"]["ci_low"] and r["pooled"]["ci_high"] >= r["wald"]["ci_high"]
+    assert r["pooled"]["ci_high"] - r["pooled"]["ci_low"] > 0
+    assert r["prediction"]["pi_low"] <= r["pooled"]["ci_low"] and r["prediction"]["pi_high"] >= r["pooled"]["ci_high"]
+
+
 def test_modified_knha_is_never_narrower_than_wald():
     y, v = [-0.50, -0.52, -0.48], [0.04, 0.09, 0.06]  # homogeneous: KH SE < Wald SE
     kh = meta.rma(y, v, ci_method="knha")
@@ -125,3 +187,17 @@ def test_bad_inputs_are_refused():
         meta.rma([0.1, 0.2], [0.2, 0.0])
     with pytest.raises(meta.MetaError, match="finite"):
         meta.rma([0.1, float("nan")], [0.2, 0.1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-5, 5, allow_nan=False), st.floats(0.01, 2.0, allow_nan=False)), min_size=2, max_size=6
+    ),
+    st.booleans(),
+)
+def test_default_ci_contains_the_standard_random_effects_ci_for_any_clinics(rows, identical):
+    y = [rows[0][0]] * len(rows) if identical else [r[0] for r in rows]
+    r = meta.rma(y, [r[1] ** 2 for r in rows])
+    assert r["pooled"]["se"] >= r["wald"]["se"] > 0
+    assert r["pooled"]["ci_low"] <= r["wald"]["ci_low"] and r["pooled"]["ci_high"] >= r["wald"]["ci_high"]

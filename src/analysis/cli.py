@@ -272,7 +272,9 @@ def pool(
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for pooled.json, forest.svg, pooled.html/.pdf.")
     ],
     tau2: Annotated[str, typer.Option("--tau2", help="Between-clinic variance estimator: REML, PM or DL.")] = "REML",
-    ci: Annotated[str, typer.Option("--ci", help="Pooled CI: knha (Knapp-Hartung), knha_modified or z.")] = "knha",
+    ci: Annotated[
+        str, typer.Option("--ci", help="Pooled CI: knha_modified (default), knha (Knapp-Hartung) or z.")
+    ] = "knha_modified",
 ) -> None:
     """Pool clinics' findings bundles by random-effects meta-analysis.
 

@@ -1,6 +1,7 @@
 # Reference numbers for the project's meta-analysis estimators (src/analysis/pool/meta.py), from metafor.
 #
-# Run from the project root:  Rscript tests/reference/make_reference_metafor.R
+# Run from the project root:  Rscript tests/reference/make_reference_metafor.R [case ...]
+# (case names limit the run to those cases; no names = all).
 # Needs Debian's r-cran-metafor and r-cran-jsonlite. Writes tests/reference/metafor/<case>.json.
 # Convergence tolerances are tightened (REML threshold, uniroot tol) so the references are exact to
 # ~1e-10; metafor's defaults stop at ~1e-5 in tau^2. `make test` never runs R.
@@ -25,8 +26,15 @@ cases <- list(
   reml_bimodal = list(y = c(0.0002, 0.1886, 0.0425, -0.3697, -0.1570),
                       v = c(0.00049, 0.0684, 0.0040, 0.0279, 0.0113),
                       about = paste("very unequal SEs where the restricted likelihood has two maxima: a local one",
-                                    "at tau^2 = 0 (the score there is negative) and a higher one inside"))
+                                    "at tau^2 = 0 (the score there is negative) and a higher one inside")),
+  agree4 = list(y = c(-0.58, -0.60, -0.61, -0.62), v = c(0.30, 0.35, 0.40, 0.50)^2,
+                about = paste("four clinics that agree far more closely than their SEs imply (Knapp-Hartung",
+                              "q << 1): plain Knapp-Hartung collapses to SE 0.0085, the ad hoc one keeps the Wald SE")),
+  identical3 = list(y = c(-0.6, -0.6, -0.6), v = c(0.30, 0.40, 0.50)^2,
+                    about = "three identical estimates: q = 0, plain Knapp-Hartung has zero width")
 )
+only <- commandArgs(trailingOnly = TRUE)
+if (length(only)) cases <- cases[only]
 tests <- c(knha = "knha", knha_modified = "adhoc", z = "z")
 ctrl <- list(threshold = 1e-13, maxiter = 10000, tol = 1e-13, tau2.max = 1e8)
 
@@ -40,7 +48,8 @@ one <- function(y, v, method, test) {
               i2_ci = I(c(ci$random["I^2(%)", "ci.lb"], ci$random["I^2(%)", "ci.ub"])),
               h2_ci = I(c(ci$random["H^2", "ci.lb"], ci$random["H^2", "ci.ub"])),
               weights = I(as.numeric(weights(r))))
-  if (length(y) >= 3) {
+  # influence() fails when a Knapp-Hartung SE is 0 (identical estimates): such fits carry no diagnostics
+  if (length(y) >= 3 && r$se > 0) {
     l <- leave1out(r, control = ctrl)
     res$leave1out <- list(estimate = I(as.numeric(l$estimate)), se = I(as.numeric(l$se)),
                           tau2 = I(as.numeric(l$tau2)), i2 = I(as.numeric(l$I2)), q = I(as.numeric(l$Q)))

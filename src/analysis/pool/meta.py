@@ -12,9 +12,24 @@ Model: ``y_i ~ N(mu, v_i + tau^2)``, ``i = 1..k`` (one estimate and its squared 
   the chain REML -> PM -> DL is followed and the fallback recorded. No root search is capped in outcome
   units (a cap made pooling fail when clinics disagreed strongly).
 - **Pooled estimate**: ``mu = sum w y / sum w`` with ``w = 1 / (v + tau^2)``.
-- **CI**: Knapp-Hartung / HKSJ (default): ``se^2 = sum w (y - mu)^2 / ((k - 1) sum w)``, t(k - 1)
-  (metafor ``test="knha"``); the modified variant never narrower than Wald, ``se = max(se_KH, se_z)``
-  (metafor ``test="adhoc"``); Wald-z, ``se_z^2 = 1 / sum w`` (``test="z"``), always shown alongside.
+- **CI**: modified Knapp-Hartung (default; metafor ``test="adhoc"``, Röver, Knapp & Friede 2015, BMC Med
+  Res Methodol 15:99): ``se = sqrt(max(1, q)) se_z`` with the Knapp-Hartung scale factor
+  ``q = sum w (y - mu)^2 / (k - 1)`` and t(k - 1), so the interval is never narrower than the standard
+  random-effects (Wald) interval. The plain Knapp-Hartung / HKSJ interval (``test="knha"``,
+  ``se^2 = q se_z^2``) shrinks with q: when clinics agree more closely than their SEs imply (q << 1) it
+  becomes far narrower than even the fixed-effect interval, and zero-width when the estimates are
+  identical; with few studies that is the HKSJ failure Röver et al. and Jackson et al. (2017, Stat Med
+  36:3923) describe. Both remain selectable, as does Wald-z, ``se_z^2 = 1 / sum w`` (``test="z"``),
+  which is always shown alongside.
+- **Clinics' own df**: each clinic's SE comes from its own mixed model with small-sample
+  (Satterthwaite / Kenward-Roger) df, but the pooled analysis treats ``v_i = SE_i^2`` as known, as
+  metafor's ``rma`` and the standard inverse-variance model do. The published corrections for estimated
+  within-study variances work from per-arm means, SDs and sizes of unadjusted comparisons, which an
+  adjusted mixed-model difference does not rest on, so none is applied and no ad hoc one is invented.
+  The t(k - 1) reference of the (modified) Knapp-Hartung interval is the published allowance for
+  uncertain weights (Hartung & Knapp 2001; Sidik & Jonkman 2002). The clinics' own CIs (forest plot,
+  table) keep their own df, and a clinic whose df are few is named in a warning
+  (:func:`analysis.pool.caveats.caveats`).
 - **Prediction interval**: ``mu +/- crit sqrt(se^2 + tau^2)`` with the CI's distribution (metafor ``predict``).
 - **Heterogeneity**: Cochran's Q with fixed-effect weights and its chi^2(k - 1) p; I^2 and H^2 from tau^2
   and the typical within-clinic variance ``s^2 = (k - 1) sum w0 / ((sum w0)^2 - sum w0^2)``, ``w0 = 1/v``
@@ -34,7 +49,24 @@ import numpy.typing as npt
 from scipy import optimize, stats
 
 TAU2_METHODS = ("REML", "PM", "DL")
-CI_METHODS = ("knha", "knha_modified", "z")
+CI_METHODS = ("knha_modified", "knha", "z")
+CI_METHOD_DEFAULT = "knha_modified"
+CI_REASONS = {
+    "knha_modified": (
+        "The pooled CI is the modified Knapp-Hartung interval (t with k - 1 df, scale factor max(1, q); Röver, "
+        'Knapp & Friede 2015; metafor test="adhoc") because the plain Knapp-Hartung interval can be narrower '
+        "than the standard random-effects interval, even zero-width, when a few clinics happen to agree."
+    ),
+    "knha": (
+        'The pooled CI is the Knapp-Hartung (HKSJ) interval (t with k - 1 df; metafor test="knha"), chosen '
+        "instead of the default modified one; it can be narrower than the standard random-effects interval when "
+        "a few clinics happen to agree."
+    ),
+    "z": (
+        'The pooled CI is the Wald (z) random-effects interval (metafor test="z"), chosen instead of the default '
+        "modified Knapp-Hartung one; it ignores the uncertainty in tau^2 and is too narrow with few clinics."
+    ),
+}
 
 
 class MetaError(ValueError):
@@ -207,7 +239,8 @@ class Interval:
 def _interval(mu: float, se: float, df: float | None, alpha: float) -> Interval:
     dist = stats.norm if df is None else stats.t(df)
     crit = float(dist.ppf(1 - alpha / 2))
-    p = float(2 * dist.sf(abs(mu / se))) if se > 0 else float("nan")
+    # a zero SE (plain Knapp-Hartung, identical estimates) gives p = 0 as in metafor, or NaN when mu is 0 too
+    p = float(2 * dist.sf(abs(mu / se))) if se > 0 else (0.0 if mu != 0 else float("nan"))
     return Interval(mu, se, mu - crit * se, mu + crit * se, p, df)
 
 
@@ -223,7 +256,12 @@ def q_profile(y: npt.ArrayLike, v: npt.ArrayLike, alpha: float = 0.05) -> tuple[
 
 
 def rma(
-    y: npt.ArrayLike, v: npt.ArrayLike, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+    y: npt.ArrayLike,
+    v: npt.ArrayLike,
+    *,
+    tau2_method: str = "REML",
+    ci_method: str = CI_METHOD_DEFAULT,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Random-effects meta-analysis, metafor's ``rma(yi, vi, method=..., test=...)`` plus predict and confint.
 
@@ -231,8 +269,9 @@ def rma(
     ----------
     y, v : estimates and their sampling variances (SE^2), one per clinic.
     tau2_method : ``'REML'`` (default), ``'PM'`` or ``'DL'``.
-    ci_method : ``'knha'`` (Hartung-Knapp-Sidik-Jonkman, t(k - 1); default), ``'knha_modified'`` (never
-        narrower than Wald) or ``'z'``.
+    ci_method : ``'knha_modified'`` (default; Knapp-Hartung with scale factor max(1, q), t(k - 1): never
+        narrower than the Wald random-effects interval), ``'knha'`` (Hartung-Knapp-Sidik-Jonkman, t(k - 1))
+        or ``'z'`` (Wald).
 
     Returns
     -------
@@ -275,6 +314,7 @@ def rma(
         "tau2_method_used": used,
         "tau2_fallbacks": notes,
         "ci_method": ci_method,
+        "ci_method_reason": CI_REASONS[ci_method],
         "alpha": alpha,
         "pooled": pooled.as_dict(),
         "wald": wald.as_dict(),
@@ -293,7 +333,12 @@ def rma(
 
 
 def leave_one_out(
-    y: npt.ArrayLike, v: npt.ArrayLike, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+    y: npt.ArrayLike,
+    v: npt.ArrayLike,
+    *,
+    tau2_method: str = "REML",
+    ci_method: str = CI_METHOD_DEFAULT,
+    alpha: float = 0.05,
 ) -> list[dict[str, Any]]:
     """metafor ``leave1out``: the meta-analysis without each clinic in turn (k >= 3).
 
@@ -319,7 +364,12 @@ def leave_one_out(
 
 
 def influence(
-    y: npt.ArrayLike, v: npt.ArrayLike, *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+    y: npt.ArrayLike,
+    v: npt.ArrayLike,
+    *,
+    tau2_method: str = "REML",
+    ci_method: str = CI_METHOD_DEFAULT,
+    alpha: float = 0.05,
 ) -> list[dict[str, Any]]:
     """metafor ``influence``: externally standardised residual, Cook's distance, hat value and weight per clinic.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.errors import InputError
-from analysis.pool import meta
+from analysis.pool import caveats, meta
 from analysis.pool.bundle import read_bundles
 
 SCHEMA_VERSION = "1.0.0"
@@ -38,8 +38,9 @@ LIMITATIONS = [
     ),
     "Clinics that share bundles may differ from those that do not (selective sharing).",
     (
-        "With few clinics the between-clinic variance is poorly estimated: the Knapp-Hartung interval and the "
-        "prediction interval account for this and are wide."
+        "With few clinics the between-clinic variance is poorly estimated. The pooled CI uses t with k - 1 df and "
+        "is never narrower than the standard random-effects interval, but the prediction interval still treats "
+        "tau^2 as known: when tau^2 is estimated as 0 it is no wider than the CI."
     ),
     (
         "Each clinic adjusts for the same covariates (the compatibility key), but measurement practice can still "
@@ -72,7 +73,13 @@ def _clinic_row(b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _meta_block(
-    y: list[float], v: list[float], ids: list[str], tau2_method: str, ci_method: str, alpha: float
+    y: list[float],
+    v: list[float],
+    ids: list[str],
+    tau2_method: str,
+    ci_method: str,
+    alpha: float,
+    df: list[float | None] | None = None,
 ) -> dict[str, Any]:
     """The pooled result of one estimand, or why it was not pooled."""
     k = len(y)
@@ -85,13 +92,7 @@ def _meta_block(
             else "no clinic has this estimate",
         }
     r = meta.rma(y, v, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
-    out = {"status": "pooled", **r, "clinic_ids": ids, "warnings": []}
-    if k == 2:
-        out["warnings"].append(
-            "only 2 clinics: the between-clinic variance is barely estimable and the "
-            "Knapp-Hartung interval uses t with 1 df, so it is very wide; read the pooled "
-            "estimate with caution"
-        )
+    out = {"status": "pooled", **r, "clinic_ids": ids, "warnings": caveats.caveats(y, r, ids=ids, df=df)}
     if r["tau2_fallbacks"]:
         out["warnings"] += r["tau2_fallbacks"]
     if k >= 3:
@@ -103,7 +104,11 @@ def _meta_block(
 
 
 def pool(
-    bundles: list[dict[str, Any]], *, tau2_method: str = "REML", ci_method: str = "knha", alpha: float = 0.05
+    bundles: list[dict[str, Any]],
+    *,
+    tau2_method: str = "REML",
+    ci_method: str = meta.CI_METHOD_DEFAULT,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Pool checked bundles (see :func:`analysis.pool.bundle.read_bundles`).
 
@@ -118,7 +123,13 @@ def pool(
     clinics = [_clinic_row(b) for b in bundles]
     ids = [c["clinic_id"] for c in clinics]
     primary = _meta_block(
-        [c["estimate"] for c in clinics], [c["se"] ** 2 for c in clinics], ids, tau2_method, ci_method, alpha
+        [c["estimate"] for c in clinics],
+        [c["se"] ** 2 for c in clinics],
+        ids,
+        tau2_method,
+        ci_method,
+        alpha,
+        [c["df"] for c in clinics],
     )
     resp = [
         b
@@ -192,7 +203,7 @@ def run_pool(
     out_dir: Path,
     *,
     tau2_method: str = "REML",
-    ci_method: str = "knha",
+    ci_method: str = meta.CI_METHOD_DEFAULT,
     alpha: float = 0.05,
     progress: Callable[[str], None] | None = None,
 ) -> str:

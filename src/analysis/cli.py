@@ -244,6 +244,25 @@ def deidentify(
     )
 
 
+@app.command("draft-mapping")
+def draft_mapping(
+    export: Annotated[Path, typer.Argument(metavar="EXPORT", help="An export from the practice software (CSV/XLSX).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Mapping file to write (default: EXPORT.mapping.yaml)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing mapping file.")] = False,
+) -> None:
+    """Draft the mapping file for an export: columns, date format and every spelling, guessed and commented."""
+    from analysis.contract import load_registry
+    from analysis.deidentify.draft import run_draft_mapping
+    from analysis.params import section
+    from analysis.paths import resolve
+
+    registry = load_registry(resolve(section(_params(), "data").get("registry", "config/measures.yaml")))
+    _echo(run_draft_mapping(export, out, registry.keys, force=force))
+
+
 @app.command()
 def lookup(
     text: Annotated[str, typer.Argument(help="A pseudonym (e.g. C3RUWHRA5QWY7) or a value of the practice's record.")],

@@ -239,7 +239,14 @@ def deidentify(
 
     _echo(
         run_deidentify(
-            export, mapping, out, key_file=key_file, params=_params(), crosswalk_dir=crosswalk, coarsen=coarsen_dates
+            export,
+            mapping,
+            out,
+            key_file=key_file,
+            params=_params(),
+            crosswalk_dir=crosswalk,
+            coarsen=coarsen_dates,
+            progress=stderr_progress(),
         )
     )
 

@@ -320,6 +320,7 @@ def appointment_layout(visits: pd.DataFrame, rng: np.random.Generator) -> pd.Dat
     six a later visit records a different knee, sport or sex (re-entered at that visit), so the export
     has the conflicting client-level values that de-identification must report.
     """
+
     def c(kind: str, text: str) -> str:
         return _CANON[kind][" ".join(str(text).split()).casefold()]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,13 @@ def run_deidentify(
     params: dict[str, Any] | None = None,
     crosswalk_dir: Path | None = None,
     coarsen: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> str:
-    """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
+    """Read the export(s) and mapping, de-identify, write the three tables and the log atomically.
+
+    ``progress`` is told each step as it starts (the CLI prints it on stderr with the elapsed time).
+    """
+    say = progress or (lambda _step: None)
     from analysis import store
     from analysis.params import load_params, section
     from analysis.paths import resolve
@@ -93,6 +98,7 @@ def run_deidentify(
         check_private_dir(crosswalk_dir)  # refuse before any work is done
     key = load_key(key_file)
     mapping_path = resolve(mapping_path)
+    say(f"reading the mapping {mapping_path.name}")
     try:
         raw = load_mapping_yaml(mapping_path)
     except FileNotFoundError:
@@ -106,9 +112,11 @@ def run_deidentify(
     frames = []
     read_info = []
     for p in exports:
+        say(f"reading the export {p.name}")
         label, frame, info = read_export(p, mapping)
         frames.append((label, frame))
         read_info.append(info)
+    say(f"de-identifying {sum(len(f) for _, f in frames)} row(s): pseudonyms, date shifts, categories, measures")
     result = deidentify_frames(
         frames,
         mapping,
@@ -117,9 +125,11 @@ def run_deidentify(
         therapist_chars=int(priv.get("therapist_pseudonym_chars", 6)),
         shift_max_days=int(priv.get("date_shift_max_days", 180)),
         coarsen=coarsen,
+        conflict_rule=str(priv.get("conflict_rule", "latest")),
     )
     if result.problems:
         raise ValidationFailed(result.problems)
+    say("checking the tables against the contract and scanning them for identifiers")
     contract_problems = check_against_contract(result.tables, registry)
     if contract_problems:
         raise ValidationFailed(contract_problems)
@@ -138,6 +148,7 @@ def run_deidentify(
     result.log["k_anonymity"] = dict(
         kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"], threshold=k_threshold
     )
+    say(f"writing the tables and the log to {out}")
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
@@ -160,5 +171,24 @@ def run_deidentify(
         f"{lg['sessions']} sessions, {lg['measurements']} measurements -> {out} "
         f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
         f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
-        f"Next: outcomes validate --input {out}.{walk}"
+        f"Next: outcomes validate --input {out}.{walk}" + conflict_lines(lg["conflicts"])
     )
+
+
+#: conflicts listed on the console (all of them are in the log)
+CONSOLE_CONFLICTS = 40
+
+
+def conflict_lines(conflicts: dict[str, Any]) -> str:
+    """The console's warning lines: one per client and field whose value differed across visits."""
+    items = conflicts["list"]
+    head = f"\n{len(items)} warning(s)"
+    if not items:
+        return head + "."
+    head += (
+        f": {conflicts['clients']} client(s) have a value that differs across visits; "
+        f"privacy.conflict_rule = {conflicts['rule']} chose one (conflicts in deidentify_log.json):"
+    )
+    lines = [f"  {c['client_id']} {c['field']}: {', '.join(c['values'])} -> {c['chosen']} ({c['rule']})" for c in items]
+    more = [f"  ... and {len(items) - CONSOLE_CONFLICTS} more in the log"] if len(items) > CONSOLE_CONFLICTS else []
+    return "\n".join([head, *lines[:CONSOLE_CONFLICTS], *more])

@@ -13,6 +13,8 @@ from analysis import contract
 from analysis.deidentify.export import read_export
 from analysis.deidentify.keys import load_key
 from analysis.deidentify.mapping import load_mapping_yaml, parse_mapping
+from analysis.deidentify.pseudonyms import key_fingerprint
+from analysis.deidentify.state import build_state, compare, ensure_private_dir, previous_shifts, read_state, write_state
 from analysis.deidentify.tables import deidentify_frames
 from analysis.errors import InputError, PrivacyError, Problem, ValidationFailed
 
@@ -97,6 +99,7 @@ def run_deidentify(
 
         check_private_dir(crosswalk_dir)  # refuse before any work is done
     key = load_key(key_file)
+    previous = read_state(crosswalk_dir, key_fingerprint(key)) if crosswalk_dir is not None else None
     mapping_path = resolve(mapping_path)
     say(f"reading the mapping {mapping_path.name}")
     try:
@@ -126,6 +129,7 @@ def run_deidentify(
         shift_max_days=int(priv.get("date_shift_max_days", 180)),
         coarsen=coarsen,
         conflict_rule=str(priv.get("conflict_rule", "latest")),
+        previous_shifts=previous_shifts(previous),
     )
     if result.problems:
         raise ValidationFailed(result.problems)
@@ -148,15 +152,24 @@ def run_deidentify(
     result.log["k_anonymity"] = dict(
         kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"], threshold=k_threshold
     )
+    assert result.shifts is not None  # set whenever tables are
+    if crosswalk_dir is not None:
+        result.log["since_previous"] = compare(previous, result.tables, result.shifts)
+    else:
+        result.log["since_previous"] = {"tracked": False, "why": "no --crosswalk folder, so no state is kept"}
     say(f"writing the tables and the log to {out}")
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
     walk = ""
     if crosswalk_dir is not None and result.crosswalk is not None:
-        from analysis.crosswalk import write_crosswalk
+        from analysis.crosswalk import check_private_dir, write_crosswalk
 
+        ensure_private_dir(check_private_dir(crosswalk_dir))
         walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, result.crosswalk)}."
+        state = build_state(result.tables, result.shifts, key_fingerprint(key), previous)
+        write_state(crosswalk_dir, state)
+        walk += since_line(result.log["since_previous"])
     lg = result.log
     small = (
         (
@@ -172,6 +185,24 @@ def run_deidentify(
         f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
         f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
         f"Next: outcomes validate --input {out}.{walk}" + conflict_lines(lg["conflicts"])
+    )
+
+
+def since_line(since: dict[str, Any]) -> str:
+    """One console line on what is new since the previous run (from the log's ``since_previous``)."""
+    if since.get("first_run"):
+        return " First run in this crosswalk folder: the next export will be compared with this one."
+    shifted = since["date_shift_changed"]
+    warn = (
+        f" {len(shifted)} returning client(s) needed a new date shift (a new visit would land after today): "
+        "their earlier visits' shifted dates changed; replace earlier tables with these."
+        if shifted
+        else ""
+    )
+    return (
+        f" Since the previous run: {since['new_clients']} new client(s), {since['new_visits']} new visit(s), "
+        f"{len(since['changed_values'])} changed value(s), {since['visits_with_changed_date']} visit(s) with a "
+        f"changed date; {since['clients_not_in_this_export']} earlier client(s) not in this export.{warn}"
     )
 
 

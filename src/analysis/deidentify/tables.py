@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ class Deidentified:
     log: dict[str, Any]
     problems: list[Problem]
     crosswalk: pd.DataFrame | None = None  # identifying: written only by --crosswalk, outside the project
+    shifts: pd.Series | None = None  # client_id -> date shift in days (kept in the private state)
 
 
 def _clients(
@@ -141,20 +143,37 @@ def _clients(
     return clients
 
 
-def _shifted_dates(w: Work, key: bytes, max_days: int, today: dt.date) -> tuple[pd.Series, int, pd.Series]:
-    """Visit dates moved by each client's keyed offset, kept within 2000-01-01..today; (dates, n adjusted)."""
+def _nonzero_shift(off: int, lo: int, hi: int) -> int:
+    """The keyed shift ``off`` if it keeps every date in lo..hi days, else its mirror, else the nearest non-zero."""
+    for cand in (off, -off):
+        if lo <= cand <= hi:
+            return cand
+    near = min(max(off, lo), hi)
+    if near == 0:  # only when the client's visits span 2000-01-01..today: no other room
+        near = 1 if hi >= 1 else -1 if lo <= -1 else 0
+    return near
+
+
+def _shifted_dates(
+    w: Work, key: bytes, max_days: int, today: dt.date, previous: dict[str, int]
+) -> tuple[pd.Series, int, pd.Series]:
+    """Visit dates moved by each client's shift, kept within 2000-01-01..today; (dates, n adjusted, shifts).
+
+    A client seen by a previous run keeps that run's shift (``previous``) while it still fits, so visits
+    already seen keep their shifted dates; a new client gets the keyed shift, mirrored if it would land
+    after today. No shift is ever 0.
+    """
     span = w.df.groupby("client_id")["_date"].agg(["min", "max"])
     identities = w.df.groupby("client_id")["_identity"].first()
     first_visit, last_visit = span["min"].to_dict(), span["max"].to_dict()
     offsets = {}
     adjusted = 0
     for cid, ident in identities.items():
-        raw = off = date_offset(key, ident, max_days)
+        raw = date_offset(key, ident, max_days)
         lo = (pd.Timestamp(contract.EARLIEST_DATE) - first_visit[cid]).days
         hi = (pd.Timestamp(today) - last_visit[cid]).days
-        if off > hi:
-            off = -off  # would land in the future: shift backwards instead
-        offsets[cid] = int(min(max(off, lo), hi))
+        kept = previous.get(str(cid))
+        offsets[cid] = kept if kept is not None and lo <= kept <= hi else _nonzero_shift(raw, lo, hi)
         adjusted += offsets[cid] != raw
     return (
         w.df["_date"] + pd.to_timedelta(w.df["client_id"].map(offsets), unit="D"),
@@ -184,6 +203,7 @@ def deidentify_frames(
     today: dt.date | None = None,
     coarsen: str | None = None,
     conflict_rule: str = "latest",
+    previous_shifts: MappingABC[str, int] | None = None,
 ) -> Deidentified:
     """De-identify practice exports into the three contract tables (pure; no I/O).
 
@@ -205,6 +225,8 @@ def deidentify_frames(
         From params ``privacy``.
     today
         Latest allowed date (default: the real today).
+    previous_shifts
+        client_id -> date shift given by the previous run (:mod:`.state`): kept while it fits.
     conflict_rule
         params ``privacy.conflict_rule``: ``latest``, ``most_frequent`` or ``refuse`` (see :mod:`.conflicts`).
 
@@ -235,7 +257,7 @@ def deidentify_frames(
     clients = _clients(w, mapping, mapped, blank_fill, numbers, conflict_rule)
     if w.problems:
         return Deidentified({}, w.log, w.problems)
-    shifted, n_adjusted, offsets = _shifted_dates(w, key, shift_max_days, today)
+    shifted, n_adjusted, offsets = _shifted_dates(w, key, shift_max_days, today, dict(previous_shifts or {}))
     if coarsen == "week":
         shifted = shifted - pd.to_timedelta(shifted.dt.day_of_week, unit="D")
     elif coarsen is not None:
@@ -292,6 +314,7 @@ def deidentify_frames(
             "measurements": int(len(measurements)),
             "therapists": int(therapist.dropna().nunique()),
             "date_shift_days_range": [-shift_max_days, shift_max_days],
+            "date_shift_never_zero": bool((offsets != 0).all()),
             "dates_coarsened_to": coarsen or "day",
             "clients_shift_adjusted_to_stay_in_range": n_adjusted,
             # the real period at month level (the tables' dates are shifted): the findings bundle reports this
@@ -305,4 +328,5 @@ def deidentify_frames(
     )
     from analysis.crosswalk import crosswalk_frame
 
-    return Deidentified(tables, w.log, [], crosswalk=crosswalk_frame(w.df, list(mapping.identity), offsets))
+    crosswalk = crosswalk_frame(w.df, list(mapping.identity), offsets)
+    return Deidentified(tables, w.log, [], crosswalk=crosswalk, shifts=offsets)

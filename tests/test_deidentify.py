@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from analysis.errors import InputError, ValidationFailed
 from analysis.example_export import make_example_export
 from analysis.load import load_inputs
 from analysis.params import load_params
+from analysis.params_schema import check_params
 from conftest import deidentify_argv, deidentify_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -458,7 +460,12 @@ def test_cli_deidentify_with_env_key(tmp_path, monkeypatch):
         code = main(deidentify_argv(tmp_path / "o"))
     assert code == 0, err.getvalue()
     assert "Next: outcomes validate --input" in out.getvalue()
+    assert "0 warning(s)." in out.getvalue()  # the example's patients agree with themselves across visits
     assert KEY.hex() not in out.getvalue() + err.getvalue()
+    # progress: one line per step on stderr, each with the elapsed time
+    steps = err.getvalue().splitlines()
+    assert len(steps) == 5 and all(re.match(r"^  \[ *\d+\.\d s\] \w", s) for s in steps)
+    assert "reading the export practice_export.csv" in steps[1]
     first = (tmp_path / "o" / "clients.csv").read_text()
     # same key, same export -> byte-identical output (deterministic pseudonyms and shifts)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -642,3 +649,12 @@ def test_conflicts_in_the_console_and_log(tmp_path):
     with pytest.raises(ValidationFailed) as err:
         run_deidentify([src], EXAMPLES / "mapping.yaml", tmp_path / "out2", key_file=key_file, params=params)
     assert len(err.value.problems) == 2 and not (tmp_path / "out2").exists()
+
+
+def test_conflict_rule_and_shift_range_are_checked_in_params():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert raw["privacy"]["conflict_rule"] == "latest" and check_params(raw) == []
+    raw["privacy"].update(conflict_rule="first", date_shift_max_days=0)
+    lines = check_params(raw)
+    assert any(ln.startswith("params.yaml: privacy.conflict_rule:") for ln in lines)
+    assert any(ln.startswith("params.yaml: privacy.date_shift_max_days:") for ln in lines)

@@ -23,7 +23,8 @@ How it works
   with it, they can be reproduced (keep it outside the repo; back it up).
 * **Dates.** Each client's dates move by one keyed offset in
   ``-privacy.date_shift_max_days..-1`` or ``1..max`` days, never 0 (intervals between visits are
-  kept). With ``--crosswalk``, a client seen by an earlier run keeps that run's offset (:mod:`.state`). A shift that would put a date in the future is mirrored backwards, and
+  kept). With ``--crosswalk``, a client seen by an earlier run keeps that
+  run's offset (:mod:`.state`). A shift that would put a date in the future is mirrored backwards, and
   shifted dates are kept between 2000-01-01 and today. The date of birth becomes
   the age band at the *real* first visit and is then dropped.
 * **Conflicts.** A client-level value that differs across a patient's visits is chosen by

@@ -83,6 +83,15 @@ def test_two_overlapping_exports_are_one_clinic(tmp_path):
     real = pd.read_csv(two, dtype=str, keep_default_na=False)
     for col in ("Patient Name", "Patient No", "Email", "Visit Date", "Date of Birth"):
         assert not any(v.strip() and v.strip() in text for v in real[col]), col
+    # the first export again: the clients only in the second are "not in this export", yet stay in the
+    # crosswalk (a pseudonym in the second run's tables can still be looked up), and nothing moved
+    run_deidentify([one], MAPPING, tmp_path / "o1b", key_file=key, params=params, crosswalk_dir=private)
+    again = json.loads((tmp_path / "o1b" / "deidentify_log.json").read_text())["since_previous"]
+    assert again["clients_not_in_this_export"] == since["new_clients"] and again["new_visits"] == 0
+    assert again["visits_with_changed_date"] == 0 and again["changed_values"] == []
+    walk = pd.read_csv(private / "crosswalk.csv", dtype=str)
+    assert set(walk["client_id"]) == set(c2["client_id"])
+    assert stat.S_IMODE((private / "crosswalk.csv").stat().st_mode) == 0o600
     # another key cannot continue this series
     with pytest.raises(InputError, match="another key"):
         run_deidentify(

@@ -14,7 +14,15 @@ from analysis.deidentify.export import read_export
 from analysis.deidentify.keys import load_key
 from analysis.deidentify.mapping import load_mapping_yaml, parse_mapping
 from analysis.deidentify.pseudonyms import key_fingerprint
-from analysis.deidentify.state import build_state, compare, ensure_private_dir, previous_shifts, read_state, write_state
+from analysis.deidentify.state import (
+    build_state,
+    compare,
+    ensure_private_dir,
+    merge_crosswalk,
+    previous_shifts,
+    read_state,
+    write_state,
+)
 from analysis.deidentify.tables import deidentify_frames
 from analysis.errors import InputError, PrivacyError, Problem, ValidationFailed
 
@@ -166,7 +174,10 @@ def run_deidentify(
         from analysis.crosswalk import check_private_dir, write_crosswalk
 
         ensure_private_dir(check_private_dir(crosswalk_dir))
-        walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, result.crosswalk)}."
+        old_walk = crosswalk_dir.expanduser() / "crosswalk.csv"
+        earlier = pd.read_csv(old_walk, dtype=str, keep_default_na=False) if old_walk.is_file() else None
+        merged = merge_crosswalk(earlier, result.crosswalk)
+        walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, merged)}."
         state = build_state(result.tables, result.shifts, key_fingerprint(key), previous)
         write_state(crosswalk_dir, state)
         walk += since_line(result.log["since_previous"])

@@ -105,6 +105,20 @@ def compare(previous: dict[str, Any] | None, tables: dict[str, pd.DataFrame], sh
     }
 
 
+def merge_crosswalk(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.DataFrame:
+    """The crosswalk of every client seen so far: this run's rows, plus earlier clients not in this export.
+
+    A client who is not in this export keeps their row, so a pseudonym in an older table can still be
+    looked up. Rows are sorted by client_id; all cells as text.
+    """
+    now = current.astype(str)
+    if previous is None or previous.empty:
+        return now.sort_values("client_id", kind="stable").reset_index(drop=True)
+    earlier = previous[~previous["client_id"].isin(now["client_id"])].astype(str)
+    merged = pd.concat([now, earlier], ignore_index=True).fillna("")
+    return merged.sort_values("client_id", kind="stable").reset_index(drop=True)
+
+
 def read_state(folder: Path | None, fingerprint: str) -> dict[str, Any] | None:
     """The previous run's state in the private folder, or None; refuses another key's state."""
     if folder is None:

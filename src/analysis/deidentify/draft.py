@@ -181,7 +181,11 @@ def draft_mapping(frame: pd.DataFrame, label: str, measures: Sequence[str], clin
     if dates.question:
         asked += 1
         lines.append(f"  # ??? {dates.question}")
-    lines += ["", "# Columns that together identify a patient: they feed the keyed pseudonym only, never written."]
+    lines += [
+        "",
+        "# Columns that together identify a patient: they feed the keyed pseudonym only, never written.",
+        "# Keep them the same for every export of this clinic: other columns give every patient a new pseudonym.",
+    ]
     if identity:
         lines.append(f"identity: [{', '.join(q(c) for c in identity)}]")
     else:

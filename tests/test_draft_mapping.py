@@ -184,3 +184,15 @@ def test_shipped_drafts_match_the_drafter_and_deidentify(tmp_path):
         res = deidentify_frames([(label, frame)], mapping, KEY, today=TODAY)
         assert res.problems == [] and res.log["clients"] == p["example_patients"]
     assert main(["draft-mapping", str(EXAMPLES / "practice_export.csv"), "--out", str(out)]) == 2  # no overwrite
+
+
+def test_deidentify_refuses_a_draft_with_open_questions(tmp_path, capsys):
+    key = tmp_path / "key"
+    key.write_text(KEY.hex())
+    export = EXAMPLES / "appointments_export.csv"
+    draft = EXAMPLES / "appointments_export.draft.yaml"
+    argv = ["deidentify", str(export), "--mapping", str(draft), "--out", str(tmp_path / "o"), "--key-file", str(key)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 question(s) marked ???" in err and "values.techniques.Dry needling" in err
+    assert not (tmp_path / "o").exists()

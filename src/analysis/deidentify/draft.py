@@ -247,6 +247,21 @@ def draft_mapping(frame: pd.DataFrame, label: str, measures: Sequence[str], clin
     return Draft("\n".join(lines) + "\n", asked)
 
 
+def unanswered(raw: object, path: str = "") -> list[str]:
+    """Where a drafted mapping still says ``???`` (dotted paths, e.g. ``values.techniques.Dry needling``).
+
+    Examples
+    --------
+    >>> unanswered({"values": {"focus": {"Zumba": "???", "Hip": "hip"}}})
+    ['values.focus.Zumba']
+    """
+    if isinstance(raw, dict):
+        return [p for k, v in raw.items() for p in unanswered(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(raw, list):
+        return [p for i, v in enumerate(raw) for p in unanswered(v, f"{path}[{i}]")]
+    return [path] if raw == ASK else []
+
+
 def run_draft_mapping(export: Path, out: Path | None, measures: Sequence[str], force: bool = False) -> str:
     """Read an export (any layout), draft its mapping, write it (refusing to overwrite unless ``force``)."""
     from analysis import store

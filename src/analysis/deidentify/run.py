@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from analysis import contract
+from analysis.deidentify.draft import unanswered
 from analysis.deidentify.export import read_export
 from analysis.deidentify.keys import load_key
 from analysis.deidentify.mapping import load_mapping_yaml, parse_mapping
@@ -119,6 +120,13 @@ def run_deidentify(
     except yaml.YAMLError as exc:
         raise InputError(f"{mapping_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     registry = contract.load_registry(resolve(section(params, "data").get("registry", "config/measures.yaml")))
+    open_questions = unanswered(raw)
+    if open_questions:
+        raise InputError(
+            f"{mapping_path.name}: the draft still asks {len(open_questions)} question(s) marked ??? "
+            f"({', '.join(open_questions[:5])}{', ...' if len(open_questions) > 5 else ''}); "
+            "answer each with one of the values its comment lists"
+        )
     mapping = parse_mapping(raw, mapping_path.name, registry)
     frames = []
     read_info = []

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from analysis.errors import InputError, ValidationFailed
 from analysis.example_export import make_example_export
 from analysis.load import load_inputs
 from analysis.params import load_params
+from analysis.params_schema import check_params
 from conftest import deidentify_argv, deidentify_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,12 +180,14 @@ def test_age_band_from_real_dates():
     assert res.tables["clients"]["age_band"].tolist() == ["80+"]
 
 
-def test_client_fields_from_first_visit_and_blank_fill():
+def test_client_fields_latest_value_and_blank_fill():
     rows = [visit(date="10/03/2025", Sport="Bike"), visit(date="03/03/2025", Sport="", Knee="R")]
     res = run(rows)
     c = res.tables["clients"].iloc[0]
-    # the earliest visit has no sport: the first non-blank value (a later visit) is used
-    assert (c["activity"], c["knee"], c["symptom_weeks"], c["sex"]) == ("cycling", "right", "26", "F")
+    # the earliest visit has no sport: the only non-blank value is used (no conflict); the knee differs
+    # (right, then left): the latest visit's value wins, and the conflict is logged
+    assert (c["activity"], c["knee"], c["symptom_weeks"], c["sex"]) == ("cycling", "left", "26", "F")
+    assert res.log["conflicts"]["n"] == 1 and res.log["conflicts"]["by_field"]["knee"] == 1
     res = run([visit(Sport="")])
     assert res.tables["clients"]["activity"].tolist() == ["none"]
     assert res.log["blank_values_filled"]["Sport"] == 1
@@ -456,7 +460,12 @@ def test_cli_deidentify_with_env_key(tmp_path, monkeypatch):
         code = main(deidentify_argv(tmp_path / "o"))
     assert code == 0, err.getvalue()
     assert "Next: outcomes validate --input" in out.getvalue()
+    assert "0 warning(s)." in out.getvalue()  # the example's patients agree with themselves across visits
     assert KEY.hex() not in out.getvalue() + err.getvalue()
+    # progress: one line per step on stderr, each with the elapsed time
+    steps = err.getvalue().splitlines()
+    assert len(steps) == 5 and all(re.match(r"^  \[ *\d+\.\d s\] \w", s) for s in steps)
+    assert "reading the export practice_export.csv" in steps[1]
     first = (tmp_path / "o" / "clients.csv").read_text()
     # same key, same export -> byte-identical output (deterministic pseudonyms and shifts)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -562,3 +571,90 @@ def test_dates_can_be_coarsened_to_the_week():
     assert coarse.log["dates_coarsened_to"] == "week" and fine.log["dates_coarsened_to"] == "day"
     fine_days = pd.to_datetime(fine.tables["sessions"]["session_date"]).sort_values().tolist()
     assert days.sort_values().tolist() == [d - pd.Timedelta(days=d.weekday()) for d in fine_days]
+
+
+# ----------------------------------------------------------------------------- conflicts
+
+
+def _conflicted():
+    # knee: right, left, left (latest left; most frequent left); sport: bike, running, bike
+    # (latest bike... then running last by date); sex the same throughout
+    return [
+        visit(date="03/03/2025", Knee="R", Sport="Bike"),
+        visit(date="10/03/2025", Knee="L", Sport="Running"),
+        visit(date="24/03/2025", Knee="Left", Sport="Bike"),
+        visit(date="17/03/2025", Knee="", Sport="Running"),
+        visit(name="Tom Reid", date="05/03/2025", Knee="R", Gender="Male"),
+        visit(name="Tom Reid", date="06/03/2025", Knee="R", Gender="M"),  # a spelling, not a conflict
+    ]
+
+
+@pytest.mark.parametrize(("rule", "activity"), [("latest", "cycling"), ("most_frequent", "cycling")])
+def test_conflicts_are_reported_per_client_and_field_with_the_choice(rule, activity):
+    res = run(_conflicted(), conflict_rule=rule)
+    jane = res.tables["clients"].set_index("sex").loc["F"]
+    assert (jane["knee"], jane["activity"]) == ("left", activity)
+    log = res.log["conflicts"]
+    assert (log["rule"], log["n"], log["clients"]) == (rule, 2, 1)
+    by = {c["field"]: c for c in log["list"]}
+    assert by["knee"] | {"client_id": ""} == {
+        "client_id": "",
+        "field": "knee",
+        "column": "Knee",
+        "values": ["left", "right"],
+        "chosen": "left",
+        "rule": rule,
+    }
+    assert by["activity"]["values"] == ["cycling", "running"] and by["activity"]["client_id"] == jane["client_id"]
+    # the log names no person and no date: only pseudonyms, column names and contract values
+    text = json.dumps(log)
+    assert "Jane" not in text and "2025" not in text
+
+
+def test_most_frequent_differs_from_latest():
+    rows = [visit(date=d, Knee=k) for d, k in (("03/03/2025", "R"), ("10/03/2025", "R"), ("17/03/2025", "L"))]
+    assert run(rows, conflict_rule="latest").tables["clients"]["knee"].tolist() == ["left"]
+    assert run(rows, conflict_rule="most_frequent").tables["clients"]["knee"].tolist() == ["right"]
+
+
+def test_refuse_names_row_and_column_and_writes_nothing():
+    res = run(_conflicted(), conflict_rule="refuse")
+    assert res.tables == {}
+    lines = [p.line() for p in res.problems]
+    assert len(lines) == 2
+    assert any(ln.startswith("export.csv, row 4, column Knee: knee differs") and "first at row 2" in ln for ln in lines)
+    assert all("conflict_rule is refuse" in ln and "Jane" not in ln for ln in lines)
+
+
+def test_onset_typed_on_later_visits_is_not_a_conflict():
+    rows = [visit(date=d, **{"Symptom Duration": "Nov 2024"}) for d in ("03/03/2025", "31/03/2025")]
+    res = run(rows)
+    assert res.log["conflicts"]["n"] == 0
+    assert res.tables["clients"]["symptom_weeks"].tolist() == ["15"]  # weeks before the first visit
+
+
+def test_conflicts_in_the_console_and_log(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY.hex())
+    src = tmp_path / "in" / "export.csv"
+    src.parent.mkdir()
+    store_rows = pd.DataFrame(export(_conflicted())[1])
+    store_rows.to_csv(src, index=False)
+    msg = run_deidentify([src], EXAMPLES / "mapping.yaml", tmp_path / "out", key_file=key_file)
+    assert "2 warning(s)" in msg and "knee: left, right -> left (latest)" in msg
+    log = json.loads((tmp_path / "out" / "deidentify_log.json").read_text())
+    assert log["conflicts"]["n"] == 2
+    params = load_params(ROOT / "params.yaml")
+    params["privacy"]["conflict_rule"] = "refuse"
+    with pytest.raises(ValidationFailed) as err:
+        run_deidentify([src], EXAMPLES / "mapping.yaml", tmp_path / "out2", key_file=key_file, params=params)
+    assert len(err.value.problems) == 2 and not (tmp_path / "out2").exists()
+
+
+def test_conflict_rule_and_shift_range_are_checked_in_params():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert raw["privacy"]["conflict_rule"] == "latest" and check_params(raw) == []
+    raw["privacy"].update(conflict_rule="first", date_shift_max_days=0)
+    lines = check_params(raw)
+    assert any(ln.startswith("params.yaml: privacy.conflict_rule:") for ln in lines)
+    assert any(ln.startswith("params.yaml: privacy.date_shift_max_days:") for ln in lines)

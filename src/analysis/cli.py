@@ -242,9 +242,34 @@ def deidentify(
 
     _echo(
         run_deidentify(
-            export, mapping, out, key_file=key_file, params=_params(), crosswalk_dir=crosswalk, coarsen=coarsen_dates
+            export,
+            mapping,
+            out,
+            key_file=key_file,
+            params=_params(),
+            crosswalk_dir=crosswalk,
+            coarsen=coarsen_dates,
+            progress=stderr_progress(),
         )
     )
+
+
+@app.command("draft-mapping")
+def draft_mapping(
+    export: Annotated[Path, typer.Argument(metavar="EXPORT", help="An export from the practice software (CSV/XLSX).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Mapping file to write (default: EXPORT.mapping.yaml)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing mapping file.")] = False,
+) -> None:
+    """Draft the mapping file for an export: columns, date format and every spelling, guessed and commented."""
+    from analysis.contract import load_registry
+    from analysis.deidentify.draft import run_draft_mapping
+    from analysis.paths import resolve
+
+    registry = load_registry(resolve(_params().data.registry))
+    _echo(run_draft_mapping(export, out, registry.keys, force=force))
 
 
 @app.command()

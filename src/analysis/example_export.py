@@ -140,7 +140,7 @@ def _fmt_num(x: float, rng: np.random.Generator) -> str:
     return s.replace(".", ",") if rng.random() < 0.3 else s
 
 
-def make_example_export(seed: int, n_patients: int = 40) -> pd.DataFrame:
+def make_example_export(seed: int, n_patients: int = 40, layout: str = "visits") -> pd.DataFrame:
     """A synthetic practice-software export: one row per visit, identifying columns included.
 
     Parameters
@@ -149,6 +149,12 @@ def make_example_export(seed: int, n_patients: int = 40) -> pd.DataFrame:
         Seed of the random generator (params ``privacy.example_seed``).
     n_patients
         Number of invented patients (params ``privacy.example_patients``).
+    layout
+        ``"visits"`` (the default: one visit per row, demographics on the first visit) or
+        ``"appointments"`` (:data:`APPOINTMENT_COLUMNS`: an appointment report with split names,
+        month-first US dates, the patient's details repeated on every row and sometimes changed
+        between visits, onsets instead of durations, and other spellings). The second layout is drawn
+        from the same patients, so the two exports of one seed describe one clinic.
 
     Returns
     -------
@@ -241,4 +247,151 @@ def make_example_export(seed: int, n_patients: int = 40) -> pd.DataFrame:
     rows.append(dict(rows[int(rng.integers(0, len(rows)))]))
     df = pd.DataFrame(rows, columns=list(COLUMNS), dtype="string")
     order = pd.to_datetime(df["Visit Date"].str.strip().str.replace(".", "/", regex=False), format="%d/%m/%Y")
-    return df.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+    df = df.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+    if layout == "visits":
+        return df
+    if layout == "appointments":
+        return appointment_layout(df, np.random.default_rng([seed, 1]))
+    raise ValueError(f"layout {layout!r}: use 'visits' or 'appointments'")
+
+
+APPOINTMENT_COLUMNS = (
+    "Client ID",
+    "First Name",
+    "Last Name",
+    "DOB",
+    "Sex",
+    "Mobile",
+    "Email Address",
+    "Street",
+    "City",
+    "Zip",
+    "Appointment Date",
+    "Practitioner",
+    "Body Region",
+    "Treatment Given",
+    "NPRS pre",
+    "NPRS post",
+    "Hip IR Left (deg)",
+    "Hip IR Right (deg)",
+    "LEFS score",
+    "Duration (min)",
+    "Activity",
+    "Sitting (h/day)",
+    "Symptoms since",
+    "Affected Knee",
+    "Clinical Notes",
+)
+# the visits layout's spellings -> contract values, so the appointments layout can spell them its own way
+_CANON = {
+    "focus": {"hip": "hip", "knee": "knee", "hip + knee": "hip_and_knee", "knee + hip": "hip_and_knee"}
+    | {"hip+knee": "hip_and_knee", "hip & knee": "hip_and_knee", "other": "other", "lower back": "other"},
+    "sex": {"female": "F", "f": "F", "male": "M", "m": "M", "": "U"},
+    "knee": {"left": "left", "l": "left", "right": "right", "r": "right", "both": "both", "bilateral": "both"},
+    "sport": {"jogging": "running", "running": "running", "cycling": "cycling", "bike": "cycling", "gym": "gym"}
+    | {"football": "team_sport", "walking": "walking", "none": "none", "": ""},
+}
+_APPT_SPELLINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "focus": {
+        "hip": ("HIP + pelvis", "hip/glutes", "Hip", "R hip"),
+        "knee": ("knee (VMO, ITB)", "Knee", "PFJ", "knee - patellofemoral"),
+        "hip_and_knee": ("Hip and knee", "hip/knee", "HIP + KNEE"),
+        "other": ("Lumbar spine", "Other"),
+    },
+    "sex": {"F": ("female", "F", "Woman"), "M": ("Male", "M", "man"), "U": ("",)},
+    "knee": {"left": ("Lt", "Left", "L"), "right": ("Rt", "right", "R"), "both": ("Bilat", "L+R", "both")},
+    "sport": {
+        "running": ("Running", "parkrun"),
+        "cycling": ("Cycling", "spin class"),
+        "gym": ("Gym/weights",),
+        "team_sport": ("Rugby", "Netball"),
+        "walking": ("Hiking",),
+        "none": ("none",),
+        "": ("",),
+    },
+}
+_APPT_TECHNIQUES = ("Soft tissue", "MFR", "PNF stretching", "Trigger points", "Maitland mobs", "HEP", "Dry needling")
+
+
+def appointment_layout(visits: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """The same visits as an appointment report (:data:`APPOINTMENT_COLUMNS`), another system's layout.
+
+    Patient details are repeated on every row, as appointment reports do, and for about one patient in
+    six a later visit records a different knee, sport or sex (re-entered at that visit), so the export
+    has the conflicting client-level values that de-identification must report.
+    """
+
+    def c(kind: str, text: str) -> str:
+        return _CANON[kind][" ".join(str(text).split()).casefold()]
+
+    def spell(kind: str, value: str) -> str:
+        return str(rng.choice(_APPT_SPELLINGS[kind][value]))
+
+    def us(text: str) -> str:
+        d = dt.datetime.strptime(str(text).strip().replace(".", "/"), "%d/%m/%Y")
+        return d.strftime("%m/%d/%Y")
+
+    first = visits.groupby("Patient No", sort=False).first()  # demographics are typed on the first visit
+    first_visit = visits.groupby("Patient No", sort=False)["Visit Date"].first()
+    out: list[dict[str, str]] = []
+    done: dict[tuple[str, ...], dict[str, str]] = {}
+    for _, r in visits.iterrows():
+        if tuple(r) in done:  # the same visit exported twice stays one repeated row
+            out.append(done[tuple(r)])
+            continue
+        pid = r["Patient No"]
+        p = first.loc[pid]
+        drift = rng.random() < 0.05  # a later visit where a patient detail was typed differently
+        sex = c("sex", p["Gender"])
+        knee = c("knee", p["Knee"]) if p["Knee"] else "left"
+        sport = c("sport", p["Sport"])
+        if drift and r["Visit Date"] != first_visit[pid]:
+            which = rng.choice(["sex", "knee", "sport"])
+            if which == "knee":
+                knee = str(rng.choice([k for k in ("left", "right", "both") if k != knee]))
+            elif which == "sport":
+                sport = str(rng.choice([s for s in ("running", "cycling", "gym", "walking") if s != sport]))
+            elif sex in ("F", "M"):
+                sex = "M" if sex == "F" else "F"
+        weeks = parse_weeks(str(p["Symptom Duration"]))
+        onset = dt.datetime.strptime(us(first_visit[pid]), "%m/%d/%Y") - dt.timedelta(weeks=weeks)
+        first_name, _, last_name = str(r["Patient Name"]).strip().partition(" ")
+        techs = [str(rng.choice(_APPT_TECHNIQUES)) for t in str(r["Techniques"]).split(",") if t.strip()]
+        out.append(
+            {
+                "Client ID": pid.replace("P", "C-"),
+                "First Name": first_name,
+                "Last Name": last_name,
+                "DOB": us(r["Date of Birth"]),
+                "Sex": spell("sex", sex),
+                "Mobile": r["Phone"],
+                "Email Address": r["Email"],
+                "Street": str(r["Address"]).split(",")[0],
+                "City": str(r["Address"]).split(", ")[-1],
+                "Zip": r["Postcode"],
+                "Appointment Date": us(r["Visit Date"]),
+                "Practitioner": r["Therapist"],
+                "Body Region": spell("focus", c("focus", r["Treatment Area"])),
+                "Treatment Given": "; ".join(dict.fromkeys(techs)),
+                "NPRS pre": r["Pain Before"],
+                "NPRS post": r["Pain After"],
+                "Hip IR Left (deg)": r["Hip IR L"],
+                "Hip IR Right (deg)": r["Hip IR R"],
+                "LEFS score": r["LEFS"],
+                "Duration (min)": str(r["Minutes"]).replace(" min", ""),
+                "Activity": spell("sport", sport),
+                "Sitting (h/day)": p["Sitting hrs/day"],
+                "Symptoms since": onset.strftime("%b %Y"),
+                "Affected Knee": spell("knee", knee),
+                "Clinical Notes": r["Notes"],
+            }
+        )
+        done[tuple(r)] = out[-1]
+    return pd.DataFrame(out, columns=list(APPOINTMENT_COLUMNS), dtype="string")
+
+
+def parse_weeks(text: str) -> int:
+    """Whole weeks of a duration as the visits layout writes it ("6 months", "12 wks", "26")."""
+    number, _, unit = text.strip().partition(" ")
+    per = {"": 1, "week": 1, "wk": 1, "month": 4.33, "mth": 4.33, "year": 52}[unit.rstrip("s")]
+    return round(float(number) * per)

@@ -111,7 +111,8 @@ class PrivacyParams(_Section):
     scan_max_rows_per_rule: int = Field(gt=0)
     pseudonym_chars: int = Field(ge=8, le=26)
     therapist_pseudonym_chars: int = Field(ge=4, le=26)
-    date_shift_max_days: int = Field(ge=0)
+    date_shift_max_days: int = Field(ge=1)
+    conflict_rule: Literal["latest", "most_frequent", "refuse"] = "latest"
     example_seed: int
     example_patients: int = Field(gt=0)
 

@@ -1,6 +1,8 @@
 """De-identify: turn a practice-software export into the three contract tables.
 
-``outcomes deidentify EXPORT... --mapping M.yaml --out DIR [--key-file F]`` reads
+``outcomes draft-mapping EXPORT [--out M.yaml]`` drafts the mapping from the export's headers and values
+(:mod:`.draft`, guesses in :mod:`.guess`). ``outcomes deidentify EXPORT... --mapping M.yaml --out DIR
+[--key-file F] [--crosswalk PRIVATE_DIR]`` reads
 one or more exports (CSV or XLSX, one row per visit, identifying columns
 included), and writes ``clients.csv``, ``sessions.csv``, ``measurements.csv`` and
 ``deidentify_log.json`` (counts only) to ``DIR``. ``outcomes keygen --out F``
@@ -20,10 +22,13 @@ How it works
   therapist's normalised name. Without the key the ids cannot be linked back;
   with it, they can be reproduced (keep it outside the repo; back it up).
 * **Dates.** Each client's dates move by one keyed offset in
-  ``-privacy.date_shift_max_days..+max`` days (intervals between visits are
-  kept). A shift that would put a date in the future is mirrored backwards, and
+  ``-privacy.date_shift_max_days..-1`` or ``1..max`` days, never 0 (intervals between visits are
+  kept). With ``--crosswalk``, a client seen by an earlier run keeps that
+  run's offset (:mod:`.state`). A shift that would put a date in the future is mirrored backwards, and
   shifted dates are kept between 2000-01-01 and today. The date of birth becomes
   the age band at the *real* first visit and is then dropped.
+* **Conflicts.** A client-level value that differs across a patient's visits is chosen by
+  ``privacy.conflict_rule`` (latest, most_frequent or refuse) and reported (:mod:`.conflicts`).
 * **Final gate.** The written tables are scanned with
   :func:`analysis.privacy.scan_values`; anything that looks like an email, phone,
   postcode or name stops the run (:class:`~analysis.errors.PrivacyError`).
@@ -70,7 +75,11 @@ Layout (one job per module)
 ``log``          the rows being de-identified, the problems and the log collected so far
 ``fields``       each contract field from its source columns, every problem at once (pure)
 ``pseudonyms``   keyed pseudonyms and date offsets (HMAC-SHA256 under the secret key)
+``conflicts``    client-level values that differ across visits: found, chosen by a rule, reported (pure)
 ``tables``       the pure core: exports -> the three contract tables, log and crosswalk
+``state``        successive exports: the private state beside the crosswalk, and what is new since it
+``guess``        best guesses for a draft mapping: column roles, date formats, spellings (one synonym table)
+``draft``        the drafted mapping (pure) and ``outcomes draft-mapping``'s edge
 ``keys``         the secret key at the edge: read it, create it (``outcomes keygen``)
 ``run``          the edge of ``outcomes deidentify``: where things may go, read, gate, write atomically
 """

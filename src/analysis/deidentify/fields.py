@@ -168,7 +168,7 @@ def _techniques(w: Work, mapping: Mapping) -> pd.Series:
 
 
 def _numbers(w: Work, mapping: Mapping) -> dict[str, pd.Series]:
-    """minutes, sitting_hours (NaN if not mapped/blank) and symptom_weeks per row, checked."""
+    """minutes, sitting_hours (NaN if not mapped/blank), symptom_weeks (a duration) or symptom_onset per row."""
     cols = mapping.columns
 
     def missing(src: str) -> pd.Series:
@@ -196,7 +196,6 @@ def _numbers(w: Work, mapping: Mapping) -> dict[str, pd.Series]:
     w.report(
         symptom.isna() & onset.notna() & (since < 0), src, "symptom onset is after the visit; fix the date", show=False
     )
-    symptom = symptom.fillna(since.where(since >= 0))
     w.report(
         symptom.isna() & onset.isna() & ~missing(src),
         src,
@@ -204,7 +203,8 @@ def _numbers(w: Work, mapping: Mapping) -> dict[str, pd.Series]:
         "month or date (e.g. 'Nov 2022', '2022-11', or a date)",
         show=True,
     )
-    return {"minutes": minutes, "sitting_hours": sitting, "symptom_weeks": symptom}
+    # a duration is taken as typed; an onset becomes weeks before the client's first visit (in _clients)
+    return {"minutes": minutes, "sitting_hours": sitting, "symptom_weeks": symptom, "symptom_onset": onset}
 
 
 def _measurements(w: Work, mapping: Mapping) -> pd.DataFrame:

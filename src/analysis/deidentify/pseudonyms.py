@@ -31,6 +31,11 @@ def key_fingerprint(key: bytes) -> str:
 
 
 def date_offset(key: bytes, identity: str, max_days: int) -> int:
-    """The client's keyed date shift in days, uniform in -max_days..+max_days."""
-    raw = int.from_bytes(_hmac(key, "date-shift", identity)[:8], "big")
-    return int(raw % (2 * max_days + 1)) - max_days
+    """The client's keyed date shift in days, uniform in -max_days..-1 and 1..max_days: never 0.
+
+    A shift of 0 would keep a client's real dates. ``max_days`` must be at least 1.
+    """
+    if max_days < 1:
+        raise ValueError("date_shift_max_days must be at least 1 (a shift of 0 keeps the real dates)")
+    raw = int(int.from_bytes(_hmac(key, "date-shift", identity)[:8], "big") % (2 * max_days))
+    return raw - max_days if raw < max_days else raw - max_days + 1

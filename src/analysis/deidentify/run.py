@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from analysis import contract
+from analysis.deidentify.draft import unanswered
 from analysis.deidentify.export import read_export
 from analysis.deidentify.keys import load_key
 from analysis.deidentify.mapping import load_mapping_yaml, parse_mapping
+from analysis.deidentify.pseudonyms import key_fingerprint
+from analysis.deidentify.state import (
+    build_state,
+    compare,
+    ensure_private_dir,
+    merge_crosswalk,
+    previous_shifts,
+    read_state,
+    write_state,
+)
 from analysis.deidentify.tables import deidentify_frames
 from analysis.errors import InputError, PrivacyError, Problem, ValidationFailed
 from analysis.params_schema import Params
@@ -56,8 +67,13 @@ def run_deidentify(
     params: Params | None = None,
     crosswalk_dir: Path | None = None,
     coarsen: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> str:
-    """Read the export(s) and mapping, de-identify, write the three tables and the log atomically."""
+    """Read the export(s) and mapping, de-identify, write the three tables and the log atomically.
+
+    ``progress`` is told each step as it starts (the CLI prints it on stderr with the elapsed time).
+    """
+    say = progress or (lambda _step: None)
     from analysis import store
     from analysis.params import load_params
     from analysis.paths import resolve
@@ -92,7 +108,9 @@ def run_deidentify(
 
         check_private_dir(crosswalk_dir)  # refuse before any work is done
     key = load_key(key_file)
+    previous = read_state(crosswalk_dir, key_fingerprint(key)) if crosswalk_dir is not None else None
     mapping_path = resolve(mapping_path)
+    say(f"reading the mapping {mapping_path.name}")
     try:
         raw = load_mapping_yaml(mapping_path)
     except FileNotFoundError:
@@ -102,13 +120,22 @@ def run_deidentify(
     except yaml.YAMLError as exc:
         raise InputError(f"{mapping_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     registry = contract.load_registry(resolve(params.data.registry))
+    open_questions = unanswered(raw)
+    if open_questions:
+        raise InputError(
+            f"{mapping_path.name}: the draft still asks {len(open_questions)} question(s) marked ??? "
+            f"({', '.join(open_questions[:5])}{', ...' if len(open_questions) > 5 else ''}); "
+            "answer each with one of the values its comment lists"
+        )
     mapping = parse_mapping(raw, mapping_path.name, registry)
     frames = []
     read_info = []
     for p in exports:
+        say(f"reading the export {p.name}")
         label, frame, info = read_export(p, mapping)
         frames.append((label, frame))
         read_info.append(info)
+    say(f"de-identifying {sum(len(f) for _, f in frames)} row(s): pseudonyms, date shifts, categories, measures")
     result = deidentify_frames(
         frames,
         mapping,
@@ -117,9 +144,12 @@ def run_deidentify(
         therapist_chars=priv.therapist_pseudonym_chars,
         shift_max_days=priv.date_shift_max_days,
         coarsen=coarsen,
+        conflict_rule=priv.conflict_rule,
+        previous_shifts=previous_shifts(previous),
     )
     if result.problems:
         raise ValidationFailed(result.problems)
+    say("checking the tables against the contract and scanning them for identifiers")
     contract_problems = check_against_contract(result.tables, registry)
     if contract_problems:
         raise ValidationFailed(contract_problems)
@@ -138,14 +168,27 @@ def run_deidentify(
     result.log["k_anonymity"] = dict(
         kanon, quasi_identifiers=["clinic_id", "sex", "age_band", "knee"], threshold=k_threshold
     )
+    assert result.shifts is not None  # set whenever tables are
+    if crosswalk_dir is not None:
+        result.log["since_previous"] = compare(previous, result.tables, result.shifts)
+    else:
+        result.log["since_previous"] = {"tracked": False, "why": "no --crosswalk folder, so no state is kept"}
+    say(f"writing the tables and the log to {out}")
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
     walk = ""
     if crosswalk_dir is not None and result.crosswalk is not None:
-        from analysis.crosswalk import write_crosswalk
+        from analysis.crosswalk import check_private_dir, write_crosswalk
 
-        walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, result.crosswalk)}."
+        ensure_private_dir(check_private_dir(crosswalk_dir))
+        old_walk = crosswalk_dir.expanduser() / "crosswalk.csv"
+        earlier = pd.read_csv(old_walk, dtype=str, keep_default_na=False) if old_walk.is_file() else None
+        merged = merge_crosswalk(earlier, result.crosswalk)
+        walk = f" Crosswalk (key holder only): {write_crosswalk(crosswalk_dir, merged)}."
+        state = build_state(result.tables, result.shifts, key_fingerprint(key), previous)
+        write_state(crosswalk_dir, state)
+        walk += since_line(result.log["since_previous"])
     lg = result.log
     small = (
         (
@@ -160,5 +203,42 @@ def run_deidentify(
         f"{lg['sessions']} sessions, {lg['measurements']} measurements -> {out} "
         f"({len(lg['columns_dropped'])} source column(s) dropped; see deidentify_log.json). "
         f"k-anonymity over clinic, sex, age band and knee: k = {kanon['k']}{small}. "
-        f"Next: outcomes validate --input {out}.{walk}"
+        f"Next: outcomes validate --input {out}.{walk}" + conflict_lines(lg["conflicts"])
     )
+
+
+def since_line(since: dict[str, Any]) -> str:
+    """One console line on what is new since the previous run (from the log's ``since_previous``)."""
+    if since.get("first_run"):
+        return " First run in this crosswalk folder: the next export will be compared with this one."
+    shifted = since["date_shift_changed"]
+    warn = (
+        f" {len(shifted)} returning client(s) needed a new date shift (a new visit would land after today): "
+        "their earlier visits' shifted dates changed; replace earlier tables with these."
+        if shifted
+        else ""
+    )
+    return (
+        f" Since the previous run: {since['new_clients']} new client(s), {since['new_visits']} new visit(s), "
+        f"{len(since['changed_values'])} changed value(s), {since['visits_with_changed_date']} visit(s) with a "
+        f"changed date; {since['clients_not_in_this_export']} earlier client(s) not in this export.{warn}"
+    )
+
+
+#: conflicts listed on the console (all of them are in the log)
+CONSOLE_CONFLICTS = 40
+
+
+def conflict_lines(conflicts: dict[str, Any]) -> str:
+    """The console's warning lines: one per client and field whose value differed across visits."""
+    items = conflicts["list"]
+    head = f"\n{len(items)} warning(s)"
+    if not items:
+        return head + "."
+    head += (
+        f": {conflicts['clients']} client(s) have a value that differs across visits; "
+        f"privacy.conflict_rule = {conflicts['rule']} chose one (conflicts in deidentify_log.json):"
+    )
+    lines = [f"  {c['client_id']} {c['field']}: {', '.join(c['values'])} -> {c['chosen']} ({c['rule']})" for c in items]
+    more = [f"  ... and {len(items) - CONSOLE_CONFLICTS} more in the log"] if len(items) > CONSOLE_CONFLICTS else []
+    return "\n".join([head, *lines[:CONSOLE_CONFLICTS], *more])

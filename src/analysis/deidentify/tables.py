@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import contract
+from analysis.deidentify.conflicts import resolve
 from analysis.deidentify.fields import (
     _categories,
     _combine,
@@ -25,6 +27,13 @@ from analysis.deidentify.pseudonyms import date_offset, key_fingerprint, pseudon
 from analysis.deidentify.values import age_band, num_text, parse_dates, parse_number
 from analysis.errors import InputError, Problem
 
+#: client-level fields: one value per client, however many visits repeat it
+CLIENT_LEVEL = ("sex", "activity", "knee", "symptom_weeks", "sitting_hours")
+
+
+def _show(value: object) -> str:
+    return num_text(float(value)) if isinstance(value, (int, float)) else str(value)
+
 
 @dataclass
 class Deidentified:
@@ -34,50 +43,85 @@ class Deidentified:
     log: dict[str, Any]
     problems: list[Problem]
     crosswalk: pd.DataFrame | None = None  # identifying: written only by --crosswalk, outside the project
+    shifts: pd.Series | None = None  # client_id -> date shift in days (kept in the private state)
 
 
 def _clients(
-    w: Work, mapping: Mapping, mapped: dict[str, pd.Series], blank_fill: dict[str, str], numbers: dict[str, pd.Series]
+    w: Work,
+    mapping: Mapping,
+    mapped: dict[str, pd.Series],
+    blank_fill: dict[str, str],
+    numbers: dict[str, pd.Series],
+    conflict_rule: str = "latest",
 ) -> pd.DataFrame:
-    """One row per client: the first non-blank value of each field by real visit date; age band from real dates.
+    """One row per client: each field's value chosen by ``conflict_rule`` (:mod:`.conflicts`).
 
-    Index client_id; columns sex, activity, knee, symptom_weeks, sitting_hours, age_band.
+    Index client_id; columns age_band, sex, activity, knee, symptom_weeks, sitting_hours, _date (real first
+    visit), _file, _row (where the client's first visit is). Every conflict is logged (``conflicts``) and,
+    under ``refuse``, reported as a problem.
     """
     cols = mapping.columns
     df = w.df
     order = df.sort_values(["client_id", "_date", "_file", "_row"], kind="stable").index
-    grouped = pd.DataFrame(
+    first_visit = df.groupby("client_id")["_date"].transform("min")
+    # an onset ("Nov 2022") means the weeks before the client's first visit, on whichever visit it was typed
+    since_first = ((first_visit - numbers["symptom_onset"]).dt.days / 7.0).round().clip(lower=0)
+    # The age band at the REAL first visit (before any shift), from each visit's date of birth or age.
+    age_src = cols.get("date_of_birth") or cols["age"]
+    if "date_of_birth" in cols:
+        dob = parse_dates(df[age_src], mapping.date_formats)
+        d0 = first_visit
+        before = (d0.dt.month * 100 + d0.dt.day) < (dob.dt.month * 100 + dob.dt.day)
+        age = ((d0.dt.year - dob.dt.year) - before).astype("float64")
+    else:
+        # an age grows between visits: the first visit's is the client's (no conflict is made of birthdays)
+        by_date = df.sort_values("_date", kind="stable")
+        age = parse_number(by_date[age_src]).groupby(by_date["client_id"]).transform("first").reindex(df.index)
+    known_age = age.notna().groupby(df["client_id"]).any()
+    rows = pd.DataFrame(
         {
-            "client_id": df.loc[order, "client_id"],
-            **{f: mapped[f].loc[order] for f in ("sex", "activity", "knee")},
-            **{f: numbers[f].loc[order] for f in ("symptom_weeks", "sitting_hours")},
-            "_date": df.loc[order, "_date"],
-            "_file": df.loc[order, "_file"],
-            "_row": df.loc[order, "_row"],
+            "client_id": df["client_id"],
+            "age_band": age.map(age_band),
+            **{f: mapped[f] for f in ("sex", "activity", "knee")},
+            "symptom_weeks": numbers["symptom_weeks"].fillna(since_first),
+            "sitting_hours": numbers["sitting_hours"],
+            "_file": df["_file"],
+            "_row": df["_row"],
         }
-    ).groupby("client_id", sort=True)
-    clients = grouped.first()  # first non-null per column, in real-date order
-    w.log["clients_with_conflicting_values_first_visit_used"] = {
-        c: int((grouped[c].nunique() > 1).sum()) for c in ("sex", "activity", "knee")
+    ).loc[order]
+    fields = {"age_band": age_src} | {f: cols[f] for f in CLIENT_LEVEL if f in cols}
+    chosen, conflicts = resolve(rows, fields, conflict_rule, show=_show)
+    for f in CLIENT_LEVEL:
+        if f not in chosen:
+            chosen[f] = pd.NA
+    firsts = rows.groupby("client_id", sort=True)[["_file", "_row"]].first()
+    clients = chosen.join(firsts).assign(_date=df.groupby("client_id")["_date"].min())
+    w.log["conflicts"] = {
+        "rule": conflict_rule,
+        "n": len(conflicts),
+        "clients": len({c.client_id for c in conflicts}),
+        "by_field": {f: sum(c.field == f for c in conflicts) for f in fields},
+        "list": [c.as_log(conflict_rule) for c in conflicts],
     }
+    if conflict_rule == "refuse":
+        for k in conflicts:
+            w.problems.append(
+                Problem(
+                    k.file,
+                    k.row,
+                    k.column,
+                    f"{k.field} differs across this client's visits (values {', '.join(k.values)}; first at row "
+                    f"{k.first_row}) and privacy.conflict_rule is refuse: correct the export, or set "
+                    "privacy.conflict_rule to latest or most_frequent in params.local.yaml",
+                )
+            )
     for fld, fill in blank_fill.items():
         w.log["blank_values_filled"][cols[fld]] = int(clients[fld].isna().sum())
         clients[fld] = clients[fld].fillna(fill)
-    # The age band is computed from the REAL dates, before any shift.
-    age_src = cols.get("date_of_birth") or cols["age"]
-    by_client = df.loc[order, "client_id"]
-    if "date_of_birth" in cols:
-        dob = parse_dates(df.loc[order, age_src], mapping.date_formats).groupby(by_client).first()
-        d0 = clients["_date"]
-        age = (d0.dt.year - dob.dt.year) - ((d0.dt.month * 100 + d0.dt.day) < (dob.dt.month * 100 + dob.dt.day))
-        age = age.astype("float64")
-    else:
-        age = parse_number(df.loc[order, age_src]).groupby(by_client).first()
-    clients["age_band"] = age.map(age_band)
     for cid, c in clients.iterrows():
         where = (str(c["_file"]), int(c["_row"]))
-        if c["age_band"] is None:
-            under = not pd.isna(age.get(cid))
+        if pd.isna(c["age_band"]):
+            under = bool(known_age.get(cid, False))
             w.problems.append(
                 Problem(
                     *where,
@@ -99,20 +143,37 @@ def _clients(
     return clients
 
 
-def _shifted_dates(w: Work, key: bytes, max_days: int, today: dt.date) -> tuple[pd.Series, int, pd.Series]:
-    """Visit dates moved by each client's keyed offset, kept within 2000-01-01..today; (dates, n adjusted)."""
+def _nonzero_shift(off: int, lo: int, hi: int) -> int:
+    """The keyed shift ``off`` if it keeps every date in lo..hi days, else its mirror, else the nearest non-zero."""
+    for cand in (off, -off):
+        if lo <= cand <= hi:
+            return cand
+    near = min(max(off, lo), hi)
+    if near == 0:  # only when the client's visits span 2000-01-01..today: no other room
+        near = 1 if hi >= 1 else -1 if lo <= -1 else 0
+    return near
+
+
+def _shifted_dates(
+    w: Work, key: bytes, max_days: int, today: dt.date, previous: dict[str, int]
+) -> tuple[pd.Series, int, pd.Series]:
+    """Visit dates moved by each client's shift, kept within 2000-01-01..today; (dates, n adjusted, shifts).
+
+    A client seen by a previous run keeps that run's shift (``previous``) while it still fits, so visits
+    already seen keep their shifted dates; a new client gets the keyed shift, mirrored if it would land
+    after today. No shift is ever 0.
+    """
     span = w.df.groupby("client_id")["_date"].agg(["min", "max"])
     identities = w.df.groupby("client_id")["_identity"].first()
     first_visit, last_visit = span["min"].to_dict(), span["max"].to_dict()
     offsets = {}
     adjusted = 0
     for cid, ident in identities.items():
-        raw = off = date_offset(key, ident, max_days)
+        raw = date_offset(key, ident, max_days)
         lo = (pd.Timestamp(contract.EARLIEST_DATE) - first_visit[cid]).days
         hi = (pd.Timestamp(today) - last_visit[cid]).days
-        if off > hi:
-            off = -off  # would land in the future: shift backwards instead
-        offsets[cid] = int(min(max(off, lo), hi))
+        kept = previous.get(str(cid))
+        offsets[cid] = kept if kept is not None and lo <= kept <= hi else _nonzero_shift(raw, lo, hi)
         adjusted += offsets[cid] != raw
     return (
         w.df["_date"] + pd.to_timedelta(w.df["client_id"].map(offsets), unit="D"),
@@ -141,6 +202,8 @@ def deidentify_frames(
     shift_max_days: int = 180,
     today: dt.date | None = None,
     coarsen: str | None = None,
+    conflict_rule: str = "latest",
+    previous_shifts: MappingABC[str, int] | None = None,
 ) -> Deidentified:
     """De-identify practice exports into the three contract tables (pure; no I/O).
 
@@ -162,6 +225,10 @@ def deidentify_frames(
         From params ``privacy``.
     today
         Latest allowed date (default: the real today).
+    previous_shifts
+        client_id -> date shift given by the previous run (:mod:`.state`): kept while it fits.
+    conflict_rule
+        params ``privacy.conflict_rule``: ``latest``, ``most_frequent`` or ``refuse`` (see :mod:`.conflicts`).
 
     Returns
     -------
@@ -187,10 +254,10 @@ def deidentify_frames(
         return Deidentified({}, w.log, w.problems)
 
     w.df["client_id"] = [pseudonym(key, "client", s, "C", pseudonym_chars) for s in w.df["_identity"]]
-    clients = _clients(w, mapping, mapped, blank_fill, numbers)
+    clients = _clients(w, mapping, mapped, blank_fill, numbers, conflict_rule)
     if w.problems:
         return Deidentified({}, w.log, w.problems)
-    shifted, n_adjusted, offsets = _shifted_dates(w, key, shift_max_days, today)
+    shifted, n_adjusted, offsets = _shifted_dates(w, key, shift_max_days, today, dict(previous_shifts or {}))
     if coarsen == "week":
         shifted = shifted - pd.to_timedelta(shifted.dt.day_of_week, unit="D")
     elif coarsen is not None:
@@ -247,6 +314,7 @@ def deidentify_frames(
             "measurements": int(len(measurements)),
             "therapists": int(therapist.dropna().nunique()),
             "date_shift_days_range": [-shift_max_days, shift_max_days],
+            "date_shift_never_zero": bool((offsets != 0).all()),
             "dates_coarsened_to": coarsen or "day",
             "clients_shift_adjusted_to_stay_in_range": n_adjusted,
             # the real period at month level (the tables' dates are shifted): the findings bundle reports this
@@ -260,4 +328,5 @@ def deidentify_frames(
     )
     from analysis.crosswalk import crosswalk_frame
 
-    return Deidentified(tables, w.log, [], crosswalk=crosswalk_frame(w.df, list(mapping.identity), offsets))
+    crosswalk = crosswalk_frame(w.df, list(mapping.identity), offsets)
+    return Deidentified(tables, w.log, [], crosswalk=crosswalk, shifts=offsets)

@@ -20,6 +20,16 @@ Convergence is *declared*, not assumed from the optimiser's flag
   positive definite, and moving each component at its bound into the interior
   does not lower the deviance.
 
+An optimum that passes is then *polished*: Newton steps until the decrement is below
+``POLISH_TOL`` (1e-20, the float limit). L-BFGS-B alone stops wherever its tolerances first pass, and
+that point moves with the start and with rounding inside the BLAS (``OPENBLAS_CORETYPE=Prescott`` moved
+fixed effects in the 6th-8th significant digit); Newton converges quadratically to the one fixed point,
+after which every estimate agrees to at least ~9 significant digits across CPU kernels and starts
+(``benchmarks/digits_certain.py``), the finite-difference quantities (Satterthwaite df, the Hessian's
+smallest eigenvalue) being the least certain. Outputs are written at ``store.SIGNIFICANT_DIGITS`` = 6,
+safely inside that; the convergence checks themselves, noise at a polished optimum, are published on
+the fixed grids of ``PUBLISHED_RESOLUTION``.
+
 A fit is *singular* as in lme4's ``isSingular``: some diagonal element of T
 (a bounded theta) is below ``SINGULAR_TOL`` = 1e-4.
 """
@@ -43,6 +53,11 @@ SINGULAR_TOL = 1e-4
 BOUND_EPS = 1e-10
 NEWTON_STEPS = 20
 POLISH_TOL = 1e-20
+#: absolute grid on which the convergence checks are published (far below GRAD_TOL, SCALED_GRAD_TOL,
+#: DECREMENT_TOL): at a polished optimum the raw values are float noise that differs between CPUs
+PUBLISHED_RESOLUTION = {"gradient_max": 1e-8, "scaled_gradient_max": 1e-8, "newton_decrement": 1e-14}
+#: significant digits of the published smallest Hessian eigenvalue (finite differences: ~8 digits certain)
+PUBLISHED_HESSIAN_DIGITS = 4
 MAX_STARTS = 6
 
 

@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
         a, b = output_files(projects["default"]), output_files(projects["variant"])
         diffs = compare(a, b)
-        print(f"\ncompared {len(set(a) | set(b))} files under {', '.join(COMPARED)}: {len(a)} default, {len(b)} variant")
+        n = len(set(a) | set(b))
+        print(f"\ncompared {n} files under {', '.join(COMPARED)}: {len(a)} default, {len(b)} variant")
         print("\n".join(diffs) if diffs else "all identical")
         lock_bad = False
         if not args.no_lock and (ROOT / "dvc.lock").is_file():

@@ -119,11 +119,9 @@ def test_pdf_is_the_same_when_fontconfig_offers_one_other_family(tmp_path):
     fonts.mkdir()
     (fonts / "cmr10.ttf").write_bytes((render.font_dir() / "cmr10.ttf").read_bytes())
     conf = tmp_path / "fonts.conf"
-    conf.write_text(
-        f'<?xml version="1.0"?>\n<fontconfig><dir>{fonts}</dir><cachedir>{tmp_path / "cache"}</cachedir></fontconfig>\n',
-        encoding="utf-8",
-    )
-    code = "import sys; from analysis.report.render import html_to_pdf; sys.stdout.buffer.write(html_to_pdf(sys.argv[1]))"
+    cache = tmp_path / "cache"
+    conf.write_text(f"<fontconfig><dir>{fonts}</dir><cachedir>{cache}</cachedir></fontconfig>\n", encoding="utf-8")
+    code = "import sys; from analysis.report.render import html_to_pdf as f; sys.stdout.buffer.write(f(sys.argv[1]))"
     env = {**os.environ, "FONTCONFIG_FILE": str(conf), "MPLCONFIGDIR": str(tmp_path / "mpl")}
     other = subprocess.run([sys.executable, "-c", code, PAGE], env=env, check=True, capture_output=True).stdout
     here = render.html_to_pdf(PAGE)

@@ -2,7 +2,7 @@
 
 Not a test (it takes a few minutes); run it with ``make repro-check`` or::
 
-    .venv/bin/python benchmarks/repro_check.py [--keep] [--serial] [--no-lock]
+    .venv/bin/python benchmarks/repro_check.py [--keep] [--serial] [--no-lock] [--coretype Sandybridge]
 
 It copies the project's tracked files (as they are in the work tree, so uncommitted edits are checked too)
 into two temporary folders and runs ``validate -> join -> model -> report`` in each with the running
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the two builds (their folder is printed)")
     ap.add_argument("--serial", action="store_true", help="one build after the other (default: both at once)")
     ap.add_argument("--no-lock", action="store_true", help="skip the comparison with the committed dvc.lock")
+    ap.add_argument("--coretype", default="Prescott", help="OPENBLAS_CORETYPE of the variant (default Prescott)")
     args = ap.parse_args(argv)
 
     scratch = Path(tempfile.mkdtemp(prefix="repro-check-"))
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         conditions = {
             "default": {},
             "variant": {
-                "OPENBLAS_CORETYPE": "Prescott",
+                "OPENBLAS_CORETYPE": args.coretype,
                 "FONTCONFIG_FILE": str(fontconf),
                 "TZ": "Pacific/Auckland",
                 "LC_ALL": "C.UTF-8",

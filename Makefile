@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: report report-local test lint selfcheck benchmark pool-demo lab venv clean
+.PHONY: report report-local test lint selfcheck benchmark repro-check pool-demo lab venv clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ selfcheck: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_fit.py
+
+## Same bytes on any machine: the demo built twice from scratch in temporary copies (the second with another BLAS
+## kernel, one font family, another time zone), every file of reports/ and data/processed/ compared, and dvc.lock.
+repro-check: $(STAMP)
+	$(BIN)/python benchmarks/repro_check.py
 
 ## A demo network: 6 simulated clinics, each through the pipeline in reports/network/<clinic>/, pooled.
 pool-demo: $(STAMP)

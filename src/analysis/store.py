@@ -2,26 +2,46 @@
 
 A run interrupted at any point leaves the previous output intact and never a
 half-written file. Inputs are never written by this project.
+
+Published precision -- the one rounding rule. Every float this module writes to JSON
+(:func:`to_json_text`, hence results.json, metrics.json, the findings bundle, pooled.json), every
+float of a results table (the model CSVs, through :data:`FLOAT_FORMAT`) and of
+``diagnostics.parquet`` (:func:`round_floats`) is rounded to :data:`SIGNIFICANT_DIGITS` = 6
+significant digits (:func:`round_float`); only data written as JSON (a simulation's true parameters)
+opt out with ``digits=None``. Why 6: the optimiser stops where its checks pass, and that point moves
+with the CPU's BLAS kernel and the start. After the Newton polish
+(:mod:`analysis.model.lmm.optimize`) the primary model's numbers agree to at least ~9 significant
+digits between ``OPENBLAS_CORETYPE=Prescott``, ``Sandybridge``, the default kernel and a start moved
+by 0.1% (``benchmarks/digits_certain.py``; Satterthwaite df and p-values, from finite differences,
+are the least certain). Six digits leave three in hand, so the written bytes are the same on any
+machine, and they are far finer than any reported number (NPRS points to 1e-6). Integers, text and
+None are untouched; NaN and infinities are written as null.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
+
+#: significant digits of every published float (see the module docstring for why 6)
+SIGNIFICANT_DIGITS = 6
+#: the same rule for ``DataFrame.to_csv(float_format=...)``
+FLOAT_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
 
 
 def sha256_file(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MB chunks."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -104,25 +124,41 @@ def write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def to_json_text(obj: Any) -> str:
-    """Stable JSON: sorted keys, 2-space indent, NaN written as null, trailing newline."""
-    return json.dumps(_clean(obj), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+def to_json_text(obj: Any, digits: int | None = SIGNIFICANT_DIGITS) -> str:
+    """Stable JSON: sorted keys, 2-space indent, NaN as null, final newline; floats rounded to ``digits``
+    significant digits (the published precision; None keeps every digit, for data such as a simulation's
+    true parameters)."""
+    text = json.dumps(_clean(obj, digits), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return text + "\n"
 
 
-def _clean(obj: Any) -> Any:
-    import math
+def round_float(x: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+    """``x`` rounded to ``digits`` significant digits (the published precision); NaN and inf unchanged.
 
-    import numpy as np
+    >>> round_float(-0.9339887265338188), round_float(115.3461014), round_float(2.7781421898845646e-09)
+    (-0.933989, 115.346, 2.77814e-09)
+    """
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else x
 
+
+def round_floats(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with every float column rounded by :func:`round_float` (for Parquet outputs)."""
+    cols = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    return df.assign(**{str(c): df[c].map(round_float) for c in cols}) if cols else df
+
+
+def _clean(obj: Any, digits: int | None = SIGNIFICANT_DIGITS) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): _clean(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [_clean(v, digits) for v in obj]
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating, float)):
         f = float(obj)
-        return None if math.isnan(f) or math.isinf(f) else f
+        if not math.isfinite(f):
+            return None
+        return f if digits is None else round_float(f, digits)
     if isinstance(obj, np.bool_):
         return bool(obj)
     if obj is pd.NA or obj is pd.NaT:
@@ -132,8 +168,9 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, to_json_text(obj))
+def write_json(path: Path, obj: Any, digits: int | None = SIGNIFICANT_DIGITS) -> None:
+    """``obj`` as stable JSON (:func:`to_json_text`), written atomically."""
+    write_text(path, to_json_text(obj, digits))
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -160,7 +197,11 @@ def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:
-    """A CSV written atomically, with formula-like text neutralised (:func:`neutralise_formulas`)."""
+    """A CSV written atomically, with formula-like text neutralised (:func:`neutralise_formulas`).
+
+    Data tables (simulated, de-identified) keep every digit; results tables are written by
+    :func:`analysis.model.run.write_table` with :data:`FLOAT_FORMAT`.
+    """
     with atomic_path(path) as tmp:
         neutralise_formulas(df).to_csv(tmp, index=False, lineterminator="\n")
 

@@ -59,7 +59,8 @@ class MixedFit:
     status : ``'ok'``, ``'fallback'`` (random intercept after a singular planned fit) or ``'failed'``.
     reason : why the fit failed or fell back ('' when ok).
     checks : evidence: ``converged``, ``singular``, ``gradient_max``, ``newton_decrement``,
-        ``hessian_min_eig``, ``boundary_ok``, ``theta``, ``deviance``, ``iterations``, ``evaluations``.
+        ``hessian_min_eig``, ``boundary_ok``, ``theta``, ``deviance``, ``criterion`` (the optimiser's
+        ``iterations`` and ``evaluations``, which depend on the CPU, are in ``result.optimum.checks``).
     formula, re_formula : the fixed-effects formula and random-effects formula (None = intercept only).
     n_groups, n_obs : clients and observations.
     df_method : ``'satterthwaite'``, ``'kenward_roger'`` or ``'z'``.
@@ -128,21 +129,39 @@ def _checks(f: lmm.LmmFit) -> dict[str, Any]:
     return {
         "converged": bool(f.converged),
         "singular": bool(f.singular),
-        "gradient_max": _num(c.get("gradient_max")),
-        "scaled_gradient_max": _num(c.get("scaled_gradient_max")),
-        "newton_decrement": _num(c.get("newton_decrement")),
-        "hessian_min_eig": _num(c.get("hessian_min_eig")),
+        # at a polished optimum these are float noise (1e-11, 1e-25): published on a fixed absolute grid far
+        # below their tolerances, and the finite-difference Hessian's eigenvalue to 4 digits, so they read 0
+        # (resp. the same number) on every machine (lmm.optimize.PUBLISHED_RESOLUTION)
+        "gradient_max": _grid(c.get("gradient_max"), lmm.optimize.PUBLISHED_RESOLUTION["gradient_max"]),
+        "scaled_gradient_max": _grid(
+            c.get("scaled_gradient_max"), lmm.optimize.PUBLISHED_RESOLUTION["scaled_gradient_max"]
+        ),
+        "newton_decrement": _grid(c.get("newton_decrement"), lmm.optimize.PUBLISHED_RESOLUTION["newton_decrement"]),
+        "hessian_min_eig": _sig(c.get("hessian_min_eig"), lmm.optimize.PUBLISHED_HESSIAN_DIGITS),
         "boundary_ok": bool(c.get("boundary_ok", False)),
         "theta": [float(t) for t in f.theta],
         "deviance": _num(f.deviance),
         "criterion": "REML" if f.reml else "ML",
-        "iterations": int(c.get("iterations", 0)),
-        "evaluations": int(c.get("evaluations", 0)),
+        # not published: iterations and evaluations describe the optimiser's path, which differs between
+        # CPUs (35 vs 29 evaluations with OPENBLAS_CORETYPE=Prescott) although the optimum does not;
+        # they stay in f.optimum.checks
     }
 
 
 def _num(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _grid(v: float | None, step: float) -> float | None:
+    """``v`` rounded to a multiple of ``step`` (None stays None)."""
+    x = _num(v)
+    return None if x is None else float(round(x / step) * step) + 0.0
+
+
+def _sig(v: float | None, digits: int) -> float | None:
+    """``v`` rounded to ``digits`` significant digits (None stays None)."""
+    x = _num(v)
+    return None if x is None else float(f"{x:.{digits}g}")
 
 
 def fit_mixed(

@@ -134,9 +134,11 @@ def pmm_draw(
     beta_hat = v @ (x_obs.T @ y_obs)
     rss = float(np.sum((y_obs - x_obs @ beta_hat) ** 2))
     sigma2 = rss / rng.chisquare(df)
-    # eigen square root: works for a rank-deficient (collinear dummies) design too
+    # the symmetric square root Q sqrt(L) Q' of V: works for a rank-deficient (collinear dummies) design
+    # too, and unlike Q sqrt(L) it is unique -- the signs of eigenvectors are arbitrary and differ between
+    # BLAS/LAPACK kernels, which would change every draw (and the imputations) from one machine to another
     evals, evecs = np.linalg.eigh(v)
-    root = evecs * np.sqrt(np.clip(evals, 0, None))
+    root = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T
     beta = beta_hat + np.sqrt(sigma2) * root @ rng.standard_normal(p)
     pred_obs, pred_mis = x_obs @ beta_hat, x_mis @ beta
     k = min(donors, n)

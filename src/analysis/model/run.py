@@ -26,8 +26,7 @@ for the same inputs and params):
             "converged": true, "optimizer": "L-BFGS-B + projected Newton",
             "status": "ok" | "fallback" | "failed", "reason": "" | "<why>",
             "checks": {"converged", "singular", "gradient_max", "scaled_gradient_max", "newton_decrement",
-                       "hessian_min_eig", "boundary_ok", "theta", "deviance", "criterion", "iterations",
-                       "evaluations"},
+                       "hessian_min_eig", "boundary_ok", "theta", "deviance", "criterion"},
             "attempts": [{"model", "ok", "reason"}, ...],
             "fixed_effects": {"<term>": {"estimate", "se", "df", "ci_low", "ci_high", "p_value", "df_method"}},
             "random_effects": {"variances": {"Intercept", "week"}, "covariance": {"cov(Intercept, week)"},
@@ -49,7 +48,9 @@ for the same inputs and params):
     One CSV per table (primary: ``trajectories`` (group, week, mean, ci_low,
     ci_high), ``fixed_effects``, ``primary_exclusions`` (reason, clients);
     plus every secondary table), rows sorted by their text and integer
-    columns, floats written with 10 significant digits.
+    columns, floats written with ``store.SIGNIFICANT_DIGITS`` (6) significant digits -- the one
+    rounding rule of :mod:`analysis.store`, also applied to every float in the JSON files and in
+    ``diagnostics.parquet``, so the bytes do not depend on where the optimiser stopped.
 ``diagnostics.parquet``, ``random_effects.csv``, ``analysed_clients.csv``
     Per-observation fitted values and residuals (client_id, week, y, fitted,
     residual), per-client predicted random effects (client_id, intercept,
@@ -79,9 +80,8 @@ from analysis.model.primary import fit_diagnostics, primary_analysis
 from analysis.params_schema import Params
 from analysis.paths import resolve
 from analysis.results import SCHEMA_VERSION, parse_results
-from analysis.store import atomic_path, neutralise_formulas, write_json, write_parquet
+from analysis.store import FLOAT_FORMAT, atomic_path, neutralise_formulas, round_floats, write_json, write_parquet
 
-FLOAT_FORMAT = "%.10g"
 EXPLORATORY_NOTE = (
     "Observational data from routine care. The primary analysis (difference in change at the primary week from "
     "the mixed model) was specified before looking at the data; every secondary analysis is exploratory and "
@@ -161,7 +161,7 @@ def run_model(params: Params, progress: Callable[[str], None] | None = None) -> 
     # a table an earlier run wrote but this run did not (its analysis now failed) must not linger for the report
     for stale in sorted(set(out.glob("*.csv")) - {out / f"{name}.csv" for name in tables}):
         stale.unlink()
-    write_parquet(out / "diagnostics.parquet", diagnostics)
+    write_parquet(out / "diagnostics.parquet", round_floats(diagnostics))
     for name, wide in plot_tables(tables).items():  # for `dvc plots show`: one column per group
         write_table(out / "plots" / f"{name}.csv", wide)
     written = sorted(p for p in out.rglob("*") if p.is_file() and p.name != lineage.MANIFEST)
@@ -236,7 +236,7 @@ def sort_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(path: Path, df: pd.DataFrame) -> None:
-    """A results table as CSV: sorted rows, 10 significant digits, LF line ends, atomic."""
+    """A results table as CSV: sorted rows, floats at the published precision, LF line ends, atomic."""
     with atomic_path(path) as tmp:
         neutralise_formulas(sort_table(df)).to_csv(tmp, index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
 

@@ -12,6 +12,12 @@ Everything that could make two builds differ is pinned here, in one place:
   would share one id namespace across figures (matplotlib reuses glyph and
   clip-path ids), and a clip path inside a closed ``<details>`` is not applied
   by every browser; an ``<img>`` keeps each figure isolated.
+* Fonts are named files, never "whatever fontconfig offers": figures use the DejaVu Sans that
+  matplotlib itself ships (``mpl-data/fonts/ttf``, pinned by requirements.lock; matplotlib's own
+  fonts are found before system copies of the same name, and :func:`font_file` says which file), and
+  the PDF gets the same files through an ``@font-face`` stylesheet handed to WeasyPrint at render time
+  (:func:`pdf_font_css`). The HTML itself keeps a generic family stack: a page meant for peers must
+  never carry a local path.
 * The PDF's dates come from ``<meta name="dcterms.created">`` in the HTML
   (WeasyPrint reads it), which the templates fill from :func:`build_date`;
   WeasyPrint writes no random document id unless asked.
@@ -27,10 +33,12 @@ import datetime as dt
 import io
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # No backend is chosen here: figures are matplotlib.figure.Figure objects saved explicitly (any backend
 # gives the same bytes), so a notebook keeps its inline backend and shows them; builds set MPLBACKEND=Agg.
+import matplotlib
 import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
@@ -44,8 +52,9 @@ FONT_FAMILY = "DejaVu Sans"
 RC: dict[RcKeyType, Any] = {
     "svg.hashsalt": SVG_HASHSALT,
     "svg.fonttype": "path",
-    "font.family": "sans-serif",
+    "font.family": [FONT_FAMILY],
     "font.sans-serif": [FONT_FAMILY],
+    "mathtext.fontset": "dejavusans",
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -59,11 +68,69 @@ RC: dict[RcKeyType, Any] = {
     "path.simplify": True,
 }
 
+#: the files of the PDF's two families (matplotlib's DejaVu): (file, CSS weight, CSS style)
+PDF_FONTS = {
+    "Report Sans": [
+        ("DejaVuSans.ttf", "normal", "normal"),
+        ("DejaVuSans-Bold.ttf", "bold", "normal"),
+        ("DejaVuSans-Oblique.ttf", "normal", "italic"),
+        ("DejaVuSans-BoldOblique.ttf", "bold", "italic"),
+    ],
+    "Report Mono": [
+        ("DejaVuSansMono.ttf", "normal", "normal"),
+        ("DejaVuSansMono-Bold.ttf", "bold", "normal"),
+        ("DejaVuSansMono-Oblique.ttf", "normal", "italic"),
+        ("DejaVuSansMono-BoldOblique.ttf", "bold", "italic"),
+    ],
+}
+
+#: CSS page-margin boxes, which take fonts from their own rules, not from ``*``
+MARGIN_BOXES = (
+    "top-left-corner", "top-left", "top-center", "top-right", "top-right-corner",
+    "left-top", "left-middle", "left-bottom", "right-top", "right-middle", "right-bottom",
+    "bottom-left-corner", "bottom-left", "bottom-center", "bottom-right", "bottom-right-corner",
+)  # fmt: skip
+
 SVG_METADATA = {"Date": None, "Creator": None}
 PNG_METADATA = {"Software": None}
 
 # Colour-blind safe (Okabe-Ito) colours, fixed per group so every figure agrees.
 GROUP_COLOURS = {"hip-focused": "#0072B2", "knee-focused": "#D55E00", "other": "#999999"}
+
+
+def font_dir() -> Path:
+    """The folder of the fonts matplotlib ships (``mpl-data/fonts/ttf`` of the installed, pinned matplotlib)."""
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+def font_file(family: str = FONT_FAMILY) -> Path:
+    """The file matplotlib draws ``family`` (regular) from; for DejaVu Sans a file in :func:`font_dir`."""
+    from matplotlib import font_manager
+
+    return Path(font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False))
+
+
+def pdf_font_css(fonts: Path | None = None) -> str:
+    """CSS for the PDF render only: ``@font-face`` rules on the font files and every element set to them.
+
+    The URLs are local ``file:`` paths, so this never goes into an HTML page; :func:`html_to_pdf` passes
+    it to WeasyPrint as an extra stylesheet. Code (``code``, ``pre``, ``kbd``, ``samp``) gets the mono face;
+    ``@page`` is set too, for the page numbers in its margin boxes.
+    """
+    where = fonts or font_dir()
+    faces = [
+        f'@font-face {{ font-family: "{family}"; src: url("{(where / name).as_uri()}"); '
+        f"font-weight: {weight}; font-style: {style}; }}"
+        for family, files in PDF_FONTS.items()
+        for name, weight, style in files
+    ]
+    rules = [
+        # the page's margin boxes (page numbers) are not elements: ``*`` does not reach them
+        "@page { " + " ".join(f'@{box} {{ font-family: "Report Sans" !important; }}' for box in MARGIN_BOXES) + " }",
+        '*, *::before, *::after, *::marker { font-family: "Report Sans" !important; }',
+        'code, pre, kbd, samp, code *, pre * { font-family: "Report Mono" !important; }',
+    ]
+    return "\n".join(faces + rules) + "\n"
 
 
 @contextlib.contextmanager
@@ -154,6 +221,7 @@ def render(template: str, context: dict[str, Any]) -> str:
 def html_to_pdf(html: str) -> bytes:
     """The PDF of a self-contained HTML page (A4; page rules come from the page's CSS).
 
+    Text is set in matplotlib's DejaVu files (:func:`pdf_font_css`), whatever fonts the system has.
     WeasyPrint takes dates from the page's ``dcterms.created``/``dcterms.modified``
     meta tags and writes no random file identifier, so equal HTML gives equal bytes.
     No base URL: the page must not need any file or network resource.
@@ -165,7 +233,8 @@ def html_to_pdf(html: str) -> bytes:
         # WeasyPrint >= 66 warns at import when the optional libharfbuzz-subset0 is absent (it then
         # subsets fonts with fontTools, same output); the warning is about future versions only.
         warnings.filterwarnings("ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning)
-        from weasyprint import HTML
+        from weasyprint import CSS, HTML
+        from weasyprint.text.fonts import FontConfiguration
 
     # WeasyPrint logs every CSS property it ignores (e.g. screen-only rules) at WARNING level;
     # those are expected for a page that also serves browsers, so only errors are shown.
@@ -178,8 +247,13 @@ def html_to_pdf(html: str) -> bytes:
     os.environ["SOURCE_DATE_EPOCH"] = epoch or "0"
     try:
         # pdf_tags: a tagged PDF (structure for screen readers, reading order), as WeasyPrint offers it
+        fonts = FontConfiguration()
         pdf: bytes = HTML(string=html, base_url=None).write_pdf(
-            pdf_identifier=None, uncompressed_pdf=False, pdf_tags=True
+            stylesheets=[CSS(string=pdf_font_css(), font_config=fonts)],
+            font_config=fonts,
+            pdf_identifier=None,
+            uncompressed_pdf=False,
+            pdf_tags=True,
         )
         return pdf
     finally:

@@ -78,7 +78,7 @@ def run_simulate(
     out = resolve(out_dir)
     for name, frame in format_tables(clinic).items():
         write_csv(out / TABLES[name].filename, frame)
-    write_json(out / "truth.json", clinic.truth)
+    write_json(out / "truth.json", clinic.truth, digits=None)  # data, not an estimate: every digit kept
     t = clinic.truth
     return (
         f"wrote {out}: {len(clinic.clients):,} clients, {len(clinic.sessions):,} sessions, "

@@ -53,7 +53,7 @@ def test_report_refuses_results_of_another_dataset(clinic):
 
 def test_model_refuses_a_dataset_changed_by_hand(clinic):
     p, root = clinic
-    dataset = Path(p["join"]["out"])
+    dataset = Path(p.join.out)
     pd.read_parquet(dataset).head(100).to_parquet(dataset)
     with pytest.raises(InputError, match="re-run `outcomes join`"):
         run_model(p)

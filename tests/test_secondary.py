@@ -418,3 +418,20 @@ def test_unrelated_warnings_are_passed_on_not_swallowed():
 
     with pytest.warns(UserWarning, match="just so you know"):
         assert fit_checked("m", warns_otherwise) == 1
+
+
+def test_a_fit_stopped_at_its_iteration_limit_is_not_trusted():
+    # statsmodels' GEE warns IterationLimitWarning (not a ConvergenceWarning) when it stops at maxiter:
+    # found when the report tests first ran on the real model's output, where GEE was reported "done"
+    import warnings
+
+    from statsmodels.tools.sm_exceptions import IterationLimitWarning
+
+    from analysis.model.entries import FitFailed, fit_checked
+
+    def stops_early() -> object:
+        warnings.warn("Iteration limit reached prior to convergence", IterationLimitWarning, stacklevel=1)
+        return object()
+
+    with pytest.raises(FitFailed, match="GEE is not trustworthy.*IterationLimitWarning"):
+        fit_checked("GEE", stops_early)

@@ -13,6 +13,8 @@ import pytest
 from analysis.cli import main
 from analysis.contract import TABLES
 from analysis.errors import ValidationFailed
+from analysis.params import load_params, with_updates
+from analysis.params_schema import Params
 from analysis.validate import PARENT_REJECTED, REJECT_COLUMNS, WITHHELD, run_validate, validate_tables
 from analysis.validate.suites import build_suites
 from conftest import make_inputs, valid_text_tables, write_params, write_tables
@@ -240,11 +242,19 @@ def _tree_hash(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def _params(input_dir: Path, tmp_path: Path) -> Params:
+    """The shipped params with the input and the validate outputs in temporary folders."""
+    return with_updates(
+        load_params(Path(__file__).parents[1] / "params.yaml"),
+        {
+            "data": {"input": str(input_dir), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
+            "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")},
+        },
+    )
+
+
 def test_run_validate_writes_every_output(tmp_path, input_dir):
-    params = {
-        "data": {"input": str(input_dir), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
-        "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")},
-    }
+    params = _params(input_dir, tmp_path)
     before = _tree_hash(input_dir)
     text = run_validate(params, today=TODAY)
     assert "0 error(s)" in text
@@ -267,10 +277,7 @@ def test_run_validate_writes_every_output(tmp_path, input_dir):
 
 
 def test_run_validate_is_deterministic(tmp_path, input_dir):
-    params = {
-        "data": {"input": str(input_dir), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
-        "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")},
-    }
+    params = _params(input_dir, tmp_path)
     run_validate(params, today=TODAY)
     first = _tree_hash(tmp_path / "rep") | _tree_hash(tmp_path / "interim")
     run_validate(params, today=TODAY)
@@ -279,10 +286,7 @@ def test_run_validate_is_deterministic(tmp_path, input_dir):
 
 def test_rejects_written_before_failing(tmp_path):
     raw = write_tables(tmp_path / "raw", _set(valid_text_tables(), "clients", 2, "sex", "Q"))
-    params = {
-        "data": {"input": str(raw), "registry": str(Path(__file__).parents[1] / "config/measures.yaml")},
-        "validate": {"out_dir": str(tmp_path / "interim"), "report_dir": str(tmp_path / "rep")},
-    }
+    params = _params(raw, tmp_path)
     with pytest.raises(ValidationFailed) as info:
         run_validate(params, today=TODAY)
     assert [p.row for p in info.value.problems] == [4]
@@ -297,7 +301,7 @@ def test_rejects_written_before_failing(tmp_path):
     report = json.loads((tmp_path / "rep" / "validation.json").read_text(encoding="utf-8"))
     assert report["summary"]["errors"] == 1 and report["problems"][0]["value"] == "Q"
     # allow_rejects: the same problems are printed, but the step succeeds with the valid rows
-    params["validate"]["allow_rejects"] = True
+    params = with_updates(params, {"validate": {"allow_rejects": True}})
     text = run_validate(params, today=TODAY)
     assert "clients.csv, row 4, column sex" in text
 

@@ -26,6 +26,7 @@ from patsy import PatsyError
 from statsmodels.tools.sm_exceptions import (
     ConvergenceWarning,
     HessianInversionWarning,
+    IterationLimitWarning,
     PerfectSeparationError,
     PerfectSeparationWarning,
     SingularMatrixWarning,
@@ -40,6 +41,7 @@ STATUSES = ("done", "not_estimable", "failed")
 FIT_WARNINGS: tuple[type[Warning], ...] = (
     ConvergenceWarning,
     HessianInversionWarning,
+    IterationLimitWarning,  # e.g. GEE stopped at maxiter: not converged (not a ConvergenceWarning subclass)
     PerfectSeparationWarning,
     SingularMatrixWarning,
     RuntimeWarning,

@@ -28,7 +28,7 @@ from analysis.deidentify import (
 from analysis.errors import InputError, ValidationFailed
 from analysis.example_export import make_example_export
 from analysis.load import load_inputs
-from analysis.params import load_params
+from analysis.params import load_params, with_updates
 from analysis.params_schema import check_params
 from conftest import deidentify_argv, deidentify_example
 
@@ -644,8 +644,7 @@ def test_conflicts_in_the_console_and_log(tmp_path):
     assert "2 warning(s)" in msg and "knee: left, right -> left (latest)" in msg
     log = json.loads((tmp_path / "out" / "deidentify_log.json").read_text())
     assert log["conflicts"]["n"] == 2
-    params = load_params(ROOT / "params.yaml")
-    params["privacy"]["conflict_rule"] = "refuse"
+    params = with_updates(load_params(ROOT / "params.yaml"), {"privacy": {"conflict_rule": "refuse"}})
     with pytest.raises(ValidationFailed) as err:
         run_deidentify([src], EXAMPLES / "mapping.yaml", tmp_path / "out2", key_file=key_file, params=params)
     assert len(err.value.problems) == 2 and not (tmp_path / "out2").exists()

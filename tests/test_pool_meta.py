@@ -90,7 +90,10 @@ def test_rma_matches_metafor(y, v, method, ci, expected):
 
 @pytest.mark.parametrize(("y", "v", "method", "ci", "expected"), [p for p in _fits() if len(p.values[0]) >= 3])
 def test_leave_one_out_and_influence_match_metafor(y, v, method, ci, expected):
-    # make_reference_metafor.R writes leave1out() and influence() for every case with k >= 3
+    # make_reference_metafor.R writes leave1out() and influence() for every case with k >= 3, except where
+    # metafor's influence() itself fails: identical estimates under plain Knapp-Hartung (pooled SE 0)
+    if _metafor_has_no_diagnostics(y, ci):
+        pytest.skip("metafor's influence() fails on identical estimates with test='knha' (pooled SE 0)")
     assert "leave1out" in expected and "influence" in expected
     loo = meta.leave_one_out(y, v, tau2_method=method, ci_method=ci)
     for key in ("estimate", "se", "tau2", "i2", "q"):
@@ -104,7 +107,12 @@ def test_every_fixture_with_k_ge_3_has_leave_one_out():
     fits = list(_fits())
     assert sum(len(p.values[0]) >= 3 for p in fits) >= 5 * 9  # five cases x (3 tau^2 methods x 3 CIs)
     for p in fits:
-        assert ("leave1out" in p.values[4]) == (len(p.values[0]) >= 3), p.id
+        y, ci = p.values[0], p.values[3]
+        assert ("leave1out" in p.values[4]) == (len(y) >= 3 and not _metafor_has_no_diagnostics(y, ci)), p.id
+
+
+def _metafor_has_no_diagnostics(y, ci) -> bool:
+    return ci == "knha" and len(set(np.asarray(y, dtype=float).tolist())) == 1
 
 
 def test_default_ci_is_modified_knapp_hartung_with_its_reason():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from analysis.errors import InputError
+from analysis.params_schema import check_params
 from analysis.paths import project_root
 
 LOCAL_NAME = "params.local.yaml"
@@ -28,8 +30,6 @@ def load_params(path: Path | None = None, *, check: bool = True) -> dict[str, An
     merged over it, so a private input path or clinic id never lands in git diffs. A wrong type, an
     unknown key or a missing section raises :class:`InputError` with one line per problem naming the key.
     """
-    import os
-
     path = path or project_root() / "params.yaml"
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -49,8 +49,6 @@ def load_params(path: Path | None = None, *, check: bool = True) -> dict[str, An
             raise InputError(f"{local}: must be a mapping of sections, like params.yaml")
         raw = deep_merge(raw, extra)
     if check:
-        from analysis.params_schema import check_params
-
         problems = check_params(raw, Path(path).name + (f" + {local.name}" if local.is_file() else ""))
         if problems:
             raise InputError("\n".join(problems))

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
+
+from analysis.errors import OutputError
 
 
 def sha256_file(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MB chunks."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -58,8 +61,6 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
     A folder that cannot be written gives one clear :class:`OutputError` naming it.
     """
-    from analysis.errors import OutputError
-
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +111,6 @@ def to_json_text(obj: Any) -> str:
 
 
 def _clean(obj: Any) -> Any:
-    import math
-
-    import numpy as np
-
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

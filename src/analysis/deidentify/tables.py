@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import contract
+from analysis.crosswalk import crosswalk_frame
 from analysis.deidentify.fields import (
     _categories,
     _combine,
@@ -258,6 +259,5 @@ def deidentify_frames(
             "pseudonym_chars": pseudonym_chars,
         }
     )
-    from analysis.crosswalk import crosswalk_frame
 
     return Deidentified(tables, w.log, [], crosswalk=crosswalk_frame(w.df, list(mapping.identity), offsets))

@@ -75,6 +75,7 @@ from analysis.errors import InputError, ModelError
 from analysis.groups import group_label
 from analysis.model.prepare import primary_data
 from analysis.model.primary import fit_diagnostics, primary_analysis
+from analysis.model.secondary import run_secondary
 from analysis.params import section
 from analysis.paths import resolve
 from analysis.store import atomic_path, neutralise_formulas, write_json, write_parquet
@@ -100,8 +101,6 @@ def run_model(params: dict[str, Any], progress: Callable[[str], None] | None = N
     -------
     str : a short summary for the console (says FAILED loudly if the primary fit failed).
     """
-    from analysis.model.secondary import run_secondary
-
     cfg = section(params, "model")
     dataset_path = resolve(section(params, "join")["out"])
     if not dataset_path.is_file():

@@ -19,6 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from analysis.join import run_join
+from analysis.model.run import run_model
+from analysis.params import load_params
+from analysis.pool.run import run_pool
+from analysis.report.build import run_report
+from analysis.simulate import run_simulate
+from analysis.store import write_json
+from analysis.validate import run_validate
+
 SIZES = (40, 70, 110, 160, 240, 380)
 
 
@@ -68,14 +77,6 @@ def run_network(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Simulate, run and pool the network; returns the truth and the pooled estimate."""
-    from analysis.join import run_join
-    from analysis.model.run import run_model
-    from analysis.pool.run import run_pool
-    from analysis.report.build import run_report
-    from analysis.simulate import run_simulate
-    from analysis.store import write_json
-    from analysis.validate import run_validate
-
     mean_effect = float(params["simulate"]["hip_slope_effect"])
     week = float(params["model"]["primary_week"])
     network = plan(n_clinics, mean_effect, tau, seed, sizes)
@@ -112,8 +113,6 @@ def run_network(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.params import load_params
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("reports/network"))
     ap.add_argument("--clinics", type=int, default=6)

@@ -10,8 +10,11 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
+from statsmodels.stats.proportion import proportion_confint
 
 from analysis.contract import Measure
+from analysis.errors import ModelError
+from analysis.model.prepare import primary_data
 from analysis.params import section
 from analysis.privacy import km_for_peers, responder_cells_small, suppress_count
 from analysis.report import figures as fg
@@ -91,9 +94,6 @@ def common_context(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, 
 
 def comparison_clients(dataset: pd.DataFrame, model_cfg: dict[str, Any]) -> set[str]:
     """Clients in the primary comparison by the model step's own rules (:func:`analysis.model.prepare.primary_data`)."""
-    from analysis.errors import ModelError
-    from analysis.model.prepare import primary_data
-
     try:
         return set(primary_data(dataset, model_cfg).data["client_id"].astype(str))
     except ModelError:
@@ -235,7 +235,6 @@ def responder_shares(table: pd.DataFrame | None, alpha: float) -> pd.DataFrame |
     """
     if not has_columns(table, {"group", "n", "responders"}):
         return table
-    from statsmodels.stats.proportion import proportion_confint
 
     d = table[table["n"] > 0].sort_values("group")
     lo, hi = proportion_confint(d["responders"].to_numpy(), d["n"].to_numpy(), alpha=alpha, method="wilson")

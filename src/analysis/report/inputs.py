@@ -15,10 +15,12 @@ import pandas as pd
 from analysis import lineage
 from analysis.contract import Registry, load_registry
 from analysis.errors import InputError
+from analysis.join import build_analysis_dataset
 from analysis.params import section
 from analysis.paths import project_root, resolve
 from analysis.report import findings as fnd
 from analysis.report.render import data_uri
+from analysis.simulate import simulate_clinic
 
 RESULT_TABLES = (
     "trajectories",
@@ -161,8 +163,6 @@ def analysis_dataset(params: dict[str, Any], n_clients: int | None = None) -> tu
     path = resolve(section(params, "join")["out"])
     if path.is_file():
         return pd.read_parquet(path), f"pipeline output {path}"
-    from analysis.join import build_analysis_dataset
-    from analysis.simulate import simulate_clinic
 
     sim = section(params, "simulate")
     clinic = simulate_clinic(sim, seed=int(sim["seed"]), n_clients=n_clients)

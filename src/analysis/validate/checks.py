@@ -13,6 +13,7 @@ import pandas as pd
 from analysis.contract import DEFAULT_CLINIC, TABLES, Registry
 from analysis.errors import Problem
 from analysis.load import ROW_INDEX, Inputs
+from analysis.privacy import scan_values
 from analysis.validate.gx_run import ExpectationOutcome, make_context, run_suite, stage_table
 from analysis.validate.suites import build_suites, cross_table_expectations, cross_table_links
 
@@ -74,8 +75,6 @@ def _shown(value: object) -> str | None:
 
 
 def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> list[Problem]:
-    from analysis.privacy import scan_values
-
     out: list[Problem] = []
     for name, frame in raw.items():
         out.extend(scan_values(frame, sources[name], max_rows_per_rule=None))

@@ -67,13 +67,26 @@ def closure(start: set[str], modules: dict[str, Path], read: frozenset[str] = fr
     return seen
 
 
+def _is_command(node: ast.stmt) -> bool:
+    """A function decorated ``@app.command(...)``: one CLI subcommand."""
+    return isinstance(node, ast.FunctionDef) and any(
+        isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "command"
+        for d in node.decorator_list
+    )
+
+
 def command_entry(command: str, cli: Path, modules: dict[str, Path]) -> set[str]:
-    """What ``outcomes <command>`` imports: cli.py's module-level imports and that command function's."""
+    """What ``outcomes <command>`` imports: cli.py's own imports, except those inside the *other* commands.
+
+    Module level and helpers (``_params``, ``main``, ...) count for every command; a command function only
+    for itself.
+    """
     tree = ast.parse(cli.read_text(encoding="utf-8"))
-    top = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
-    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == command.replace("-", "_")]
-    assert funcs, f"dvc.yaml runs `outcomes {command}`, but {cli.name} defines no function {command!r}"
-    return {"analysis.cli"} | imported_modules(top + funcs, modules)
+    name = command.replace("-", "_")
+    own = [n for n in tree.body if isinstance(n, ast.FunctionDef) and _is_command(n) and n.name == name]
+    assert own, f"dvc.yaml runs `outcomes {command}`, but {cli.name} defines no @app.command() {name!r}"
+    shared = [n for n in tree.body if not _is_command(n)]
+    return {"analysis.cli"} | imported_modules(shared + own, modules)
 
 
 def stage_modules(command: str, modules: dict[str, Path]) -> set[str]:
@@ -114,20 +127,25 @@ def test_closure_follows_function_level_and_from_package_imports(tmp_path: Path)
     (pkg / "__init__.py").write_text("")
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "cli.py").write_text(
-        "import analysis.a\n\ndef go():\n    from analysis.sub import leaf\n\ndef other():\n    import analysis.c\n"
+        "import analysis.a\n\n"
+        "def _helper():\n    import analysis.d\n\n"
+        "@app.command()\ndef go():\n    from analysis.sub import leaf\n\n"
+        "@app.command()\ndef other():\n    import analysis.c\n"
     )
     (pkg / "a.py").write_text("def f():\n    from analysis import b\n")
     (pkg / "b.py").write_text("")
     (pkg / "c.py").write_text("")
+    (pkg / "d.py").write_text("")
     (pkg / "sub" / "leaf.py").write_text("import json\n")
     modules = module_files(tmp_path)
     entry = command_entry("go", pkg / "cli.py", modules)
-    assert entry == {"analysis.cli", "analysis.a", "analysis.sub", "analysis.sub.leaf"}
+    assert entry == {"analysis.cli", "analysis.a", "analysis.d", "analysis.sub", "analysis.sub.leaf"}
     assert stage_modules("go", modules) == {
         "analysis",
         "analysis.cli",
         "analysis.a",
         "analysis.b",
+        "analysis.d",
         "analysis.sub",
         "analysis.sub.leaf",
     }  # analysis.c belongs to another command

@@ -8,7 +8,7 @@ a non-zero exit code; a traceback is shown only with ``--debug``.
 Stage modules are imported inside each command so that ``outcomes --help``
 stays fast and no command pays for another's heavy imports: each such import
 carries its measured cost (seconds on top of ``import analysis.cli``, which
-takes ~0.5 s; measured on a loaded 2-core machine, so read them as relative).
+takes 0.1-0.3 s; measured on a loaded 2-core machine, so read them as relative).
 """
 
 from __future__ import annotations

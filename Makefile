@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-## Run the lint and the test suite (warnings are errors; notebooks executed).
+## Run the lint and the test suite (warnings are errors; notebooks executed; docstring examples in src/analysis run too).
 test: $(STAMP) lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 

@@ -20,14 +20,13 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, overload
+from typing import Literal, overload
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from analysis.errors import InputError
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 ID_RULE = "1-32 characters of A-Z a-z 0-9 _ -"
@@ -255,9 +254,6 @@ class Measure:
         at a baseline of 0 (then only points count); NaN when the measure has no
         MCID. Takes a scalar or a pandas Series (returned with the same index).
         """
-        import numpy as np
-        import pandas as pd
-
         base = np.abs(np.asarray(baseline, dtype=float))
         need = np.full(base.shape, np.inf)
         if self.mcid_points:

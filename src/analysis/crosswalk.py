@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.errors import InputError
 from analysis.paths import check_outside_repositories
+from analysis.store import write_csv
 
 FILENAME = "crosswalk.csv"
 
@@ -50,8 +51,6 @@ def crosswalk_frame(rows: pd.DataFrame, identity_cols: list[str], offsets: pd.Se
 
 def write_crosswalk(folder: Path, frame: pd.DataFrame, root: Path | None = None) -> Path:
     """Write ``crosswalk.csv`` into a private folder (checked), owner read/write only."""
-    from analysis.store import write_csv
-
     folder = check_private_dir(folder, root)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / FILENAME

@@ -130,9 +130,15 @@ def build_analysis_dataset(
 
     Examples
     --------
-    >>> from analysis.simulate import simulate_clinic  # doctest: +SKIP
-    >>> c = simulate_clinic(cfg, seed=1)                  # doctest: +SKIP
-    >>> build_analysis_dataset(c.clients, c.sessions, c.measurements).head()  # doctest: +SKIP
+    >>> from analysis.params import load_params
+    >>> from analysis.simulate import simulate_clinic
+    >>> c = simulate_clinic(load_params().simulate, seed=1, n_clients=20, primary_week=6)
+    >>> dataset = build_analysis_dataset(c.clients, c.sessions, c.measurements)
+    >>> dataset[["client_id", "measure", "timing", "weeks_since_first", "value"]].head(3)
+      client_id         measure timing  weeks_since_first  value
+    0     C0001  knee_pain_nprs   post                0.0    5.0
+    1     C0001  knee_pain_nprs    pre                0.0    7.0
+    2     C0001            lefs    pre                0.0   28.0
     """
     timeline = session_timeline(sessions, hip_foci)
     m = measurements.merge(timeline, on="session_id", how="left", validate="many_to_one", indicator=True)

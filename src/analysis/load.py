@@ -19,10 +19,13 @@ import datetime as dt
 import io
 import re
 import unicodedata
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pandas as pd
 
 from analysis.contract import TABLES, Table, identifier_reason
@@ -100,8 +103,6 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
 
 def _sheet_names(path: Path) -> list[str]:
     try:
-        import openpyxl
-
         wb = openpyxl.load_workbook(path, read_only=True)
         try:
             return list(wb.sheetnames)
@@ -227,11 +228,6 @@ def _cell_text(value: object) -> str:
 
 
 def _parse_xlsx(data: bytes, label: str, sheet: str | None) -> tuple[list[tuple[int, list[str]]] | None, list[Problem]]:
-    import warnings
-    import zipfile
-
-    import openpyxl
-
     if not data.startswith(XLSX_MAGIC):
         return None, [Problem(label, None, None, "is not an .xlsx workbook; save it as Excel Workbook or CSV")]
     try:

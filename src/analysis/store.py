@@ -34,6 +34,8 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from analysis.errors import OutputError
+
 #: significant digits of every published float (see the module docstring for why 6)
 SIGNIFICANT_DIGITS = 6
 #: the same rule for ``DataFrame.to_csv(float_format=...)``
@@ -78,8 +80,6 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
     A folder that cannot be written gives one clear :class:`OutputError` naming it.
     """
-    from analysis.errors import OutputError
-
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

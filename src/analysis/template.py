@@ -18,9 +18,13 @@ import zipfile
 from pathlib import Path
 
 import pandas as pd
+from openpyxl import Workbook
+from openpyxl.styles import Font
 
 from analysis.contract import TABLES, Registry, load_registry
 from analysis.params_schema import Params
+from analysis.paths import resolve
+from analysis.store import write_bytes, write_text
 
 # Fixed workbook timestamp so that the template is byte-identical across runs.
 FIXED_TIME = dt.datetime(2024, 1, 1, 0, 0, 0)
@@ -96,9 +100,6 @@ def measures_frame(registry: Registry) -> pd.DataFrame:
 
 def template_workbook(registry: Registry) -> bytes:
     """The template workbook as bytes: a sheet per table, 'dictionary' and 'measures'."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
     wb = Workbook()
     wb.remove(wb.active)
     bold = Font(bold=True)
@@ -155,8 +156,6 @@ def run_template(out_dir: Path | str, params: Params) -> list[Path]:
 
     Returns the paths written, in order: clients.csv, sessions.csv, measurements.csv, template.xlsx.
     """
-    from analysis.paths import resolve
-    from analysis.store import write_bytes, write_text
 
     registry = load_registry(resolve(params.data.registry))
     out = resolve(out_dir)

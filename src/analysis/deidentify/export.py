@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pandas as pd
 
 from analysis.deidentify.mapping import Mapping
@@ -50,11 +53,6 @@ def read_export(path: Path, mapping: Mapping) -> tuple[str, pd.DataFrame, dict[s
 
 
 def _read_xlsx(data: bytes, label: str, sheet: str | None) -> pd.DataFrame:
-    import warnings
-    import zipfile
-
-    import openpyxl
-
     try:
         with warnings.catch_warnings():
             # openpyxl warns about styles/extensions it ignores; they do not affect cell values

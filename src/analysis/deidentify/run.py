@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from analysis import contract
+from analysis import contract, store
+from analysis.crosswalk import check_private_dir, write_crosswalk
 from analysis.deidentify.draft import unanswered
 from analysis.deidentify.export import read_export
 from analysis.deidentify.keys import load_key
@@ -26,7 +28,12 @@ from analysis.deidentify.state import (
 )
 from analysis.deidentify.tables import deidentify_frames
 from analysis.errors import InputError, PrivacyError, Problem, ValidationFailed
+from analysis.load import Inputs
+from analysis.params import load_params
 from analysis.params_schema import Params
+from analysis.paths import project_root, resolve
+from analysis.privacy import k_anonymity, scan_values
+from analysis.validate import validate_tables
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -40,11 +47,6 @@ def check_against_contract(tables: dict[str, pd.DataFrame], registry: contract.R
     values are never shown: a value that breaks the contract here may well be an identifier. Rows are
     those of the de-identified table (header = row 1).
     """
-    from dataclasses import replace
-
-    from analysis.load import Inputs
-    from analysis.validate import validate_tables
-
     inputs = Inputs(folder=Path("."))
     for name, table in tables.items():
         inputs.tables[name] = table.set_axis(pd.RangeIndex(2, len(table) + 2, name="row")).astype(object)
@@ -75,11 +77,6 @@ def run_deidentify(
     ``progress`` is told each step as it starts (the CLI prints it on stderr with the elapsed time).
     """
     say = progress or (lambda _step: None)
-    from analysis import store
-    from analysis.params import load_params
-    from analysis.paths import resolve
-    from analysis.privacy import k_anonymity, scan_values
-
     params = params or load_params()
     priv = params.privacy
     if not export_paths:
@@ -88,8 +85,6 @@ def run_deidentify(
     demo = resolve("data/raw/demo").resolve()
     if _inside(out, demo):
         raise InputError(f"{out}: is the demo data folder; choose another --out, e.g. data/raw/clinic")
-    from analysis.paths import project_root
-
     root, raw = project_root().resolve(), resolve("data/raw").resolve()
     if _inside(out, root) and not (raw in out.parents and out.parent == raw):
         raise InputError(
@@ -105,8 +100,6 @@ def run_deidentify(
         if _inside(p, out):
             raise InputError(f"{out}: contains the export {p.name}; choose an empty folder for --out")
     if crosswalk_dir is not None:
-        from analysis.crosswalk import check_private_dir
-
         check_private_dir(crosswalk_dir)  # refuse before any work is done
     key = load_key(key_file)
     previous = read_state(crosswalk_dir, key_fingerprint(key)) if crosswalk_dir is not None else None
@@ -180,8 +173,6 @@ def run_deidentify(
     store.write_json(out / "deidentify_log.json", result.log)
     walk = ""
     if crosswalk_dir is not None and result.crosswalk is not None:
-        from analysis.crosswalk import check_private_dir, write_crosswalk
-
         ensure_private_dir(check_private_dir(crosswalk_dir))
         old_walk = crosswalk_dir.expanduser() / "crosswalk.csv"
         earlier = pd.read_csv(old_walk, dtype=str, keep_default_na=False) if old_walk.is_file() else None

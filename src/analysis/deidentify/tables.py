@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import contract
+from analysis.crosswalk import crosswalk_frame
 from analysis.deidentify.conflicts import resolve
 from analysis.deidentify.fields import (
     _categories,
@@ -326,7 +327,6 @@ def deidentify_frames(
             "pseudonym_chars": pseudonym_chars,
         }
     )
-    from analysis.crosswalk import crosswalk_frame
 
     crosswalk = crosswalk_frame(w.df, list(mapping.identity), offsets)
     return Deidentified(tables, w.log, [], crosswalk=crosswalk, shifts=offsets)

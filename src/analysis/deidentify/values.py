@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.privacy import looks_identifying
+
 UNITS_IN_WEEKS = {
     "day": 1 / 7,
     "week": 1.0,
@@ -31,8 +33,6 @@ def clean_text(s: pd.Series) -> pd.Series:
 
 
 def showable(value: str) -> str | None:
-    from analysis.privacy import looks_identifying
-
     if (
         _SHOWABLE.match(value)
         and not re.search(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}", value)

@@ -139,8 +139,19 @@ def primary_data(dataset: pd.DataFrame, cfg: ModelParams) -> PrimaryData:
 
     Examples
     --------
-    >>> pdata = primary_data(dataset, params["model"])  # doctest: +SKIP
-    >>> pdata.data[["client_id", "week", "y", "hip"]].head()  # doctest: +SKIP
+    >>> from analysis.join import build_analysis_dataset
+    >>> from analysis.params import load_params
+    >>> from analysis.simulate import simulate_clinic
+    >>> params = load_params()
+    >>> week = params.model.primary_week
+    >>> c = simulate_clinic(params.simulate, seed=1, n_clients=40, primary_week=week)  # a small clinic, in memory
+    >>> dataset = build_analysis_dataset(c.clients, c.sessions, c.measurements)
+    >>> pdata = primary_data(dataset, params.model)
+    >>> pdata.data[["client_id", "week", "y", "hip"]].head(3)
+      client_id      week    y  hip
+    0     C0001  0.000000  4.0    1
+    1     C0001  2.428571  2.0    1
+    2     C0001  4.142857  0.0    1
     """
     measure, timing = cfg.measure, cfg.timing
     followup = cfg.followup_weeks

@@ -85,8 +85,17 @@ def primary_analysis(pdata: PrimaryData, cfg: ModelParams) -> tuple[dict[str, An
 
     Examples
     --------
-    >>> entry, tables, fit = primary_analysis(primary_data(dataset, cfg), cfg)  # doctest: +SKIP
-    >>> entry["estimate"], entry["ci_low"], entry["ci_high"]  # doctest: +SKIP
+    >>> from analysis.join import build_analysis_dataset
+    >>> from analysis.model.prepare import primary_data
+    >>> from analysis.params import load_params
+    >>> from analysis.simulate import simulate_clinic
+    >>> params = load_params()
+    >>> week = params.model.primary_week
+    >>> c = simulate_clinic(params.simulate, seed=1, n_clients=40, primary_week=week)  # a small clinic, in memory
+    >>> dataset = build_analysis_dataset(c.clients, c.sessions, c.measurements)
+    >>> entry, tables, fit = primary_analysis(primary_data(dataset, params.model), params.model)
+    >>> entry["status"], round(entry["estimate"], 2), round(entry["ci_low"], 2), round(entry["ci_high"], 2)
+    ('ok', -0.97, -2.41, 0.48)
     """
     alpha = cfg.alpha
     week0 = cfg.primary_week

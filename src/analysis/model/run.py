@@ -77,6 +77,7 @@ from analysis.errors import InputError, ModelError
 from analysis.groups import group_label
 from analysis.model.prepare import PrimaryData, primary_data
 from analysis.model.primary import fit_diagnostics, primary_analysis
+from analysis.model.secondary import run_secondary
 from analysis.params_schema import Params
 from analysis.paths import resolve
 from analysis.results import SCHEMA_VERSION, parse_results
@@ -101,7 +102,6 @@ def run_model(params: Params, progress: Callable[[str], None] | None = None) -> 
     -------
     str : a short summary for the console (says FAILED loudly if the primary fit failed).
     """
-    from analysis.model.secondary import run_secondary
 
     cfg = params.model
     dataset_path = resolve(params.join.out)

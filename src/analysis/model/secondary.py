@@ -125,8 +125,27 @@ def run_secondary(
 
     Examples
     --------
-    >>> entries, tables = run_secondary(pdata, dataset, fit, params["model"], registry)  # doctest: +SKIP
-    >>> entries["gee"]["estimate"], entries["gee"]["ci_low"]  # doctest: +SKIP
+    Fewer imputations and bootstrap draws than params.yaml asks for, to keep the example quick:
+
+    >>> from analysis.contract import load_registry
+    >>> from analysis.join import build_analysis_dataset
+    >>> from analysis.model.prepare import primary_data
+    >>> from analysis.model.primary import primary_analysis
+    >>> from analysis.paths import resolve
+    >>> from analysis.params import load_params
+    >>> from analysis.simulate import simulate_clinic
+    >>> params = load_params()
+    >>> week = params.model.primary_week
+    >>> c = simulate_clinic(params.simulate, seed=1, n_clients=40, primary_week=week)  # a small clinic, in memory
+    >>> dataset = build_analysis_dataset(c.clients, c.sessions, c.measurements)
+    >>> cfg = params.model.model_copy(update={"n_imputations": 5, "mediation_boot": 50})
+    >>> pdata = primary_data(dataset, cfg)
+    >>> fit = primary_analysis(pdata, cfg)[2]
+    >>> entries, tables = run_secondary(pdata, dataset, fit, cfg, load_registry(resolve(params.data.registry)))
+    >>> entries["gee"]["status"], round(entries["gee"]["estimate"], 2)
+    ('done', -0.38)
+    >>> sorted(tables)
+    ['chronicity', 'hip_ir_vs_pain', 'immediate', 'km', 'responders', 'tipping']
     """
     measure = registry[cfg.measure]
     imputations: dict[str, Any] = {}

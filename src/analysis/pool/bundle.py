@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jsonschema
+
 from analysis.report import findings as fnd
 
 if TYPE_CHECKING:
@@ -34,8 +36,6 @@ COMPAT_FIELDS = (
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
     """The findings schema's validator, built once per run (not once per bundle)."""
-    import jsonschema
-
     return jsonschema.Draft202012Validator(fnd.schema())
 
 

@@ -18,8 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from analysis.params import with_updates
+from analysis.join import run_join
+from analysis.model.run import run_model
+from analysis.params import load_params, with_updates
 from analysis.params_schema import Params
+from analysis.pool.run import run_pool
+from analysis.report.build import run_report
+from analysis.simulate import run_simulate
+from analysis.store import write_json
+from analysis.validate import run_validate
 
 SIZES = (40, 70, 110, 160, 240, 380)
 
@@ -76,13 +83,6 @@ def run_network(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Simulate, run and pool the network; returns the truth and the pooled estimate."""
-    from analysis.join import run_join
-    from analysis.model.run import run_model
-    from analysis.pool.run import run_pool
-    from analysis.report.build import run_report
-    from analysis.simulate import run_simulate
-    from analysis.store import write_json
-    from analysis.validate import run_validate
 
     mean_effect = float(params.simulate["hip_slope_effect"])
     week = params.model.primary_week
@@ -120,8 +120,6 @@ def run_network(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.params import load_params
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("reports/network"))
     ap.add_argument("--clinics", type=int, default=6)

@@ -23,6 +23,9 @@ from typing import Any
 from analysis.errors import InputError
 from analysis.pool import caveats, meta
 from analysis.pool.bundle import read_bundles
+from analysis.pool.report import render_outputs
+from analysis.privacy import assert_peer_safe
+from analysis.store import to_json_text, write_bytes, write_text
 
 SCHEMA_VERSION = "1.0.0"
 LIMITATIONS = [
@@ -213,10 +216,6 @@ def run_pool(
     ------
     InputError : one line per problem with the bundles; nothing is written.
     """
-    from analysis.pool.report import render_outputs
-    from analysis.privacy import assert_peer_safe
-    from analysis.store import to_json_text, write_bytes, write_text
-
     say = progress or (lambda step: None)
     if not paths:
         raise InputError("outcomes pool: give at least one findings bundle (findings.json)")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import linprog
 
 from analysis.privacy.gate import SECONDARY_MARK
 
@@ -179,8 +180,6 @@ def pinned_cells(
     -------
     list of (row, column) of pinned hidden cells; empty when the table is safe.
     """
-    from scipy.optimize import linprog
-
     counts = np.asarray(counts, dtype=float)
     R, C = counts.shape
     cells = [(i, j) for i in range(R) for j in range(C) if hidden[i, j]]

@@ -47,6 +47,7 @@ from analysis.report.context import (
 from analysis.report.inputs import Figure, ReportInputs, load_report_inputs
 from analysis.report.model_tables import model_tables
 from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
+from analysis.store import to_json_text, write_bytes, write_text
 
 
 def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
@@ -278,8 +279,6 @@ def check_peer(outputs: dict[str, Any], dataset: pd.DataFrame, min_cell: int) ->
 
 def write_outputs(outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path) -> list[Path]:
     """Write every output atomically; stale peer figures are removed so the folder matches this build."""
-    from analysis.store import to_json_text, write_bytes, write_text
-
     written = []
     write_text(therapist_dir / "index.html", outputs["therapist_html"])
     written.append(therapist_dir / "index.html")

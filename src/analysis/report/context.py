@@ -12,6 +12,7 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
+from statsmodels.stats.proportion import proportion_confint
 
 from analysis.contract import Measure
 from analysis.params_schema import ModelParams, Params, ReportParams
@@ -269,7 +270,6 @@ def responder_shares(table: pd.DataFrame | None, alpha: float) -> pd.DataFrame |
     """
     if not has_columns(table, {"group", "n", "responders"}):
         return table
-    from statsmodels.stats.proportion import proportion_confint
 
     d = table[table["n"] > 0].sort_values("group")
     lo, hi = proportion_confint(d["responders"].to_numpy(), d["n"].to_numpy(), alpha=alpha, method="wilson")

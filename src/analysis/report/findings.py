@@ -29,6 +29,7 @@ string ``"<min_cell>"``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -106,7 +107,6 @@ def clinic_identity(params: Params, store: Path | None = None, demo: bool = Fals
         text = store.read_text(encoding="utf-8").strip()
         if text:
             return text
-    import base64
 
     new = "K" + base64.b32encode(secrets.token_bytes(10)).decode("ascii")[:12]
     store.parent.mkdir(parents=True, exist_ok=True)

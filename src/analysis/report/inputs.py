@@ -15,11 +15,13 @@ import pandas as pd
 from analysis import lineage
 from analysis.contract import Registry, load_registry
 from analysis.errors import InputError
+from analysis.join import build_analysis_dataset
 from analysis.params_schema import Params
 from analysis.paths import project_root, resolve
 from analysis.report import findings as fnd
 from analysis.report.render import data_uri
 from analysis.results import Results, read_results
+from analysis.simulate import simulate_clinic
 
 RESULT_TABLES = (
     "trajectories",
@@ -159,8 +161,6 @@ def analysis_dataset(params: Params, n_clients: int | None = None) -> tuple[pd.D
     path = resolve(params.join.out)
     if path.is_file():
         return pd.read_parquet(path), f"pipeline output {path}"
-    from analysis.join import build_analysis_dataset
-    from analysis.simulate import simulate_clinic
 
     sim = params.simulate
     clinic = simulate_clinic(sim, seed=int(sim["seed"]), n_clients=n_clients, primary_week=params.model.primary_week)

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 import analysis
 from analysis.params_schema import Params
@@ -100,8 +103,6 @@ def shown_paths(obj: Any, root: Path | None = None) -> Any:
 
 def params_text(params: dict[str, Any]) -> str:
     """The params as YAML with sorted keys, for the report's appendix; no local absolute paths."""
-    import yaml
-
     return yaml.safe_dump(shown_paths(params), sort_keys=True, default_flow_style=None, allow_unicode=True, width=100)
 
 
@@ -130,8 +131,6 @@ def code_version(root: Path | None = None) -> str:
 
 def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
     """Installed versions of the key packages ('not installed' where absent)."""
-    import platform
-
     out: dict[str, str] = {}
     for name in names:
         if name == "python":

@@ -31,8 +31,11 @@ import base64
 import contextlib
 import datetime as dt
 import io
+import logging
 import os
+import warnings
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,17 @@ from typing import Any
 # gives the same bytes), so a notebook keeps its inline backend and shows them; builds set MPLBACKEND=Agg.
 import matplotlib
 import matplotlib.pyplot as plt
+import seaborn as sns
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
 from matplotlib.typing import RcKeyType
 
 from analysis.report.text import fmt_num, fmt_p, fmt_p_stat  # the templates' filters
+
+with warnings.catch_warnings():
+    # WeasyPrint >= 66 warns at import when the optional libharfbuzz-subset0 is absent (it then
+    # subsets fonts with fontTools, same output); the warning is about future versions only.
+    warnings.filterwarnings("ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning)
 
 SVG_HASHSALT = "hip-knee"
 FONT_FAMILY = "DejaVu Sans"
@@ -136,8 +145,6 @@ def pdf_font_css(fonts: Path | None = None) -> str:
 @contextlib.contextmanager
 def figure_style() -> Iterator[None]:
     """Context in which figures are drawn: seaborn theme plus the pinned rcParams."""
-    import seaborn as sns
-
     with plt.rc_context():
         sns.set_theme(context="paper", style="whitegrid", font=FONT_FAMILY, rc=RC)
         plt.rcParams.update(RC)
@@ -207,8 +214,6 @@ def environment() -> Environment:
 
 def stylesheet() -> str:
     """The report CSS (inlined in every page so it opens offline)."""
-    from importlib.resources import files
-
     return files("analysis.report").joinpath("templates", "report.css").read_text(encoding="utf-8")
 
 
@@ -226,7 +231,6 @@ def html_to_pdf(html: str) -> bytes:
     meta tags and writes no random file identifier, so equal HTML gives equal bytes.
     No base URL: the page must not need any file or network resource.
     """
-    import logging
     import warnings
 
     with warnings.catch_warnings():

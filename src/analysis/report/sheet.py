@@ -12,11 +12,13 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.contract import Registry
+from analysis.contract import Registry, load_registry
 from analysis.errors import InputError
 from analysis.params_schema import Params
+from analysis.paths import resolve
 from analysis.report.render import GROUP_COLOURS, data_uri, figure_style, html_to_pdf, render, svg_bytes
 from analysis.report.therapist import assign_group, at_timing
+from analysis.store import write_bytes, write_text
 
 
 def _series(d: pd.DataFrame, measure: str, timing: str = "pre") -> pd.DataFrame:
@@ -128,9 +130,6 @@ def client_sheet(
 
 def run_sheet(params: Params, client_ids: list[str]) -> str:
     """I/O edge of ``outcomes sheet``: read the analysis dataset, write one HTML + PDF per client."""
-    from analysis.contract import load_registry
-    from analysis.paths import resolve
-    from analysis.store import write_bytes, write_text
 
     path = resolve(params.join.out)
     if not path.is_file():

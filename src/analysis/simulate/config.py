@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy.special import ndtr
 
 from analysis.contract import (
     ACTIVITIES,
@@ -174,8 +175,6 @@ def ids(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
 
 def expected_recorded(mu: np.ndarray, sd: float) -> np.ndarray:
     """E[clip(round(mu + e), 0, 10)] for e ~ N(0, sd): the sum over j = 1..10 of P(recorded >= j)."""
-    from scipy.special import ndtr
-
     j = np.arange(1, 11)
     expected: np.ndarray = (1.0 - ndtr((j[None, :] - 0.5 - mu[:, None]) / sd)).sum(axis=1)
     return expected

@@ -73,7 +73,7 @@ def quiet_gx() -> Iterator[None]:
 def make_context() -> Any:
     """An in-memory GX context: no files, no analytics, no progress bars."""
     gx = import_gx()
-    from great_expectations.data_context.types.base import (
+    from great_expectations.data_context.types.base import (  # lazy: GX, see suites.import_gx
         DataContextConfig,
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,

@@ -12,6 +12,8 @@ from analysis.contract import TABLES, load_registry
 from analysis.errors import ValidationFailed
 from analysis.load import load_inputs
 from analysis.params_schema import Params
+from analysis.paths import resolve
+from analysis.store import write_csv, write_json, write_parquet, write_text
 from analysis.validate.checks import validate_tables
 from analysis.validate.report import summary_text, validation_html, validation_json
 
@@ -27,8 +29,6 @@ def run_validate(params: Params, input_dir: Path | None = None, today: dt.date |
     there are errors, unless params ``validate.allow_rejects`` is true and the
     problems are all row-level.
     """
-    from analysis.paths import resolve
-    from analysis.store import write_csv, write_json, write_parquet, write_text
 
     data, v = params.data, params.validate_
     folder = resolve(input_dir) if input_dir else resolve(data.input)

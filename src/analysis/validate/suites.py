@@ -39,6 +39,8 @@ def import_gx() -> Any:
     ``sre_parse``; the warning is about GX's code, not ours, and would be an
     error under ``pytest -W error``.
     """
+    # Lazy on purpose: GX takes ~7 s to import (measured), which `import analysis.validate` (and so
+    # analysis.deidentify and `outcomes keygen`) would otherwise pay without running a suite.
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=r"module 'sre_(constants|parse)' is deprecated", category=DeprecationWarning
@@ -63,7 +65,7 @@ def _meta(column: str, rule: str, severity: str = "error", condition: str | None
 def column_expectations(table: Table, column: Column, registry: Registry, today: dt.date) -> list[Expectation]:
     """The expectations for one contract column, in the order a user should read them."""
     gx = import_gx()
-    from great_expectations.expectations.row_conditions import Column as GxColumn
+    from great_expectations.expectations.row_conditions import Column as GxColumn  # lazy: GX, see import_gx
 
     E = gx.expectations
     name = column.name

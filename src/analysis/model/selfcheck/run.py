@@ -9,8 +9,12 @@ import io
 import os
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analysis.model.lmm import DF_METHODS
 from analysis.model.selfcheck.study import simulation_study
@@ -22,10 +26,6 @@ from analysis.store import write_bytes, write_csv, write_json
 
 def selfcheck_figure(runs: pd.DataFrame) -> bytes:
     """PNG: each clinic's estimate and 95% CI, sorted, per scenario, against the truth (deterministic bytes)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
     scenarios = sorted(runs["scenario"].unique())
     with sns.axes_style("whitegrid"), plt.rc_context({"svg.hashsalt": "selfcheck", "font.size": 9}):
         fig = Figure(figsize=(5.2 * len(scenarios), 4.2))
@@ -62,7 +62,6 @@ def run_selfcheck(params: Params, n_clinics: int | None = None, seed: int | None
     -------
     str : a summary for the console.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     sc = params.selfcheck
     n_clinics = sc.n_clinics if n_clinics is None else n_clinics

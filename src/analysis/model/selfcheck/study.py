@@ -4,8 +4,10 @@ does; one row per clinic and df method (optionally on several processes).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from analysis.model.lmm import DF_METHODS
 from analysis.model.prepare import primary_data
 from analysis.model.primary import GROUPS, RE_FORMULA, SLOPE_TERM, primary_formula
 from analysis.params_schema import ModelParams, Params
+from analysis.simulate import simulate_clinic
 
 RUN_COLUMNS = [
     "scenario",
@@ -96,9 +99,6 @@ def simulation_study(
     ]
     rows: list[dict[str, Any]] = []
     if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
             for clinic_rows in pool.map(_one_clinic, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 rows.extend(clinic_rows)
@@ -118,8 +118,6 @@ Job = tuple[int, int, dict[str, Any], ModelParams, int, float, str]
 
 def _one_clinic(job: Job) -> list[dict[str, Any]]:
     """Simulate, join, prepare and fit one clinic; one row per df method (see :func:`simulation_study`)."""
-    from analysis.simulate import simulate_clinic
-
     k, clinic_seed, sim_cfg, model_cfg, n_clients, effect, scenario = job
     alpha = model_cfg.alpha
     week = model_cfg.primary_week

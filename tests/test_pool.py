@@ -217,7 +217,8 @@ def test_one_and_two_clinics_render(tmp_path):
 def test_two_strongly_disagreeing_clinics_are_pooled(tmp_path, capsys):
     # 6 SEs apart: the Q-profile upper bound for tau^2 is above 1e4 (a capped search stopped the pooling)
     paths = [write(tmp_path, bundle("k-a", -3.0, 0.5)), write(tmp_path, bundle("k-b", 3.0, 0.5))]
-    assert main(["pool", "--allow-unsigned", *map(str, paths), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    code = main(["pool", "--allow-unsigned", *map(str, paths), "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
     primary = json.loads((tmp_path / "out" / "pooled.json").read_text())["primary"]
     assert primary["status"] == "pooled" and 1e4 < primary["tau2_ci"][1] < float("inf")
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_pool import bundle
 
 from analysis import signing
 from analysis.cli import main
@@ -21,6 +20,7 @@ from analysis.errors import InputError
 from analysis.report import findings as fnd
 from analysis.report.build import write_outputs
 from analysis.store import to_json_text
+from test_pool import bundle
 
 KEYS = {c: Ed25519PrivateKey.generate() for c in ("k-a", "k-b", "k-c")}
 

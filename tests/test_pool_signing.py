@@ -165,6 +165,7 @@ RAW = {
     "infinity": (lambda t: t.replace('"se": 0.5', '"se": Infinity', 1), "Infinity is not a number"),
     "overflow": (lambda t: t.replace('"se": 0.5', '"se": 1e400', 1), "overflows to infinity"),
     "deep_nesting": (lambda t: t[:-2] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}\n", "nested more than 16"),
+    "nesting_20": (lambda t: t[:-2] + ', "x": ' + "[" * 20 + "]" * 20 + "}\n", "nested more than 16"),
     "oversize": (lambda t: t[:-2] + ', "pad": "' + "x" * 1_100_000 + '"}\n', "larger than 1 MB"),
 }
 

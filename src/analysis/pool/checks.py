@@ -33,8 +33,6 @@ MAX_DIGITS = 40
 TOKEN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 class BadJSON(ValueError):
@@ -69,12 +67,14 @@ def _int(text: str) -> int:
     return int(text)
 
 
-def depth(text: str) -> int:
-    """How deeply arrays and objects nest in JSON ``text`` (brackets inside strings do not count)."""
-    level = deepest = 0
-    for m in _BRACKETS.finditer(_STRINGS.sub('""', text)):
-        level += 1 if m.group() in "[{" else -1
-        deepest = max(deepest, level)
+def depth(obj: Any) -> int:
+    """How deeply arrays and objects nest in parsed JSON (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            stack += [(v, level + 1) for v in (node.values() if isinstance(node, dict) else node)]
     return deepest
 
 
@@ -86,15 +86,18 @@ def parse(data: bytes) -> tuple[Any, str | None]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None, "not a text file (a findings bundle is UTF-8 JSON)"
-    if depth(text) > MAX_DEPTH:
-        return None, f"nested more than {MAX_DEPTH} levels deep; a findings bundle is not"
+    too_deep = f"nested more than {MAX_DEPTH} levels deep; a findings bundle is not"
     try:
         obj = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except BadJSON as exc:
         return None, f"not acceptable JSON: {exc}"
-    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+    except RecursionError:  # the C parser's own limit (about 1000 levels): refused before it costs anything
+        return None, too_deep
+    except (json.JSONDecodeError, ValueError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno}: {exc.msg})" if isinstance(exc, json.JSONDecodeError) else ""
         return None, f"not JSON{where}; is it a findings.json?"
+    if depth(obj) > MAX_DEPTH:
+        return None, too_deep
     return obj, None
 
 

@@ -76,7 +76,7 @@ def load_registry(path: Path) -> dict[bytes, Clinic]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: registry not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
         raise InputError(f"{path}: cannot read the registry as YAML ({exc.__class__.__name__})") from None
     return parse_registry(doc, str(path))
 

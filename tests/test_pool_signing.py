@@ -144,6 +144,7 @@ IMPOSSIBLE = {
     "future_period": (_set("period.to", "2999-12"), "period: to 2999-12 is in the future"),
     "period_backwards": (_set("period.from", "2025-12"), "period: from 2025-12 is after to 2025-06"),
     "small_count": (_set("primary.n_clients", 3), "primary.n_clients is 3, below this network's min_cell 5"),
+    "no_n_clients": (_set("primary.n_clients", None), "primary.n_clients is missing"),
     "declared_min_cell_1": (_set("min_cell", 1), "min_cell is 1"),
     "free_text_code_version": (_set("software.code_version", "Dr Jane Roe, 12 High St"), "software.code_version"),
     "free_text_measure": (_set("compatibility.measure", "Jane Roe 12 High St"), "compatibility.measure"),

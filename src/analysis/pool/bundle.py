@@ -66,6 +66,8 @@ def _content_problems(bundle: dict[str, Any], min_cell: int, this_month: str) ->
     primary = bundle["primary"]
     if primary.get("status") not in ("ok", "fallback") or primary.get("estimate") is None or not primary.get("se"):
         return [f"the clinic's primary model gave no estimate (status {str(primary.get('status'))[:20]!r})"]
+    if primary.get("n_clients") is None:
+        return ["primary.n_clients is missing; a clinic's estimate is shown with its number of clients"]
     period = checks.period_problem(bundle["period"], this_month)
     return checks.string_problems(bundle) + checks.number_problems(bundle, min_cell) + ([period] if period else [])
 

@@ -260,5 +260,25 @@ def test_report_signs_the_bundle_and_drops_a_stale_signature(tmp_path):
 def test_a_bad_signing_key_file_is_one_line(tmp_path):
     bad = tmp_path / "signing.key"
     bad.write_text("not a key")
+    bad.chmod(0o600)
     with pytest.raises(InputError, match="not an unencrypted Ed25519 signing key"):
         signing.load_signing_key(bad)
+
+
+def test_same_result_under_a_new_id_is_refused_without_a_registry(tmp_path, capsys):
+    paths = good(tmp_path)
+    copy = signed(tmp_path, bundle("k-z", -1.1, 0.4), None, "z.json")  # k-a's numbers, another id
+    code = main(["pool", *map(str, [*paths, copy]), "--allow-unsigned", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and len([x for x in err.splitlines() if "one clinic's result twice" in x and str(copy) in x]) == 1
+
+
+def test_signing_key_from_params_or_environment_and_never_readable_by_others(tmp_path):
+    assert signing.signing_key_path(None, {signing.SIGNING_KEY_ENV: "/k/env.key"}) == Path("/k/env.key")
+    assert signing.signing_key_path("/k/params.key", {signing.SIGNING_KEY_ENV: "/k/env.key"}) == Path("/k/params.key")
+    assert signing.signing_key_path(None, {}) is None
+    key = tmp_path / "signing.key"
+    signing.write_private_key(key, KEYS["k-a"])
+    key.chmod(0o644)
+    with pytest.raises(InputError, match="readable by other users"):
+        signing.load_signing_key(key)

@@ -152,6 +152,8 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """The private key in ``path`` (outside every repository), or one line saying why not."""
     path = _outside(path)
     try:
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            raise InputError(f"{path}: the signing key is readable by other users; run `chmod 600 {path}`")
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: signing key not found; {KEYGEN_HINT}") from None

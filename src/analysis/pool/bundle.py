@@ -34,6 +34,7 @@ COMPAT_FIELDS = (
     "df_method",
     "estimand",
 )
+RESULT_FIELDS = ("estimate", "se", "df", "ci_low", "ci_high", "n_clients")
 
 
 @functools.cache
@@ -132,7 +133,7 @@ def read_bundle(
 
 
 def compatibility_problems(bundles: list[dict[str, Any]], paths: list[Path]) -> list[str]:
-    """Bundles that estimate something else than the first one, and duplicate clinic ids."""
+    """Bundles that estimate something else than the first one, duplicate clinic ids, and duplicate results."""
     problems = []
     ref, ref_path = bundles[0]["compatibility"], paths[0]
     for b, p in zip(bundles[1:], paths[1:], strict=True):
@@ -153,6 +154,17 @@ def compatibility_problems(bundles: list[dict[str, Any]], paths: list[Path]) -> 
             )
         else:
             seen[cid] = p
+    same: dict[str, Path] = {}
+    for b, p in zip(bundles, paths, strict=True):
+        # one clinic's result resent under another id: the same numbers to the last digit
+        key = fnd.sha256_of([b["period"], {k: b["primary"].get(k) for k in RESULT_FIELDS}])
+        if key in same:
+            problems.append(
+                f"{p}: the same period and primary result ({', '.join(RESULT_FIELDS)}) as {same[key]}: one "
+                "clinic's result twice under two ids; pool each clinic once"
+            )
+        else:
+            same[key] = p
     return problems
 
 

@@ -126,11 +126,11 @@ def test_outputs_are_written_and_reproducible(tmp_path):
     paths = [
         write(tmp_path, bundle(c, e, s)) for c, e, s in (("k-a", -1.1, 0.4), ("k-b", -0.5, 0.3), ("k-c", -0.8, 0.5))
     ]
-    text = run_pool(paths, tmp_path / "out")
+    text = run_pool(paths, tmp_path / "out", allow_unsigned=True)
     assert "3 clinics pooled" in text
     files = ("pooled.json", "forest.svg", "pooled.html", "pooled.pdf")
     first = {f: (tmp_path / "out" / f).read_bytes() for f in files}
-    run_pool(list(reversed(paths)), tmp_path / "out")  # order of the arguments does not matter
+    run_pool(list(reversed(paths)), tmp_path / "out", allow_unsigned=True)  # order of the arguments does not matter
     assert {f: (tmp_path / "out" / f).read_bytes() for f in files} == first
     html = first["pooled.html"].decode()
     assert "prediction interval" in html and "Limitations" in html and "k-b" in html
@@ -160,7 +160,7 @@ def test_bad_bundles_give_one_clear_line_and_write_nothing(tmp_path, capsys, cas
         bad, expect = write(tmp_path, b), "unknown schema version 1.1.0"
     else:
         bad, expect = write(tmp_path, bundle("k-a", -0.8, 0.5), "copy.json"), "clinic id 'k-a' is also in"
-    code = main(["pool", *map(str, good), str(bad), "--out", str(tmp_path / "out")])
+    code = main(["pool", "--allow-unsigned", *map(str, good), str(bad), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code != 0
     lines = [line for line in err.splitlines() if expect in line]
@@ -170,7 +170,7 @@ def test_bad_bundles_give_one_clear_line_and_write_nothing(tmp_path, capsys, cas
 
 
 def test_other_measure_names_the_differing_field(tmp_path):
-    _, problems = read_bundles(
+    _, problems, _ = read_bundles(
         [write(tmp_path, bundle("k-a", -1.1, 0.4)), write(tmp_path, bundle("k-b", -0.5, 0.3, measure="lefs"))]
     )
     assert len(problems) == 1 and "measure 'lefs' vs 'knee_pain_nprs'" in problems[0]
@@ -178,7 +178,7 @@ def test_other_measure_names_the_differing_field(tmp_path):
 
 def test_usage_errors_exit_2(tmp_path):
     p = write(tmp_path, bundle("k-a", -1.1, 0.4))
-    assert main(["pool", str(p), "--out", str(tmp_path / "o"), "--tau2", "ML"]) == 2
+    assert main(["pool", "--allow-unsigned", str(p), "--out", str(tmp_path / "o"), "--tau2", "ML"]) == 2
 
 
 def test_demo_network_recovers_the_generating_effect(tmp_path):
@@ -201,15 +201,17 @@ def test_demo_network_recovers_the_generating_effect(tmp_path):
 def test_pool_reports_its_steps(tmp_path):
     steps: list[str] = []
     paths = [write(tmp_path, bundle(c, e, s)) for c, e, s in (("k-a", -1.1, 0.4), ("k-b", -0.5, 0.3))]
-    run_pool(paths, tmp_path / "out", progress=steps.append)
+    run_pool(paths, tmp_path / "out", progress=steps.append, allow_unsigned=True)
     assert steps[0].startswith("checking 2 bundle(s)") and any("pooled report" in s for s in steps)
 
 
 def test_one_and_two_clinics_render(tmp_path):
-    one = run_pool([write(tmp_path, bundle("k-a", -1.1, 0.4))], tmp_path / "one")
+    one = run_pool([write(tmp_path, bundle("k-a", -1.1, 0.4))], tmp_path / "one", allow_unsigned=True)
     assert "not pooled" in one and "Not pooled" in (tmp_path / "one" / "pooled.html").read_text()
     two = run_pool(
-        [write(tmp_path, bundle("k-a", -1.1, 0.4)), write(tmp_path, bundle("k-b", -0.5, 0.3))], tmp_path / "two"
+        [write(tmp_path, bundle("k-a", -1.1, 0.4)), write(tmp_path, bundle("k-b", -0.5, 0.3))],
+        tmp_path / "two",
+        allow_unsigned=True,
     )
     assert "WARNING: only 2 clinics" in two and (tmp_path / "two" / "pooled.pdf").is_file()
 
@@ -217,7 +219,8 @@ def test_one_and_two_clinics_render(tmp_path):
 def test_two_strongly_disagreeing_clinics_are_pooled(tmp_path, capsys):
     # 6 SEs apart: the Q-profile upper bound for tau^2 is above 1e4 (a capped search stopped the pooling)
     paths = [write(tmp_path, bundle("k-a", -3.0, 0.5)), write(tmp_path, bundle("k-b", 3.0, 0.5))]
-    assert main(["pool", *map(str, paths), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    code = main(["pool", "--allow-unsigned", *map(str, paths), "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
     primary = json.loads((tmp_path / "out" / "pooled.json").read_text())["primary"]
     assert primary["status"] == "pooled" and 1e4 < primary["tau2_ci"][1] < float("inf")
 

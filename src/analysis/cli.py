@@ -208,6 +208,18 @@ def keygen(
     _echo(run_keygen(out))
 
 
+@app.command("signing-key")
+def signing_key(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE", help="Private key file to create (outside the repo).")
+    ],
+) -> None:
+    """Create the clinic's Ed25519 key that signs findings bundles, and FILE.pub for the network lead."""
+    from analysis.signing import run_signing_keygen
+
+    _echo(run_signing_keygen(out))
+
+
 @app.command()
 def deidentify(
     export: Annotated[
@@ -297,6 +309,16 @@ def pool(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for pooled.json, forest.svg, pooled.html/.pdf.")
     ],
+    registry: Annotated[
+        Path | None,
+        typer.Option("--registry", metavar="FILE", help="The network's clinics.yaml: clinic id -> public key."),
+    ] = None,
+    allow_unsigned: Annotated[
+        bool, typer.Option("--allow-unsigned", help="Pool without a registry; the report says: not authenticated.")
+    ] = False,
+    min_cell: Annotated[
+        int | None, typer.Option("--min-cell", metavar="N", help="Smallest count shown (default params; >= 5).")
+    ] = None,
     tau2: Annotated[str, typer.Option("--tau2", help="Between-clinic variance estimator: REML, PM or DL.")] = "REML",
     ci: Annotated[
         str, typer.Option("--ci", help="Pooled CI: knha_modified (default), knha (Knapp-Hartung) or z.")
@@ -304,7 +326,8 @@ def pool(
 ) -> None:
     """Pool clinics' findings bundles by random-effects meta-analysis.
 
-    Every bundle is checked first; on any problem nothing is written.
+    Only bundles signed by a clinic in --registry are pooled. Every bundle is checked first; on any
+    problem nothing is written.
     """
     from analysis.pool.meta import CI_METHODS, TAU2_METHODS  # lazy, as run_pool below
     from analysis.pool.run import run_pool  # lazy: +5.5 s
@@ -313,7 +336,19 @@ def pool(
         raise typer.BadParameter(f"must be one of {', '.join(TAU2_METHODS)}", param_hint="--tau2")
     if ci not in CI_METHODS:
         raise typer.BadParameter(f"must be one of {', '.join(CI_METHODS)}", param_hint="--ci")
-    _echo(run_pool(bundles, out, tau2_method=tau2.upper(), ci_method=ci, progress=stderr_progress()))
+    cell = min_cell if min_cell is not None else _params().report.min_cell
+    _echo(
+        run_pool(
+            bundles,
+            out,
+            registry=registry,
+            allow_unsigned=allow_unsigned,
+            min_cell=cell,
+            tau2_method=tau2.upper(),
+            ci_method=ci,
+            progress=stderr_progress(),
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,10 +100,11 @@ class Attention(_Section):
 class ReportParams(_Section):
     therapist_dir: str
     peer_dir: str
-    min_cell: int = Field(5, gt=0)
+    min_cell: int = Field(5, ge=5)  # below 5 a peer could single out a client
     attention: Attention = Attention()
     clinic_label: str = ""
     clinic_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    signing_key: str | None = None  # Ed25519 key file that signs findings.json (else $OUTCOMES_SIGNING_KEY)
 
 
 class PrivacyParams(_Section):

@@ -4,20 +4,28 @@ pipeline in its own folder, then pooled (``make pool-demo``; ``python -m analysi
 Each clinic's true slope difference is drawn around the generator's (params ``simulate.hip_slope_effect``)
 with a between-clinic SD (``--tau``), so the network has real heterogeneity. Every clinic runs
 validate -> join -> model -> report exactly as ``dvc repro`` does, with every path pointing into
-``DIR/<clinic>/``, and its findings bundle is pooled into ``DIR/pooled/``. ``DIR/network.json`` records
-the generating truth beside the pooled estimate.
+``DIR/<clinic>/``, and its findings bundle is signed and pooled into ``DIR/pooled/`` against the network's
+registry ``DIR/clinics.yaml``. ``DIR/network.json`` records the generating truth beside the pooled estimate.
+
+The demo clinics' signing keys are derived from the seed (so the demo is reproducible) and live only in a
+temporary folder outside the project while it runs: they are demo keys, never a clinic's real key.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from analysis import signing
 from analysis.join import run_join
 from analysis.model.run import run_model
 from analysis.params import load_params, with_updates
@@ -25,7 +33,7 @@ from analysis.params_schema import Params
 from analysis.pool.run import run_pool
 from analysis.report.build import run_report
 from analysis.simulate import run_simulate
-from analysis.store import write_json
+from analysis.store import write_json, write_text
 from analysis.validate import run_validate
 
 SIZES = (40, 70, 110, 160, 240, 380)
@@ -72,6 +80,21 @@ def clinic_params(params: Params, folder: Path, name: str) -> Params:
     )
 
 
+def demo_key(seed: int, clinic: str) -> Ed25519PrivateKey:
+    """A demo clinic's signing key, derived from the network seed: reproducible, and public, so demo only."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"demo network {seed} {clinic}".encode()).digest())
+
+
+def registry_doc(keys: dict[str, Ed25519PrivateKey]) -> dict[str, Any]:
+    """The network lead's clinics.yaml for these clinics."""
+    return {
+        "clinics": {
+            c: {"public_key": signing.public_text(signing.raw_public(k)), "label": f"Demo {c}"}
+            for c, k in sorted(keys.items())
+        }
+    }
+
+
 def run_network(
     out: Path,
     params: Params,
@@ -83,20 +106,25 @@ def run_network(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Simulate, run and pool the network; returns the truth and the pooled estimate."""
-
     mean_effect = float(params.simulate["hip_slope_effect"])
     week = params.model.primary_week
     network = plan(n_clinics, mean_effect, tau, seed, sizes)
     bundles = []
-    for c in network:
-        folder = out / c["clinic"]
-        p = clinic_params(params, folder, c["clinic"])
-        say(f"{c['clinic']}: {c['n_clients']} clients, true slope difference {c['effect']:+.3f}/week")
-        run_simulate(folder / "data", p, seed=c["seed"], n_clients=c["n_clients"], effect=c["effect"])
-        for stage in (run_validate, run_join, run_model, run_report):
-            stage(p)
-        bundles.append(folder / "peer" / "findings.json")
-    say(run_pool(bundles, out / "pooled"))
+    keys = {c["clinic"]: demo_key(seed, c["clinic"]) for c in network}
+    with tempfile.TemporaryDirectory(prefix="outcomes-demo-keys-") as key_dir:
+        for c in network:
+            folder = out / c["clinic"]
+            key_file = Path(key_dir) / f"{c['clinic']}.key"
+            p = with_updates(clinic_params(params, folder, c["clinic"]), {"report": {"signing_key": str(key_file)}})
+            signing.write_private_key(key_file, keys[c["clinic"]])
+            say(f"{c['clinic']}: {c['n_clients']} clients, true slope difference {c['effect']:+.3f}/week")
+            run_simulate(folder / "data", p, seed=c["seed"], n_clients=c["n_clients"], effect=c["effect"])
+            for stage in (run_validate, run_join, run_model, run_report):
+                stage(p)
+            bundles.append(folder / "peer" / "findings.json")
+    write_text(out / "clinics.yaml", yaml.safe_dump(registry_doc(keys), sort_keys=True))
+    min_cell = params.report.min_cell
+    say(run_pool(bundles, out / "pooled", registry=out / "clinics.yaml", min_cell=min_cell))
     pooled = json.loads((out / "pooled" / "pooled.json").read_text(encoding="utf-8"))["primary"]
     truth = {
         "mean_change_difference": week * mean_effect,

@@ -15,7 +15,7 @@ said; k = 2: pooled, with a warning that between-clinic variance is barely estim
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,13 @@ from typing import Any
 from analysis.errors import InputError
 from analysis.pool import caveats, meta
 from analysis.pool.bundle import read_bundles
+from analysis.pool.registry import Clinic, load_registry
 from analysis.pool.report import render_outputs
 from analysis.privacy import assert_peer_safe
 from analysis.store import to_json_text, write_bytes, write_text
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
+MIN_CELL = 5
 LIMITATIONS = [
     (
         "Each clinic's estimate comes from routine care, not randomisation: therapists chose hip-focused care for "
@@ -59,10 +61,11 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def _clinic_row(b: dict[str, Any]) -> dict[str, Any]:
+def _clinic_row(b: dict[str, Any], label: str) -> dict[str, Any]:
     p = b["primary"]
     return {
         "clinic_id": b["clinic_id"],
+        "label": label,
         "period": b["period"],
         "n_clients": p.get("n_clients"),
         "estimate": p["estimate"],
@@ -106,14 +109,34 @@ def _meta_block(
     return out
 
 
+def authentication(signers: Mapping[str, Clinic] | None) -> dict[str, Any]:
+    """Whether the bundles were authenticated, said plainly."""
+    if signers is None:
+        return {
+            "authenticated": False,
+            "statement": "The bundles were NOT authenticated (pooled with --allow-unsigned): nothing shows that "
+            "they came unchanged from the clinics they name.",
+        }
+    return {
+        "authenticated": True,
+        "statement": "Every bundle carried a valid Ed25519 signature by the key the network's registry holds for "
+        "its clinic: each came unchanged from the holder of that key. This does not show that its numbers are "
+        "right, that the key holder is honest, or that the key was not stolen.",
+    }
+
+
 def pool(
     bundles: list[dict[str, Any]],
     *,
     tau2_method: str = "REML",
     ci_method: str = meta.CI_METHOD_DEFAULT,
     alpha: float = 0.05,
+    signers: Mapping[str, Clinic] | None = None,
 ) -> dict[str, Any]:
     """Pool checked bundles (see :func:`analysis.pool.bundle.read_bundles`).
+
+    ``signers`` maps each clinic id to its registered clinic (label, key); None: not authenticated, and
+    each clinic is labelled by its (checked) id. No other string from a bundle is copied but checked tokens.
 
     Returns
     -------
@@ -123,7 +146,9 @@ def pool(
     interaction), the ``compatibility`` key and the settings.
     """
     bundles = sorted(bundles, key=lambda b: b["clinic_id"])
-    clinics = [_clinic_row(b) for b in bundles]
+    reg = signers or {}
+    labels = {b["clinic_id"]: reg[b["clinic_id"]].label if b["clinic_id"] in reg else b["clinic_id"] for b in bundles}
+    clinics = [_clinic_row(b, labels[b["clinic_id"]]) for b in bundles]
     ids = [c["clinic_id"] for c in clinics]
     primary = _meta_block(
         [c["estimate"] for c in clinics],
@@ -181,6 +206,7 @@ def pool(
         "settings": {"tau2_method": tau2_method, "ci_method": ci_method, "alpha": alpha},
         "compatibility": compat,
         "k": len(bundles),
+        "authentication": authentication(signers),
         "clinics": clinics,
         "primary": primary,
         "responders": responders,
@@ -189,6 +215,8 @@ def pool(
         "bundles": [
             {
                 "clinic_id": b["clinic_id"],
+                "label": labels[b["clinic_id"]],
+                "key_fingerprint": reg[b["clinic_id"]].fingerprint if b["clinic_id"] in reg else None,
                 "period": b["period"],
                 "schema_version": b["schema_version"],
                 "code_version": b["software"]["code_version"],
@@ -205,12 +233,19 @@ def run_pool(
     paths: list[Path],
     out_dir: Path,
     *,
+    registry: Path | None = None,
+    allow_unsigned: bool = False,
+    min_cell: int = 5,
     tau2_method: str = "REML",
     ci_method: str = meta.CI_METHOD_DEFAULT,
     alpha: float = 0.05,
     progress: Callable[[str], None] | None = None,
 ) -> str:
     """I/O edge of ``outcomes pool``: read and check, pool, render, gate, write. Returns a console summary.
+
+    ``registry``: the network's ``clinics.yaml`` (:mod:`.registry`); every bundle must be signed by its
+    clinic's registered key. Without it, pooling needs ``allow_unsigned`` and the outputs say the bundles
+    were not authenticated. ``min_cell``: the network's smallest count (>= 5), whatever a bundle declares.
 
     Raises
     ------
@@ -219,15 +254,30 @@ def run_pool(
     say = progress or (lambda step: None)
     if not paths:
         raise InputError("outcomes pool: give at least one findings bundle (findings.json)")
+    if registry is not None and allow_unsigned:
+        raise InputError("outcomes pool: give --registry or --allow-unsigned, not both")
+    if registry is None and not allow_unsigned:
+        raise InputError(
+            "outcomes pool: no --registry: give the network's clinics.yaml so that only bundles signed by known "
+            "clinics are pooled (or --allow-unsigned for a local trial; the report then says they were not "
+            "authenticated)"
+        )
+    if min_cell < MIN_CELL:
+        raise InputError(f"outcomes pool: min_cell {min_cell} is below {MIN_CELL}; small counts identify clients")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: --out names an existing file; give a folder (it is created if missing)")
+    reg = load_registry(Path(registry)) if registry is not None else None
     say(f"checking {len(paths)} bundle(s)")
-    bundles, problems = read_bundles([Path(p) for p in paths])
+    bundles, problems, signers = read_bundles([Path(p) for p in paths], registry=reg, min_cell=min_cell)
     if problems:
         raise InputError("\n".join(problems) + f"\n{len(problems)} problem(s): nothing pooled, nothing written")
     say("pooling (meta-analysis, leave-one-out, influence)")
-    result = pool(bundles, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha)
+    result = pool(
+        bundles, tau2_method=tau2_method, ci_method=ci_method, alpha=alpha, signers=signers if reg is not None else None
+    )
     say("forest plot and the pooled report (HTML, PDF)")
     outputs = render_outputs(result)
-    min_cell = max(int(b["min_cell"]) for b in bundles)
     assert_peer_safe(result, forbidden_ids=set(), min_cell=min_cell, label=str(out_dir / "pooled.json"))
     assert_peer_safe(outputs["html_text"], forbidden_ids=set(), min_cell=min_cell, label=str(out_dir / "pooled.html"))
     write_text(out_dir / "pooled.json", to_json_text(result))
@@ -239,8 +289,9 @@ def run_pool(
 
 def summary_line(result: dict[str, Any], out_dir: Path) -> str:
     p = result["primary"]
+    unsigned = "" if result["authentication"]["authenticated"] else "\nWARNING: the bundles were not authenticated"
     if p["status"] != "pooled":
-        return f"{result['k']} bundle(s): not pooled - {p['reason']}\nwritten -> {out_dir}"
+        return f"{result['k']} bundle(s): not pooled - {p['reason']}{unsigned}\nwritten -> {out_dir}"
     pooled = p["pooled"]
     text = (
         f"{p['k']} clinics pooled ({p['tau2_method_used']}, {p['ci_method']}): difference in change = "
@@ -250,4 +301,4 @@ def summary_line(result: dict[str, Any], out_dir: Path) -> str:
     )
     for w in p.get("warnings", []):
         text += f"\nWARNING: {w}"
-    return text + f"\nwritten -> {out_dir}"
+    return text + f"{unsigned}\nwritten -> {out_dir}"

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from analysis import signing
 from analysis.contract import Measure
 from analysis.groups import group_label
 from analysis.params_schema import Params
@@ -277,8 +279,14 @@ def check_peer(outputs: dict[str, Any], dataset: pd.DataFrame, min_cell: int) ->
         )
 
 
-def write_outputs(outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path) -> list[Path]:
-    """Write every output atomically; stale peer figures are removed so the folder matches this build."""
+def write_outputs(
+    outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path, signing_key: Ed25519PrivateKey | None = None
+) -> list[Path]:
+    """Write every output atomically; stale peer figures are removed so the folder matches this build.
+
+    With ``signing_key``, ``findings.json.sig`` (:mod:`analysis.signing`) signs the bytes of findings.json;
+    without, an old signature is removed (it would not match the new bundle).
+    """
     written = []
     write_text(therapist_dir / "index.html", outputs["therapist_html"])
     written.append(therapist_dir / "index.html")
@@ -293,8 +301,14 @@ def write_outputs(outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path) 
         written.append(fig_dir / name)
     write_text(peer_dir / "report.html", outputs["peer_html"])
     write_bytes(peer_dir / "report.pdf", outputs["peer_pdf"])
-    write_text(peer_dir / "findings.json", to_json_text(outputs["findings"]))
+    findings = to_json_text(outputs["findings"])
+    sig_path = peer_dir / ("findings.json" + signing.SIG_SUFFIX)
+    sig_path.unlink(missing_ok=True)  # never leave a signature of an older bundle beside the new one
+    write_text(peer_dir / "findings.json", findings)
     written += [peer_dir / "report.html", peer_dir / "report.pdf", peer_dir / "findings.json"]
+    if signing_key is not None:
+        write_text(sig_path, signing.signature_text(signing_key, findings.encode("utf-8")))
+        written.append(sig_path)
     return written
 
 
@@ -308,6 +322,8 @@ def run_report(params: Params, progress: Callable[[str], None] | None = None) ->
     t0 = time.perf_counter()
     root = project_root()
     r = params.report
+    key_path = signing.signing_key_path(r.signing_key)
+    key = signing.load_signing_key(key_path) if key_path else None  # a bad key fails before any work
     say("reading the results and the analysis dataset (checking their lineage)")
     inp, read = load_report_inputs(params, root)
     provenance = prov.collect(params, root, read)
@@ -317,8 +333,15 @@ def run_report(params: Params, progress: Callable[[str], None] | None = None) ->
     check_peer(outputs, inp.dataset, r.min_cell)
     therapist_dir, peer_dir = resolve(r.therapist_dir, root), resolve(r.peer_dir, root)
     say("writing")
-    written = write_outputs(outputs, therapist_dir, peer_dir)
+    written = write_outputs(outputs, therapist_dir, peer_dir, key)
     took = time.perf_counter() - t0
     lines = [f"wrote {p}" for p in written]
+    if key is None:
+        lines.append(
+            f"findings.json is NOT signed (fine for local use; a network pool refuses it): set "
+            f"${signing.SIGNING_KEY_ENV} or params report.signing_key to your signing key, {signing.KEYGEN_HINT}"
+        )
+    else:
+        lines.append(f"findings.json signed with key {signing.fingerprint(signing.raw_public(key))}")
     lines.append(f"reports built in {took:.1f} s")
     return "\n".join(lines)

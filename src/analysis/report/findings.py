@@ -137,6 +137,13 @@ def _small(n: Any, min_cell: int) -> bool:
     return v is None or 0 < v < min_cell
 
 
+#: what every clinic's primary estimate means (bundles pool only when this and the settings agree)
+ESTIMAND = (
+    "difference hip-focused minus knee-focused in model-estimated change from the first session "
+    "to primary_week (linear mixed model, random intercept and slope per client)"
+)
+
+
 def compatibility(params: Params) -> dict[str, Any]:
     """What the primary estimate means, and its hash: bundles pool only when these agree."""
     m = params.model
@@ -149,8 +156,7 @@ def compatibility(params: Params) -> dict[str, Any]:
         "exposure": {k: sorted(v) for k, v in sorted(m.exposure.model_dump().items())},
         "covariates": list(m.covariates),
         "df_method": m.df_method,
-        "estimand": "difference hip-focused minus knee-focused in model-estimated change from the first session "
-        "to primary_week (linear mixed model, random intercept and slope per client)",
+        "estimand": ESTIMAND,
     }
     return {**key, "sha256": sha256_of(key)}
 

@@ -644,3 +644,14 @@ def test_balance_rows_show_no_level_for_a_numeric_covariate(tmp_path):
     rows = balance_rows(SimpleNamespace(tables={"balance": pd.read_csv(tmp_path / "balance.csv")}))
     levels = {(r["covariate"], r["level"]) for r in rows}
     assert levels == {("sitting_hours", ""), ("sex", "F"), ("sex", "M")}
+
+
+def test_findings_hash_is_over_the_published_numbers():
+    # floats are published at store.SIGNIFICANT_DIGITS; the integrity hash must be over what is written,
+    # else every written bundle would fail its own check when pooled
+    from analysis.store import to_json_text
+
+    b = _bundle({"estimate": -0.9339887265338188, "se": 0.37123456789})
+    again = json.loads(to_json_text(b))
+    assert again == b and findings.integrity_hash(again) == b["integrity"]["sha256"]
+    assert again["primary"]["estimate"] == -0.933989

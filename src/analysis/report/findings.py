@@ -43,6 +43,7 @@ from analysis.params_schema import Params
 from analysis.privacy import suppress_count
 from analysis.report.secondary_text import headline, peer_text
 from analysis.results import PrimaryResult, Results
+from analysis.store import to_json_text
 
 SCHEMA_VERSION = "2.0.0"
 SCHEMA_MAJOR = 2
@@ -318,5 +319,7 @@ def build_findings(
         "params_sha256": params_sha256,
         "min_cell": int(min_cell),
     }
-    bundle["integrity"] = {"sha256": integrity_hash(json.loads(json.dumps(bundle, allow_nan=False)))}
-    return bundle
+    # the numbers as they will be published (store's significant-digit rule), so the hash is over what is written
+    published: dict[str, Any] = json.loads(to_json_text(bundle))
+    published["integrity"] = {"sha256": integrity_hash(published)}
+    return published

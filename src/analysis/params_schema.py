@@ -102,6 +102,10 @@ class ReportParams(_Section):
     peer_dir: str
     min_cell: int = Field(5, gt=0)
     attention: Attention = Attention()
+    # outside the DVC outputs (git-ignored), so `dvc repro` keeps them: progress sheets, and the last
+    # build's clients.csv (the worklist's "new since the last report" marks)
+    sheets_dir: str = "reports/sheets"
+    history_dir: str = "reports/history"
     clinic_label: str = ""
     clinic_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
 

@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from analysis import contract
+from analysis.deidentify.calendar import write_calendar
 from analysis.deidentify.draft import unanswered
 from analysis.deidentify.export import read_export
 from analysis.deidentify.keys import load_key
@@ -178,6 +179,8 @@ def run_deidentify(
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
+    if result.calendar is not None:
+        write_calendar(out, result.calendar)  # private: real weeks since each last visit (see .calendar)
     walk = ""
     if crosswalk_dir is not None and result.crosswalk is not None:
         from analysis.crosswalk import check_private_dir, write_crosswalk

@@ -23,6 +23,7 @@ from analysis.deidentify.fields import (
 )
 from analysis.deidentify.log import Work
 from analysis.deidentify.mapping import Mapping, norm_text
+from analysis.deidentify.calendar import calendar_frame
 from analysis.deidentify.pseudonyms import date_offset, key_fingerprint, pseudonym
 from analysis.deidentify.values import age_band, num_text, parse_dates, parse_number
 from analysis.errors import InputError, Problem
@@ -44,6 +45,7 @@ class Deidentified:
     problems: list[Problem]
     crosswalk: pd.DataFrame | None = None  # identifying: written only by --crosswalk, outside the project
     shifts: pd.Series | None = None  # client_id -> date shift in days (kept in the private state)
+    calendar: pd.DataFrame | None = None  # real weeks since each client's last visit (private sidecar)
 
 
 def _clients(
@@ -329,4 +331,5 @@ def deidentify_frames(
     from analysis.crosswalk import crosswalk_frame
 
     crosswalk = crosswalk_frame(w.df, list(mapping.identity), offsets)
-    return Deidentified(tables, w.log, [], crosswalk=crosswalk, shifts=offsets)
+    calendar = calendar_frame(w.df["client_id"], w.df["_date"])
+    return Deidentified(tables, w.log, [], crosswalk=crosswalk, shifts=offsets, calendar=calendar)

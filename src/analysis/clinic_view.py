@@ -24,7 +24,7 @@ from analysis.params_schema import Params
 
 #: crosswalk columns that are not the practice's identity values
 NOT_IDENTITY = {"client_id", "first_visit_real", "last_visit_real", "date_shift_days"}
-SHEETS = ("worklist", "all", "none")
+SHEETS = ("active", "worklist", "all", "none")
 
 
 def real_dates(dataset: pd.DataFrame, shifts: pd.Series) -> pd.DataFrame:
@@ -102,7 +102,11 @@ def run_clinic_view(params: Params, crosswalk_dir: Path, out_dir: Path, sheets: 
     write_csv(out / "worklist.csv", table[table["on_worklist"]])
     for name in ("index.html", "clients.csv", "worklist.csv"):
         os.chmod(out / name, 0o600)
-    chosen = {"worklist": clients.loc[clients["on_worklist"], "client_id"], "all": clients["client_id"]}
+    chosen = {
+        "active": clients.loc[clients["on_worklist"] & clients["active"], "client_id"],
+        "worklist": clients.loc[clients["on_worklist"], "client_id"],
+        "all": clients["client_id"],
+    }
     ids = [str(x) for x in chosen.get(sheets, pd.Series(dtype=str))]
     written = write_sheets(real.dataset, real.registry, params, ids, out / "sheets", refs) if ids else []
     return (

@@ -33,7 +33,13 @@ def test_real_dates_undo_each_clients_shift_and_references_join_the_identity():
     with pytest.raises(InputError, match="not in the crosswalk"):
         real_dates(d, pd.Series({"A": 9}))
     walk = pd.DataFrame(
-        {"client_id": ["A"], "Patient No": ["P1"], "first_visit_real": ["x"], "last_visit_real": ["y"], "date_shift_days": ["9"]}
+        {
+            "client_id": ["A"],
+            "Patient No": ["P1"],
+            "first_visit_real": ["x"],
+            "last_visit_real": ["y"],
+            "date_shift_days": ["9"],
+        }
     )
     assert references(walk) == {"A": "P1"}
 
@@ -102,8 +108,12 @@ def test_deidentify_pipeline_and_clinic_view_end_to_end(tmp_path, monkeypatch):
     msg = run_clinic_view(params, private / "cw", private / "view", sheets="active")
     view = private / "view"
     assert "progress sheet(s)" in msg and stat.S_IMODE(view.stat().st_mode) == 0o700
-    real = pd.read_csv(view / "clients.csv", dtype=str, keep_default_na=False).merge(walk, left_on="pseudonym", right_on="client_id")
-    assert (real["last_visit"] == real["last_visit_real"]).all() and (real["first_visit"] == real["first_visit_real"]).all()
+    real = pd.read_csv(view / "clients.csv", dtype=str, keep_default_na=False).merge(
+        walk, left_on="pseudonym", right_on="client_id"
+    )
+    assert (real["last_visit"] == real["last_visit_real"]).all() and (
+        real["first_visit"] == real["first_visit_real"]
+    ).all()
     assert set(real.loc[real["active"] == "True", "pseudonym"]) == truth
     html = (view / "index.html").read_text(encoding="utf-8")
     one = real.iloc[0]

@@ -260,7 +260,9 @@ def test_sheet_counts_the_same_sessions_as_the_table(registry):
 
     d = _dataset([("A", "2025-01-06", [6, 5, 3], "hip", "T1")]).assign(focus="hip", techniques=None, minutes=45)
     table = wl.client_table(d, registry["knee_pain_nprs"], "pre", th.assign_group(d, ("hip",), ()), CFG)
-    html = client_sheet(d, registry, "A", "hip-focused", "Test", n_sessions=int(table.loc[0, "sessions"]), reference="P1")
+    html = client_sheet(
+        d, registry, "A", "hip-focused", "Test", n_sessions=int(table.loc[0, "sessions"]), reference="P1"
+    )
     assert "3 sessions from" in html and "(P1)" in html
     with pytest.raises(InputError, match="the client table 2"):
         client_sheet(d, registry, "A", "hip-focused", "Test", n_sessions=2)

@@ -300,7 +300,11 @@ def clinic_view(
         ),
     ],
     sheets: Annotated[
-        str, typer.Option("--sheets", help="Progress sheets to write: active (worklist, seen lately), worklist (default), all or none.")
+        str,
+        typer.Option(
+            "--sheets",
+            help="Progress sheets to write: active (worklist, seen lately), worklist (default), all or none.",
+        ),
     ] = "worklist",
 ) -> None:
     """Key holder only: the therapist page and progress sheets with real dates and the practice's references."""

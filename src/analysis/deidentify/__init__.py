@@ -25,7 +25,8 @@ How it works
   ``-privacy.date_shift_max_days..-1`` or ``1..max`` days, never 0 (intervals between visits are
   kept). With ``--crosswalk``, a client seen by an earlier run keeps that
   run's offset (:mod:`.state`). Beside the tables, ``calendar.csv`` (0600) keeps each client's real
-  weeks since their last visit, so "active" stays right on shifted dates (:mod:`.calendar`). A shift that would put a date in the future is mirrored backwards, and
+  weeks since their last visit, so "active" stays right on shifted dates (:mod:`.calendar`). A shift
+  that would put a date in the future is mirrored backwards, and
   shifted dates are kept between 2000-01-01 and today. The date of birth becomes
   the age band at the *real* first visit and is then dropped.
 * **Conflicts.** A client-level value that differs across a patient's visits is chosen by

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import contract
+from analysis.deidentify.calendar import calendar_frame
 from analysis.deidentify.conflicts import resolve
 from analysis.deidentify.fields import (
     _categories,
@@ -23,7 +24,6 @@ from analysis.deidentify.fields import (
 )
 from analysis.deidentify.log import Work
 from analysis.deidentify.mapping import Mapping, norm_text
-from analysis.deidentify.calendar import calendar_frame
 from analysis.deidentify.pseudonyms import date_offset, key_fingerprint, pseudonym
 from analysis.deidentify.values import age_band, num_text, parse_dates, parse_number
 from analysis.errors import InputError, Problem

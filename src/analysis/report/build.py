@@ -370,7 +370,8 @@ def run_report(params: Params, progress: Callable[[str], None] | None = None) ->
     therapist_dir, peer_dir = resolve(r.therapist_dir, root), resolve(r.peer_dir, root)
     say("writing")
     written = write_outputs(outputs, therapist_dir, peer_dir)
-    written.append(keep_history(outputs["clients_csv"], resolve(r.history_dir, root)))
+    table: pd.DataFrame = outputs["clients_csv"]  # type: ignore[assignment]
+    written.append(keep_history(table, resolve(r.history_dir, root)))
     took = time.perf_counter() - t0
     lines = [f"wrote {p}" for p in written]
     lines.append(f"reports built in {took:.1f} s")

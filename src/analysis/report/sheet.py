@@ -3,9 +3,9 @@
 ``outcomes sheet CLIENT_ID...`` writes ``<report.sheets_dir>/<id>.html`` and ``.pdf`` (default
 ``reports/sheets/``: git-ignored and outside the DVC outputs, so ``dvc repro`` keeps them; owner-only) from
 the analysis dataset, with the session count and visits of the same client table as the therapist page's
-finder (:func:`analysis.report.worklist.client_table`): pain over time with the band of a clinically important improvement, function
-(LEFS) where recorded, hip internal rotation (left and right), and every session with its focus,
-techniques and minutes. Outcome systems such as FOTO give clinicians such a sheet; clients like to
+finder (:func:`analysis.report.worklist.client_table`): pain over time with the band of a clinically
+important improvement, function (LEFS) where recorded, hip internal rotation (left and right), and every
+session with its focus, techniques and minutes. Outcome systems such as FOTO give clinicians such a sheet; clients like to
 see their own progress.
 """
 
@@ -158,7 +158,8 @@ def write_sheets(
     unknown = [cid for cid in client_ids if not (dataset["client_id"] == cid).any()]
     if unknown:
         raise InputError(
-            f"{', '.join(map(repr, unknown))}: no such client in the analysis dataset (ids as in the therapist's report)"
+            f"{', '.join(map(repr, unknown))}: no such client in the analysis dataset "
+            "(ids as in the therapist's report)"
         )
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(out, 0o700)

@@ -188,7 +188,7 @@ def dates_note(
         return dict(
             mode="recorded",
             period=f"{first} to {last}",
-            note="Dates as recorded in the data (not shifted); \"active\" and \"weeks since the last visit\" are "
+            note='Dates as recorded in the data (not shifted); "active" and "weeks since the last visit" are '
             "counted to the last session in the data.",
         )
     period = f"{true_period[0]} to {true_period[1]} (real months)" if true_period else "real period unknown"
@@ -201,13 +201,13 @@ def dates_note(
         return dict(
             mode="shifted",
             period=period,
-            note=shifted + "\"Active\" and \"weeks since the last visit\" are real: recorded at de-identification "
+            note=shifted + '"Active" and "weeks since the last visit" are real: recorded at de-identification '
             "(calendar.csv beside the tables). Real dates and the practice's own references: "
             "outcomes clinic-view --crosswalk DIR --out PRIVATE_DIR.",
         )
     return dict(
         mode="shifted-unknown",
         period=period,
-        note=shifted + "No calendar.csv was found beside the tables, so \"active\" and \"weeks since the last "
-        "visit\" are counted on shifted dates and are only approximate: de-identify again with this version.",
+        note=shifted + 'No calendar.csv was found beside the tables, so "active" and "weeks since the last '
+        'visit" are counted on shifted dates and are only approximate: de-identify again with this version.',
     )

@@ -127,8 +127,8 @@ def client_table(
     ``latest``, ``best`` (the best value), ``change`` (latest - baseline), ``needed`` (MCID in points for
     this client), ``values`` (list, in time order, for the sparkline), ``therapist_id`` (the client's usual
     therapist: most sessions), ``weeks_since_last`` (whole weeks since the last visit), ``active``
-    (``weeks_since_last < active_weeks``: seen within the last ``active_weeks`` weeks), ``new`` (False; see :func:`mark_new`). Sorted by urgency (see
-    the module docstring).
+    (``weeks_since_last < active_weeks``: seen within the last ``active_weeks`` weeks), ``new`` (False; see
+    :func:`mark_new`). Sorted by urgency (see the module docstring).
     """
     d = dataset.assign(group=group)
     visits = d.groupby("client_id", sort=True).agg(
@@ -204,9 +204,9 @@ def mark_new(clients: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFra
     """
     if previous is None or previous.empty:
         return clients.assign(new=False)
-    before = previous.assign(
-        _flag=previous["on_worklist"].astype(str).str.lower().isin(["true", "1"])
-    ).set_index(previous["pseudonym"].astype(str))
+    before = previous.assign(_flag=previous["on_worklist"].astype(str).str.lower().isin(["true", "1"])).set_index(
+        previous["pseudonym"].astype(str)
+    )
     was = [
         cid in before.index and bool(before.at[cid, "_flag"]) and str(before.at[cid, "status"]) == status
         for cid, status in zip(clients["client_id"], clients["status"], strict=True)

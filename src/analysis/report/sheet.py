@@ -1,12 +1,12 @@
 """A one-page progress sheet per client, to discuss with the client (therapist-only; HTML and PDF).
 
 ``outcomes sheet CLIENT_ID...`` writes ``<report.sheets_dir>/<id>.html`` and ``.pdf`` (default
-``reports/sheets/``: git-ignored and outside the DVC outputs, so ``dvc repro`` keeps them; owner-only) from
-the analysis dataset, with the session count and visits of the same client table as the therapist page's
-finder (:func:`analysis.report.worklist.client_table`): pain over time with the band of a clinically
-important improvement, function (LEFS) where recorded, hip internal rotation (left and right), and every
-session with its focus, techniques and minutes. Outcome systems such as FOTO give clinicians such a sheet; clients like to
-see their own progress.
+``reports/sheets/``: git-ignored and outside the DVC outputs, so ``dvc repro`` keeps them; owner-only)
+from the analysis dataset, with the session count and visits of the same client table as the therapist
+page's finder (:func:`analysis.report.worklist.client_table`): pain over time with the band of a
+clinically important improvement, function (LEFS) where recorded, hip internal rotation (left and
+right), and every session with its focus, techniques and minutes. Outcome systems such as FOTO give
+clinicians such a sheet; clients like to see their own progress.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def read_crosswalk(folder: Path) -> pd.DataFrame:
 
 def run_clinic_view(params: Params, crosswalk_dir: Path, out_dir: Path, sheets: str = "worklist") -> str:
     """I/O edge: read the pipeline's outputs and the crosswalk, write the real-date pages to ``out_dir``."""
-    from analysis.paths import project_root
+    from analysis.paths import project_root, resolve
     from analysis.report import provenance as prov
     from analysis.report.build import build_therapist, therapist_clients
     from analysis.report.context import common_context
@@ -88,11 +88,15 @@ def run_clinic_view(params: Params, crosswalk_dir: Path, out_dir: Path, sheets: 
         shift_max_days=0,
         since_last=None,  # the real dates themselves now say how long ago each visit was
         true_period=None,
-        previous_clients=None,
     )
     refs = references(walk)
     c = common_context(real, prov.collect(params, root, read))
     clients = therapist_clients(real, c)
+    # the "new" marks of the last report build (its own history has moved on since)
+    built = resolve(params.report.therapist_dir, root) / "clients.csv"
+    if built.is_file():
+        marks = pd.read_csv(built, dtype=str, keep_default_na=False).set_index("pseudonym")["new_since_last_report"]
+        clients = clients.assign(new=[marks.get(str(x), "False") == "True" for x in clients["client_id"]])
     html = build_therapist(real, c, clients, references=refs)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(out, 0o700)

@@ -54,8 +54,10 @@ repro-check: $(STAMP)
 pool-demo: $(STAMP)
 	$(BIN)/python -m analysis.pool.demo --out reports/network
 
+## JupyterLab on the notebooks; as root (a container) jupyter refuses to start without --allow-root, so it is
+## added then and only then.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$(test "$$(id -u)" -eq 0 && echo --allow-root)
 
 clean:
 	rm -rf $(VENV)

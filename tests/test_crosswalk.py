@@ -36,6 +36,7 @@ def test_crosswalk_maps_every_pseudonym_to_the_practice_record(deidentified):
     assert "Crosswalk (key holder only)" in msg
     # nothing of it reaches the de-identified folder
     assert sorted(p.name for p in out.iterdir()) == [
+        "calendar.csv",  # real weeks since each last visit (no identity; see analysis.deidentify.calendar)
         "clients.csv",
         "deidentify_log.json",
         "measurements.csv",

@@ -356,6 +356,7 @@ def test_example_deidentifies_and_passes_validate(example_out):
     out, msg = example_out
     assert "40 clients" in msg
     assert sorted(p.name for p in out.iterdir()) == [
+        "calendar.csv",  # real weeks since each last visit (no identity; see analysis.deidentify.calendar)
         "clients.csv",
         "deidentify_log.json",
         "measurements.csv",

@@ -163,3 +163,106 @@ def test_progress_sheet_for_one_client(registry):
     assert html_to_pdf(html).startswith(b"%PDF")
     with pytest.raises(InputError, match="no such client"):
         client_sheet(d, registry, "ZZZ", "hip-focused", "Test clinic")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([3, 4], "too early"),  # 1 point up from 3: above 30% of the start but within the NPRS's measurement error
+        ([3, 4, 4, 4, 4], "no important improvement"),  # the same, with enough care: not "worse"
+        ([3, 5], "worse"),  # 2 points: the MCID and the minimal detectable change
+        ([8, 9], "too early"),  # 1 point from a high start
+    ],
+)
+def test_worse_needs_the_minimal_detectable_change_as_well(nprs, values, expected):
+    assert nprs.mdc_points == 2
+    assert wl.classify(values[0], values, len(values), float(len(values) - 1), nprs, CFG) == expected
+
+
+def test_mdc_points_in_the_registry_is_checked():
+    from analysis.contract import parse_registry
+    from analysis.errors import InputError
+
+    entry = dict(label="x", unit="u", min=0, max=10, integer=True, direction="lower_is_better")
+    assert parse_registry({"measures": {"x": entry}}).measures["x"].mdc_points is None
+    assert parse_registry({"measures": {"x": dict(entry, mdc_points=1.5)}}).measures["x"].mdc_points == 1.5
+    with pytest.raises(InputError, match="mdc_points"):
+        parse_registry({"measures": {"x": dict(entry, mdc_points=-1)}})
+
+
+def test_active_comes_from_the_real_calendar_when_given(nprs):
+    # shifted dates put A last (so "active" on the dataset's dates); the real calendar says B was seen this week
+    d = _dataset([("A", "2025-03-03", [6, 6, 5, 6, 6], "hip", "T1"), ("B", "2024-10-07", [6, 4, 8], "knee", "T2")])
+    group = th.assign_group(d, ("hip",), ("knee",))
+    own = wl.client_table(d, nprs, "pre", group, CFG).set_index("client_id")
+    assert own.loc["A", "active"] and not own.loc["B", "active"] and own.loc["B", "weeks_since_last"] == 23
+    real = wl.client_table(d, nprs, "pre", group, CFG, since_last=pd.Series({"A": 9, "B": 0}))
+    assert real["client_id"].tolist()[0] == "B"  # active first
+    assert real.set_index("client_id")["active"].to_dict() == {"A": False, "B": True}
+    assert real.set_index("client_id")["weeks_since_last"].to_dict() == {"A": 9, "B": 0}
+
+
+def test_sessions_count_every_session_attended(nprs):
+    d = _dataset([("A", "2025-01-06", [6, 5, 4], "hip", "T1")])
+    unscored = d.iloc[[0]].assign(session_id="A-9", session_number=4, value=float("nan"))
+    d = pd.concat([d, unscored], ignore_index=True)
+    table = wl.client_table(d, nprs, "pre", th.assign_group(d, ("hip",), ("knee",)), CFG)
+    assert table.loc[0, "sessions"] == 4  # the progress sheet lists 4 sessions too
+
+
+def test_new_since_the_last_report(nprs):
+    d = _dataset(
+        [
+            ("A", "2025-01-06", [6, 6, 5, 6, 6], "hip", "T1"),  # no important improvement, as before
+            ("B", "2025-03-03", [6, 4, 8], "knee", "T2"),  # worse now, relapsed before
+            ("C", "2025-01-06", [6, 4, 8], "knee", "T1"),  # worse, not in the previous build
+            ("E", "2025-02-03", [7, 5, 4], "knee", "T2"),  # improved: never new
+        ]
+    )
+    table = wl.client_table(d, nprs, "pre", th.assign_group(d, ("hip",), ("knee",)), CFG)
+    assert not wl.mark_new(table, None)["new"].any()
+    previous = wl.clients_csv(table).astype(str)
+    previous = previous[previous["pseudonym"] != "C"]
+    previous.loc[previous["pseudonym"] == "B", "status"] = "relapsed"
+    marked = wl.mark_new(table, previous).set_index("client_id")["new"].to_dict()
+    assert marked == {"A": False, "B": True, "C": True, "E": False}
+
+
+def test_clients_csv_is_the_page_table_as_data(nprs):
+    d = _dataset([("A", "2025-01-06", [6, 6, 5, 6, 6], "hip", "T1"), ("B", "2025-03-03", [6, 4, 8], "knee", "T2")])
+    table = wl.client_table(d, nprs, "pre", th.assign_group(d, ("hip",), ("knee",)), CFG)
+    out = wl.clients_csv(table)
+    assert list(out.columns) == list(wl.CSV_COLUMNS.values())
+    assert out["pseudonym"].tolist() == table["client_id"].tolist()  # the page's order
+    b = out.set_index("pseudonym").loc["B"]
+    assert (b["sessions"], b["first_score"], b["latest_score"], b["best_score"], b["status"], b["active"]) == (
+        3,
+        6.0,
+        8.0,
+        4.0,
+        "worse",
+        True,
+    )
+
+
+def test_dates_note_says_what_the_dates_are():
+    assert th.dates_note("2025-01-01", "2025-06-30")["mode"] == "recorded"
+    shifted = th.dates_note("2024-08-01", "2025-12-30", 180, True, ("2025-01", "2025-06"))
+    assert shifted["mode"] == "shifted" and shifted["period"] == "2025-01 to 2025-06 (real months)"
+    assert "±180 days" in shifted["note"] and "clinic-view" in shifted["note"]
+    assert th.dates_note("a", "b", 180, False, None)["mode"] == "shifted-unknown"
+    assert th.dates_note("2025-01-01", "2025-06-30", 180, True, None, real_view=True)["mode"] == "real"
+
+
+def test_sheet_counts_the_same_sessions_as_the_table(registry):
+    from analysis.errors import InputError
+    from analysis.report.sheet import client_sheet
+
+    d = _dataset([("A", "2025-01-06", [6, 5, 3], "hip", "T1")]).assign(focus="hip", techniques=None, minutes=45)
+    table = wl.client_table(d, registry["knee_pain_nprs"], "pre", th.assign_group(d, ("hip",), ()), CFG)
+    html = client_sheet(
+        d, registry, "A", "hip-focused", "Test", n_sessions=int(table.loc[0, "sessions"]), reference="P1"
+    )
+    assert "3 sessions from" in html and "(P1)" in html
+    with pytest.raises(InputError, match="the client table 2"):
+        client_sheet(d, registry, "A", "hip-focused", "Test", n_sessions=2)

@@ -301,6 +301,31 @@ def lookup(
     _echo(rows.to_string(index=False))
 
 
+@app.command("clinic-view")
+def clinic_view(
+    crosswalk: Annotated[
+        Path, typer.Option("--crosswalk", metavar="DIR", help="The key holder's folder holding crosswalk.csv.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", metavar="PRIVATE_DIR", help="A private folder outside the project and any git repository."
+        ),
+    ],
+    sheets: Annotated[
+        str,
+        typer.Option(
+            "--sheets",
+            help="Progress sheets to write: active (worklist, seen lately), worklist (default), all or none.",
+        ),
+    ] = "worklist",
+) -> None:
+    """Key holder only: the therapist page and progress sheets with real dates and the practice's references."""
+    from analysis.clinic_view import run_clinic_view
+
+    _echo(run_clinic_view(_params(), crosswalk, out, sheets))
+
+
 @app.command()
 def pool(
     bundles: Annotated[

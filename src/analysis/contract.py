@@ -237,6 +237,7 @@ class Measure:
     mcid_percent: float | None = None
     side: str | None = None
     reference: str = ""
+    mdc_points: float | None = None
 
     @property
     def lower_is_better(self) -> bool:
@@ -298,7 +299,7 @@ class Registry:
         return sorted(self.measures)
 
 
-_MEASURE_FIELDS = {"label", "unit", "min", "max", "integer", "direction", "mcid", "side", "reference"}
+_MEASURE_FIELDS = {"label", "unit", "min", "max", "integer", "direction", "mcid", "mdc_points", "side", "reference"}
 
 
 def parse_registry(raw: object, source: str = "<registry>") -> Registry:
@@ -334,6 +335,9 @@ def parse_registry(raw: object, source: str = "<registry>") -> Registry:
         for k, v in mcid.items():
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise InputError(f"{where}: mcid {k} must be a positive number")
+        mdc = entry.get("mdc_points")
+        if mdc is not None and (not isinstance(mdc, (int, float)) or isinstance(mdc, bool) or mdc <= 0):
+            raise InputError(f"{where}: 'mdc_points' must be a positive number (the minimal detectable change)")
         out[key] = Measure(
             key=key,
             label=str(entry["label"]),
@@ -346,6 +350,7 @@ def parse_registry(raw: object, source: str = "<registry>") -> Registry:
             mcid_percent=float(mcid["percent"]) if "percent" in mcid else None,
             side=entry.get("side"),
             reference=str(entry.get("reference", "")),
+            mdc_points=None if mdc is None else float(mdc),
         )
     return Registry(out, source)
 

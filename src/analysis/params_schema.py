@@ -102,6 +102,12 @@ class ReportParams(_Section):
     peer_dir: str
     min_cell: int = Field(5, ge=5)  # below 5 a peer could single out a client
     attention: Attention = Attention()
+    # outside the DVC outputs (git-ignored), so `dvc repro` keeps them: progress sheets, and (only when set,
+    # e.g. in a clinic's params.local.yaml) the last build's clients.csv for the worklist's "new since the last
+    # report" marks. Off by default: with it the therapist page depends on the previous build, so the same
+    # inputs would no longer give the same bytes (the demo and its committed dvc.lock must).
+    sheets_dir: str = "reports/sheets"
+    history_dir: str | None = None
     clinic_label: str = ""
     clinic_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     signing_key: str | None = None  # Ed25519 key file that signs findings.json (else $OUTCOMES_SIGNING_KEY)

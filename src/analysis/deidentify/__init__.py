@@ -24,7 +24,9 @@ How it works
 * **Dates.** Each client's dates move by one keyed offset in
   ``-privacy.date_shift_max_days..-1`` or ``1..max`` days, never 0 (intervals between visits are
   kept). With ``--crosswalk``, a client seen by an earlier run keeps that
-  run's offset (:mod:`.state`). A shift that would put a date in the future is mirrored backwards, and
+  run's offset (:mod:`.state`). Beside the tables, ``calendar.csv`` (0600) keeps each client's real
+  weeks since their last visit, so "active" stays right on shifted dates (:mod:`.calendar`). A shift
+  that would put a date in the future is mirrored backwards, and
   shifted dates are kept between 2000-01-01 and today. The date of birth becomes
   the age band at the *real* first visit and is then dropped.
 * **Conflicts.** A client-level value that differs across a patient's visits is chosen by
@@ -77,6 +79,7 @@ Layout (one job per module)
 ``pseudonyms``   keyed pseudonyms and date offsets (HMAC-SHA256 under the secret key)
 ``conflicts``    client-level values that differ across visits: found, chosen by a rule, reported (pure)
 ``tables``       the pure core: exports -> the three contract tables, log and crosswalk
+``calendar``     the private sidecar of real weeks since each client's last visit (active, last seen)
 ``state``        successive exports: the private state beside the crosswalk, and what is new since it
 ``guess``        best guesses for a draft mapping: column roles, date formats, spellings (one synonym table)
 ``draft``        the drafted mapping (pure) and ``outcomes draft-mapping``'s edge

@@ -12,6 +12,7 @@ import yaml
 
 from analysis import contract, store
 from analysis.crosswalk import check_private_dir, write_crosswalk
+from analysis.deidentify.calendar import write_calendar
 from analysis.deidentify.draft import unanswered
 from analysis.deidentify.export import read_export
 from analysis.deidentify.keys import load_key
@@ -171,6 +172,8 @@ def run_deidentify(
     for name, table in result.tables.items():
         store.write_csv(out / f"{name}.csv", table)
     store.write_json(out / "deidentify_log.json", result.log)
+    if result.calendar is not None:
+        write_calendar(out, result.calendar)  # private: real weeks since each last visit (see .calendar)
     walk = ""
     if crosswalk_dir is not None and result.crosswalk is not None:
         ensure_private_dir(check_private_dir(crosswalk_dir))

@@ -12,6 +12,7 @@ import pandas as pd
 
 from analysis import contract
 from analysis.crosswalk import crosswalk_frame
+from analysis.deidentify.calendar import calendar_frame
 from analysis.deidentify.conflicts import resolve
 from analysis.deidentify.fields import (
     _categories,
@@ -45,6 +46,7 @@ class Deidentified:
     problems: list[Problem]
     crosswalk: pd.DataFrame | None = None  # identifying: written only by --crosswalk, outside the project
     shifts: pd.Series | None = None  # client_id -> date shift in days (kept in the private state)
+    calendar: pd.DataFrame | None = None  # real weeks since each client's last visit (private sidecar)
 
 
 def _clients(
@@ -329,4 +331,5 @@ def deidentify_frames(
     )
 
     crosswalk = crosswalk_frame(w.df, list(mapping.identity), offsets)
-    return Deidentified(tables, w.log, [], crosswalk=crosswalk, shifts=offsets)
+    calendar = calendar_frame(w.df["client_id"], w.df["_date"])
+    return Deidentified(tables, w.log, [], crosswalk=crosswalk, shifts=offsets, calendar=calendar)

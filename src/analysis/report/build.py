@@ -12,6 +12,7 @@ Outputs are byte-identical across runs on the same inputs: see
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -49,11 +50,26 @@ from analysis.report.context import (
 from analysis.report.inputs import Figure, ReportInputs, load_report_inputs
 from analysis.report.model_tables import model_tables
 from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
-from analysis.store import to_json_text, write_bytes, write_text
+from analysis.store import to_json_text, write_bytes, write_csv, write_text
 
 
-def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
-    """The therapist's report as one self-contained HTML page."""
+def therapist_clients(inp: ReportInputs, c: ReportContext) -> pd.DataFrame:
+    """The one client table behind the worklist, the finder, clients.csv and worklist.csv."""
+    clients = wl.client_table(inp.dataset, c.measure, c.model.timing, c.group, c.report.attention, inp.since_last)
+    return wl.mark_new(clients, inp.previous_clients)
+
+
+def build_therapist(
+    inp: ReportInputs,
+    c: ReportContext,
+    clients: pd.DataFrame | None = None,
+    references: dict[str, str] | None = None,
+) -> str:
+    """The therapist's report as one self-contained HTML page.
+
+    ``clients`` is :func:`therapist_clients` (computed if not given); ``references`` (client_id -> the
+    practice's own patient reference) only in the key holder's real-date view (:mod:`analysis.clinic_view`).
+    """
     r = c.report
     measure: Measure = c.measure
     progress = th.client_progress(inp.dataset, measure.key, c.model.timing, c.group)
@@ -83,8 +99,19 @@ def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
             )
         )
     attention = r.attention
-    clients = wl.client_table(inp.dataset, measure, c.model.timing, c.group, attention)
+    clients = therapist_clients(inp, c) if clients is None else clients
+    refs = references or {}
+    clients = clients.assign(reference=[refs.get(str(x), "") for x in clients["client_id"]])
     worklist = wl.worklist(clients).assign(spark=lambda t: [cl.sparkline_svg(v, measure) for v in t["values"]])
+    glance = th.glance(inp.dataset, c.group)
+    dates = th.dates_note(
+        glance["first_date"],
+        glance["last_date"],
+        shift_max_days=inp.shift_max_days,
+        has_calendar=inp.since_last is not None,
+        true_period=inp.true_period,
+        real_view=references is not None,
+    )
     cards = cl.client_cards(clients, progress, measure)
     diag_figs = []
     diagnostics = inp.diagnostics
@@ -114,6 +141,10 @@ def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
             figures={f.key: f for f in figs},
             attention=attention,
             worklist=worklist.to_dict(orient="records"),
+            n_active=int(worklist["active"].sum()) if len(worklist) else 0,
+            has_previous=inp.previous_clients is not None,
+            dates=dates,
+            references=references is not None,
             clients=clients.drop(columns=["values"]).to_dict(orient="records"),
             cards=cards,
             status_counts=wl.counts_by_status(clients),
@@ -121,7 +152,7 @@ def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
             measures=th.measure_summary(inp.dataset, inp.registry, c.group, c.model.timing).to_dict(orient="records"),
             therapists=th.therapist_breakdown(inp.dataset, clients).to_dict(orient="records"),
             group_colours=GROUP_COLOURS,
-            glance=th.glance(inp.dataset, c.group),
+            glance=glance,
             flow=inp.flow.to_dict(orient="records"),
             validation=inp.validation.get("summary", {}),
             validation_href=inp.validation_href,
@@ -223,7 +254,8 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
     """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``findings``, ``peer_figures``."""
     c = common_context(inp, provenance)
     min_cell = c.report.min_cell
-    therapist_html = build_therapist(inp, c)
+    clients = therapist_clients(inp, c)
+    therapist_html = build_therapist(inp, c, clients)
     peer_html, peer_figs = build_peer(inp, c, min_cell)
     # pooled analyses need the clients actually analysed per group (the primary model's), not everyone
     # whose first session had that focus
@@ -246,8 +278,11 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         min_cell=min_cell,
         mcid={"points": measure.mcid_points, "percent": measure.mcid_percent},
     )
+    table = wl.clients_csv(clients)
     return dict(
         therapist_html=therapist_html,
+        clients_csv=table,
+        worklist_csv=table[table["on_worklist"]].reset_index(drop=True),
         peer_html=peer_html,
         peer_pdf=html_to_pdf(peer_html),
         findings=findings,
@@ -290,6 +325,9 @@ def write_outputs(
     written = []
     write_text(therapist_dir / "index.html", outputs["therapist_html"])
     written.append(therapist_dir / "index.html")
+    for name in ("clients", "worklist"):
+        write_csv(therapist_dir / f"{name}.csv", outputs[f"{name}_csv"])
+        written.append(therapist_dir / f"{name}.csv")
     fig_dir = peer_dir / "figures"
     keep = set(outputs["peer_figures"])
     if fig_dir.is_dir():
@@ -310,6 +348,16 @@ def write_outputs(
         write_text(sig_path, signing.signature_text(signing_key, findings.encode("utf-8")))
         written.append(sig_path)
     return written
+
+
+def keep_history(clients_csv: pd.DataFrame, folder: Path) -> Path:
+    """This build's clients.csv, kept outside the DVC outputs (owner-only) for the next build's "new" marks."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    path = folder / "clients.csv"
+    write_csv(path, clients_csv)
+    os.chmod(path, 0o600)
+    return path
 
 
 def run_report(params: Params, progress: Callable[[str], None] | None = None) -> str:
@@ -334,6 +382,9 @@ def run_report(params: Params, progress: Callable[[str], None] | None = None) ->
     therapist_dir, peer_dir = resolve(r.therapist_dir, root), resolve(r.peer_dir, root)
     say("writing")
     written = write_outputs(outputs, therapist_dir, peer_dir, key)
+    table = outputs["clients_csv"]
+    if r.history_dir is not None and isinstance(table, pd.DataFrame):
+        written.append(keep_history(table, resolve(r.history_dir, root)))
     took = time.perf_counter() - t0
     lines = [f"wrote {p}" for p in written]
     if key is None:

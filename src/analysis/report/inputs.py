@@ -14,6 +14,8 @@ import pandas as pd
 
 from analysis import lineage
 from analysis.contract import Registry, load_registry
+from analysis.deidentify.calendar import FILENAME as CALENDAR_FILE
+from analysis.deidentify.calendar import read_calendar
 from analysis.errors import InputError
 from analysis.join import build_analysis_dataset
 from analysis.params_schema import Params
@@ -52,6 +54,9 @@ class ReportInputs:
     validation_href: str = "../validation/validation.html"
     clinic_id: str = "unknown"
     true_period: tuple[str, str] | None = None  # from deidentify_log.json when the dates were shifted
+    shift_max_days: int = 0  # the largest per-client date shift (deidentify_log.json); 0 = dates as recorded
+    since_last: pd.Series | None = None  # client_id -> real whole weeks since the last visit (calendar.csv)
+    previous_clients: pd.DataFrame | None = None  # the previous build's clients.csv (the "new" marks)
 
 
 @dataclass(frozen=True)
@@ -120,12 +125,24 @@ def load_report_inputs(params: Params, root: Path | None = None) -> tuple[Report
         results_dir / "metrics.json",
     ]
     true_period = None
+    shift_max = 0
     deid_log = resolve(data.input, root) / "deidentify_log.json"
     if deid_log.is_file():
-        tp = (json.loads(deid_log.read_text(encoding="utf-8")) or {}).get("true_period") or {}
+        log = json.loads(deid_log.read_text(encoding="utf-8")) or {}
+        tp = log.get("true_period") or {}
         if tp.get("first_month") and tp.get("last_month"):
             true_period = (str(tp["first_month"]), str(tp["last_month"]))
+        shift_max = int(max((abs(int(x)) for x in log.get("date_shift_days_range") or [0]), default=0))
         read.append(deid_log)
+    since_last = read_calendar(resolve(data.input, root))
+    if since_last is not None:
+        read.append(resolve(data.input, root) / CALENDAR_FILE)
+    previous_path = None if r.history_dir is None else resolve(r.history_dir, root) / "clients.csv"
+    previous = (
+        pd.read_csv(previous_path, dtype=str, keep_default_na=False)
+        if previous_path is not None and previous_path.is_file()
+        else None
+    )
     return (
         ReportInputs(
             params=params,
@@ -141,6 +158,9 @@ def load_report_inputs(params: Params, root: Path | None = None) -> tuple[Report
                 params, demo=resolve(data.input, root).resolve() == (root / "data/raw/demo").resolve()
             ),
             true_period=true_period,
+            shift_max_days=shift_max,
+            since_last=since_last,
+            previous_clients=previous,
         ),
         read,
     )

@@ -1,13 +1,17 @@
 """A one-page progress sheet per client, to discuss with the client (therapist-only; HTML and PDF).
 
-``outcomes sheet CLIENT_ID...`` writes ``<therapist_dir>/sheets/<id>.html`` and ``.pdf`` from the
-analysis dataset: pain over time with the band of a clinically important improvement, function
-(LEFS) where recorded, hip internal rotation (left and right), and every session with its focus,
-techniques and minutes. Outcome systems such as FOTO give clinicians such a sheet; clients like to
-see their own progress.
+``outcomes sheet CLIENT_ID...`` writes ``<report.sheets_dir>/<id>.html`` and ``.pdf`` (default
+``reports/sheets/``: git-ignored and outside the DVC outputs, so ``dvc repro`` keeps them; owner-only)
+from the analysis dataset, with the session count and visits of the same client table as the therapist
+page's finder (:func:`analysis.report.worklist.client_table`): pain over time with the band of a
+clinically important improvement, function (LEFS) where recorded, hip internal rotation (left and
+right), and every session with its focus, techniques and minutes. Outcome systems such as FOTO give
+clinicians such a sheet; clients like to see their own progress.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -18,6 +22,7 @@ from analysis.params_schema import Params
 from analysis.paths import resolve
 from analysis.report.render import GROUP_COLOURS, data_uri, figure_style, html_to_pdf, render, svg_bytes
 from analysis.report.therapist import assign_group, at_timing
+from analysis.report.worklist import client_table
 from analysis.store import write_bytes, write_text
 
 
@@ -58,10 +63,14 @@ def client_sheet(
     clinic_label: str,
     pain: str = "knee_pain_nprs",
     timing: str = "pre",
+    n_sessions: int | None = None,
+    reference: str = "",
 ) -> str:
     """The sheet's HTML (self-contained). Raises InputError for an unknown client id.
 
-    ``pain`` and ``timing`` are the primary measure and its timing (params ``model.measure``/``timing``).
+    ``pain`` and ``timing`` are the primary measure and its timing (params ``model.measure``/``timing``);
+    ``n_sessions`` the client table's session count (checked against the sessions listed); ``reference`` the
+    practice's own patient reference (key holder's real-date view only).
     """
     d = dataset[dataset["client_id"] == client_id]
     if d.empty:
@@ -106,11 +115,14 @@ def client_sheet(
                 post=pp.get("post"),
             )
         )
+    if n_sessions is not None and n_sessions != len(rows):
+        raise InputError(f"{client_id}: the sheet lists {len(rows)} sessions, the client table {n_sessions}")
     first, last = rows[0]["date"], rows[-1]["date"]
     return render(
         "sheet.html.j2",
         dict(
             client_id=client_id,
+            reference=reference,
             group=group,
             clinic_label=clinic_label,
             first=first,
@@ -128,6 +140,51 @@ def client_sheet(
     )
 
 
+def write_sheets(
+    dataset: pd.DataFrame,
+    registry: Registry,
+    params: Params,
+    client_ids: list[str],
+    out: Path,
+    references: dict[str, str] | None = None,
+) -> list[Path]:
+    """Write one HTML + PDF per client into ``out`` (made owner-only), from the finder's client table."""
+    import os
+
+    model = params.model
+    group = assign_group(dataset, tuple(model.exposure.hip_focused), tuple(model.exposure.comparator))
+    table = client_table(dataset, registry[model.measure], model.timing, group, params.report.attention)
+    counts = dict(zip(table["client_id"], table["sessions"], strict=True))
+    unknown = [cid for cid in client_ids if not (dataset["client_id"] == cid).any()]
+    if unknown:
+        raise InputError(
+            f"{', '.join(map(repr, unknown))}: no such client in the analysis dataset "
+            "(ids as in the therapist's report)"
+        )
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(out, 0o700)
+    written = []
+    for cid in client_ids:
+        g = str(group[dataset["client_id"] == cid].iloc[0])
+        html = client_sheet(
+            dataset,
+            registry,
+            cid,
+            g,
+            params.report.clinic_label,
+            pain=model.measure,
+            timing=model.timing,
+            n_sessions=counts.get(cid),
+            reference=(references or {}).get(cid, ""),
+        )
+        write_text(out / f"{cid}.html", html)
+        write_bytes(out / f"{cid}.pdf", html_to_pdf(html))
+        for suffix in (".html", ".pdf"):
+            os.chmod(out / f"{cid}{suffix}", 0o600)
+        written.append(out / f"{cid}.pdf")
+    return written
+
+
 def run_sheet(params: Params, client_ids: list[str]) -> str:
     """I/O edge of ``outcomes sheet``: read the analysis dataset, write one HTML + PDF per client."""
 
@@ -136,16 +193,5 @@ def run_sheet(params: Params, client_ids: list[str]) -> str:
         raise InputError(f"{path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
     dataset = pd.read_parquet(path)
     registry = load_registry(resolve(params.data.registry))
-    model = params.model
-    group = assign_group(dataset, tuple(model.exposure.hip_focused), tuple(model.exposure.comparator))
-    out = resolve(params.report.therapist_dir) / "sheets"
-    label = params.report.clinic_label
-    written = []
-    for cid in client_ids:
-        rows = dataset["client_id"] == cid
-        g = str(group[rows].iloc[0]) if rows.any() else "other"
-        html = client_sheet(dataset, registry, cid, g, label, pain=model.measure, timing=model.timing)
-        write_text(out / f"{cid}.html", html)
-        write_bytes(out / f"{cid}.pdf", html_to_pdf(html))
-        written.append(out / f"{cid}.pdf")
+    written = write_sheets(dataset, registry, params, client_ids, resolve(params.report.sheets_dir))
     return "\n".join(f"wrote {p} (and .html)" for p in written)

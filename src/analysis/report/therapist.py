@@ -161,3 +161,53 @@ def therapist_breakdown(dataset: pd.DataFrame, clients: pd.DataFrame) -> pd.Data
             )
         )
     return pd.DataFrame(rows, columns=THERAPIST_COLUMNS)
+
+
+def dates_note(
+    first: str,
+    last: str,
+    shift_max_days: int = 0,
+    has_calendar: bool = False,
+    true_period: tuple[str, str] | None = None,
+    real_view: bool = False,
+) -> dict[str, str]:
+    """What the page's dates are, in words: ``mode``, ``period`` (for the header) and ``note``.
+
+    ``first``/``last`` are the dataset's own first and last session dates. Modes: ``recorded`` (dates as in
+    the data, not shifted), ``real`` (the clinic's real-date view, dates restored from the crosswalk),
+    ``shifted`` (per-client shifts; "active" and "weeks since the last visit" from the calendar sidecar),
+    ``shifted-unknown`` (shifted, no sidecar: "active" is only approximate).
+    """
+    if real_view:
+        return dict(
+            mode="real",
+            period=f"{first} to {last}",
+            note="Real visit dates and the practice's own patient references (key holder's view: keep it private).",
+        )
+    if shift_max_days <= 0:
+        return dict(
+            mode="recorded",
+            period=f"{first} to {last}",
+            note='Dates as recorded in the data (not shifted); "active" and "weeks since the last visit" are '
+            "counted to the last session in the data.",
+        )
+    period = f"{true_period[0]} to {true_period[1]} (real months)" if true_period else "real period unknown"
+    shifted = (
+        f"Visit dates on this page are shifted: each client's dates move by their own offset of up to "
+        f"±{shift_max_days} days (de-identification), so a date here is not the real day and dates of "
+        "different clients are not on one calendar. "
+    )
+    if has_calendar:
+        return dict(
+            mode="shifted",
+            period=period,
+            note=shifted + '"Active" and "weeks since the last visit" are real: recorded at de-identification '
+            "(calendar.csv beside the tables). Real dates and the practice's own references: "
+            "outcomes clinic-view --crosswalk DIR --out PRIVATE_DIR.",
+        )
+    return dict(
+        mode="shifted-unknown",
+        period=period,
+        note=shifted + 'No calendar.csv was found beside the tables, so "active" and "weeks since the last '
+        'visit" are counted on shifted dates and are only approximate: de-identify again with this version.',
+    )

@@ -5,7 +5,9 @@ latest value is compared with the first (baseline) and with the best so far, usi
 MCID (:meth:`analysis.contract.Measure.mcid_needed`: the smaller of the points and percent MCIDs).
 Each client gets one status, the first that applies:
 
-1. ``worse``: the latest value is worse than baseline by the MCID or more;
+1. ``worse``: the latest value is worse than baseline by the MCID or more *and* by the measure's minimal
+   detectable change (``mdc_points`` in the registry), so a change within test-retest error (3 -> 4 on
+   the NPRS) is never called worse;
 2. ``relapsed``: an earlier value reached the MCID improvement, the latest no longer does;
 3. ``no important improvement``: at least ``min_sessions`` sessions or ``min_weeks`` weeks of care and no
    value has reached the MCID improvement;
@@ -14,10 +16,13 @@ Each client gets one status, the first that applies:
 5. ``improved`` (reached the MCID and still there) or ``too early`` (fewer sessions and weeks than the
    rule needs): not on the worklist.
 
-A client is *active* when seen within ``active_weeks`` of the last session in the data. The worklist
-is sorted by urgency: active clients first (they are the ones to act on this week), then by status
-(worse first), then the most recently seen, then id. Every threshold comes from params
-``report.attention``.
+A client is *active* when seen within ``active_weeks`` of the end of the data. "Weeks since the last
+visit" is counted on the real calendar: from the de-identification's calendar sidecar when the dates
+were shifted per client (:mod:`analysis.deidentify.calendar`), else from the dataset's own dates. The
+worklist is sorted by urgency: active clients first (they are the ones to act on this week), then by
+status (worse first), then the most recently seen, then id. Every threshold comes from params
+``report.attention``. ``sessions`` counts every session the client attended (the progress sheet
+shows the same number).
 """
 
 from __future__ import annotations
@@ -49,7 +54,26 @@ CLIENT_COLUMNS = [
     "needed",
     "values",
     "therapist_id",
+    "weeks_since_last",
+    "new",
 ]
+#: the columns of ``clients.csv`` / ``worklist.csv`` (therapist-only), in order, from :data:`CLIENT_COLUMNS`
+CSV_COLUMNS = {
+    "client_id": "pseudonym",
+    "group": "group",
+    "sessions": "sessions",
+    "first_visit": "first_visit",
+    "last_visit": "last_visit",
+    "weeks_since_last": "weeks_since_last_visit",
+    "baseline": "first_score",
+    "latest": "latest_score",
+    "best": "best_score",
+    "status": "status",
+    "on_worklist": "on_worklist",
+    "active": "active",
+    "new": "new_since_last_report",
+    "therapist_id": "usual_therapist",
+}
 
 
 def classify(
@@ -57,11 +81,12 @@ def classify(
 ) -> str:
     """One client's status (see the module docstring); ``values`` in time order, baseline first."""
     needed = float(measure.mcid_needed(baseline))
+    worse_by = max(needed, measure.mdc_points or 0.0)
     improvements = [float(measure.improvement(baseline, v)) for v in values[1:]]
     latest = improvements[-1] if improvements else 0.0
     best = max(improvements) if improvements else -math.inf
     reachable = float(measure.improvement(baseline, measure.minimum if measure.lower_is_better else measure.maximum))
-    if improvements and latest <= -needed + 1e-9:
+    if improvements and latest <= -worse_by + 1e-9:
         return "worse"
     if best >= needed - 1e-9:
         return "improved" if latest >= needed - 1e-9 else "relapsed"
@@ -72,24 +97,47 @@ def classify(
     return "too early"
 
 
+def weeks_since_last(dataset: pd.DataFrame) -> pd.Series:
+    """Whole weeks from each client's last session to the last session in the data (the dataset's own dates).
+
+    The same rule as the de-identification's calendar sidecar (:func:`analysis.deidentify.calendar.calendar_frame`).
+    """
+    dates = pd.to_datetime(dataset["session_date"])
+    last = dates.groupby(dataset["client_id"], sort=True).max()
+    return ((dates.max() - last).dt.days // 7).astype("int64")
+
+
 def client_table(
-    dataset: pd.DataFrame, measure: Measure, timing: str, group: pd.Series, cfg: Attention
+    dataset: pd.DataFrame,
+    measure: Measure,
+    timing: str,
+    group: pd.Series,
+    cfg: Attention,
+    since_last: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One row per client with the primary measure: status, visits, scores, and whether to look again.
 
+    ``since_last`` maps client_id -> whole weeks from the client's last visit to the end of the data on the
+    real calendar (the de-identification's sidecar); without it the dataset's own dates are used.
+
     Returns
     -------
-    DataFrame with :data:`CLIENT_COLUMNS`: ``first_visit``/``last_visit`` (ISO dates of any session),
-    ``sessions`` (sessions with a value), ``weeks`` (first to last value), ``baseline``, ``latest``,
-    ``best`` (the best value), ``change`` (latest - baseline), ``needed`` (MCID in points for this
-    client), ``values`` (list, in time order, for the sparkline), ``therapist_id`` (the client's usual
-    therapist: most sessions). Sorted by urgency (see the module docstring).
+    DataFrame with :data:`CLIENT_COLUMNS`: ``first_visit``/``last_visit`` (ISO dates of any session, as in
+    the dataset), ``sessions`` (sessions attended), ``weeks`` (first to last value), ``baseline``,
+    ``latest``, ``best`` (the best value), ``change`` (latest - baseline), ``needed`` (MCID in points for
+    this client), ``values`` (list, in time order, for the sparkline), ``therapist_id`` (the client's usual
+    therapist: most sessions), ``weeks_since_last`` (whole weeks since the last visit), ``active``
+    (``weeks_since_last < active_weeks``: seen within the last ``active_weeks`` weeks), ``new`` (False; see
+    :func:`mark_new`). Sorted by urgency (see the module docstring).
     """
     d = dataset.assign(group=group)
     visits = d.groupby("client_id", sort=True).agg(
         first_visit=("session_date", "min"), last_visit=("session_date", "max")
     )
     visit_rows = visits.to_dict("index")
+    attended = d.drop_duplicates("session_id").groupby("client_id", sort=True).size()
+    own = weeks_since_last(d)
+    gap = own if since_last is None else since_last.reindex(own.index).fillna(own)
     usual = (
         d.drop_duplicates("session_id")
         .dropna(subset=["therapist_id"])
@@ -102,15 +150,16 @@ def client_table(
     )
     m = d[(d["measure"] == measure.key) & (d["timing"] == timing) & d["value"].notna()]
     m = m.sort_values(["client_id", "session_number"], kind="mergesort")
-    last_day = pd.to_datetime(d["session_date"]).max()
     rows = []
     for cid, g in m.groupby("client_id", sort=True):
         values = [float(v) for v in g["value"]]
         base = values[0]
         weeks = float(g["weeks_since_first"].max() - g["weeks_since_first"].min())
-        status = classify(base, values, len(values), weeks, measure, cfg)
+        n_sessions = int(attended.get(cid, len(values)))
+        status = classify(base, values, n_sessions, weeks, measure, cfg)
         v = visit_rows[cid]
         last = pd.Timestamp(v["last_visit"])
+        since = int(gap.get(cid, 0))
         better = min if measure.lower_is_better else max
         rows.append(
             dict(
@@ -118,10 +167,10 @@ def client_table(
                 group=str(g["group"].iloc[0]),
                 status=status,
                 on_worklist=status in ON_WORKLIST,
-                active=bool((last_day - last).days <= 7 * cfg.active_weeks),
+                active=bool(since < cfg.active_weeks),
                 first_visit=pd.Timestamp(v["first_visit"]).date().isoformat(),
                 last_visit=last.date().isoformat(),
-                sessions=len(values),
+                sessions=n_sessions,
                 weeks=weeks,
                 baseline=base,
                 latest=values[-1],
@@ -130,13 +179,15 @@ def client_table(
                 needed=float(measure.mcid_needed(base)),
                 values=values,
                 therapist_id=str(usual.get(cid, "")) if cid in usual.index else "",
+                weeks_since_last=since,
+                new=False,
             )
         )
     out = pd.DataFrame(rows, columns=CLIENT_COLUMNS)
     if out.empty:
         return out
     rank = out["status"].map({s: i for i, s in enumerate(STATUSES)})
-    recency = -pd.to_datetime(out["last_visit"]).to_numpy().astype("int64")
+    recency = out["weeks_since_last"].to_numpy()
     order = np.lexsort((out["client_id"].to_numpy(), recency, rank.to_numpy(), ~out["active"].to_numpy()))
     return out.iloc[order].reset_index(drop=True)
 
@@ -144,6 +195,29 @@ def client_table(
 def worklist(clients: pd.DataFrame) -> pd.DataFrame:
     """The clients who need attention, most urgent first (rows of :func:`client_table` on the worklist)."""
     return clients[clients["on_worklist"]].reset_index(drop=True)
+
+
+def mark_new(clients: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """``new`` = on the worklist now and not, with this status, in the previous build's ``clients.csv``.
+
+    ``previous`` has that file's columns (:data:`CSV_COLUMNS` names); None (no earlier build) marks nothing.
+    """
+    if previous is None or previous.empty:
+        return clients.assign(new=False)
+    before = previous.assign(_flag=previous["on_worklist"].astype(str).str.lower().isin(["true", "1"])).set_index(
+        previous["pseudonym"].astype(str)
+    )
+    was = [
+        cid in before.index and bool(before.at[cid, "_flag"]) and str(before.at[cid, "status"]) == status
+        for cid, status in zip(clients["client_id"], clients["status"], strict=True)
+    ]
+    return clients.assign(new=clients["on_worklist"] & ~pd.Series(was, index=clients.index, dtype=bool))
+
+
+def clients_csv(clients: pd.DataFrame) -> pd.DataFrame:
+    """The finder as data: one row per client, :data:`CSV_COLUMNS` in the page's order."""
+    out = clients[list(CSV_COLUMNS)].rename(columns=CSV_COLUMNS)
+    return out
 
 
 def counts_by_status(clients: pd.DataFrame) -> dict[str, int]:

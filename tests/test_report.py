@@ -500,9 +500,13 @@ def _sens_results(primary_ci=(-1.66, -0.2), iptw=(-0.49, -1.61, 0.64), mi=(-0.52
 def test_robustness_sentence_never_lets_the_headline_sound_surer():
     r = _sens_results()
     text = summary.robustness_sentence(r, summary.forest_rows(r))
-    assert text.startswith("2 of 3 sensitivity analyses include no difference")
-    assert "confounding" in text and "dropout" in text and "read the headline as uncertain" in text
-    assert "did not balance the groups" in text and "0.24" in text
+    # the unbalanced IPTW analysis is inconclusive: counted neither for nor against (issue 20)
+    assert text.startswith("1 of 2 sensitivity analyses include no difference (Multiple imputation")
+    assert "dropout" in text and "read the headline as uncertain" in text
+    assert "IPTW) analysis is inconclusive and not counted" in text and "did not balance the groups" in text
+    assert "0.24" in text
+    rows = summary.forest_rows(r)
+    assert rows.loc[rows["label"].str.startswith("IPTW"), "status"].item() == summary.INCONCLUSIVE
     agree = _sens_results(iptw=(-0.8, -1.5, -0.1), mi=(-0.85, -1.5, -0.2), balanced=True)
     assert summary.robustness_sentence(agree, summary.forest_rows(agree)).startswith(
         "All 3 sensitivity analyses point the same way"

@@ -91,11 +91,14 @@ def test_technical_notes_explain_iptw_smd_and_df():
     r = results_from(
         {
             "primary": {"status": "ok", "df": 34.1, "df_method": "satterthwaite"},
-            "secondary": {"iptw": {"status": "done", "balanced": False, "max_abs_smd_weighted": 0.24, "smd_target": 0.1}},
+            "secondary": {
+                "iptw": {"status": "done", "balanced": False, "max_abs_smd_weighted": 0.24, "smd_target": 0.1}
+            },
         }
     )
     notes = " ".join(clinical.technical_notes(r))
-    assert "IPTW (inverse probability of treatment weighting)" in notes and "SMD (standardised mean difference)" in notes
+    assert "IPTW (inverse probability of treatment weighting)" in notes
+    assert "SMD (standardised mean difference)" in notes
     assert "here 34.1" in notes and "Satterthwaite" in notes
     assert "check failed" in notes and "inconclusive" in notes and "0.24" in notes
     assert summary.iptw_unbalanced(r)

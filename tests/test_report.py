@@ -110,6 +110,7 @@ def test_build_writes_every_output(built):
         "reports/therapist/index.html",
         "reports/peer/report.html",
         "reports/peer/report.pdf",
+        "reports/peer/report.docx",
         "reports/peer/findings.json",
         "reports/peer/figures/forest.svg",
     ):
@@ -501,7 +502,7 @@ def test_robustness_sentence_never_lets_the_headline_sound_surer():
     r = _sens_results()
     text = summary.robustness_sentence(r, summary.forest_rows(r))
     # the unbalanced IPTW analysis is inconclusive: counted neither for nor against (issue 20)
-    assert text.startswith("1 of 2 sensitivity analyses include no difference (Multiple imputation")
+    assert text.startswith("1 of 2 sensitivity analyses includes no difference (Multiple imputation")
     assert "dropout" in text and "read the headline as uncertain" in text
     assert "IPTW) analysis is inconclusive and not counted" in text and "did not balance the groups" in text
     assert "0.24" in text

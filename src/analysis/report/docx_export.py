@@ -112,7 +112,7 @@ def html_to_docx(html: str, *, title: str, created: dt.datetime) -> bytes:
     style = doc.styles["Normal"]
     style.font.name = "Calibri"
     style.font.size = Pt(10.5)
-    root = lxml_html.fromstring(html.encode("utf-8"))
+    root = lxml_html.document_fromstring(html)
     main = root.find(".//main")
     _walk(doc, main if main is not None else root)
     props = doc.core_properties

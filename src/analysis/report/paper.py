@@ -181,6 +181,11 @@ def reference_list(order: tuple[str, ...] | None = None) -> list[str]:
 # --------------------------------------------------------------------------- abstract and discussion
 
 
+def _lower(label: str) -> str:
+    """'Knee pain (NPRS)' -> 'knee pain (NPRS)' (a label inside a sentence)."""
+    return label[:1].lower() + label[1:]
+
+
 def _ci(d: Any) -> str:
     return f"{fmt_num(d.estimate)} (95% CI {fmt_num(d.ci_low)} to {fmt_num(d.ci_high)})"
 
@@ -210,7 +215,7 @@ def abstract(
     methods = (
         f"Retrospective cohort of routinely collected session records from one manual-therapy clinic "
         f"({period[0]} to {period[1]}). Clients whose first session was hip-focused were compared with clients "
-        f"whose first session was knee-focused. The primary outcome was the change in {measure.label} from the "
+        f"whose first session was knee-focused. The primary outcome was the change in {_lower(measure.label)} from the "
         f"first session to week {week}, estimated by a linear mixed model with a random intercept and slope per "
         "client and adjusted for the recorded baseline characteristics. Sensitivity analyses addressed the "
         "shape of the time trend, the model's random-effects assumptions, measured confounding and dropout."

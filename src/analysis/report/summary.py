@@ -154,7 +154,7 @@ def forest_rows(results: Results, tipping: pd.DataFrame | None = None) -> pd.Dat
     for key, label in SENSITIVITY:
         entry = results.secondary.get(key)
         s = {} if entry is None else entry.model_dump()
-        status = "missing" if entry is None else entry.status
+        status: str = "missing" if entry is None else entry.status
         if key == "tipping_point" and not math.isfinite(as_float(s.get("estimate"))):
             # The tipping point has no estimate of its own: show the delta-adjusted analysis at the delta
             # where the conclusion changes. With no such delta (nothing to tip, or not reached) there is
@@ -174,7 +174,8 @@ def forest_rows(results: Results, tipping: pd.DataFrame | None = None) -> pd.Dat
             continue
         reason = str(s.get("reason") or "")
         if key == "iptw" and iptw_unbalanced(results):
-            status, reason = INCONCLUSIVE, f"the weights did not balance the groups ({iptw_balance_text(results)})"
+            # no digits: peers see the reason too (numbers are in the balance table)
+            status, reason = INCONCLUSIVE, "the weights did not balance the groups (see the balance table)"
         rows.append(_forest_row(label, s, primary=False, status=status, reason=reason))
     return pd.DataFrame(rows, columns=FOREST_COLUMNS)
 
@@ -233,8 +234,9 @@ def robustness_sentence(results: Results, forest: pd.DataFrame) -> str:
         return f"All {n} sensitivity analyses point the same way and exclude no difference ({named(rows)})." + balance
     threats = sorted({ADDRESSES[keys[label]] for label in crossing["label"] if keys.get(label) in ADDRESSES})
     sensitive = f"; the result is sensitive to {' and to '.join(threats)}" if threats else ""
+    verb = "includes" if k == 1 else "include"
     return (
-        f"{k} of {n} sensitivity analyses include no difference ({named(crossing)}){sensitive}: read the "
+        f"{k} of {n} sensitivity analyses {verb} no difference ({named(crossing)}){sensitive}: read the "
         "headline as uncertain." + balance
     )
 

@@ -85,6 +85,8 @@ def test_time_trend_sentence_says_whether_the_line_is_adequate():
     assert "not adequate" in bad
     missing = clinical.time_trend_sentence(results_from({"secondary": {}}), 6)
     assert "could not be checked" in missing
+    failed = {"secondary": {"time_trend": {"status": "not_estimable", "reason": "fewer than 10 after week 6"}}}
+    assert "10" not in clinical.time_trend_sentence(results_from(failed), 6)  # peers read it: no counts
 
 
 def test_technical_notes_explain_iptw_smd_and_df():

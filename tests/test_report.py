@@ -24,8 +24,10 @@ from analysis.params import load_params, with_updates
 from analysis.privacy import check_peer_output
 from analysis.report import (
     build,
+    docx_export,
     findings,
     model_tables,
+    paper,
     peer,
     provenance,
     secondary_text,
@@ -616,10 +618,21 @@ def test_model_tables_in_words_with_df():
 def test_peer_report_reads_like_a_short_paper(built):
     root = built[0]
     html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
-    for heading in ("Introduction", "1. Methods", "2. Results", "3. Discussion", "4. Limitations"):
-        assert f">{heading}<" in html, heading
+    for s in paper.SECTIONS.values():  # every heading of the paper, once, with its anchor
+        assert html.count(f'id="{s.id}">{s.title}</h{s.level}>') == 1, s.title
+    for row in paper.strobe_rows():  # the STROBE checklist links to headings that are there
+        for label, sid in row["where"]:
+            assert f'<a href="#{sid}">{label}</a>' in html and f'id="{sid}"' in html
     assert "knee_pain_nprs (pre)" not in html  # the estimand in words, not column names
-    assert ") (" not in re.sub(r"<[^>]+>", "", html.split("<h3>Outcome</h3>")[1][:400])  # no doubled units
+    outcome = html.split('id="outcome">Outcome, follow-up and measurement</h3>')[1][:400]
+    assert ") (" not in re.sub(r"<[^>]+>", "", outcome)  # no doubled units
+    for part in ("Background.", "Methods.", "Results.", "Conclusions."):
+        assert f"<strong>{part}</strong>" in html
+    assert "Ethics approval and consent" in html and "To be completed by the clinic" in html
+    # the Word copy says what the HTML says, abstract first
+    text = docx_export.docx_text((root / "reports/peer/report.docx").read_bytes())
+    assert "Abstract" in text and "Background. Knee pain is usually treated at the knee" in text
+    assert "Appendix A. STROBE checklist" in text
     assert "p = &lt;0.001" not in html and "p = <0.001" not in html
     pdf = (root / "reports/peer/report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-1.7")  # tagged (structure tree) PDF, as WeasyPrint writes with pdf_tags

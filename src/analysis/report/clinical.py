@@ -95,8 +95,11 @@ def time_trend_sentence(results: Results, week: float) -> str:
     """The headline assumes a straight-line trend; the flexible-trend estimate and whether the line is adequate."""
     entry = results.secondary.get("time_trend")
     if entry is None or not entry.done or entry.headline is None:
-        reason = "" if entry is None else f" ({entry.reason})" if entry.reason else ""
-        return f"Whether the straight-line time trend of the model is adequate could not be checked{reason}."
+        # no reason quoted: it may hold counts, and peers read this sentence too (the table has it, cleaned)
+        return (
+            "Whether the straight-line time trend of the model is adequate could not be checked (see the "
+            "flexible time trend in the table of secondary analyses)."
+        )
     h = entry.headline
     n = entry.numbers
     knots = ", ".join(f"{float(k):g}" for k in n.get("knots") or [])

@@ -94,9 +94,10 @@ def table1(clients: pd.DataFrame, min_cell: int) -> dict[str, Any]:
         for g in groups:
             v = clients.loc[clients["group"] == g, var].astype(float)
             row[g] = f"{v.mean():.1f} ({v.std(ddof=1):.1f})" if groups_ok and v.notna().sum() >= min_cell else "—"
-        x1 = clients.loc[clients["group"] == groups[-1], var]
-        x0 = clients.loc[clients["group"] == groups[0], var]
-        row["smd"] = fmt_num(abs(smd_continuous(x1, x0))) if groups_ok else "—"
+        row["smd"] = "—"
+        if groups_ok:
+            x1, x0 = (clients.loc[clients["group"] == g, var] for g in (groups[1], groups[0]))
+            row["smd"] = fmt_num(abs(smd_continuous(x1, x0)))
         cont.append(row)
     return {"groups": groups, "categorical": rows, "continuous": cont}
 

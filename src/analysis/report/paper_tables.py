@@ -196,7 +196,7 @@ def method_specs(results: Results, cfg: ModelParams, packages: dict[str, str]) -
                 f"statsmodels {sm} GEE, Gaussian family, identity link, exchangeable working correlation within "
                 "client, robust (sandwich) standard errors; the mean model is the primary model's fixed part. The "
                 "exchangeable correlation is estimated by statsmodels' moment estimator; R's geepack estimates it "
-                "another way (a different moment formula), which moves the estimates by up to 0.6 % on these data."
+                "another way (a different moment formula), which has been seen to change the estimates by up to 0.6 %."
             ),
         },
         {

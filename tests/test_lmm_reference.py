@@ -17,10 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from analysis.model import lmm
+from analysis.join import build_analysis_dataset
+from analysis.model import lmm, specification
+from analysis.model.prepare import primary_data
+from analysis.params import load_params
+from analysis.simulate import simulate_clinic
 from reference.agreement import fit_case
 
 # --------------------------------------------------------------------------- tolerances (relative unless said)
@@ -181,3 +186,52 @@ def test_statsmodels_cross_check_on_btheb():
     assert _close(sm.fe_params, ours.fe_params.to_numpy(), rel=1e-4, abs_=1e-6)
     assert float(np.asarray(sm.cov_re)[0, 0]) == pytest.approx(ours.cov_re[0, 0], rel=1e-3)
     assert float(sm.scale) == pytest.approx(ours.sigma2, rel=1e-3)
+
+
+# --------------------------------------------------------------------------- the time-trend sensitivity analysis
+
+
+def _ref(name: str) -> dict:
+    return json.loads((REF / f"{name}.json").read_text())
+
+
+def test_piecewise_fixture_has_the_projects_basis():
+    """R fitted the hinge column the project computes (analysis.model.specification.piecewise_basis)."""
+    data = pd.read_csv(REF / "clinic_50_piecewise.csv", dtype={"group": str})
+    basis = specification.piecewise_basis(data["x_week"], [6.0])
+    assert np.array_equal(data["x_week_after1"].to_numpy(), basis["week_after1"].to_numpy())
+    assert np.array_equal(data["x_week_after1_hip"].to_numpy(), (basis["week_after1"] * data["x_hip"]).to_numpy())
+
+
+def test_time_trend_analysis_agrees_with_lme4():
+    """The analysis itself, on the clinic R fitted: the estimate at week 6 (lme4 + lmerTest) and the
+    likelihood-ratio test of the linear against the piecewise trend (ML deviances of lme4)."""
+    params = load_params()
+    cfg = params.model
+    clinic = simulate_clinic(params.simulate, 3, n_clients=62, primary_week=cfg.primary_week)
+    pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), cfg)
+    out, _ = specification.time_trend_analysis(pdata, cfg)
+    ref = _ref("clinic_50_piecewise")
+    con = next(c for c in ref["contrasts"] if c["name"].startswith("headline"))
+    assert out["estimate"] == pytest.approx(con["estimate"], rel=BETA_REL, abs=BETA_ABS_SE * con["se"])
+    assert out["se"] == pytest.approx(con["se"], rel=SE_REL)
+    assert out["df"] == pytest.approx(con["satterthwaite_df"], rel=DF_REL)
+    assert out["p_value"] == pytest.approx(con["satterthwaite_p"], rel=P_REL, abs=P_ABS)
+    knot = next(c for c in ref["contrasts"] if c["name"] == "slope change at the knot")
+    mine = out["slope_change"]["week_after1:hip"]
+    assert mine["estimate"] == pytest.approx(knot["estimate"], rel=BETA_REL, abs=BETA_ABS_SE * knot["se"])
+    assert mine["df"] == pytest.approx(knot["satterthwaite_df"], rel=DF_REL)
+    d0, d1 = _ref("clinic_50_ml")["deviance"], _ref("clinic_50_piecewise_ml")["deviance"]
+    lrt = out["likelihood_ratio"]
+    assert lrt["deviance_linear"] == pytest.approx(d0, abs=DEV_ABS)
+    assert lrt["deviance_piecewise"] == pytest.approx(d1, abs=DEV_ABS)
+    assert lrt["df"] == 2
+    assert lrt["p_value"] == pytest.approx(stats.chi2.sf(d0 - d1, 2), rel=P_REL)
+    assert out["linear_adequate"] is True  # the generator's trend is linear
+
+
+def test_difference_weights_past_the_knot_match_the_reference_contrast():
+    ref = _ref("clinic_50_piecewise")
+    con = next(c for c in ref["contrasts"] if c["name"] == "difference in change at week 9")
+    mapped = {ref["term_map"][k]: v for k, v in con["L"].items()}
+    assert specification.difference_weights([6.0], 9.0) == pytest.approx(mapped)

@@ -24,8 +24,10 @@ from analysis.params import load_params, with_updates
 from analysis.privacy import check_peer_output
 from analysis.report import (
     build,
+    docx_export,
     findings,
     model_tables,
+    paper,
     peer,
     provenance,
     secondary_text,
@@ -110,6 +112,7 @@ def test_build_writes_every_output(built):
         "reports/therapist/index.html",
         "reports/peer/report.html",
         "reports/peer/report.pdf",
+        "reports/peer/report.docx",
         "reports/peer/findings.json",
         "reports/peer/figures/forest.svg",
     ):
@@ -500,9 +503,13 @@ def _sens_results(primary_ci=(-1.66, -0.2), iptw=(-0.49, -1.61, 0.64), mi=(-0.52
 def test_robustness_sentence_never_lets_the_headline_sound_surer():
     r = _sens_results()
     text = summary.robustness_sentence(r, summary.forest_rows(r))
-    assert text.startswith("2 of 3 sensitivity analyses include no difference")
-    assert "confounding" in text and "dropout" in text and "read the headline as uncertain" in text
-    assert "did not balance the groups" in text and "0.24" in text
+    # the unbalanced IPTW analysis is inconclusive: counted neither for nor against (issue 20)
+    assert text.startswith("1 of 2 sensitivity analyses includes no difference (Multiple imputation")
+    assert "dropout" in text and "read the headline as uncertain" in text
+    assert "IPTW) analysis is inconclusive and not counted" in text and "did not balance the groups" in text
+    assert "0.24" in text
+    rows = summary.forest_rows(r)
+    assert rows.loc[rows["label"].str.startswith("IPTW"), "status"].item() == summary.INCONCLUSIVE
     agree = _sens_results(iptw=(-0.8, -1.5, -0.1), mi=(-0.85, -1.5, -0.2), balanced=True)
     assert summary.robustness_sentence(agree, summary.forest_rows(agree)).startswith(
         "All 3 sensitivity analyses point the same way"
@@ -611,10 +618,21 @@ def test_model_tables_in_words_with_df():
 def test_peer_report_reads_like_a_short_paper(built):
     root = built[0]
     html = (root / "reports/peer/report.html").read_text(encoding="utf-8")
-    for heading in ("Introduction", "1. Methods", "2. Results", "3. Discussion", "4. Limitations"):
-        assert f">{heading}<" in html, heading
+    for s in paper.SECTIONS.values():  # every heading of the paper, once, with its anchor
+        assert html.count(f'id="{s.id}">{s.title}</h{s.level}>') == 1, s.title
+    for row in paper.strobe_rows():  # the STROBE checklist links to headings that are there
+        for label, sid in row["where"]:
+            assert f'<a href="#{sid}">{label}</a>' in html and f'id="{sid}"' in html
     assert "knee_pain_nprs (pre)" not in html  # the estimand in words, not column names
-    assert ") (" not in re.sub(r"<[^>]+>", "", html.split("<h3>Outcome</h3>")[1][:400])  # no doubled units
+    outcome = html.split('id="outcome">Outcome, follow-up and measurement</h3>')[1][:400]
+    assert ") (" not in re.sub(r"<[^>]+>", "", outcome)  # no doubled units
+    for part in ("Background.", "Methods.", "Results.", "Conclusions."):
+        assert f"<strong>{part}</strong>" in html
+    assert "Ethics approval and consent" in html and "To be completed by the clinic" in html
+    # the Word copy says what the HTML says, abstract first
+    text = docx_export.docx_text((root / "reports/peer/report.docx").read_bytes())
+    assert "Abstract" in text and "Background. Knee pain is usually treated at the knee" in text
+    assert "Appendix A. STROBE checklist" in text
     assert "p = &lt;0.001" not in html and "p = <0.001" not in html
     pdf = (root / "reports/peer/report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-1.7")  # tagged (structure tree) PDF, as WeasyPrint writes with pdf_tags

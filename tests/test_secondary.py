@@ -194,9 +194,12 @@ def test_tables_have_documented_columns_and_no_client_ids(results):
 def test_estimates_point_the_known_way(results):
     entries, tables = results
     truth = 6 * -0.2
-    for name in ("gee", "iptw", "multiple_imputation"):
+    for name in ("gee", "iptw", "multiple_imputation", "time_trend"):
         e = entries[name]
         assert e["ci_low"] < truth < e["ci_high"], name
+    # the generator's trend is a straight line: the piecewise trend does not fit better
+    assert entries["time_trend"]["linear_adequate"] is True
+    assert entries["unadjusted"]["status"] == "done" and entries["unadjusted"]["formula"] == "y ~ week * hip"
     # hip-focused clients gained ~0.5 deg/week more IR; the a path is positive
     assert entries["mediation"]["a_path"]["estimate"] > 1
     # within-session drop: 1.1 (hip) vs 0.8 (knee) points

@@ -80,6 +80,9 @@ class ModelParams(_Section):
     mi_pmm_donors: int = Field(gt=0)
     mi_iterations: int = Field(gt=0)
     chronicity_grid: Grid
+    # knots (weeks) of the piecewise-linear time trend of the time-trend sensitivity analysis; empty = one
+    # knot at primary_week (analysis.model.specification)
+    time_trend_knots: list[float] = []
 
 
 class SelfcheckParams(_Section):
@@ -111,6 +114,21 @@ class ReportParams(_Section):
     clinic_label: str = ""
     clinic_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     signing_key: str | None = None  # Ed25519 key file that signs findings.json (else $OUTCOMES_SIGNING_KEY)
+    # statements the peer paper prints as given; the defaults say what the clinic must fill in
+    ethics_statement: str = (
+        "[To be completed by the clinic: the ethics committee or institutional review board that approved or "
+        "waived review of this analysis of routine records, with its reference number and date.]"
+    )
+    consent_statement: str = (
+        "[To be completed by the clinic: how clients consented to the use of their routine records (or why "
+        "consent was waived), and how they were informed.]"
+    )
+    data_availability: str = (
+        "[To be completed by the clinic: who may obtain the de-identified data and under what conditions. "
+        "The analysis code, the settings and the aggregate findings bundle (findings.json) are available "
+        "with this report.]"
+    )
+    funding_statement: str = "[To be completed by the clinic: funding sources and competing interests, or none.]"
 
 
 class PrivacyParams(_Section):

@@ -106,6 +106,12 @@ fit_case <- function(name) {
     add("comparator change at week 6", list(x_week = 6))
     add("hip-focused change at week 6", list(x_week = 6, x_week_hip = 6))
   }
+  if ("x_week_after1_hip" %in% fx) {
+    # piecewise time trend (analysis.model.specification): change of the hip-minus-knee slope at the knot,
+    # and the difference in change at week 9 (3 weeks past the knot at week 6)
+    add("slope change at the knot", list(x_week_after1_hip = 1))
+    add("difference in change at week 9", list(x_week_hip = 9, x_week_after1_hip = 3))
+  }
   if ("x_time" %in% fx) { add("time", list(x_time = 1)); add("treatment", list(x_treatmentBtheB = 1)) }
   if ("x_Days" %in% fx) add("Days", list(x_Days = 1))
   if ("x_t" %in% fx) add("t", list(x_t = 1))

@@ -27,6 +27,7 @@ import patsy
 from analysis.join import build_analysis_dataset
 from analysis.model.prepare import primary_data
 from analysis.model.primary import primary_formula
+from analysis.model.specification import piecewise_basis, piecewise_formula
 from analysis.params import load_params
 from analysis.params_schema import Params
 from analysis.simulate import simulate_clinic
@@ -42,6 +43,15 @@ CASES = {
     "singular": ({"slope_sd": 0.0}, 5, 150, ["Intercept", "week"]),
     # true intercept SD tiny against the residual: (1 | client) estimated at 0
     "singular_ri": ({"intercept_sd": 0.0, "slope_sd": 0.0, "residual_sd": 2.0}, 1, 40, ["Intercept"]),
+}
+
+#: piecewise time-trend cases (analysis.model.specification): case -> (seed, clients simulated, knots); the
+#: hinge columns are computed here by the project's own basis function, so R fits exactly the same design.
+#: "_ml" cases are fitted by ML (the likelihood-ratio test of the linear against the piecewise trend).
+PIECEWISE_CASES = {
+    "clinic_50_piecewise": (3, 62, [6.0]),
+    "clinic_50_piecewise_ml": (3, 62, [6.0]),
+    "clinic_50_ml": (3, 62, []),
 }
 
 #: toy case -> seed of :func:`no_slope_variance`
@@ -81,15 +91,28 @@ def sanitise(name: str) -> str:
     return "x_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
 
 
-def write_case(name: str, overrides: dict, seed: int, n_clients: int, re_terms: list[str], params: Params) -> None:
+def write_case(
+    name: str,
+    overrides: dict,
+    seed: int,
+    n_clients: int,
+    re_terms: list[str],
+    params: Params,
+    knots: list[float] | None = None,
+) -> None:
+    """One clinic case; with ``knots`` the piecewise time-trend design (hinge columns per knot)."""
     sim = {**params.simulate, **overrides}
     clinic = simulate_clinic(sim, seed, n_clients=n_clients, primary_week=params.model.primary_week)
     pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), params.model)
-    y, X = patsy.dmatrices(primary_formula(pdata), pdata.data, return_type="dataframe")
+    data, formula = pdata.data, primary_formula(pdata)
+    if knots:
+        data = pd.concat([data, piecewise_basis(data["week"], knots)], axis=1)
+        formula = piecewise_formula(pdata, knots)
+    y, X = patsy.dmatrices(formula, data, return_type="dataframe")
     names = {c: sanitise(c) for c in X.columns}
     frame = pd.concat(
         [
-            pdata.data["client_id"].rename("group").reset_index(drop=True),
+            data["client_id"].rename("group").reset_index(drop=True),
             y.iloc[:, 0].rename("y").reset_index(drop=True),
             X.rename(columns=names).reset_index(drop=True),
         ],
@@ -100,7 +123,8 @@ def write_case(name: str, overrides: dict, seed: int, n_clients: int, re_terms: 
         "fixed_names": list(names.values()),
         "re_names": [names[t] for t in re_terms],
         "term_map": {v: k for k, v in names.items()},
-        "source": f"analysis.simulate seed {seed}, {n_clients} clients simulated, overrides {overrides}",
+        "source": f"analysis.simulate seed {seed}, {n_clients} clients simulated, overrides {overrides}"
+        + (f", piecewise time trend, knots {knots}" if knots else ""),
         "n_clients": int(frame["group"].nunique()),
     }
     (OUT / f"{name}.design.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -109,14 +133,18 @@ def write_case(name: str, overrides: dict, seed: int, n_clients: int, re_terms: 
 
 def main(only: list[str]) -> None:
     """Write every case, or only the cases named in ``only``."""
-    unknown = set(only) - set(CASES) - set(TOY_CASES)
+    known = set(CASES) | set(PIECEWISE_CASES) | set(TOY_CASES)
+    unknown = set(only) - known
     if unknown:
-        raise SystemExit(f"unknown cases {sorted(unknown)}; known: {sorted(CASES) + sorted(TOY_CASES)}")
+        raise SystemExit(f"unknown cases {sorted(unknown)}; known: {sorted(known)}")
     OUT.mkdir(parents=True, exist_ok=True)
     params = load_params()
     for name, (overrides, seed, n, re_terms) in CASES.items():
         if not only or name in only:
             write_case(name, overrides, seed, n, re_terms, params)
+    for name, (seed, n, knots) in PIECEWISE_CASES.items():
+        if not only or name in only:
+            write_case(name, {}, seed, n, ["Intercept", "week"], params, knots)
     for name, seed in TOY_CASES.items():
         if not only or name in only:
             write_toy_case(name, seed)

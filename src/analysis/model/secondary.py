@@ -11,6 +11,8 @@ entry                  what                                                     
 =====================  ==========================================================  ==================
 responders             MCID responders at the endpoint, OR, RD, NNT                responders
 gee                    GEE (exchangeable, robust SEs) of the primary model         -
+time_trend             piecewise-linear time trend per group (pre-specified)       -
+unadjusted             the primary mixed model without covariates                  -
 iptw                   stabilised IPTW, balance, weighted change at the endpoint   balance
 e_value                E-value of the primary estimate                             -
 multiple_imputation    MI (PMM, chained equations) of the endpoint, Rubin's rules  -
@@ -44,6 +46,7 @@ from analysis.model.precision import precision_analysis
 from analysis.model.prepare import PrimaryData
 from analysis.model.responders import responder_analysis
 from analysis.model.sensitivity import chronicity_analysis, e_value_analysis, gee_analysis, iptw_analysis
+from analysis.model.specification import time_trend_analysis, unadjusted_analysis
 from analysis.model.survival import time_to_improvement_analysis
 from analysis.params_schema import ModelParams
 
@@ -59,6 +62,15 @@ LABELS = {
         "GEE with robust standard errors",
         "GEE, Gaussian, exchangeable working correlation, sandwich SEs; y ~ week * hip + covariates",
     ),
+    "time_trend": (
+        "Flexible time trend (piecewise linear)",
+        (
+            "the primary mixed model with hinge terms max(week - knot, 0) and their interaction with group "
+            "(knot at the primary week unless set); REML estimate at the primary week; likelihood-ratio test "
+            "of the ML fits against the linear trend"
+        ),
+    ),
+    "unadjusted": ("Unadjusted mixed model", "the primary mixed model without covariates: y ~ week * hip"),
     "iptw": ("Inverse probability of treatment weighting", "stabilised IPTW, weighted regression of change"),
     "e_value": ("E-value of the primary estimate", "VanderWeele & Ding (2017), via d and RR = exp(0.91 d)"),
     "multiple_imputation": (
@@ -162,6 +174,8 @@ def run_secondary(
     plan: list[tuple[str, Callable[[], tuple[dict[str, Any], dict[str, Any]]]]] = [
         ("responders", lambda: responder_analysis(pdata, cfg, measure)),
         ("gee", lambda: gee_analysis(pdata, cfg)),
+        ("time_trend", lambda: time_trend_analysis(pdata, cfg)),
+        ("unadjusted", lambda: unadjusted_analysis(pdata, cfg)),
         ("iptw", lambda: iptw_analysis(pdata, cfg)),
         ("e_value", lambda: e_value_analysis(pdata, primary_fit, cfg)),
         ("multiple_imputation", mi),

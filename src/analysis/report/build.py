@@ -12,6 +12,7 @@ Outputs are byte-identical across runs on the same inputs: see
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import time
@@ -29,8 +30,12 @@ from analysis.params_schema import Params
 from analysis.paths import project_root, resolve
 from analysis.privacy import assert_peer_safe, responder_cells_small, suppress_count
 from analysis.report import clients as cl
+from analysis.report import clinical as cn
+from analysis.report import docx_export as dx
 from analysis.report import figures as fg
 from analysis.report import findings as fnd
+from analysis.report import paper as pa
+from analysis.report import paper_tables as pt
 from analysis.report import peer as pr
 from analysis.report import provenance as prov
 from analysis.report import secondary_text as st
@@ -214,10 +219,12 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
     primary = c.primary.model_copy(update={"reason": st.peer_text(c.primary.reason)})
     sentence = sm.primary_sentence(primary, c.measure, c.model.primary_week, c.measure_short)
     model_fixed, model_var = model_tables(primary) if c.primary_ok else ([], [])
+    paper = paper_context(inp, c, analysed, clients, n_by_group, min_cell, withheld["responders"], forest)
     html = render(
         "peer.html.j2",
         dict(
             c.template_vars(),
+            **paper,
             figures={f.key: f for f in figs},
             groups_ok=groups_ok,
             min_cell=min_cell,
@@ -250,8 +257,55 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
     return html, figs
 
 
+def paper_context(
+    inp: ReportInputs,
+    c: ReportContext,
+    analysed: pd.DataFrame,
+    clients: pd.DataFrame,
+    n_by_group: pd.Series,
+    min_cell: int,
+    responders_withheld: bool,
+    forest: pd.DataFrame,
+) -> dict[str, Any]:
+    """What the peer paper adds to the shared context: abstract, Table 1 with n (%) and SMD, follow-up,
+    unadjusted and adjusted estimates, method specifications, discussion, references and the STROBE list."""
+    responders = cn.responder_sentence(inp.results, c.model.primary_week, shown=not responders_withheld)
+    shown = group_ns(n_by_group, min_cell)
+    labels = sorted(shown)
+    n_text = {
+        "all": suppress_count(int(n_by_group.sum()), min_cell),
+        "hip": shown.get(group_label("hip_focused"), "*") if labels else "*",
+        "knee": shown.get(group_label("comparator"), "*") if labels else "*",
+    }
+    t1 = pt.table1(clients, min_cell)
+    return dict(
+        sections=pa.SECTIONS,
+        cite=pa.cite,
+        reference_list=pa.reference_list(),
+        strobe=pa.strobe_rows(),
+        abstract=pa.abstract(
+            inp.results,
+            c.measure,
+            short=c.measure_short,
+            period=c.period,
+            n_text=n_text,
+            robustness=c.robustness,
+            responders=responders,
+            time_trend=c.time_trend_answer,
+        ),
+        discussion=pa.discussion(inp.results, c.measure, c.measure_short, list(forest["status"])),
+        method_specs=pt.method_specs(inp.results, c.model, c.provenance.packages),
+        followup=pt.followup_summary(analysed, c.measure.key, c.model.timing, c.model.primary_week, min_cell),
+        table1=t1,
+        smd_continuous={r["variable"]: r["smd"] for r in t1["continuous"]},
+        estimates=pt.estimate_rows(inp.results),
+        responders_answer=responders,
+    )
+
+
 def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, object]:
-    """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``findings``, ``peer_figures``."""
+    """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``peer_docx``, ``findings``,
+    ``peer_figures``."""
     c = common_context(inp, provenance)
     min_cell = c.report.min_cell
     clients = therapist_clients(inp, c)
@@ -285,9 +339,18 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         worklist_csv=table[table["on_worklist"]].reset_index(drop=True),
         peer_html=peer_html,
         peer_pdf=html_to_pdf(peer_html),
+        peer_docx=dx.html_to_docx(peer_html, title=PAPER_TITLE, created=paper_date(c.stamp)),
         findings=findings,
         peer_figures={f"{f.key}.svg": f.svg for f in peer_figs},
     )
+
+
+PAPER_TITLE = "Hip-focused versus knee-focused manual therapy for knee pain: an observational cohort from one clinic"
+
+
+def paper_date(stamp: str) -> dt.datetime:
+    """The Word copy's date: the first of the report's month, as the peer report is dated to the month."""
+    return dt.datetime.fromisoformat(stamp[:7] + "-01T00:00:00")
 
 
 _DATA_URI = re.compile(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+")
@@ -307,6 +370,9 @@ def check_peer(outputs: dict[str, Any], dataset: pd.DataFrame, min_cell: int) ->
     assert_peer_safe(html, forbidden_ids=forbidden, min_cell=min_cell, label="reports/peer/report.html")
     assert_peer_safe(
         outputs["findings"], forbidden_ids=forbidden, min_cell=min_cell, label="reports/peer/findings.json"
+    )
+    assert_peer_safe(
+        dx.docx_text(outputs["peer_docx"]), forbidden_ids=forbidden, min_cell=min_cell, label="reports/peer/report.docx"
     )
     for name, svg in outputs["peer_figures"].items():
         assert_peer_safe(
@@ -342,8 +408,9 @@ def write_outputs(
     findings = to_json_text(outputs["findings"])
     sig_path = peer_dir / ("findings.json" + signing.SIG_SUFFIX)
     sig_path.unlink(missing_ok=True)  # never leave a signature of an older bundle beside the new one
+    write_bytes(peer_dir / "report.docx", outputs["peer_docx"])
     write_text(peer_dir / "findings.json", findings)
-    written += [peer_dir / "report.html", peer_dir / "report.pdf", peer_dir / "findings.json"]
+    written += [peer_dir / "report.html", peer_dir / "report.pdf", peer_dir / "report.docx", peer_dir / "findings.json"]
     if signing_key is not None:
         write_text(sig_path, signing.signature_text(signing_key, findings.encode("utf-8")))
         written.append(sig_path)

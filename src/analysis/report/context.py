@@ -17,6 +17,7 @@ from statsmodels.stats.proportion import proportion_confint
 from analysis.contract import Measure
 from analysis.params_schema import ModelParams, Params, ReportParams
 from analysis.privacy import km_for_peers, responder_cells_small, suppress_count
+from analysis.report import clinical as cn
 from analysis.report import figures as fg
 from analysis.report import provenance as prov
 from analysis.report import secondary_text as st
@@ -73,6 +74,10 @@ class ReportContext:
     forest: pd.DataFrame
     secondary: list[dict[str, str]]
     robustness: str
+    mcid_answer: str
+    responders_answer: str
+    time_trend_answer: str
+    technical_notes: list[str]
     chronicity_answer: str
     balance: list[dict[str, Any]]
     iptw: SecondaryResult | None
@@ -115,6 +120,10 @@ def common_context(inp: ReportInputs, provenance: prov.Provenance) -> ReportCont
         forest=forest,
         secondary=st.secondary_rows(inp.results),
         robustness=sm.robustness_sentence(inp.results, forest),
+        mcid_answer=cn.mcid_sentence(inp.results, measure, short),
+        responders_answer=cn.responder_sentence(inp.results, m.primary_week),
+        time_trend_answer=cn.time_trend_sentence(inp.results, m.primary_week),
+        technical_notes=cn.technical_notes(inp.results, short),
         chronicity_answer=sm.chronicity_sentence(inp.results, short),
         balance=balance_rows(inp),
         iptw=inp.results.secondary.get("iptw"),

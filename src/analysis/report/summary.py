@@ -25,12 +25,34 @@ from analysis.results import PrimaryResult, Results
 # Sensitivity analyses shown beside the primary estimate, in display order.
 SENSITIVITY = (
     ("gee", "GEE (population-average)"),
+    ("time_trend", "Flexible time trend (piecewise linear)"),
     ("iptw", "IPTW (inverse probability weights)"),
     ("multiple_imputation", "Multiple imputation"),
     ("tipping_point", "Tipping point (missing not at random)"),
 )
 
 NO_TIPPING = "done: no tipping point"
+#: a sensitivity analysis that failed its own diagnostic (IPTW weights that do not balance the groups): its
+#: estimate is shown but counted neither for nor against the headline
+INCONCLUSIVE = "inconclusive"
+
+
+def iptw_unbalanced(results: Results) -> bool:
+    """The IPTW analysis was done but its weights did not balance the groups (its own diagnostic failed)."""
+    entry = results.secondary.get("iptw")
+    return entry is not None and entry.done and entry.numbers.get("balanced") is False
+
+
+def iptw_balance_text(results: Results) -> str:
+    """'largest weighted |SMD| 0.24, target 0.1' for the IPTW analysis (empty when there is none)."""
+    entry = results.secondary.get("iptw")
+    if entry is None:
+        return ""
+    n = entry.numbers
+    return (
+        f"largest standardised difference after weighting {fmt_num(n.get('max_abs_smd_weighted'))}, "
+        f"target below {fmt_num(n.get('smd_target'), 1)}"
+    )
 
 
 def as_float(value: Any) -> float:
@@ -132,7 +154,7 @@ def forest_rows(results: Results, tipping: pd.DataFrame | None = None) -> pd.Dat
     for key, label in SENSITIVITY:
         entry = results.secondary.get(key)
         s = {} if entry is None else entry.model_dump()
-        status = "missing" if entry is None else entry.status
+        status: str = "missing" if entry is None else entry.status
         if key == "tipping_point" and not math.isfinite(as_float(s.get("estimate"))):
             # The tipping point has no estimate of its own: show the delta-adjusted analysis at the delta
             # where the conclusion changes. With no such delta (nothing to tip, or not reached) there is
@@ -150,12 +172,17 @@ def forest_rows(results: Results, tipping: pd.DataFrame | None = None) -> pd.Dat
             label = f"Tipping point, δ = {delta:g}"
             rows.append(_forest_row(label, t, primary=False, status=status, reason=str(s.get("reason") or "")))
             continue
-        rows.append(_forest_row(label, s, primary=False, status=status, reason=str(s.get("reason") or "")))
+        reason = str(s.get("reason") or "")
+        if key == "iptw" and iptw_unbalanced(results):
+            # no digits: peers see the reason too (numbers are in the balance table)
+            status, reason = INCONCLUSIVE, "the weights did not balance the groups (see the balance table)"
+        rows.append(_forest_row(label, s, primary=False, status=status, reason=reason))
     return pd.DataFrame(rows, columns=FOREST_COLUMNS)
 
 
 ADDRESSES = {
     "gee": "the model's assumptions about the random effects",
+    "time_trend": "the shape of the time trend",
     "iptw": "confounding by the measured covariates",
     "multiple_imputation": "clients who stopped coming (dropout)",
     "tipping_point": "dropout that depends on unrecorded outcomes",
@@ -165,23 +192,23 @@ ADDRESSES = {
 def robustness_sentence(results: Results, forest: pd.DataFrame) -> str:
     """One sentence, generated from the results, on whether the sensitivity analyses back the headline.
 
-    Counts the sensitivity analyses with an estimate whose CI includes no difference, names what each of
-    those addresses, and says when the IPTW weights failed to balance the groups (its estimate is then
-    not trustworthy). Never lets the headline sound surer than its sensitivity analyses.
+    Counts the sensitivity analyses with an estimate whose CI includes no difference and names what each
+    of those addresses. An analysis that failed its own diagnostic (status :data:`INCONCLUSIVE`: IPTW
+    weights that did not balance the groups) is counted neither for nor against the headline, and the
+    sentence says so. Never lets the headline sound surer than its sensitivity analyses.
     """
     primary = results.primary
     if not primary.ok:
         return "No sensitivity analysis can confirm a headline that could not be estimated."
     rows = forest[~forest["primary"].astype(bool)]
     rows = rows[np.isfinite(rows["estimate"].astype(float)) & np.isfinite(rows["ci_low"].astype(float))]
-    entry = results.secondary.get("iptw")
-    iptw = {} if entry is None else entry.model_dump()
+    inconclusive = rows[rows["status"] == INCONCLUSIVE]
+    rows = rows[rows["status"] != INCONCLUSIVE]
     balance = ""
-    if entry is not None and entry.done and iptw.get("balanced") is False:
+    if not inconclusive.empty or iptw_unbalanced(results):
         balance = (
-            f" The propensity weights did not balance the groups (largest weighted |SMD| "
-            f"{fmt_num(iptw.get('max_abs_smd_weighted'))}, target {fmt_num(iptw.get('smd_target'), 1)}), "
-            "so the weighted estimate is not a trustworthy check on confounding."
+            f" The weighted (IPTW) analysis is inconclusive and not counted either way: its weights did not "
+            f"balance the groups ({iptw_balance_text(results)}), so it is no check on confounding."
         )
     if rows.empty:
         return "No sensitivity analysis gave an estimate to compare with the headline." + balance
@@ -207,8 +234,9 @@ def robustness_sentence(results: Results, forest: pd.DataFrame) -> str:
         return f"All {n} sensitivity analyses point the same way and exclude no difference ({named(rows)})." + balance
     threats = sorted({ADDRESSES[keys[label]] for label in crossing["label"] if keys.get(label) in ADDRESSES})
     sensitive = f"; the result is sensitive to {' and to '.join(threats)}" if threats else ""
+    verb = "includes" if k == 1 else "include"
     return (
-        f"{k} of {n} sensitivity analyses include no difference ({named(crossing)}){sensitive}: read the "
+        f"{k} of {n} sensitivity analyses {verb} no difference ({named(crossing)}){sensitive}: read the "
         "headline as uncertain." + balance
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from analysis.report import clinical, summary
@@ -21,7 +23,11 @@ def test_headline_is_set_against_the_mcid(nprs):
     text = clinical.mcid_sentence(results_from(_primary(-0.93, -1.67, -0.2)), nprs)
     assert "about 2 NPRS points" in text and "0.9 points" in text and "less than half of that" in text
     assert "(1.7 points) stays below it" in text and "unlikely" in text
-    assert "no minimal detectable change (MDC)" in text  # the registry has no MDC field: said, not invented
+    # the registry's NPRS MDC (2 points) is what one client's change can show; the group difference is judged
+    # by the MCID
+    assert "smaller than about 2 points (the minimal detectable change, MDC)" in text
+    no_mdc = clinical.mcid_sentence(results_from(_primary(-0.93, -1.67, -0.2)), replace(nprs, mdc_points=None))
+    assert "no minimal detectable change (MDC)" in no_mdc  # none in the registry: said, not invented
     wide = clinical.mcid_sentence(results_from(_primary(-1.9, -3.5, -0.3)), nprs)
     assert "about the same as that" in wide and "reaches 3.5 points" in wide and "cannot be ruled out" in wide
 

@@ -10,6 +10,7 @@ import json
 import stat
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -246,7 +247,10 @@ def test_report_signs_the_bundle_and_drops_a_stale_signature(tmp_path):
         "peer_figures": {},
         "peer_html": "<p></p>",
         "peer_pdf": b"%PDF",
+        "peer_docx": b"PK",
         "findings": bundle("k-a", -1.1, 0.4),
+        "clients_csv": pd.DataFrame({"client_id": ["C1"]}),
+        "worklist_csv": pd.DataFrame({"client_id": ["C1"]}),
     }
     write_outputs(outputs, tmp_path / "t", tmp_path / "p", KEYS["k-a"])
     data = (tmp_path / "p" / "findings.json").read_bytes()

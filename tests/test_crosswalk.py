@@ -81,3 +81,29 @@ def test_deidentify_refuses_a_crosswalk_in_the_project_before_writing(tmp_path):
     key.write_text(KEY.hex())
     code = main(deidentify_argv(tmp_path / "out", "--key-file", str(key), "--crosswalk", str(ROOT / "reports" / "cw")))
     assert code != 0 and not (tmp_path / "out").exists() and not (ROOT / "reports" / "cw").exists()
+
+
+def test_crosswalk_folder_0700_and_files_0600_from_the_first_byte(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from analysis.crosswalk import write_crosswalk
+    from analysis.deidentify.state import write_state
+
+    seen = []
+    real_replace = os.replace
+
+    def inspect(src, dst):  # the temp file just before it takes the final name
+        seen.append((Path(dst).name, stat.S_IMODE(os.stat(src).st_mode), stat.S_IMODE(os.stat(Path(src).parent).st_mode)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", inspect)
+    private = tmp_path / "clinic-private" / "walk"
+    frame = pd.DataFrame({"client_id": ["C1"], "patient_no": ["17"]})
+    path = write_crosswalk(private, frame, root=ROOT)
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(private.parent).st_mode) == 0o700  # a missing parent is private too
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    write_state(private, {"key_fingerprint": "X"})
+    assert stat.S_IMODE(os.stat(private / "deidentify_state.json").st_mode) == 0o600
+    assert seen == [("crosswalk.csv", 0o600, 0o700), ("deidentify_state.json", 0o600, 0o700)]

@@ -11,7 +11,7 @@ import pytest
 from analysis.cli import main
 from analysis.crosswalk import check_private_dir
 from analysis.errors import InputError
-from conftest import deidentify_argv, deidentify_example
+from conftest import deidentify_argv, deidentify_example, write_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "examples"
@@ -78,7 +78,7 @@ def test_crosswalk_refused_inside_the_project_or_a_git_tree(tmp_path):
 
 def test_deidentify_refuses_a_crosswalk_in_the_project_before_writing(tmp_path):
     key = tmp_path / "key"
-    key.write_text(KEY.hex())
+    write_key(key, KEY)
     code = main(deidentify_argv(tmp_path / "out", "--key-file", str(key), "--crosswalk", str(ROOT / "reports" / "cw")))
     assert code != 0 and not (tmp_path / "out").exists() and not (ROOT / "reports" / "cw").exists()
 

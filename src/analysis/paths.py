@@ -54,3 +54,13 @@ def check_outside_repositories(path: Path, what: str, advice: str, root: Path | 
             f"{path}: {what} may not be inside the git work tree {tree}, where it could be committed; {advice}"
         )
     return path
+
+
+def check_owner_only(path: Path, what: str) -> None:
+    """InputError if the secret file ``path`` can be read or written by its group or by others (POSIX).
+
+    For keys: a key another user can read is a key anyone on the machine can use. ``what`` names it
+    ("the signing key"). Raises FileNotFoundError when ``path`` does not exist (the caller says what to do).
+    """
+    if os.name == "posix" and Path(path).stat().st_mode & 0o077:
+        raise InputError(f"{path}: {what} is readable by other users; run `chmod 600 {path}`")

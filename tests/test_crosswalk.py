@@ -94,7 +94,9 @@ def test_crosswalk_folder_0700_and_files_0600_from_the_first_byte(tmp_path, monk
     real_replace = os.replace
 
     def inspect(src, dst):  # the temp file just before it takes the final name
-        seen.append((Path(dst).name, stat.S_IMODE(os.stat(src).st_mode), stat.S_IMODE(os.stat(Path(src).parent).st_mode)))
+        seen.append(
+            (Path(dst).name, stat.S_IMODE(os.stat(src).st_mode), stat.S_IMODE(os.stat(Path(src).parent).st_mode))
+        )
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", inspect)

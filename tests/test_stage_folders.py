@@ -89,7 +89,9 @@ def test_cli_refusal_is_one_line_exit_2(tmp_path, capsys):
     code = main(["--params", str(path), "validate"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith(f"error: params.yaml validate.out_dir: {tmp_path / 'raw'} is an input of `outcomes validate` (data.input)")
+    assert err.startswith(
+        f"error: params.yaml validate.out_dir: {tmp_path / 'raw'} is an input of `outcomes validate` (data.input)"
+    )
     assert list((tmp_path / "raw").iterdir()) == []
 
 
@@ -102,9 +104,10 @@ def test_the_shipped_folders_pass(stage):
 def test_min_cell_below_five_is_refused_with_a_clear_line(value):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["report"]["min_cell"] = value
-    assert check_params(raw) == [
+    expected = (
         "params.yaml: report.min_cell: must be at least 5: a smaller count shown in a peer output could single "
         f"out a client; set it to 5 or more (got {value})"
-    ]
+    )
+    assert check_params(raw) == [expected]
     raw["report"]["min_cell"] = 5
     assert check_params(raw) == []

@@ -95,7 +95,11 @@ def stage_paths(params: Params, stage: str, input_dir: Path | None = None) -> tu
             "model.out_dir": m.out_dir,
             "validate.report_dir": v.report_dir,
         }
-        outputs = {"report.therapist_dir": r.therapist_dir, "report.peer_dir": r.peer_dir, "report.sheets_dir": r.sheets_dir}
+        outputs = {
+            "report.therapist_dir": r.therapist_dir,
+            "report.peer_dir": r.peer_dir,
+            "report.sheets_dir": r.sheets_dir,
+        }
         return inputs, outputs | ({"report.history_dir": r.history_dir} if r.history_dir else {})
     raise ValueError(f"unknown stage {stage!r}")
 

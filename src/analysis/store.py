@@ -104,9 +104,7 @@ def oserror_advice(exc: OSError) -> str:
 
 def write_failure(path: Path, exc: OSError) -> OutputError:
     """One line for an OSError while writing ``path``: the file, the reason in plain words, what to do."""
-    return OutputError(
-        f"{path}: cannot be written ({oserror_advice(exc)}); the previous version, if any, is unchanged"
-    )
+    return OutputError(f"{path}: cannot be written ({oserror_advice(exc)}); the previous version, if any, is unchanged")
 
 
 def _make_dir(folder: Path, private: bool) -> None:

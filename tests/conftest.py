@@ -28,6 +28,7 @@ import yaml
 
 from analysis.contract import TABLES, Registry, load_registry
 from analysis.deidentify import run_deidentify
+from analysis.deidentify.keys import write_key_file
 from analysis.load import ROW_INDEX, Inputs
 from analysis.params import load_params
 from analysis.results import Results, parse_results
@@ -43,13 +44,18 @@ def deidentify_argv(out: Path, *options: str) -> list[str]:
     return ["deidentify", str(export), "--mapping", str(mapping), "--out", str(out), *options]
 
 
+def write_key(path: Path, key: bytes) -> Path:
+    """``key`` written to the new file ``path`` as `outcomes keygen` writes one (its format, mode 0600)."""
+    write_key_file(path, key)
+    return path
+
+
 def deidentify_example(folder: Path, key: bytes, **options: Any) -> tuple[Path, str]:
     """De-identify the bundled example export into ``folder/out`` with ``key`` (written to ``folder/key``).
 
     Returns the output folder and the run's message; ``options`` go to :func:`run_deidentify`.
     """
-    key_file = folder / "key"
-    key_file.write_text(key.hex())
+    key_file = write_key(folder / "key", key)
     out = folder / "out"
     msg = run_deidentify(
         [EXAMPLES / "practice_export.csv"],

@@ -124,17 +124,16 @@ def test_a_running_writer_s_temp_file_is_left_alone_a_dead_one_s_removed(tmp_pat
 
 
 def test_read_only_output_folder_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    import tempfile
-
     from analysis.cli import main
 
     # root (as in CI) may write anywhere, so the refusal the OS gives a clinic user is simulated
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(store, "_new_temp", refuse)
     out = tmp_path / "ro"
     code = main(["simulate", "--out", str(out), "--clients", "5"])
     err = capsys.readouterr().err
-    assert code != 0 and "internal error" not in err
-    assert f"error: {out}: cannot write here (permission denied)" in err
+    assert code != 0 and "internal error" not in err and "Traceback" not in err
+    assert err.startswith(f"error: {out}/") and "permission denied; make the folder writable" in err
+    assert len(err.strip().splitlines()) == 1

@@ -82,7 +82,10 @@ def _params_file(tmp_path: Path, edit) -> Path:
         (lambda p: p["model"].update(primary_week="six"), "model.primary_week: Input should be a valid number"),
         (lambda p: p["model"].update(df_methd="z"), "model.df_methd: unknown key"),
         (lambda p: p.pop("join"), "join: missing"),
-        (lambda p: p["report"].update(min_cell=1), "report.min_cell: Input should be greater than or equal to 5"),
+        (
+            lambda p: p["report"].update(min_cell=1),
+            "report.min_cell: must be at least 5: a smaller count shown in a peer output could single out a client",
+        ),
     ],
 )
 def test_params_are_validated_with_one_line_naming_the_key(tmp_path, capsys, edit, expect):

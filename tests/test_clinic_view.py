@@ -14,6 +14,7 @@ from analysis.deidentify import norm_text, run_deidentify
 from analysis.deidentify.calendar import calendar_frame, read_calendar
 from analysis.errors import InputError
 from analysis.params import load_params, with_updates
+from conftest import write_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "examples"
@@ -78,7 +79,7 @@ def test_deidentify_pipeline_and_clinic_view_end_to_end(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "config", project / "config")
     (project / "requirements.lock").write_text("fake-lock==1\n", encoding="utf-8")
     private.mkdir()
-    (private / "key").write_text(bytes(range(7, 39)).hex())
+    write_key(private / "key", bytes(range(7, 39)))
     monkeypatch.setenv("OUTCOMES_ROOT", str(project))
     params = with_updates(load_params(project / "params.yaml"), {"data": {"input": "data/raw/example"}})
     export = EXAMPLES / "practice_export.csv"

@@ -11,7 +11,7 @@ import pytest
 from analysis.cli import main
 from analysis.crosswalk import check_private_dir
 from analysis.errors import InputError
-from conftest import deidentify_argv, deidentify_example
+from conftest import deidentify_argv, deidentify_example, write_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "examples"
@@ -78,6 +78,34 @@ def test_crosswalk_refused_inside_the_project_or_a_git_tree(tmp_path):
 
 def test_deidentify_refuses_a_crosswalk_in_the_project_before_writing(tmp_path):
     key = tmp_path / "key"
-    key.write_text(KEY.hex())
+    write_key(key, KEY)
     code = main(deidentify_argv(tmp_path / "out", "--key-file", str(key), "--crosswalk", str(ROOT / "reports" / "cw")))
     assert code != 0 and not (tmp_path / "out").exists() and not (ROOT / "reports" / "cw").exists()
+
+
+def test_crosswalk_folder_0700_and_files_0600_from_the_first_byte(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from analysis.crosswalk import write_crosswalk
+    from analysis.deidentify.state import write_state
+
+    seen = []
+    real_replace = os.replace
+
+    def inspect(src, dst):  # the temp file just before it takes the final name
+        seen.append(
+            (Path(dst).name, stat.S_IMODE(os.stat(src).st_mode), stat.S_IMODE(os.stat(Path(src).parent).st_mode))
+        )
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", inspect)
+    private = tmp_path / "clinic-private" / "walk"
+    frame = pd.DataFrame({"client_id": ["C1"], "patient_no": ["17"]})
+    path = write_crosswalk(private, frame, root=ROOT)
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(private.parent).st_mode) == 0o700  # a missing parent is private too
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    write_state(private, {"key_fingerprint": "X"})
+    assert stat.S_IMODE(os.stat(private / "deidentify_state.json").st_mode) == 0o600
+    assert seen == [("crosswalk.csv", 0o600, 0o700), ("deidentify_state.json", 0o600, 0o700)]

@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import re
+import secrets
 import stat
 from pathlib import Path
 
@@ -25,12 +26,13 @@ from analysis.deidentify import (
     run_deidentify,
     run_keygen,
 )
+from analysis.deidentify.keys import key_text, parse_key
 from analysis.errors import InputError, ValidationFailed
 from analysis.example_export import make_example_export
 from analysis.load import load_inputs
 from analysis.params import load_params, with_updates
 from analysis.params_schema import check_params
-from conftest import deidentify_argv, deidentify_example
+from conftest import deidentify_argv, deidentify_example, write_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "examples"
@@ -83,10 +85,12 @@ def test_keygen_writes_a_private_key_and_never_prints_it(tmp_path):
     path = tmp_path / "keys" / "k"
     msg = run_keygen(path)
     text = path.read_text()
-    assert len(bytes.fromhex(text.strip())) == 32
+    header, hex_key, check = text.splitlines()
+    assert header == "outcomes-key 1" and len(bytes.fromhex(hex_key)) == 32 and check.startswith("check ")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert text.strip() not in msg
-    assert load_key(path) == bytes.fromhex(text.strip())
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert hex_key not in msg
+    assert load_key(path) == bytes.fromhex(hex_key)
     with pytest.raises(InputError, match="already exists"):
         run_keygen(path)
     assert path.read_text() == text
@@ -108,14 +112,14 @@ def test_keygen_via_cli_does_not_echo_key(tmp_path):
 
 
 def test_key_sources_and_refusal(tmp_path):
-    f = tmp_path / "k"
-    f.write_text(KEY.hex())
-    assert load_key(None, {"OUTCOMES_KEY": KEY.hex()}) == KEY
+    f = write_key(tmp_path / "k", KEY)
+    assert load_key(None, {"OUTCOMES_KEY": key_text(KEY)}) == KEY
+    assert load_key(None, {"OUTCOMES_KEY": " ".join(key_text(KEY).split())}) == KEY  # one line in a shell
     assert load_key(None, {"OUTCOMES_KEY_FILE": str(f)}) == KEY
     assert load_key(f, {"OUTCOMES_KEY": "00" * 32}) == KEY  # --key-file wins
     with pytest.raises(InputError, match="outcomes keygen --out"):
         load_key(None, {})
-    with pytest.raises(InputError, match="hex"):
+    with pytest.raises(InputError, match="not a key made by `outcomes keygen`"):
         load_key(None, {"OUTCOMES_KEY": "not hex"})
     with pytest.raises(InputError, match="too short"):
         load_key(None, {"OUTCOMES_KEY": "abcd"})
@@ -384,7 +388,7 @@ def test_example_output_holds_no_source_identifiers(example_out):
 
 def test_run_refuses_bad_out_folders(tmp_path):
     key = tmp_path / "key"
-    key.write_text(KEY.hex())
+    write_key(key, KEY)
     params = load_params(ROOT / "params.yaml")
     src = tmp_path / "exports"
     src.mkdir()
@@ -417,7 +421,7 @@ def test_run_without_key_refuses(tmp_path, monkeypatch):
 
 def test_run_with_unmapped_values_writes_nothing(tmp_path):
     key = tmp_path / "key"
-    key.write_text(KEY.hex())
+    write_key(key, KEY)
     raw = yaml.safe_load((EXAMPLES / "mapping.yaml").read_text())
     del raw["values"]["activity"]["Jogging"]
     m = tmp_path / "m.yaml"
@@ -454,7 +458,7 @@ def test_semicolon_cp1252_export(tmp_path):
 
 
 def test_cli_deidentify_with_env_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("OUTCOMES_KEY", KEY.hex())
+    monkeypatch.setenv("OUTCOMES_KEY", " ".join(key_text(KEY).split()))
     monkeypatch.delenv("OUTCOMES_KEY_FILE", raising=False)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -486,22 +490,83 @@ def test_example_output_reports_k_anonymity(example_out):
 
 
 def test_weak_keys_are_refused(tmp_path):
-    from analysis.deidentify.keys import _parse_key
-
     with pytest.raises(InputError, match="weak"):
-        _parse_key("00" * 32, "k")
+        parse_key("00" * 32, "k")
     with pytest.raises(InputError, match="weak"):
-        _parse_key("ab" * 32, "k")
+        parse_key("ab" * 32, "k")
     with pytest.raises(InputError, match="too short"):
-        _parse_key("0123456789abcdef", "k")
-    assert len(_parse_key(bytes(range(1, 33)).hex(), "k")) == 32
+        parse_key("0123456789abcdef", "k")
+    with pytest.raises(InputError, match="weak"):
+        parse_key(key_text(bytes(32)), "k")  # keygen's format cannot make zeros safe
+
+
+HAND_TYPED = {
+    "counting bytes": bytes(range(1, 33)).hex(),
+    "a phrase repeated": ("deadbeef" * 8),
+    "hex digits typed in order": "0123456789abcdef" * 4,
+    "hex of a passphrase": b"correct horse battery staple ok!".hex(),
+    "hex of a long passphrase": b"my clinic's secret passphrase, 2026".hex(),
+    "hex of a short passphrase": b"physio2026".hex(),
+    "short": secrets.token_bytes(16).hex(),
+    "a passphrase itself": "correct horse battery staple",
+}
+
+
+@pytest.mark.parametrize("text", HAND_TYPED.values(), ids=HAND_TYPED.keys())
+def test_hand_made_keys_are_refused_with_a_line_saying_to_run_keygen(tmp_path, text, capsys):
+    key = tmp_path / "k"
+    key.write_text(text + "\n")
+    key.chmod(0o600)
+    with pytest.raises(InputError, match="not a key made by `outcomes keygen`") as info:
+        load_key(key)
+    assert "run `outcomes keygen --out" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(InputError, match="run `outcomes keygen"):
+        load_key(None, {"OUTCOMES_KEY": text})
+    code = main(deidentify_argv(tmp_path / "out", "--key-file", str(key)))
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "outcomes keygen" in err
+    assert text not in err and not (tmp_path / "out").exists()  # the key is never echoed
+
+
+def test_keygen_output_loads_old_and_new(tmp_path):
+    new = tmp_path / "new.key"
+    run_keygen(new)
+    assert len(load_key(new)) == 32
+    # a key from an earlier `outcomes keygen` (64 random hex digits and a newline) still loads
+    old = tmp_path / "old.key"
+    random_key = secrets.token_bytes(32)
+    old.write_text(random_key.hex() + "\n")
+    old.chmod(0o600)
+    assert load_key(old) == random_key
+    assert load_key(None, {"OUTCOMES_KEY": random_key.hex()}) == random_key
+
+
+def test_edited_or_damaged_keygen_file_is_refused(tmp_path):
+    header, hex_key, check = key_text(KEY).splitlines()
+    edited = hex_key[:-1] + ("0" if hex_key[-1] != "0" else "1")
+    with pytest.raises(InputError, match="check line does not match"):
+        parse_key(f"{header}\n{edited}\n{check}\n", "k")
+    with pytest.raises(InputError, match="damaged"):
+        parse_key(f"{header}\n{hex_key}\n", "k")
+    with pytest.raises(InputError, match="of this version"):
+        parse_key(f"outcomes-key 9\n{hex_key}\n{check}\n", "k")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_key_file_readable_by_group_or_others_is_refused(tmp_path, mode):
+    key = write_key(tmp_path / "k", KEY)
+    key.chmod(mode)
+    with pytest.raises(InputError, match=r"readable by other users; run `chmod 600 "):
+        load_key(key)
+    key.chmod(0o600)
+    assert load_key(key) == KEY
 
 
 def test_key_file_inside_any_git_work_tree_is_refused(tmp_path):
     repo = tmp_path / "other-repo"
     (repo / ".git").mkdir(parents=True)
     key = repo / "k.key"
-    key.write_text(bytes(range(1, 33)).hex())
+    write_key(key, bytes(range(1, 33)))
     with pytest.raises(InputError, match="git work tree"):
         load_key(key)
     with pytest.raises(InputError, match="git work tree"):
@@ -514,7 +579,7 @@ def test_key_file_inside_the_project_is_refused_even_outside_git(tmp_path, monke
     (project / "keys").mkdir(parents=True)
     (project / "params.yaml").write_text("{}")
     key = project / "keys" / "k.key"
-    key.write_text(bytes(range(1, 33)).hex())
+    write_key(key, bytes(range(1, 33)))
     monkeypatch.setenv("OUTCOMES_ROOT", str(project))
     with pytest.raises(InputError, match="the key file may not be inside the project folder"):
         load_key(key)
@@ -522,13 +587,13 @@ def test_key_file_inside_the_project_is_refused_even_outside_git(tmp_path, monke
         run_keygen(project / "new.key")
     outside = tmp_path / "elsewhere" / "k.key"
     outside.parent.mkdir()
-    outside.write_text(bytes(range(1, 33)).hex())
+    write_key(outside, bytes(range(1, 33)))
     assert len(load_key(outside)) == 32
 
 
 def test_output_inside_the_project_only_under_data_raw_name(tmp_path):
     key = tmp_path / "k.key"
-    key.write_text(bytes(range(1, 33)).hex())
+    write_key(key, bytes(range(1, 33)))
     params = load_params(ROOT / "params.yaml")
     with pytest.raises(InputError, match="data/raw/<name>"):
         run_deidentify(
@@ -636,7 +701,7 @@ def test_onset_typed_on_later_visits_is_not_a_conflict():
 
 def test_conflicts_in_the_console_and_log(tmp_path):
     key_file = tmp_path / "key"
-    key_file.write_text(KEY.hex())
+    write_key(key_file, KEY)
     src = tmp_path / "in" / "export.csv"
     src.parent.mkdir()
     store_rows = pd.DataFrame(export(_conflicted())[1])

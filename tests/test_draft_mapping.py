@@ -17,6 +17,7 @@ from analysis.deidentify.draft import draft_mapping
 from analysis.deidentify.guess import guess_category, guess_date_formats, guess_measure, guess_role
 from analysis.deidentify.mapping import Mapping
 from analysis.example_export import make_example_export
+from conftest import write_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "examples"
@@ -188,7 +189,7 @@ def test_shipped_drafts_match_the_drafter_and_deidentify(tmp_path):
 
 def test_deidentify_refuses_a_draft_with_open_questions(tmp_path, capsys):
     key = tmp_path / "key"
-    key.write_text(KEY.hex())
+    write_key(key, KEY)
     export = EXAMPLES / "appointments_export.csv"
     draft = EXAMPLES / "appointments_export.draft.yaml"
     argv = ["deidentify", str(export), "--mapping", str(draft), "--out", str(tmp_path / "o"), "--key-file", str(key)]

@@ -12,7 +12,7 @@ import pytest
 from analysis.cli import main
 from analysis.load import load_inputs
 from analysis.store import neutralise_formulas, write_csv
-from conftest import write_params
+from conftest import write_key, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "raw" / "demo"
@@ -136,7 +136,7 @@ def test_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     bomb.write_text("\n".join(lines) + "\n")
     key = tmp_path / "k.key"
-    key.write_text(bytes(range(1, 33)).hex())
+    write_key(key, bytes(range(1, 33)))
     code = main(
         [
             "deidentify",
@@ -162,7 +162,7 @@ def test_deidentify_refuses_a_phone_number_mapped_into_a_number_field(tmp_path, 
     src = tmp_path / "export.csv"
     export.to_csv(src, index=False)
     key = tmp_path / "k.key"
-    key.write_text(bytes(range(1, 33)).hex())
+    write_key(key, bytes(range(1, 33)))
     code = main(["deidentify", str(src), "--mapping", str(m), "--out", str(tmp_path / "o"), "--key-file", str(key)])
     err = capsys.readouterr().err
     assert code != 0 and not (tmp_path / "o").exists()

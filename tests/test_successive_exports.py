@@ -17,6 +17,7 @@ from analysis.deidentify.state import FILENAME, compare
 from analysis.errors import InputError
 from analysis.example_export import make_example_export
 from analysis.params import load_params
+from conftest import write_key
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = ROOT / "data" / "examples" / "mapping.yaml"
@@ -47,7 +48,7 @@ def _exports(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
 
 def _key(tmp_path: Path, key: bytes, name: str = "key") -> Path:
     path = tmp_path / name
-    path.write_text(key.hex())
+    write_key(path, key)
     return path
 
 

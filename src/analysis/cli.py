@@ -408,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted; outputs are written atomically, so earlier outputs are intact", err=True)
         return 130
+    except OSError as exc:  # a file operation outside analysis.store (which maps its own): still one line
+        if debug:
+            raise
+        from analysis.store import oserror_advice
+
+        typer.echo(f"error: {exc.filename or 'a file'}: {oserror_advice(exc)}", err=True)
+        return OutcomesError.exit_code
     except Exception as exc:  # last line of defence: no traceback for users
         if debug:
             raise

@@ -13,14 +13,13 @@ owner-only permissions, and never read by any pipeline stage.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.errors import InputError
 from analysis.paths import check_outside_repositories
-from analysis.store import write_csv
+from analysis.store import private_dir, write_csv
 
 FILENAME = "crosswalk.csv"
 
@@ -50,12 +49,10 @@ def crosswalk_frame(rows: pd.DataFrame, identity_cols: list[str], offsets: pd.Se
 
 
 def write_crosswalk(folder: Path, frame: pd.DataFrame, root: Path | None = None) -> Path:
-    """Write ``crosswalk.csv`` into a private folder (checked), owner read/write only."""
-    folder = check_private_dir(folder, root)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``crosswalk.csv`` into a private folder (checked; owner-only, 0700), owner read/write only (0600)."""
+    folder = private_dir(check_private_dir(folder, root))  # 0700 before anything is written into it
     path = folder / FILENAME
-    write_csv(path, frame)
-    os.chmod(path, 0o600)
+    write_csv(path, frame, private=True)  # 0600 from the first byte: the temp file too
     return path
 
 

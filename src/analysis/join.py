@@ -24,7 +24,7 @@ from analysis import lineage
 from analysis.contract import TABLES
 from analysis.errors import InputError
 from analysis.params_schema import Params
-from analysis.paths import resolve
+from analysis.paths import check_outputs_outside_inputs, resolve
 from analysis.store import write_csv, write_parquet
 
 HIP_FOCI = ("hip", "hip_and_knee")
@@ -310,6 +310,7 @@ def check_validation_passed(validation_json: Path, rejects: Path, allow_rejects:
 
 def run_join(params: Params, input_dir: Path | None = None) -> str:
     """I/O edge: read data/interim, write the analysis parquet and the flow table."""
+    check_outputs_outside_inputs(params, "join", input_dir)
     v, j = params.validate_, params.join
     interim = resolve(input_dir) if input_dir else resolve(v.out_dir)
     validation_json = resolve(v.report_dir) / "validation.json"

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: the smallest count a peer output may show (report.min_cell may raise it, never lower it)
+MIN_CELL_FLOOR = 5
 
 
 class _Section(BaseModel):
@@ -103,7 +106,7 @@ class Attention(_Section):
 class ReportParams(_Section):
     therapist_dir: str
     peer_dir: str
-    min_cell: int = Field(5, ge=5)  # below 5 a peer could single out a client
+    min_cell: int = 5  # the floor (5) is checked by _min_cell_floor
     attention: Attention = Attention()
     # outside the DVC outputs (git-ignored), so `dvc repro` keeps them: progress sheets, and (only when set,
     # e.g. in a clinic's params.local.yaml) the last build's clients.csv for the worklist's "new since the last
@@ -129,6 +132,16 @@ class ReportParams(_Section):
         "with this report.]"
     )
     funding_statement: str = "[To be completed by the clinic: funding sources and competing interests, or none.]"
+
+    @field_validator("min_cell")
+    @classmethod
+    def _min_cell_floor(cls, value: int) -> int:
+        if value < MIN_CELL_FLOOR:
+            raise ValueError(
+                f"must be at least {MIN_CELL_FLOOR}: a smaller count shown in a peer output could single out a "
+                f"client; set it to {MIN_CELL_FLOOR} or more"
+            )
+        return value
 
 
 class PrivacyParams(_Section):
@@ -171,7 +184,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> tuple[Para
             elif e["type"] == "missing":
                 msg = "missing; add it (see the shipped params.yaml)"
             else:
-                msg = e["msg"]
+                msg = e["msg"].removeprefix("Value error, ")  # our validators' own sentences
                 if "input" in e and not isinstance(e["input"], (dict, list)):
                     msg += f" (got {e['input']!r})"
             lines.append(f"{source}: {where}: {msg}")

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from analysis.errors import InputError
-from analysis.paths import check_outside_repositories
+from analysis.paths import check_outside_repositories, check_owner_only
 
 SIGNING_KEY_ENV = "OUTCOMES_SIGNING_KEY"
 SIG_SUFFIX = ".sig"
@@ -152,8 +152,7 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """The private key in ``path`` (outside every repository), or one line saying why not."""
     path = _outside(path)
     try:
-        if os.name == "posix" and path.stat().st_mode & 0o077:
-            raise InputError(f"{path}: the signing key is readable by other users; run `chmod 600 {path}`")
+        check_owner_only(path, "the signing key")
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: signing key not found; {KEYGEN_HINT}") from None

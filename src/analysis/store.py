@@ -21,12 +21,14 @@ None are untouched; NaN and infinities are written as null.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -74,53 +76,117 @@ def _clean_stale(path: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+#: what to do about the usual reasons a write fails, by errno
+_WRITE_ADVICE = {
+    errno.ENOSPC: "no space left on the device; free some space or choose another output folder, then run again",
+    errno.EDQUOT: "the disk quota is used up; free some space or choose another output folder, then run again",
+    errno.EROFS: "the folder is read-only; choose a writable output folder (params.yaml), then run again",
+    errno.EACCES: "permission denied; make the folder writable or choose another output folder (params.yaml)",
+    errno.EPERM: "permission denied; make the folder writable or choose another output folder (params.yaml)",
+}
+
+
+def oserror_advice(exc: OSError) -> str:
+    """The reason for ``exc`` in plain words and what to do (no file name, no traceback).
+
+    Some libraries (pyarrow) raise OSError without ``errno`` but with ``[Errno 28]`` in the message.
+    """
+    code = exc.errno
+    if code is None:
+        found = re.search(r"\[Errno (\d+)\]", str(exc))
+        code = int(found.group(1)) if found else None
+    advice = _WRITE_ADVICE.get(code) if code is not None else None
+    if advice is None:
+        reason = exc.strerror or str(exc) or exc.__class__.__name__
+        advice = f"{reason}; check the folder and the disk, then run again"
+    return advice
+
+
+def write_failure(path: Path, exc: OSError) -> OutputError:
+    """One line for an OSError while writing ``path``: the file, the reason in plain words, what to do."""
+    return OutputError(f"{path}: cannot be written ({oserror_advice(exc)}); the previous version, if any, is unchanged")
+
+
+def _make_dir(folder: Path, private: bool) -> None:
+    """Create ``folder`` and any missing parents; private ones owner-only (0700) from the start."""
+    if not private:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    missing = [d for d in (folder, *folder.parents) if not d.exists()]
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # mkdir's mode is masked by the umask
+
+
+def private_dir(folder: Path) -> Path:
+    """``folder`` owner-only (0700): created so (missing parents too), or tightened if it exists."""
+    folder = Path(folder).expanduser()
+    try:
+        _make_dir(folder, private=True)
+        os.chmod(folder, 0o700)
+    except OSError as exc:
+        raise write_failure(folder, exc) from None
+    return folder
+
+
+def _new_temp(path: Path, mode: int) -> Path:
+    """An empty temp file beside ``path``, created with ``mode`` (O_EXCL: never an existing file)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:  # pragma: no cover - 32 random bits clashed
+            continue
+        os.close(fd)
+        return tmp
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
-    A folder that cannot be written gives one clear :class:`OutputError` naming it.
+    ``private`` outputs (the crosswalk, the de-identification state) are owner-only: the temp file is
+    created 0600 (its folder, when created, 0700), so no other user can read it at any moment; other
+    outputs are 0644. Any OSError (full disk, read-only folder, permission denied) becomes one
+    :class:`OutputError` naming the file and what to do; the temp file is removed and the previous
+    output, if any, stays intact.
     """
     path = Path(path)
+    mode = 0o600 if private else 0o644
+    tmp_path: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dir(path.parent, private)
         _clean_stale(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    except PermissionError:
-        raise OutputError(
-            f"{path.parent}: cannot write here (permission denied); make the folder writable or "
-            "choose another output folder in params.yaml"
-        ) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+        tmp_path = _new_temp(path, mode)
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o644)
+        os.chmod(tmp_path, mode)  # umask-proof, and in case the writer made the file anew
         os.replace(tmp_path, path)
-    except PermissionError:
-        raise OutputError(f"{path}: cannot be replaced (permission denied); make it writable") from None
+    except OSError as exc:
+        raise write_failure(path, exc) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_open(path: Path, mode: str = "w", private: bool = False) -> Iterator[IO[Any]]:
     """Open a temp file for writing; it replaces ``path`` only if the block succeeds."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, private) as tmp:
         kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
         with open(tmp, mode, **kwargs) as fh:
             yield fh
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_open(path) as fh:
+def write_text(path: Path, text: str, private: bool = False) -> None:
+    with atomic_open(path, private=private) as fh:
         fh.write(text)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
+def write_bytes(path: Path, data: bytes, private: bool = False) -> None:
+    with atomic_open(path, "wb", private=private) as fh:
         fh.write(data)
 
 
@@ -196,13 +262,13 @@ def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_csv(path: Path, df: pd.DataFrame) -> None:
+def write_csv(path: Path, df: pd.DataFrame, private: bool = False) -> None:
     """A CSV written atomically, with formula-like text neutralised (:func:`neutralise_formulas`).
 
     Data tables (simulated, de-identified) keep every digit; results tables are written by
     :func:`analysis.model.run.write_table` with :data:`FLOAT_FORMAT`.
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path, private) as tmp:
         neutralise_formulas(df).to_csv(tmp, index=False, lineterminator="\n")
 
 

@@ -16,7 +16,6 @@ the project), owner-only (0600), never read by a peer output and never copied in
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -41,8 +40,7 @@ def write_calendar(folder: Path, frame: pd.DataFrame) -> Path:
     from analysis.store import write_csv
 
     path = Path(folder) / FILENAME
-    write_csv(path, frame[COLUMNS])
-    os.chmod(path, 0o600)
+    write_csv(path, frame[COLUMNS], private=True)  # 0600 from the first byte, the temp file too
     return path
 
 

@@ -17,12 +17,12 @@ dates). The next run with the same key and folder
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analysis import store
 from analysis.errors import InputError
 
 FILENAME = "deidentify_state.json"
@@ -140,17 +140,11 @@ def read_state(folder: Path | None, fingerprint: str) -> dict[str, Any] | None:
 
 def ensure_private_dir(folder: Path) -> Path:
     """Create the private folder owner-only (0700); tighten it if it exists."""
-    folder = Path(folder).expanduser()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
-    return folder
+    return store.private_dir(folder)
 
 
 def write_state(folder: Path, state: dict[str, Any]) -> Path:
-    """Write the state atomically, owner read/write only (0600), in an owner-only folder."""
-    from analysis import store
-
+    """Write the state atomically, owner read/write only (0600 from the first byte), in an owner-only folder."""
     path = ensure_private_dir(folder) / FILENAME
-    store.write_text(path, json.dumps(state, indent=1, sort_keys=True) + "\n")
-    os.chmod(path, 0o600)
+    store.write_text(path, json.dumps(state, indent=1, sort_keys=True) + "\n", private=True)
     return path

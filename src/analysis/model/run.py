@@ -79,7 +79,7 @@ from analysis.model.prepare import PrimaryData, primary_data
 from analysis.model.primary import fit_diagnostics, primary_analysis
 from analysis.model.secondary import run_secondary
 from analysis.params_schema import Params
-from analysis.paths import resolve
+from analysis.paths import check_outputs_outside_inputs, resolve
 from analysis.results import SCHEMA_VERSION, parse_results
 from analysis.store import FLOAT_FORMAT, atomic_path, neutralise_formulas, round_floats, write_json, write_parquet
 
@@ -103,6 +103,7 @@ def run_model(params: Params, progress: Callable[[str], None] | None = None) -> 
     str : a short summary for the console (says FAILED loudly if the primary fit failed).
     """
 
+    check_outputs_outside_inputs(params, "model")
     cfg = params.model
     dataset_path = resolve(params.join.out)
     if not dataset_path.is_file():

@@ -27,7 +27,7 @@ from analysis import signing
 from analysis.contract import Measure
 from analysis.groups import group_label
 from analysis.params_schema import Params
-from analysis.paths import project_root, resolve
+from analysis.paths import check_outputs_outside_inputs, project_root, resolve
 from analysis.privacy import assert_peer_safe, responder_cells_small, suppress_count
 from analysis.report import clients as cl
 from analysis.report import clinical as cn
@@ -436,6 +436,7 @@ def run_report(params: Params, progress: Callable[[str], None] | None = None) ->
     say = progress or (lambda step: None)
     t0 = time.perf_counter()
     root = project_root()
+    check_outputs_outside_inputs(params, "report", root=root)
     r = params.report
     key_path = signing.signing_key_path(r.signing_key)
     key = signing.load_signing_key(key_path) if key_path else None  # a bad key fails before any work

@@ -12,7 +12,7 @@ from analysis.contract import TABLES, load_registry
 from analysis.errors import ValidationFailed
 from analysis.load import load_inputs
 from analysis.params_schema import Params
-from analysis.paths import resolve
+from analysis.paths import check_outputs_outside_inputs, resolve
 from analysis.store import write_csv, write_json, write_parquet, write_text
 from analysis.validate.checks import validate_tables
 from analysis.validate.report import summary_text, validation_html, validation_json
@@ -30,6 +30,7 @@ def run_validate(params: Params, input_dir: Path | None = None, today: dt.date |
     problems are all row-level.
     """
 
+    check_outputs_outside_inputs(params, "validate", input_dir)  # raw inputs are never written to
     data, v = params.data, params.validate_
     folder = resolve(input_dir) if input_dir else resolve(data.input)
     registry = load_registry(resolve(data.registry))

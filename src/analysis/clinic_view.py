@@ -13,7 +13,6 @@ With ``--coarsen-dates week`` at de-identification, real dates are exact only to
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,14 @@ import pandas as pd
 from analysis.crosswalk import FILENAME, check_private_dir
 from analysis.errors import InputError
 from analysis.params_schema import Params
+from analysis.paths import project_root, resolve
+from analysis.report import provenance as prov
+from analysis.report.build import build_therapist, therapist_clients
+from analysis.report.context import common_context
+from analysis.report.inputs import load_report_inputs
+from analysis.report.sheet import write_sheets
+from analysis.report.worklist import clients_csv
+from analysis.store import private_dir, write_csv, write_text
 
 #: crosswalk columns that are not the practice's identity values
 NOT_IDENTITY = {"client_id", "first_visit_real", "last_visit_real", "date_shift_days"}
@@ -64,15 +71,6 @@ def read_crosswalk(folder: Path) -> pd.DataFrame:
 
 def run_clinic_view(params: Params, crosswalk_dir: Path, out_dir: Path, sheets: str = "worklist") -> str:
     """I/O edge: read the pipeline's outputs and the crosswalk, write the real-date pages to ``out_dir``."""
-    from analysis.paths import project_root, resolve
-    from analysis.report import provenance as prov
-    from analysis.report.build import build_therapist, therapist_clients
-    from analysis.report.context import common_context
-    from analysis.report.inputs import load_report_inputs
-    from analysis.report.sheet import write_sheets
-    from analysis.report.worklist import clients_csv
-    from analysis.store import write_csv, write_text
-
     if sheets not in SHEETS:
         raise InputError(f"--sheets {sheets!r}: choose one of {', '.join(SHEETS)}")
     root = project_root()
@@ -98,14 +96,12 @@ def run_clinic_view(params: Params, crosswalk_dir: Path, out_dir: Path, sheets: 
         marks = pd.read_csv(built, dtype=str, keep_default_na=False).set_index("pseudonym")["new_since_last_report"]
         clients = clients.assign(new=[marks.get(str(x), "False") == "True" for x in clients["client_id"]])
     html = build_therapist(real, c, clients, references=refs)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out, 0o700)
+    private_dir(out)
     table = clients_csv(clients).assign(practice_reference=[refs.get(str(x), "") for x in clients["client_id"]])
-    write_text(out / "index.html", html)
-    write_csv(out / "clients.csv", table)
-    write_csv(out / "worklist.csv", table[table["on_worklist"]])
-    for name in ("index.html", "clients.csv", "worklist.csv"):
-        os.chmod(out / name, 0o600)
+    # real dates and the practice's references: owner-only from the first byte
+    write_text(out / "index.html", html, private=True)
+    write_csv(out / "clients.csv", table, private=True)
+    write_csv(out / "worklist.csv", table[table["on_worklist"]], private=True)
     chosen = {
         "active": clients.loc[clients["on_worklist"] & clients["active"], "client_id"],
         "worklist": clients.loc[clients["on_worklist"], "client_id"],

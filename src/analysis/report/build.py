@@ -13,7 +13,6 @@ Outputs are byte-identical across runs on the same inputs: see
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import time
 from collections.abc import Callable
@@ -55,7 +54,7 @@ from analysis.report.context import (
 from analysis.report.inputs import Figure, ReportInputs, load_report_inputs
 from analysis.report.model_tables import model_tables
 from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
-from analysis.store import to_json_text, write_bytes, write_csv, write_text
+from analysis.store import private_dir, to_json_text, write_bytes, write_csv, write_text
 
 
 def therapist_clients(inp: ReportInputs, c: ReportContext) -> pd.DataFrame:
@@ -419,11 +418,8 @@ def write_outputs(
 
 def keep_history(clients_csv: pd.DataFrame, folder: Path) -> Path:
     """This build's clients.csv, kept outside the DVC outputs (owner-only) for the next build's "new" marks."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
-    path = folder / "clients.csv"
-    write_csv(path, clients_csv)
-    os.chmod(path, 0o600)
+    path = private_dir(folder) / "clients.csv"
+    write_csv(path, clients_csv, private=True)
     return path
 
 

@@ -23,7 +23,7 @@ from analysis.paths import resolve
 from analysis.report.render import GROUP_COLOURS, data_uri, figure_style, html_to_pdf, render, svg_bytes
 from analysis.report.therapist import assign_group, at_timing
 from analysis.report.worklist import client_table
-from analysis.store import write_bytes, write_text
+from analysis.store import private_dir, write_bytes, write_text
 
 
 def _series(d: pd.DataFrame, measure: str, timing: str = "pre") -> pd.DataFrame:
@@ -149,7 +149,6 @@ def write_sheets(
     references: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write one HTML + PDF per client into ``out`` (made owner-only), from the finder's client table."""
-    import os
 
     model = params.model
     group = assign_group(dataset, tuple(model.exposure.hip_focused), tuple(model.exposure.comparator))
@@ -161,8 +160,7 @@ def write_sheets(
             f"{', '.join(map(repr, unknown))}: no such client in the analysis dataset "
             "(ids as in the therapist's report)"
         )
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out, 0o700)
+    private_dir(out)
     written = []
     for cid in client_ids:
         g = str(group[dataset["client_id"] == cid].iloc[0])
@@ -177,10 +175,8 @@ def write_sheets(
             n_sessions=counts.get(cid),
             reference=(references or {}).get(cid, ""),
         )
-        write_text(out / f"{cid}.html", html)
-        write_bytes(out / f"{cid}.pdf", html_to_pdf(html))
-        for suffix in (".html", ".pdf"):
-            os.chmod(out / f"{cid}{suffix}", 0o600)
+        write_text(out / f"{cid}.html", html, private=True)  # a person's record: owner-only from the first byte
+        write_bytes(out / f"{cid}.pdf", html_to_pdf(html), private=True)
         written.append(out / f"{cid}.pdf")
     return written
 

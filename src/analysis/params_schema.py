@@ -104,6 +104,9 @@ class ReportParams(_Section):
     attention: Attention = Attention()
     clinic_label: str = ""
     clinic_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    # the private ledger of earlier peer releases (outside any repository); None: $HIPKNEE_RELEASE_LEDGER,
+    # else ~/.config/hip-knee-outcomes/releases (analysis.privacy.release)
+    release_ledger: str | None = None
 
 
 class PrivacyParams(_Section):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,12 @@ from analysis.contract import Measure
 from analysis.groups import group_label
 from analysis.params_schema import Params
 from analysis.paths import project_root, resolve
+from analysis.errors import PrivacyError
 from analysis.privacy import assert_peer_safe, responder_cells_small, suppress_count
+from analysis.privacy.summaries import RULE as SUMMARIES_RULE
+from analysis.privacy import release as rl
 from analysis.report import clients as cl
+from analysis.report import disclosure as dc
 from analysis.report import figures as fg
 from analysis.report import findings as fnd
 from analysis.report import peer as pr
@@ -47,6 +52,7 @@ from analysis.report.context import (
 from analysis.report.inputs import Figure, ReportInputs, load_report_inputs
 from analysis.report.model_tables import model_tables
 from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
+from analysis.store import to_json_text
 
 
 def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
@@ -128,8 +134,8 @@ def build_therapist(inp: ReportInputs, c: ReportContext) -> str:
     )
 
 
-def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str, list[Figure]]:
-    """The peer report HTML (aggregate only) and its figures."""
+def peer_clients(inp: ReportInputs, c: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison's rows and one row per client (with ``baseline_pain``), as the peer report describes them."""
     d = inp.dataset.assign(group=c.group)
     analysed = d[d["group"] != "other"]
     # describe the clients in the comparison, as the flow diagram counts them (baseline and follow-up in the
@@ -144,6 +150,19 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
     clients = clients.merge(
         first[["client_id", "value"]].rename(columns={"value": "baseline_pain"}), on="client_id", how="left"
     )
+    return analysed, clients
+
+
+def build_peer(
+    inp: ReportInputs, c: ReportContext, min_cell: int, shown: dict[str, str] | None = None
+) -> tuple[str, list[Figure]]:
+    """The peer report HTML (aggregate only) and its figures.
+
+    ``shown`` overrides how the shared client counts (:func:`analysis.report.peer.shared_counts` names)
+    are shown, as the release audit decided.
+    """
+    shown = shown or {}
+    analysed, clients = peer_clients(inp, c)
     n_by_group = clients["group"].value_counts().sort_index()
     groups_ok = bool(len(n_by_group) == 2 and (n_by_group >= min_cell).all())
     figs = shared_figures(inp, c, None, groups_ok=groups_ok, min_cell=min_cell)
@@ -152,6 +171,12 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
     ]
     tidier = pr.intervention_description(sessions, min_cell)
     steps, group_boxes = pr.peer_flow(inp.flow, min_cell)
+    group_boxes = [
+        replace(b, clients=shown.get(f"report:flow.group.{b.step.replace('analysed: ', '')}", b.clients))
+        for b in group_boxes
+    ]
+    if steps:
+        steps[-1] = replace(steps[-1], clients=shown.get("report:flow.last", steps[-1].clients))
     cont = pr.continuous_summary(clients, min_cell)
     cont["missing"] = [suppress_count(v, min_cell) for v in cont.pop("n_missing")]
     secondary = [
@@ -192,8 +217,10 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
             baseline=pr.baseline_table(clients, min_cell).to_dict(orient="records"),
             baseline_groups=[str(g) for g in n_by_group.index],
             continuous=cont.to_dict(orient="records"),
-            baseline_n=group_ns(n_by_group, min_cell),
-            baseline_n_all=suppress_count(int(n_by_group.sum()), min_cell),
+            baseline_n={
+                g: shown.get(f"report:table1.n.{g}", v) for g, v in group_ns(n_by_group, min_cell).items()
+            },
+            baseline_n_all=shown.get("report:table1.n.all", suppress_count(int(n_by_group.sum()), min_cell)),
             model_fixed=model_fixed,
             model_var=model_var,
             tidier=dict(
@@ -203,7 +230,7 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
                 n_sessions=suppress_count(tidier["n_sessions"], min_cell),
             ),
             # the model's own count (clients with follow-up in the window), not everyone with a group
-            n_analysed=suppress_count(c.primary.n_clients or len(clients), min_cell),
+            n_analysed=shown.get("report:primary.n", suppress_count(c.primary.n_clients or len(clients), min_cell)),
             title="Peer report",
             secondary=secondary,
             forest=forest,
@@ -211,17 +238,19 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
             sentence=sentence,
             stamp=f"{month}-01T00:00:00Z",
             stamp_date=month,
+            provenance=prov.for_peers(c.provenance),
+            summaries_rule=SUMMARIES_RULE,
         ),
     )
     return html, figs
 
 
 def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, object]:
-    """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``findings``, ``peer_figures``."""
+    """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``findings``, ``peer_figures``,
+    and for the release checks ``release_counts``, ``release_relations``, ``baseline_scores``, ``results``."""
     c = common_context(inp, provenance)
     min_cell = c.report.min_cell
     therapist_html = build_therapist(inp, c)
-    peer_html, peer_figs = build_peer(inp, c, min_cell)
     # pooled analyses need the clients actually analysed per group (the primary model's), not everyone
     # whose first session had that focus
     analysed = inp.results.primary.n_clients_by_group
@@ -231,6 +260,7 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         d = inp.dataset.assign(group=c.group)
         n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()
     measure = inp.registry[inp.params.model.measure]
+    scores = dc.baseline_scores(inp, c)
     findings = fnd.build_findings(
         inp.results,
         clinic_id=inp.clinic_id,
@@ -242,24 +272,48 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         code_version=provenance.code_version,
         min_cell=min_cell,
         mcid={"points": measure.mcid_points, "percent": measure.mcid_percent},
+        baseline_shown=dc.baseline_shown(scores),
     )
+    # one release: every client count of the bundle and the report, hidden together until none is derivable
+    clients_by_group = peer_clients(inp, c)[1]["group"].value_counts().sort_index()
+    counts, relations = dc.release_counts(
+        findings, inp.results, {str(k): int(v) for k, v in n_by_group.items()}, clients_by_group, inp.flow, min_cell
+    )
+    findings = fnd.apply_shown(findings, counts)
+    shown = {x.name: x.shown for x in counts if x.name.startswith("report:")}
+    peer_html, peer_figs = build_peer(inp, c, min_cell, shown)
     return dict(
         therapist_html=therapist_html,
         peer_html=peer_html,
         peer_pdf=html_to_pdf(peer_html),
         findings=findings,
         peer_figures={f"{f.key}.svg": f.svg for f in peer_figs},
+        release_counts=counts,
+        release_relations=relations,
+        baseline_scores=scores,
+        results=inp.results,
     )
 
 
 _DATA_URI = re.compile(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+")
 
 
-def check_peer(outputs: dict[str, Any], dataset: pd.DataFrame, min_cell: int) -> None:
-    """The privacy gate over every peer output; raises PrivacyError (nothing is written then).
+def check_peer(
+    outputs: dict[str, Any],
+    dataset: pd.DataFrame,
+    min_cell: int,
+    *,
+    earlier: Sequence[Mapping[str, Any]] = (),
+    foreign: Iterable[str] = (),
+    allowed: set[str] | None = None,
+) -> list[str]:
+    """The privacy gate over every peer output, as one release; raises PrivacyError (nothing is written then).
 
     Embedded images are checked as their own text (SVG) rather than as base64, where a
-    random run of letters could look like an id.
+    random run of letters could look like an id. ``earlier`` are the clinic's earlier releases (the
+    ledger), ``foreign`` the names in the input folder's file system no output may contain, ``allowed``
+    every string the bundle may hold (None: not checked). Returns the disclosure-check summary, one line
+    per rule.
     """
     forbidden = set()
     for col in ("client_id", "session_id"):
@@ -274,6 +328,31 @@ def check_peer(outputs: dict[str, Any], dataset: pd.DataFrame, min_cell: int) ->
         assert_peer_safe(
             svg.decode("utf-8"), forbidden_ids=forbidden, min_cell=min_cell, label=f"reports/peer/figures/{name}"
         )
+    lines, refuse = [], []
+    if "release_counts" in outputs:
+        lines, refuse = dc.disclosure_lines(
+            counts=outputs["release_counts"],
+            relations=outputs["release_relations"],
+            results=outputs["results"],
+            scores=outputs["baseline_scores"],
+            earlier=earlier,
+            min_cell=min_cell,
+        )
+    names = sorted(set(foreign))
+    texts = [html, to_json_text(outputs["findings"]), *(v.decode("utf-8") for v in outputs["peer_figures"].values())]
+    n_foreign = sum(dc.contains_foreign(t, names) for t in texts)
+    free = [] if allowed is None else dc.free_strings(outputs["findings"], allowed)
+    lines.append(
+        f"free text: {'FAIL' if n_foreign or free else 'pass'} - {n_foreign} file-system name(s) in peer outputs, "
+        f"{len(free)} bundle string(s) not generated by the report"
+    )
+    if n_foreign:
+        refuse.append(f"{n_foreign} name(s) of files in the input folder appear in peer outputs")
+    if free:
+        refuse.append(f"findings.json holds strings the report did not generate at {', '.join(free[:3])}")
+    if refuse:
+        raise PrivacyError("peer release refused: " + refuse[0] + (f" (and {len(refuse) - 1} more)" if refuse[1:] else ""))
+    return lines
 
 
 def write_outputs(outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path) -> list[Path]:
@@ -314,12 +393,27 @@ def run_report(params: Params, progress: Callable[[str], None] | None = None) ->
     provenance = prov.collect(params, root, read)
     say(f"building the therapist's report, the peer report and its PDF ({inp.dataset['client_id'].nunique()} clients)")
     outputs = build_outputs(inp, provenance)
-    say("privacy gate over every peer output")
-    check_peer(outputs, inp.dataset, r.min_cell)
+    say("privacy gate over every peer output, as one release checked against the clinic's earlier ones")
+    ledger = rl.ledger_dir(r.release_ledger, inp.clinic_id)
+    allowed = dc.allowed_strings(
+        inp.results, prov.analysis_params(params), provenance.packages, provenance.code_version, inp.clinic_id,
+        fnd.GENERATED_STRINGS, {"min_cell": r.min_cell}
+    )
+    checks = check_peer(
+        outputs,
+        inp.dataset,
+        r.min_cell,
+        earlier=rl.read_ledger(ledger),
+        foreign=dc.foreign_names(resolve(params.data.input, root)),
+        allowed=allowed,
+    )
     therapist_dir, peer_dir = resolve(r.therapist_dir, root), resolve(r.peer_dir, root)
     say("writing")
     written = write_outputs(outputs, therapist_dir, peer_dir)
+    rl.record_release(ledger, rl.entry_for(outputs["release_counts"], str(outputs["findings"]["period"]["to"])))
     took = time.perf_counter() - t0
     lines = [f"wrote {p}" for p in written]
+    lines.append("disclosure check of the peer release (SACRO/ACRO rules):")
+    lines += [f"  {x}" for x in checks]
     lines.append(f"reports built in {took:.1f} s")
     return "\n".join(lines)

@@ -106,7 +106,11 @@ def main() -> None:
     for (month, ep), _ in zip(states, before, strict=True):
         pub = published(ep, policy=True)
         counts = audit.shown_counts(
-            {f"findings.json:arms.{arm}.{k}": (pub[arm][k], str(pub[arm][k])) for arm in ARMS.values() for k in ("n", "n_endpoint")}
+            {
+                f"findings.json:arms.{arm}.{k}": (pub[arm][k], str(pub[arm][k]))
+                for arm in ARMS.values()
+                for k in ("n", "n_endpoint")
+            }
             | {"findings.json:primary.n_clients": (len(ep), str(len(ep)))}
         )
         if release.differencing(counts, ledger, 5):

@@ -86,7 +86,9 @@ def _release(root: Path, params):
 
 def _arm_values(folder_tables: dict[str, pd.DataFrame]) -> dict[str, dict]:
     t = typed_tables(folder_tables)
-    ds = build_analysis_dataset(t["clients"], t["sessions"], t["measurements"], tuple(PARAMS.model.exposure.hip_focused))
+    ds = build_analysis_dataset(
+        t["clients"], t["sessions"], t["measurements"], tuple(PARAMS.model.exposure.hip_focused)
+    )
     return arm_summaries(primary_data(ds, PARAMS.model).data, PARAMS.model)
 
 
@@ -169,7 +171,9 @@ def _twelve_client_release(seed: int = 0):
     cl = simulate_clinic(PARAMS.simulate, seed, n_clients=12, primary_week=PARAMS.model.primary_week)
     raw = {k: getattr(cl, k).astype("string") for k in ("clients", "sessions", "measurements")}
     t = typed_tables(raw)
-    ds = build_analysis_dataset(t["clients"], t["sessions"], t["measurements"], tuple(PARAMS.model.exposure.hip_focused))
+    ds = build_analysis_dataset(
+        t["clients"], t["sessions"], t["measurements"], tuple(PARAMS.model.exposure.hip_focused)
+    )
     arms = arm_summaries(primary_data(ds, PARAMS.model).data, PARAMS.model)
     flow = exclusion_flow(ds, t["clients"], t["sessions"], t["measurements"], flow_config(PARAMS))
     n_by_group = {"hip-focused": arms["hip_focused"]["n"], "knee-focused": arms["comparator"]["n"]}
@@ -178,7 +182,10 @@ def _twelve_client_release(seed: int = 0):
             "primary": {
                 "arms": arms,
                 "n_clients": sum(n_by_group.values()),
-                "n_clients_by_group": {"hip_focused": n_by_group["hip-focused"], "comparator": n_by_group["knee-focused"]},
+                "n_clients_by_group": {
+                    "hip_focused": n_by_group["hip-focused"],
+                    "comparator": n_by_group["knee-focused"],
+                },
             },
             "secondary": {},
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,10 @@ def derivable(counts: Sequence[Count], relations: Iterable[Relation], min_cell: 
     index = {c.name: k for k, c in enumerate(hidden)}
     cap = float(max(c.value for c in counts))
     bounds = [(1.0, min_cell - 1.0) if c.small else (0.0, cap) for c in hidden]
-    eq_a, eq_b, le_a, le_b = [], [], [], []
+    eq_a: list[np.ndarray] = []
+    le_a: list[np.ndarray] = []
+    eq_b: list[float] = []
+    le_b: list[float] = []
     for rel in relations:
         if not all(n in by_name for n in (*rel.left, *rel.right)):
             continue
@@ -82,16 +86,17 @@ def derivable(counts: Sequence[Count], relations: Iterable[Relation], min_cell: 
             continue
         (eq_a if rel.kind == "eq" else le_a).append(a)
         (eq_b if rel.kind == "eq" else le_b).append(b)
-    kw = dict(bounds=bounds, method="highs")
-    if eq_a:
-        kw.update(A_eq=np.array(eq_a), b_eq=np.array(eq_b))
-    if le_a:
-        kw.update(A_ub=np.array(le_a), b_ub=np.array(le_b))
+    a_eq, b_eq = (np.array(eq_a), np.array(eq_b)) if eq_a else (None, None)
+    a_ub, b_ub = (np.array(le_a), np.array(le_b)) if le_a else (None, None)
+
+    def solve(obj: np.ndarray) -> Any:
+        return linprog(obj, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+
     out = []
     for k, c in enumerate(hidden):
         obj = np.zeros(len(hidden))
         obj[k] = 1.0
-        lo, hi = linprog(obj, **kw), linprog(-obj, **kw)
+        lo, hi = solve(obj), solve(-obj)
         if lo.status == 0 and hi.status == 0 and (-hi.fun) - lo.fun < 1.0 - 1e-9:
             out.append(c.name)
     return out

@@ -54,8 +54,12 @@ def bundle_counts(bundle: Mapping[str, Any], true: Mapping[str, int]) -> dict[st
     return out
 
 
-def bundle_true_counts(primary_arms: Mapping[str, Mapping[str, Any]], n_by_group: Mapping[str, int],
-                       n_clients: int, responders: Mapping[str, Any] | None) -> dict[str, int]:
+def bundle_true_counts(
+    primary_arms: Mapping[str, Mapping[str, Any]],
+    n_by_group: Mapping[str, int],
+    n_clients: int,
+    responders: Mapping[str, Any] | None,
+) -> dict[str, int]:
     """The true values of every client count a bundle shows, named by their path in the bundle."""
     out = {"primary.n_clients": int(n_clients)}
     out.update({f"n_clients_by_group.{g}": int(n) for g, n in n_by_group.items()})

@@ -199,7 +199,7 @@ def _arms(primary: PrimaryResult, min_cell: int, baseline_shown: dict[str, bool]
 
 def apply_shown(bundle: dict[str, Any], counts: list[Count]) -> dict[str, Any]:
     """The bundle with each ``findings.json:<path>`` count shown as the release audit decided; new integrity."""
-    out = json.loads(json.dumps(bundle))
+    out: dict[str, Any] = json.loads(json.dumps(bundle))
     for c in counts:
         if not c.name.startswith("findings.json:"):
             continue

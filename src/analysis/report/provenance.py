@@ -166,9 +166,7 @@ def table_name(path: Path, input_dir: Path | None, registry: Path | None) -> str
 def for_peers(p: Provenance) -> Provenance:
     """Provenance as peers see it: inputs named by table (:func:`table_name`), never by file name or path;
     params with the input folder's path replaced by a placeholder."""
-    rows = [
-        {"path": str(r["table"]), "sha256": r["sha256"], "bytes": r["bytes"]} for r in p.inputs if r.get("table")
-    ]
+    rows = [{"path": str(r["table"]), "sha256": r["sha256"], "bytes": r["bytes"]} for r in p.inputs if r.get("table")]
     text = p.params_yaml
     for r in p.inputs:  # the params name the input folder: show the role, not the folder's name
         if r.get("input_dir"):
@@ -217,9 +215,7 @@ def collect(params: Params, root: Path, inputs: Iterable[Path]) -> Provenance:
         code_version=code_version(root),
         source_sha256=source_hash(),
         lock_sha256=sha256_file(lock) if lock.is_file() else None,
-        inputs=input_files(
-            inputs, root, resolve(params.data.input, root), resolve(params.data.registry, root)
-        ),
+        inputs=input_files(inputs, root, resolve(params.data.input, root), resolve(params.data.registry, root)),
         packages=package_versions(),
         params_sha256=params_hash(analysis_params(params)),
         params_yaml=params_text(analysis_params(params)),

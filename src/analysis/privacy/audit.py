@@ -146,7 +146,8 @@ def dominance(values: Sequence[float]) -> list[str]:
 
 
 def residual_dof(n_units: int | None, n_params: int) -> int | None:
-    """Residual degrees of freedom of a model as ACRO counts them: independent units minus parameters."""
+    """Residual degrees of freedom of a model as ACRO counts them (statsmodels' ``df_resid``): observations
+    minus estimated parameters."""
     return None if n_units is None else int(n_units) - int(n_params)
 
 

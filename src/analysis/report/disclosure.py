@@ -173,12 +173,17 @@ def disclosure_lines(
     )
     refuse += [f"{a} baseline total is dominated: {'; '.join(r)}" for a, r in broken.items()]
     p = results.primary
-    dof = audit.residual_dof(p.n_clients, len(p.fixed_effects or {})) if p.ok else None
+    # as ACRO reads statsmodels' df_resid: observations minus fixed-effect parameters
+    dof = audit.residual_dof(p.n_observations, len(p.fixed_effects or {})) if p.ok else None
     if dof is None:
         lines.append("residual df: pass - no model estimate is shared")
     else:
         ok = dof >= audit.SAFE_DOF
-        lines.append(f"residual df (>= {audit.SAFE_DOF}): {'pass' if ok else 'FAIL'} - primary model {dof}")
+        lines.append(
+            f"residual df (>= {audit.SAFE_DOF}): {'pass' if ok else 'FAIL'} - primary model {dof} "
+            f"({p.n_observations} observations, {len(p.fixed_effects or {})} fixed effects; "
+            f"{p.df_method} df {p.df or float('nan'):.1f})"
+        )
         if not ok:
             refuse.append(f"the primary model has {dof} residual df, fewer than {audit.SAFE_DOF}")
     diff = release.differencing(counts, earlier, min_cell)

@@ -74,6 +74,8 @@ def analysis_params(params: Params) -> dict[str, Any]:
     """The params that produced the reports (what provenance records and the params hash covers),
     with every default filled in, as params.yaml names them."""
     dumped = params.model_dump(mode="json", by_alias=True)
+    # where the release ledger lives is the clinic's machine's business, not a setting of the analysis
+    dumped["report"].pop("release_ledger", None)
     return {k: dumped[k] for k in ANALYSIS_SECTIONS}
 
 

@@ -22,8 +22,8 @@ import numpy as np
 from analysis.privacy.gate import SECONDARY_MARK
 
 SAFE_DOF = 10  # ACRO's default safe residual degrees of freedom for a model
-DOMINANCE_N_K = ((1, 0.5), (2, 0.9))  # ACRO's N-k rules: the largest N contributors hold over k of the total
-DOMINANCE_P = 0.10  # ACRO's p% rule
+DOMINANCE_N_K = ((2, 0.9),)  # ACRO's default N-k rule: the largest 2 contributors hold at least 90 % of the total
+DOMINANCE_P = 0.10  # ACRO's default p-ratio: the rest (total minus the largest two) under 10 % of the largest
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,9 @@ def coarsen(counts: Sequence[Count], relations: Sequence[Relation], min_cell: in
 def dominance(values: Sequence[float]) -> list[str]:
     """ACRO's dominance rules on a total of non-negative contributions (e.g. an arm's baseline scores).
 
-    N-k: the largest N contributions hold more than k of the total (N=1, k=50 %; N=2, k=90 %); p %: the
+    N-k: the largest N contributions hold at least k of the total (ACRO's default N=2, k=90 %); p-ratio: the
     total minus the two largest is under 10 % of the largest (a contributor could estimate the largest).
+    ACRO's ``safe_nk_n``, ``safe_nk_k`` and ``safe_pratio_p`` defaults (acro 1.0.2, ``default.yaml``).
 
     Returns
     -------
@@ -139,7 +140,7 @@ def dominance(values: Sequence[float]) -> list[str]:
     total = sum(v)
     if total <= 0:
         return []
-    out = [f"the largest {n} hold over {k:.0%} of the total" for n, k in DOMINANCE_N_K if sum(v[:n]) > k * total]
+    out = [f"the largest {n} hold {k:.0%} or more of the total" for n, k in DOMINANCE_N_K if sum(v[:n]) >= k * total]
     if len(v) >= 1 and total - sum(v[:2]) < DOMINANCE_P * v[0]:
         out.append(f"p% rule: the rest is under {DOMINANCE_P:.0%} of the largest")
     return out

@@ -168,7 +168,7 @@ def disclosure_lines(
     dom = {group_label(a): audit.dominance(v) for a, v in scores.items() if shown.get(group_label(a))}
     broken = {a: r for a, r in dom.items() if r}
     lines.append(
-        f"dominance (N-k 1/50%, 2/90%; p 10%): {'FAIL' if broken else 'pass'}"
+        f"dominance (N-k 2/90%, p-ratio 10%): {'FAIL' if broken else 'pass'}"
         + "".join(f" - {a}: {'; '.join(r)}" for a, r in broken.items())
     )
     refuse += [f"{a} baseline total is dominated: {'; '.join(r)}" for a, r in broken.items()]
@@ -216,6 +216,11 @@ def release_checks(
             earlier=earlier,
             min_cell=min_cell,
         )
+    zeros = sum(len(re.findall(r'data-count="0"', t)) for t in texts) + sum(c.shown == "0" for c in counts_of(outputs))
+    lines.append(
+        f"zeros: {zeros} count(s) shown as 0 (ACRO flags zeros for review as possible class disclosure; "
+        "an empty cell names nobody, so they are shown)"
+    )
     names = sorted(set(foreign))
     n_foreign = sum(contains_foreign(t, names) for t in [*texts, to_json_text(outputs["findings"])])
     free = [] if allowed is None else free_strings(outputs["findings"], allowed)
@@ -228,6 +233,11 @@ def release_checks(
     if free:
         refuse.append(f"findings.json holds strings the report did not generate at {', '.join(free[:3])}")
     return lines, refuse
+
+
+def counts_of(outputs: Mapping[str, Any]) -> list[audit.Count]:
+    """The release's client counts, if the outputs carry them."""
+    return list(outputs.get("release_counts", []))
 
 
 def ledger_entry(outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -238,6 +238,20 @@ def test_attack_c_summaries_of_small_arms_pin_the_scores_and_are_withheld(n):
         assert not summaries.summaries_shown(rng.integers(0, 11, n).tolist())
 
 
+@pytest.mark.parametrize("n", [5, 8, 10])
+def test_search_agrees_with_listing_every_multiset(n):
+    rng = np.random.default_rng(n)
+    for _ in range(40):
+        scores = np.clip(np.round(rng.normal(6, 2.5, n)), 0, 10).tolist()
+        assert summaries.consistent_multisets(scores, 2) == min(summaries.n_multisets(scores), 2)
+
+
+def test_large_arms_are_decided_quickly_and_extremes_withheld():
+    rng = np.random.default_rng(0)
+    assert summaries.summaries_shown(np.clip(np.round(rng.normal(6, 2, 200)), 0, 10).tolist())
+    assert not summaries.summaries_shown([0.0] * 29 + [10.0])  # mean 0.3, SD 1.8: only one set of scores fits
+
+
 def test_summaries_shown_only_when_the_enumeration_leaves_a_choice():
     assert not summaries.summaries_shown([5.0] * 12)  # SD 0: everyone's score is known
     scores = [2, 3, 4, 5, 5, 6, 6, 7, 7, 8, 9]

@@ -5,13 +5,14 @@ multiset of 0-10 scores: for 5-8 clients, 93-100 % of arms at full precision. Th
 
 * summaries are rounded to :data:`DECIMALS` (1) decimal;
 * arms of fewer than :data:`MIN_ARM` (10) clients get none (withheld);
-* arms of :data:`MIN_ARM` .. :data:`ENUMERATE_UP_TO` clients get them only when an exhaustive enumeration
-  of every multiset of that size on the scale finds at least :data:`MIN_MULTISETS` (2) multisets with the
-  same published (rounded) mean, SD, median and quartiles;
-* larger arms get them unless the SD rounds to 0 (nearly everyone has the same score).
+* larger arms get them only when at least :data:`MIN_MULTISETS` (2) different multisets of that many 0-10
+  scores show the same rounded mean, SD, median and quartiles (:func:`consistent_multisets`: an exact
+  search, which first tries moving one or two clients by a point, then searches every multiset with
+  pruning; a search too long to decide withholds).
 
-The enumeration is exact (stars and bars over the 11 levels), cached per arm size; at 13 clients it holds
-497,420 multisets. Pure functions; nothing here reads or writes files.
+:func:`n_multisets` lists every multiset (stars and bars over the 11 levels, cached per arm size; 1,144,066 at
+13 clients) and is the reference the search is tested against. Pure functions; nothing here reads or writes
+files.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import numpy as np
 
 DECIMALS = 1
 MIN_ARM = 10
-ENUMERATE_UP_TO = 13
 MIN_MULTISETS = 2
 SCALE = (0, 10)
 
@@ -72,6 +72,110 @@ def n_multisets(values: Sequence[float], lo: int = SCALE[0], hi: int = SCALE[1],
     return int(same.sum())
 
 
+def consistent_multisets(
+    values: Sequence[float],
+    limit: int = MIN_MULTISETS,
+    lo: int = SCALE[0],
+    hi: int = SCALE[1],
+    decimals: int = DECIMALS,
+    budget: int = 200_000,
+) -> int:
+    """How many multisets (up to ``limit``) of ``len(values)`` scores on ``lo..hi`` show the same summaries;
+    -1 when the search needed more than ``budget`` branches (undecided: treat as pinned).
+
+    A depth-first search over how many clients sit at each level, pruned by the sums and sums of squares the
+    shown mean and SD allow, each complete multiset checked against all five shown values; it stops at
+    ``limit``. Exact like :func:`n_multisets` (which lists every multiset) and usable at any arm size.
+    """
+    n = len(values)
+    target = published(values, decimals)[0]
+    if limit <= 2 and _neighbour_fits(values, target, lo, hi, decimals):
+        return 2  # the scores themselves and a neighbour show the same: at least two
+    half = 0.5 * 10.0**-decimals + 1e-6
+    s_lo, s_hi = n * (target[0] - half), n * (target[0] + half)
+    var_lo, var_hi = max(target[1] - half, 0.0) ** 2, (target[1] + half) ** 2
+    q_lo = (n - 1) * var_lo + min(s_lo**2, max(s_lo, 0.0) ** 2) / n - 1e-6
+    q_hi = (n - 1) * var_hi + s_hi**2 / n + 1e-6
+    found = 0
+    counts = [0] * (hi - lo + 1)
+    nodes = [0]
+    # quartiles (linear interpolation): x[f] + frac (x[f + 1] - x[f]) at h = (n - 1) p, f = floor(h)
+    quarts = [
+        (int(np.floor((n - 1) * p)), (n - 1) * p - np.floor((n - 1) * p), t)
+        for p, t in zip((0.25, 0.5, 0.75), target[2:], strict=True)
+    ]
+
+    def quartiles_possible(placed: int, level: int) -> bool:
+        """Can the quartiles still come out as shown, with ``placed`` clients below or at ``level`` sorted?"""
+        for f, frac, t in quarts:
+            if f < placed:
+                xf = float(np.repeat(np.arange(lo, hi + 1), counts)[f])
+                if frac == 0:
+                    q_min = q_max = xf
+                elif f + 1 < placed:
+                    q_min = q_max = xf + frac * (float(np.repeat(np.arange(lo, hi + 1), counts)[f + 1]) - xf)
+                else:
+                    q_min, q_max = xf + frac * (min(level + 1, hi) - xf), xf + frac * (hi - xf)
+            else:
+                q_min, q_max = float(min(level + 1, hi)), float(hi)
+            if q_max < t - half or q_min > t + half:
+                return False
+        return True
+
+    def search(level: int, left: int, total: float, squares: float) -> None:
+        nonlocal found
+        if found >= limit:
+            return
+        if left == 0:
+            if s_lo <= total <= s_hi and q_lo <= squares <= q_hi:
+                scores = np.repeat(np.arange(lo, hi + 1), counts)
+                if np.all(np.isclose(published(scores, decimals)[0], target, equal_nan=True)):
+                    found += 1
+            return
+        if level > hi:
+            return
+        nodes[0] += 1
+        if nodes[0] > budget:
+            found = limit  # too many branches to prove either way: stop (the caller withholds, see below)
+            nodes[0] = -(10**12)
+            return
+        # the remaining clients sit at this level or above, their sum R within what the mean allows:
+        # their squares are at least R^2 / left (all equal) and at most R (a + b) - left a b (at the ends)
+        r_lo, r_hi = max(s_lo - total, left * level), min(s_hi - total, left * hi)
+        if r_lo > r_hi + 1e-9:
+            return
+        if squares + r_lo * r_lo / left > q_hi:
+            return
+        if squares + r_hi * (level + hi) - left * level * hi < q_lo:
+            return
+        for c in range(left + 1) if level < hi else (left,):
+            counts[level - lo] = c
+            if level < hi and not quartiles_possible(n - left + c, level):
+                continue
+            search(level + 1, left - c, total + c * level, squares + c * level * level)
+        counts[level - lo] = 0
+
+    search(lo, n, 0.0, 0.0)
+    return -1 if nodes[0] < 0 else found
+
+
+def _neighbour_fits(values: Sequence[float], target: np.ndarray, lo: int, hi: int, decimals: int) -> bool:
+    """True if moving one or two clients one point (a different multiset) shows the same summaries."""
+    x = np.sort(np.asarray(values, dtype=float))
+    levels = sorted({float(v) for v in x})
+    moves = [(a, d) for a in levels for d in (-1, 1) if lo <= a + d <= hi]
+    candidates = [[m] for m in moves] + [[m1, m2] for m1 in moves for m2 in moves if m1 < m2 and m1[1] != m2[1]]
+    for change in candidates:
+        y = x.copy()
+        for a, d in change:
+            at = np.flatnonzero(y == a)
+            if len(at):
+                y[int(at[0])] = a + d
+        if sorted(y.tolist()) != x.tolist() and np.all(np.isclose(published(y, decimals)[0], target, equal_nan=True)):
+            return True
+    return False
+
+
 def summaries_shown(values: Sequence[float], lo: int = SCALE[0], hi: int = SCALE[1]) -> bool:
     """True if an arm's mean, SD, median and IQR may be shown (see the module's rule); missing values dropped."""
     v = [float(x) for x in values if x is not None and np.isfinite(float(x))]
@@ -79,11 +183,9 @@ def summaries_shown(values: Sequence[float], lo: int = SCALE[0], hi: int = SCALE
         return False
     if round(float(np.std(v, ddof=1)) + 1e-9, DECIMALS) == 0:
         return False
-    if len(v) > ENUMERATE_UP_TO:
-        return True
     if not all(float(x).is_integer() and lo <= x <= hi for x in v):
         return True  # not a bounded integer score: the enumeration does not apply
-    return n_multisets(v, lo, hi) >= MIN_MULTISETS
+    return consistent_multisets(v, MIN_MULTISETS, lo, hi) >= MIN_MULTISETS  # -1 (undecided) withholds
 
 
 def rounded(value: float | None) -> float | None:

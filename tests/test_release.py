@@ -112,6 +112,8 @@ def test_attack_a_differencing_two_releases_recovers_nothing(tmp_path):
     entries = sorted((ledger / "KTESTCLINIC01").glob("release-*.json"))
     assert len(entries) == 1 and stat.S_IMODE(entries[0].stat().st_mode) == 0o600
     assert stat.S_IMODE((ledger / "KTESTCLINIC01").stat().st_mode) == 0o700
+    kept = entries[0].read_text(encoding="utf-8")
+    assert '"table1"' in kept and newest not in kept and not any(c in kept for c in less["clients"]["client_id"])
 
     # (d) the referral letter's name, and the input folder's path, never reach a peer output
     peer = tmp_path / "a" / "reports" / "peer"
@@ -154,6 +156,13 @@ def test_attack_a_differencing_two_releases_recovers_nothing(tmp_path):
     lo = b[arm]["n"] * (mb - 0.05) - a[arm]["n"] * (ma + 0.05)
     hi = b[arm]["n"] * (mb + 0.05) - a[arm]["n"] * (ma - 0.05)
     assert sum(1 for v in range(11) if lo <= v <= hi) >= 5, (newest, lo, hi)
+
+
+def test_table1_changes_since_the_last_release_are_counted():
+    earlier = [{"table1": {"sex=F|hip-focused": 10, "sex=M|hip-focused": 12}}]
+    now = {"sex=F|hip-focused": 13, "sex=M|hip-focused": 14, "sex=X|hip-focused": 0}
+    assert disclosure.table1_differences(now, earlier, 5) == 2
+    assert disclosure.table1_differences(now, [], 5) == 0
 
 
 def test_same_data_released_again_passes(tmp_path):

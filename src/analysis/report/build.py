@@ -272,7 +272,8 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         baseline_shown=dc.baseline_shown(scores),
     )
     # one release: every client count of the bundle and the report, hidden together until none is derivable
-    clients_by_group = peer_clients(inp, c)[1]["group"].value_counts().sort_index()
+    described = peer_clients(inp, c)[1]
+    clients_by_group = described["group"].value_counts().sort_index()
     counts, relations = dc.release_counts(
         findings, inp.results, {str(k): int(v) for k, v in n_by_group.items()}, clients_by_group, inp.flow, min_cell
     )
@@ -289,6 +290,7 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         release_relations=relations,
         baseline_scores=scores,
         results=inp.results,
+        table1_counts=dc.table1_counts(described),
     )
 
 

@@ -80,6 +80,26 @@ def release_counts(
     return audit.coarsen(counts, relations, min_cell), relations
 
 
+def table1_counts(clients: pd.DataFrame) -> dict[str, int]:
+    """Table 1's true cell counts, ``"<variable>=<level>|<group>"``, for the ledger (aggregates only)."""
+    out = {}
+    for var in [v for v in ("sex", "age_band", "activity", "knee") if v in clients.columns]:
+        tab = clients.groupby([var, "group"], observed=True, sort=True).size()
+        for key, n in tab.items():
+            level, group = key if isinstance(key, tuple) else (key, "")
+            out[f"{var}={level}|{group}"] = int(n)
+    return out
+
+
+def table1_differences(table1: Mapping[str, int], earlier: Sequence[Mapping[str, Any]], min_cell: int) -> int:
+    """Cells of Table 1 that differ by 1..min_cell-1 from the latest earlier release (0 with none)."""
+    if not earlier:
+        return 0
+    before = earlier[-1].get("table1", {})
+    keys = set(table1) | set(before)
+    return sum(1 for k in keys if 0 < abs(table1.get(k, 0) - int(before.get(k, 0))) < min_cell)
+
+
 def foreign_names(input_dir: Path) -> set[str]:
     """Names from the input folder's file system that no peer output may contain: every file and folder
     name (and stem) that is not a contract table's, at least 4 characters long."""
@@ -145,6 +165,7 @@ def disclosure_lines(
     scores: Mapping[str, Sequence[float]],
     earlier: Sequence[Mapping[str, Any]],
     min_cell: int,
+    table1: Mapping[str, int] | None = None,
 ) -> tuple[list[str], list[str]]:
     """The ACRO-style summary (one line per rule) and the reasons to refuse the release (empty: release)."""
     refuse: list[str] = []
@@ -187,9 +208,16 @@ def disclosure_lines(
         if not ok:
             refuse.append(f"the primary model has {dof} residual df, fewer than {audit.SAFE_DOF}")
     diff = release.differencing(counts, earlier, min_cell)
+    small_cells = table1_differences(table1 or {}, earlier, min_cell)
     lines.append(
         f"differencing (against {len(earlier)} earlier release(s)): {'REFUSED' if diff else 'pass'}"
         + (f" - {diff[0]}" if diff else "")
+        + (
+            f"; note: {small_cells} Table 1 cell(s) changed by 1..{min_cell - 1} since the last release "
+            f"(marginals of a group of at least {min_cell} new clients)"
+            if small_cells and not diff
+            else ""
+        )
     )
     refuse += diff
     return lines, refuse
@@ -215,6 +243,7 @@ def release_checks(
             scores=outputs["baseline_scores"],
             earlier=earlier,
             min_cell=min_cell,
+            table1=outputs.get("table1_counts"),
         )
     zeros = sum(len(re.findall(r'data-count="0"', t)) for t in texts) + sum(c.shown == "0" for c in counts_of(outputs))
     lines.append(
@@ -242,4 +271,5 @@ def counts_of(outputs: Mapping[str, Any]) -> list[audit.Count]:
 
 def ledger_entry(outputs: Mapping[str, Any]) -> dict[str, Any]:
     """What the ledger keeps of a written release: its counts, dated by the bundle's last month."""
-    return release.entry_for(outputs["release_counts"], str(outputs["findings"]["period"]["to"]))
+    entry = release.entry_for(outputs["release_counts"], str(outputs["findings"]["period"]["to"]))
+    return {**entry, "table1": dict(outputs.get("table1_counts", {}))}

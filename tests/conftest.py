@@ -196,6 +196,20 @@ def _project_outputs_untouched():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _session_release_ledger(tmp_path_factory):
+    """Peer releases built in tests are recorded in a temporary ledger, never ~/.config/hip-knee-outcomes."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HIPKNEE_RELEASE_LEDGER", str(tmp_path_factory.mktemp("release-ledger")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _release_ledger(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty release ledger (no earlier release of its clinic)."""
+    monkeypatch.setenv("HIPKNEE_RELEASE_LEDGER", str(tmp_path_factory.mktemp("ledger")))
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _clinic_id():
     """Bundles built in tests get a fixed clinic id instead of creating ~/.config/hip-knee-outcomes/clinic_id."""
     with pytest.MonkeyPatch.context() as mp:

@@ -70,7 +70,7 @@ def test_deidentify_pipeline_and_clinic_view_end_to_end(tmp_path, monkeypatch):
     clinic-view. clients.csv marks exactly the truly active clients; the private view shows real dates."""
     from analysis.join import run_join
     from analysis.model.run import run_model
-    from analysis.report.build import run_report
+    from analysis.report.publish import run_report
     from analysis.validate import run_validate
 
     project, private = tmp_path / "project", tmp_path / "private"

@@ -12,7 +12,7 @@ from analysis.join import run_join
 from analysis.model.run import run_model
 from analysis.params import load_params
 from analysis.pool.demo import clinic_params
-from analysis.report.build import run_report
+from analysis.report.publish import run_report
 from analysis.simulate import run_simulate
 from analysis.validate import run_validate
 

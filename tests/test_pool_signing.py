@@ -19,7 +19,7 @@ from analysis import signing
 from analysis.cli import main
 from analysis.errors import InputError
 from analysis.report import findings as fnd
-from analysis.report.build import write_outputs
+from analysis.report.publish import write_outputs
 from analysis.store import to_json_text
 from test_pool import bundle
 

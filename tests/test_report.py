@@ -23,13 +23,13 @@ from analysis.errors import PrivacyError
 from analysis.params import load_params, with_updates
 from analysis.privacy import check_peer_output
 from analysis.report import (
-    build,
     docx_export,
     findings,
     model_tables,
     paper,
     peer,
     provenance,
+    publish,
     secondary_text,
     summary,
     therapist,
@@ -60,7 +60,7 @@ def _build(root: Path, monkeypatch, source: Path, **report) -> tuple:
         params = with_updates(params, {"report": report})
     monkeypatch.setenv("OUTCOMES_ROOT", str(root))
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    return params, build.run_report(params)
+    return params, publish.run_report(params)
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_privacy_gate_refusal_writes_nothing(tmp_path, monkeypatch, modelled):
     params = with_updates(params, {"report": {"clinic_label": f"Clinic of {dataset['client_id'].iloc[0]}"}})  # leak
     monkeypatch.setenv("OUTCOMES_ROOT", str(tmp_path))
     with pytest.raises(PrivacyError, match="not written"):
-        build.run_report(params)
+        publish.run_report(params)
     assert not (tmp_path / "reports/peer").exists()
 
 

@@ -17,7 +17,7 @@ from analysis.model.run import run_model
 from analysis.params import load_params, with_updates
 from analysis.params_schema import check_params
 from analysis.paths import check_outputs_outside_inputs
-from analysis.report.build import run_report
+from analysis.report.publish import run_report
 from analysis.validate.run import run_validate
 
 ROOT = Path(__file__).resolve().parents[1]

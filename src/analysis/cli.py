@@ -168,7 +168,7 @@ def model() -> None:
 @app.command()
 def report() -> None:
     """Build the therapist's report, the peer report (HTML + PDF) and the findings bundle."""
-    from analysis.report.build import run_report  # lazy: +5.3 s
+    from analysis.report.publish import run_report  # lazy: +5.3 s
 
     _echo(run_report(_params(), progress=stderr_progress()))
 

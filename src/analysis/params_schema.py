@@ -133,6 +133,10 @@ class ReportParams(_Section):
     )
     funding_statement: str = "[To be completed by the clinic: funding sources and competing interests, or none.]"
 
+    # the private ledger of earlier peer releases (outside any repository); None: $HIPKNEE_RELEASE_LEDGER,
+    # else ~/.config/hip-knee-outcomes/releases (analysis.privacy.release)
+    release_ledger: str | None = None
+
     @field_validator("min_cell")
     @classmethod
     def _min_cell_floor(cls, value: int) -> int:

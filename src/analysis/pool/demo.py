@@ -31,7 +31,7 @@ from analysis.model.run import run_model
 from analysis.params import load_params, with_updates
 from analysis.params_schema import Params
 from analysis.pool.run import run_pool
-from analysis.report.build import run_report
+from analysis.report.publish import run_report
 from analysis.simulate import run_simulate
 from analysis.store import write_json, write_text
 from analysis.validate import run_validate

@@ -1,6 +1,6 @@
 """Privacy: find identifying values, gate peer outputs, suppress small counts.
 
-Pure functions only; nothing here reads or writes files.
+Pure functions, apart from the release ledger's reader and writer in :mod:`analysis.privacy.release`.
 
 API (called by other stages)
 ----------------------------
@@ -41,7 +41,10 @@ API (called by other stages)
     Size of the smallest group of clients sharing the quasi-identifiers.
 
 Layout: ``scan`` (identifying values), ``gate`` (the peer-output gate), ``suppress`` (small cells,
-complementary suppression, k-anonymity).
+complementary suppression, k-anonymity), ``audit`` (every client count of a release audited together by
+linear programming; ACRO's dominance and residual-df rules), ``summaries`` (arm summaries of a 0-10 score
+that cannot be inverted, by exhaustive enumeration), ``release`` (differencing against the clinic's earlier
+releases, kept in a private ledger: the one module here that reads and writes files).
 """
 
 from __future__ import annotations

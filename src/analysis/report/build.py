@@ -1,10 +1,9 @@
-"""Build the reports: the therapist's report, the peer report (HTML + PDF) and the findings bundle.
+"""Build the reports in memory: the therapist's report, the peer report (HTML, PDF, Word) and the findings
+bundle (:func:`build_outputs`, pure apart from drawing).
 
-:func:`run_report` is the I/O edge: it reads what earlier stages wrote
-(analysis dataset, exclusion flow, validation summary, model results and
-tables), calls :func:`build_outputs` (pure apart from drawing), passes every
-peer output through :func:`analysis.privacy.assert_peer_safe` and only then
-writes. If the gate refuses, no peer file is written and the reason is given.
+:func:`analysis.report.publish.run_report` is the I/O edge: it reads what earlier stages wrote (analysis
+dataset, exclusion flow, validation summary, model results and tables), calls :func:`build_outputs`, passes
+every peer output through the privacy gate and the release checks, and only then writes.
 
 Outputs are byte-identical across runs on the same inputs: see
 :mod:`analysis.report.render` for what is pinned.
@@ -13,23 +12,18 @@ Outputs are byte-identical across runs on the same inputs: see
 from __future__ import annotations
 
 import datetime as dt
-import re
-import time
-from collections.abc import Callable
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from analysis import signing
 from analysis.contract import Measure
 from analysis.groups import group_label
-from analysis.params_schema import Params
-from analysis.paths import check_outputs_outside_inputs, project_root, resolve
-from analysis.privacy import assert_peer_safe, responder_cells_small, suppress_count
+from analysis.privacy import responder_cells_small, suppress_count
+from analysis.privacy.summaries import RULE as SUMMARIES_RULE
 from analysis.report import clients as cl
 from analysis.report import clinical as cn
+from analysis.report import disclosure as dc
 from analysis.report import docx_export as dx
 from analysis.report import figures as fg
 from analysis.report import findings as fnd
@@ -51,10 +45,9 @@ from analysis.report.context import (
     period_of,
     shared_figures,
 )
-from analysis.report.inputs import Figure, ReportInputs, load_report_inputs
+from analysis.report.inputs import Figure, ReportInputs
 from analysis.report.model_tables import model_tables
 from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
-from analysis.store import private_dir, to_json_text, write_bytes, write_csv, write_text
 
 
 def therapist_clients(inp: ReportInputs, c: ReportContext) -> pd.DataFrame:
@@ -166,8 +159,8 @@ def build_therapist(
     )
 
 
-def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str, list[Figure]]:
-    """The peer report HTML (aggregate only) and its figures."""
+def peer_clients(inp: ReportInputs, c: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison's rows and one row per client (with ``baseline_pain``), as the peer report describes them."""
     d = inp.dataset.assign(group=c.group)
     analysed = d[d["group"] != "other"]
     # describe the clients in the comparison, as the flow diagram counts them (baseline and follow-up in the
@@ -182,6 +175,19 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
     clients = clients.merge(
         first[["client_id", "value"]].rename(columns={"value": "baseline_pain"}), on="client_id", how="left"
     )
+    return analysed, clients
+
+
+def build_peer(
+    inp: ReportInputs, c: ReportContext, min_cell: int, shown: dict[str, str] | None = None
+) -> tuple[str, list[Figure]]:
+    """The peer report HTML (aggregate only) and its figures.
+
+    ``shown`` overrides how the shared client counts (:func:`analysis.report.peer.shared_counts` names)
+    are shown, as the release audit decided.
+    """
+    shown = shown or {}
+    analysed, clients = peer_clients(inp, c)
     n_by_group = clients["group"].value_counts().sort_index()
     groups_ok = bool(len(n_by_group) == 2 and (n_by_group >= min_cell).all())
     figs = shared_figures(inp, c, None, groups_ok=groups_ok, min_cell=min_cell)
@@ -190,6 +196,12 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
     ]
     tidier = pr.intervention_description(sessions, min_cell)
     steps, group_boxes = pr.peer_flow(inp.flow, min_cell)
+    group_boxes = [
+        replace(b, clients=shown.get(f"report:flow.group.{b.step.replace('analysed: ', '')}", b.clients))
+        for b in group_boxes
+    ]
+    if steps:
+        steps[-1] = replace(steps[-1], clients=shown.get("report:flow.last", steps[-1].clients))
     cont = pr.continuous_summary(clients, min_cell)
     cont["missing"] = [suppress_count(v, min_cell) for v in cont.pop("n_missing")]
     secondary = [
@@ -232,8 +244,8 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
             baseline=pr.baseline_table(clients, min_cell).to_dict(orient="records"),
             baseline_groups=[str(g) for g in n_by_group.index],
             continuous=cont.to_dict(orient="records"),
-            baseline_n=group_ns(n_by_group, min_cell),
-            baseline_n_all=suppress_count(int(n_by_group.sum()), min_cell),
+            baseline_n={g: shown.get(f"report:table1.n.{g}", v) for g, v in group_ns(n_by_group, min_cell).items()},
+            baseline_n_all=shown.get("report:table1.n.all", suppress_count(int(n_by_group.sum()), min_cell)),
             model_fixed=model_fixed,
             model_var=model_var,
             tidier=dict(
@@ -243,7 +255,7 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
                 n_sessions=suppress_count(tidier["n_sessions"], min_cell),
             ),
             # the model's own count (clients with follow-up in the window), not everyone with a group
-            n_analysed=suppress_count(c.primary.n_clients or len(clients), min_cell),
+            n_analysed=shown.get("report:primary.n", suppress_count(c.primary.n_clients or len(clients), min_cell)),
             title="Peer report",
             secondary=secondary,
             forest=forest,
@@ -251,6 +263,8 @@ def build_peer(inp: ReportInputs, c: ReportContext, min_cell: int) -> tuple[str,
             sentence=sentence,
             stamp=f"{month}-01T00:00:00Z",
             stamp_date=month,
+            provenance=prov.for_peers(c.provenance),
+            summaries_rule=SUMMARIES_RULE,
         ),
     )
     return html, figs
@@ -304,12 +318,12 @@ def paper_context(
 
 def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, object]:
     """All outputs in memory: ``therapist_html``, ``peer_html``, ``peer_pdf``, ``peer_docx``, ``findings``,
-    ``peer_figures``."""
+    ``peer_figures``, the therapist's ``clients_csv`` and ``worklist_csv``, and for the release checks
+    ``release_counts``, ``release_relations``, ``baseline_scores``, ``results``, ``table1_counts``."""
     c = common_context(inp, provenance)
     min_cell = c.report.min_cell
     clients = therapist_clients(inp, c)
     therapist_html = build_therapist(inp, c, clients)
-    peer_html, peer_figs = build_peer(inp, c, min_cell)
     # pooled analyses need the clients actually analysed per group (the primary model's), not everyone
     # whose first session had that focus
     analysed = inp.results.primary.n_clients_by_group
@@ -319,6 +333,7 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         d = inp.dataset.assign(group=c.group)
         n_by_group = d[d["group"] != "other"].drop_duplicates("client_id")["group"].value_counts().sort_index()
     measure = inp.registry[inp.params.model.measure]
+    scores = dc.baseline_scores(inp, c)
     findings = fnd.build_findings(
         inp.results,
         clinic_id=inp.clinic_id,
@@ -330,8 +345,18 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         code_version=provenance.code_version,
         min_cell=min_cell,
         mcid={"points": measure.mcid_points, "percent": measure.mcid_percent},
+        baseline_shown=dc.baseline_shown(scores),
     )
     table = wl.clients_csv(clients)
+    # one release: every client count of the bundle and the report, hidden together until none is derivable
+    described = peer_clients(inp, c)[1]
+    clients_by_group = described["group"].value_counts().sort_index()
+    counts, relations = dc.release_counts(
+        findings, inp.results, {str(k): int(v) for k, v in n_by_group.items()}, clients_by_group, inp.flow, min_cell
+    )
+    findings = fnd.apply_shown(findings, counts)
+    shown = {x.name: x.shown for x in counts if x.name.startswith("report:")}
+    peer_html, peer_figs = build_peer(inp, c, min_cell, shown)
     return dict(
         therapist_html=therapist_html,
         clients_csv=table,
@@ -341,6 +366,11 @@ def build_outputs(inp: ReportInputs, provenance: prov.Provenance) -> dict[str, o
         peer_docx=dx.html_to_docx(peer_html, title=PAPER_TITLE, created=paper_date(c.stamp)),
         findings=findings,
         peer_figures={f"{f.key}.svg": f.svg for f in peer_figs},
+        release_counts=counts,
+        release_relations=relations,
+        baseline_scores=scores,
+        results=inp.results,
+        table1_counts=dc.table1_counts(described),
     )
 
 
@@ -350,113 +380,3 @@ PAPER_TITLE = "Hip-focused versus knee-focused manual therapy for knee pain: an 
 def paper_date(stamp: str) -> dt.datetime:
     """The Word copy's date: the first of the report's month, as the peer report is dated to the month."""
     return dt.datetime.fromisoformat(stamp[:7] + "-01T00:00:00")
-
-
-_DATA_URI = re.compile(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+")
-
-
-def check_peer(outputs: dict[str, Any], dataset: pd.DataFrame, min_cell: int) -> None:
-    """The privacy gate over every peer output; raises PrivacyError (nothing is written then).
-
-    Embedded images are checked as their own text (SVG) rather than as base64, where a
-    random run of letters could look like an id.
-    """
-    forbidden = set()
-    for col in ("client_id", "session_id"):
-        if col in dataset.columns:
-            forbidden |= {str(v) for v in dataset[col].dropna().unique()}
-    html = _DATA_URI.sub("data:", outputs["peer_html"])
-    assert_peer_safe(html, forbidden_ids=forbidden, min_cell=min_cell, label="reports/peer/report.html")
-    assert_peer_safe(
-        outputs["findings"], forbidden_ids=forbidden, min_cell=min_cell, label="reports/peer/findings.json"
-    )
-    assert_peer_safe(
-        dx.docx_text(outputs["peer_docx"]), forbidden_ids=forbidden, min_cell=min_cell, label="reports/peer/report.docx"
-    )
-    for name, svg in outputs["peer_figures"].items():
-        assert_peer_safe(
-            svg.decode("utf-8"), forbidden_ids=forbidden, min_cell=min_cell, label=f"reports/peer/figures/{name}"
-        )
-
-
-def write_outputs(
-    outputs: dict[str, Any], therapist_dir: Path, peer_dir: Path, signing_key: Ed25519PrivateKey | None = None
-) -> list[Path]:
-    """Write every output atomically; stale peer figures are removed so the folder matches this build.
-
-    With ``signing_key``, ``findings.json.sig`` (:mod:`analysis.signing`) signs the bytes of findings.json;
-    without, an old signature is removed (it would not match the new bundle).
-    """
-    written = []
-    write_text(therapist_dir / "index.html", outputs["therapist_html"])
-    written.append(therapist_dir / "index.html")
-    for name in ("clients", "worklist"):
-        write_csv(therapist_dir / f"{name}.csv", outputs[f"{name}_csv"])
-        written.append(therapist_dir / f"{name}.csv")
-    fig_dir = peer_dir / "figures"
-    keep = set(outputs["peer_figures"])
-    if fig_dir.is_dir():
-        for old in sorted(fig_dir.glob("*.svg")):
-            if old.name not in keep:
-                old.unlink()
-    for name, data in sorted(outputs["peer_figures"].items()):
-        write_bytes(fig_dir / name, data)
-        written.append(fig_dir / name)
-    write_text(peer_dir / "report.html", outputs["peer_html"])
-    write_bytes(peer_dir / "report.pdf", outputs["peer_pdf"])
-    findings = to_json_text(outputs["findings"])
-    sig_path = peer_dir / ("findings.json" + signing.SIG_SUFFIX)
-    sig_path.unlink(missing_ok=True)  # never leave a signature of an older bundle beside the new one
-    write_bytes(peer_dir / "report.docx", outputs["peer_docx"])
-    write_text(peer_dir / "findings.json", findings)
-    written += [peer_dir / "report.html", peer_dir / "report.pdf", peer_dir / "report.docx", peer_dir / "findings.json"]
-    if signing_key is not None:
-        write_text(sig_path, signing.signature_text(signing_key, findings.encode("utf-8")))
-        written.append(sig_path)
-    return written
-
-
-def keep_history(clients_csv: pd.DataFrame, folder: Path) -> Path:
-    """This build's clients.csv, kept outside the DVC outputs (owner-only) for the next build's "new" marks."""
-    path = private_dir(folder) / "clients.csv"
-    write_csv(path, clients_csv, private=True)
-    return path
-
-
-def run_report(params: Params, progress: Callable[[str], None] | None = None) -> str:
-    """I/O edge: read the pipeline outputs, build all reports, gate the peer ones, write.
-
-    ``progress`` (optional) is called with the name of each step before it runs.
-    Returns a summary of what was written and how long it took.
-    """
-    say = progress or (lambda step: None)
-    t0 = time.perf_counter()
-    root = project_root()
-    check_outputs_outside_inputs(params, "report", root=root)
-    r = params.report
-    key_path = signing.signing_key_path(r.signing_key)
-    key = signing.load_signing_key(key_path) if key_path else None  # a bad key fails before any work
-    say("reading the results and the analysis dataset (checking their lineage)")
-    inp, read = load_report_inputs(params, root)
-    provenance = prov.collect(params, root, read)
-    say(f"building the therapist's report, the peer report and its PDF ({inp.dataset['client_id'].nunique()} clients)")
-    outputs = build_outputs(inp, provenance)
-    say("privacy gate over every peer output")
-    check_peer(outputs, inp.dataset, r.min_cell)
-    therapist_dir, peer_dir = resolve(r.therapist_dir, root), resolve(r.peer_dir, root)
-    say("writing")
-    written = write_outputs(outputs, therapist_dir, peer_dir, key)
-    table = outputs["clients_csv"]
-    if r.history_dir is not None and isinstance(table, pd.DataFrame):
-        written.append(keep_history(table, resolve(r.history_dir, root)))
-    took = time.perf_counter() - t0
-    lines = [f"wrote {p}" for p in written]
-    if key is None:
-        lines.append(
-            f"findings.json is NOT signed (fine for local use; a network pool refuses it): set "
-            f"${signing.SIGNING_KEY_ENV} or params report.signing_key to your signing key, {signing.KEYGEN_HINT}"
-        )
-    else:
-        lines.append(f"findings.json signed with key {signing.fingerprint(signing.raw_public(key))}")
-    lines.append(f"reports built in {took:.1f} s")
-    return "\n".join(lines)

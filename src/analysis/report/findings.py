@@ -41,6 +41,8 @@ from typing import Any
 
 from analysis.params_schema import Params
 from analysis.privacy import suppress_count
+from analysis.privacy.audit import Count
+from analysis.privacy.summaries import MIN_ARM, rounded
 from analysis.report.secondary_text import headline, peer_text
 from analysis.results import PrimaryResult, Results
 from analysis.store import to_json_text
@@ -63,6 +65,25 @@ SECONDARY_KEYS = (
 )
 _ESTIMATE_KEYS = ("estimate", "se", "ci_low", "ci_high", "p_value", "e_value")
 ARMS = ("hip_focused", "comparator")
+ESTIMAND = (
+    "difference hip-focused minus knee-focused in model-estimated change from the first session "
+    "to primary_week (linear mixed model, random intercept and slope per client)"
+)
+CHRONICITY_TERM = "week:hip:ln(symptom_weeks + 1)"
+CHRONICITY_PER = "NPRS points per week per unit of ln(symptom weeks + 1)"
+# every string the bundle writes itself; the release gate refuses any other string not from results/params
+GENERATED_STRINGS = (
+    SCHEMA_VERSION,
+    ESTIMAND,
+    CHRONICITY_TERM,
+    CHRONICITY_PER,
+    "not_available",
+    "done",
+    "withheld",
+    "Woolf",
+    "",
+    *ARMS,
+)
 
 
 def schema() -> dict[str, Any]:
@@ -162,20 +183,40 @@ def compatibility(params: Params) -> dict[str, Any]:
     return {**key, "sha256": sha256_of(key)}
 
 
-def _arms(primary: PrimaryResult, min_cell: int) -> dict[str, Any]:
+def _arms(primary: PrimaryResult, min_cell: int, baseline_shown: dict[str, bool] | None) -> dict[str, Any]:
+    """Per-arm n and summaries; summaries rounded to 1 decimal and only for arms that cannot be inverted
+    (:mod:`analysis.privacy.summaries`: at least ``MIN_ARM`` clients, and ``baseline_shown[arm]``, the
+    enumeration's verdict on the arm's own scores, when the caller has them)."""
     out = {}
     for arm in ARMS:
         a = primary.arms[arm].model_dump() if arm in primary.arms else {}
         n, ne = a.get("n"), a.get("n_endpoint")
-        base_ok, end_ok = not _small(n, min_cell), not _small(ne, min_cell)
+        floor = max(min_cell, MIN_ARM)
+        base_ok = not _small(n, floor) and (baseline_shown or {}).get(arm, True)
+        end_ok = not _small(ne, floor)
         out[arm] = {
             "n": _count(n, min_cell),
-            "baseline_mean": _num(a.get("baseline_mean")) if base_ok else None,
-            "baseline_sd": _num(a.get("baseline_sd")) if base_ok else None,
+            "baseline_mean": rounded(_num(a.get("baseline_mean"))) if base_ok else None,
+            "baseline_sd": rounded(_num(a.get("baseline_sd"))) if base_ok else None,
             "n_endpoint": _count(ne, min_cell),
-            "change_mean": _num(a.get("change_mean")) if end_ok else None,
-            "change_sd": _num(a.get("change_sd")) if end_ok else None,
+            "change_mean": rounded(_num(a.get("change_mean"))) if end_ok else None,
+            "change_sd": rounded(_num(a.get("change_sd"))) if end_ok else None,
         }
+    return out
+
+
+def apply_shown(bundle: dict[str, Any], counts: list[Count]) -> dict[str, Any]:
+    """The bundle with each ``findings.json:<path>`` count shown as the release audit decided; new integrity."""
+    out: dict[str, Any] = json.loads(json.dumps(bundle))
+    for c in counts:
+        if not c.name.startswith("findings.json:"):
+            continue
+        *parents, leaf = c.name.split(":", 1)[1].split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        node[leaf] = int(c.shown) if c.shown.isdigit() else c.shown
+    out["integrity"] = {"sha256": integrity_hash({k: v for k, v in out.items() if k != "integrity"})}
     return out
 
 
@@ -223,11 +264,11 @@ def _chronicity(s: dict[str, Any] | None) -> dict[str, Any]:
     done = isinstance(s, dict) and s.get("status") == "done" and _num(inter.get("estimate")) is not None
     return {
         "status": "done" if done else "not_available",
-        "term": "week:hip:ln(symptom_weeks + 1)",
+        "term": CHRONICITY_TERM,
         "estimate": _num(inter.get("estimate")) if done else None,
         "se": _num(inter.get("se")) if done else None,
         "df": _num(inter.get("df")) if done else None,
-        "per": "NPRS points per week per unit of ln(symptom weeks + 1)",
+        "per": CHRONICITY_PER,
     }
 
 
@@ -243,6 +284,7 @@ def build_findings(
     code_version: str,
     min_cell: int,
     mcid: dict[str, Any] | None = None,
+    baseline_shown: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
     """The findings bundle as a JSON-ready dict (schema version 2).
 
@@ -253,6 +295,8 @@ def build_findings(
     period : true first and last month of the data, ``("YYYY-MM", "YYYY-MM")``.
     n_by_group : analysed clients per group (suppressed here).
     mcid : the primary measure's MCID ``{"points": .., "percent": ..}``.
+    baseline_shown : per arm, whether its baseline summaries may be shown
+        (:func:`analysis.privacy.summaries.summaries_shown` on the arm's scores); by arm size alone if None.
 
     Returns
     -------
@@ -310,7 +354,7 @@ def build_findings(
         "period": {"from": period[0], "to": period[1]},
         "n_clients_by_group": groups,
         "primary": p,
-        "arms": _arms(primary, min_cell),
+        "arms": _arms(primary, min_cell, baseline_shown),
         "responders": _responders(sec.get("responders"), mcid or {}, min_cell),
         "chronicity": _chronicity(sec.get("chronicity")),
         "compatibility": compatibility(params),

@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.contract import TECHNIQUES
 from analysis.privacy import pinned_cells, suppress_count, suppress_table
+from analysis.privacy.summaries import rounded, summaries_shown
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,34 @@ def peer_flow(flow: pd.DataFrame, min_cell: int) -> tuple[list[FlowBox], list[Fl
     return out, group_boxes
 
 
+def shared_counts(
+    n_by_group: pd.Series, flow: pd.DataFrame, n_analysed: int, min_cell: int
+) -> dict[str, tuple[int, str]]:
+    """The client counts the peer report shows outside Table 1's body: ``{name: (true value, shown)}``.
+
+    Names: ``report:table1.n.<group>`` and ``report:table1.n.all`` (Table 1's header),
+    ``report:flow.group.<group>`` and ``report:flow.last`` (the flow diagram's last step and groups),
+    ``report:primary.n`` (clients in the primary model). The release audit
+    (:func:`analysis.privacy.audit.coarsen`) may hide more of them; :func:`analysis.report.build.build_peer`
+    shows its verdict.
+    """
+    shown = {str(g): suppress_count(n, min_cell) for g, n in n_by_group.items()}
+    if any(v.startswith("<") for v in shown.values()):
+        shown = {g: (v if v.startswith("<") else "*") for g, v in shown.items()}
+    out = {f"report:table1.n.{g}": (int(n), shown[str(g)]) for g, n in n_by_group.items()}
+    total = int(n_by_group.sum())
+    out["report:table1.n.all"] = (total, suppress_count(total, min_cell))
+    steps, boxes = peer_flow(flow, min_cell)
+    is_group = flow["reason"].astype("string").fillna("").eq("group")
+    true_groups = dict(zip(flow.loc[is_group, "step"].astype(str), flow.loc[is_group, "clients"], strict=True))
+    for b in boxes:
+        out[f"report:flow.group.{b.step.replace('analysed: ', '')}"] = (int(true_groups[b.step]), b.clients)
+    if steps and steps[-1].clients != "not shown":
+        out["report:flow.last"] = (int(flow.loc[~is_group, "clients"].iloc[-1]), steps[-1].clients)
+    out["report:primary.n"] = (int(n_analysed), suppress_count(n_analysed, min_cell))
+    return out
+
+
 def baseline_table(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     """Baseline characteristics by group as suppressed counts (one row per variable level).
 
@@ -175,7 +204,9 @@ def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     hours by group.
 
     A group of fewer than ``min_cell`` clients gets no quartiles: with one or
-    two clients they would be the clients' own values.
+    two clients they would be the clients' own values. The baseline pain (a 0-10 score) follows the
+    stricter rule of :mod:`analysis.privacy.summaries`: rounded to 1 decimal, and shown only when its
+    median and quartiles, with the bundle's mean and SD, fit more than one set of scores.
 
     Returns
     -------
@@ -185,11 +216,11 @@ def continuous_summary(clients: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     for var in [v for v in ("baseline_pain", "symptom_weeks", "sitting_hours") if v in clients.columns]:
         for g, d in clients.groupby("group", sort=True):
             v = d[var].astype(float)
-            q = (
-                v.quantile([0.25, 0.5, 0.75])
-                if v.notna().sum() >= min_cell
-                else pd.Series([np.nan] * 3, index=[0.25, 0.5, 0.75])
-            )
+            score = var == "baseline_pain"
+            ok = v.notna().sum() >= min_cell and (not score or summaries_shown(v.dropna().tolist()))
+            q = v.quantile([0.25, 0.5, 0.75]) if ok else pd.Series([np.nan] * 3, index=[0.25, 0.5, 0.75])
+            if score and ok:
+                q = q.map(rounded)
             rows.append(
                 dict(variable=var, group=g, median=q[0.5], q1=q[0.25], q3=q[0.75], n_missing=int(v.isna().sum()))
             )

@@ -18,7 +18,7 @@ import json
 import platform
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,8 @@ def analysis_params(params: Params) -> dict[str, Any]:
     """The params that produced the reports (what provenance records and the params hash covers),
     with every default filled in, as params.yaml names them."""
     dumped = params.model_dump(mode="json", by_alias=True)
+    # where the release ledger lives is the clinic's machine's business, not a setting of the analysis
+    dumped["report"].pop("release_ledger", None)
     return {k: dumped[k] for k in ANALYSIS_SECTIONS}
 
 
@@ -143,8 +145,41 @@ def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def input_files(paths: Iterable[Path], root: Path) -> list[dict[str, str]]:
-    """Hash each existing file (folders expand to their files), paths shown relative to ``root``."""
+# what a peer may read in place of a file's name: the contract's tables and the files the pipeline names itself
+PEER_TABLES = ("clients", "sessions", "measurements")
+
+
+def table_name(path: Path, input_dir: Path | None, registry: Path | None) -> str | None:
+    """The name a peer sees for an input file: a contract table (``clients``...), ``registry``, the
+    de-identification log, or the file name of a pipeline output; None for any other file in the input
+    folder (a name there is the clinic's own, e.g. a referral letter's, and never leaves the clinic)."""
+    path = Path(path).resolve()
+    if registry is not None and path == Path(registry).resolve():
+        return "registry"
+    if input_dir is not None and Path(input_dir).resolve() in path.parents:
+        stem = path.name.split(".", 1)[0].lower()
+        if path.name == "deidentify_log.json":
+            return "de-identification log"
+        return stem if stem in PEER_TABLES and path.parent == Path(input_dir).resolve() else None
+    return path.name
+
+
+def for_peers(p: Provenance) -> Provenance:
+    """Provenance as peers see it: inputs named by table (:func:`table_name`), never by file name or path;
+    params with the input folder's path replaced by a placeholder."""
+    rows = [{"path": str(r["table"]), "sha256": r["sha256"], "bytes": r["bytes"]} for r in p.inputs if r.get("table")]
+    text = p.params_yaml
+    for r in p.inputs:  # the params name the input folder: show the role, not the folder's name
+        if r.get("input_dir"):
+            text = text.replace(str(r["input_dir"]), "<input folder>")
+    return replace(p, inputs=sorted(rows, key=lambda r: r["path"]), params_yaml=text)
+
+
+def input_files(
+    paths: Iterable[Path], root: Path, input_dir: Path | None = None, registry: Path | None = None
+) -> list[dict[str, str]]:
+    """Hash each existing file (folders expand to their files), paths shown relative to ``root``; each row
+    also names its ``table`` for peers (:func:`table_name`; "" when peers must not see it)."""
     files: set[Path] = set()
     for p in paths:
         p = Path(p)
@@ -158,18 +193,30 @@ def input_files(paths: Iterable[Path], root: Path) -> list[dict[str, str]]:
             shown = f.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             shown = f.name
-        rows.append({"path": shown, "sha256": sha256_file(f), "bytes": str(f.stat().st_size)})
+        row = {"path": shown, "sha256": sha256_file(f), "bytes": str(f.stat().st_size)}
+        row["table"] = table_name(f, input_dir, registry) or ""
+        if input_dir is not None and Path(input_dir).resolve() in f.resolve().parents:
+            row["input_dir"] = shown_input_dir(Path(input_dir), root)
+        rows.append(row)
     return sorted(rows, key=lambda r: r["path"])
+
+
+def shown_input_dir(input_dir: Path, root: Path) -> str:
+    """The input folder as the params text shows it (relative to the project when inside it)."""
+    shown = shown_paths(str(Path(input_dir).resolve()), root)
+    return str(shown)
 
 
 def collect(params: Params, root: Path, inputs: Iterable[Path]) -> Provenance:
     """Provenance of a build from ``inputs`` (files or folders) under project ``root``."""
+    from analysis.paths import resolve
+
     lock = root / "requirements.lock"
     return Provenance(
         code_version=code_version(root),
         source_sha256=source_hash(),
         lock_sha256=sha256_file(lock) if lock.is_file() else None,
-        inputs=input_files(inputs, root),
+        inputs=input_files(inputs, root, resolve(params.data.input, root), resolve(params.data.registry, root)),
         packages=package_versions(),
         params_sha256=params_hash(analysis_params(params)),
         params_yaml=params_text(analysis_params(params)),

@@ -11,6 +11,7 @@ from analysis.contract import load_registry
 from analysis.params_schema import Attention
 from analysis.report import clients as cl
 from analysis.report import recovery as rc
+from analysis.report import sheet as sh
 from analysis.report import therapist as th
 from analysis.report import worklist as wl
 
@@ -332,3 +333,14 @@ def test_card_draws_the_expected_band_and_says_it(nprs):
     assert "expected at the latest visit 3 (band 2 to 4)" in card["svg"]
     (plain,) = cl.client_cards(table, progress, nprs)
     assert "expected-band" not in plain["svg"]
+
+
+def test_progress_sheet_draws_and_explains_the_band_only_when_there_is_one(registry):
+    d = _dataset([("F", "2025-03-03", [6, 5, 5], "hip", "T1")]).assign(focus="hip", techniques="stretching", minutes=45)
+    band = rc.by_client(rc.band_table(_band({"F": [6, 4.5, 3]}), 0.8))["F"]
+    with_band = sh.client_sheet(d, registry, "F", "hip-focused", "Test clinic", expected=band, band_level=0.8)
+    assert "where 80% of clients who started like you" in with_band
+    without = sh.client_sheet(d, registry, "F", "hip-focused", "Test clinic")
+    assert "clients who started like you" not in without
+    pain_chart = [page.split('src="')[1].split('"')[0] for page in (with_band, without)]
+    assert pain_chart[0] != pain_chart[1]  # the band is drawn on the pain chart

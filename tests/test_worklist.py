@@ -330,7 +330,7 @@ def test_card_draws_the_expected_band_and_says_it(nprs):
     progress = th.client_progress(d, "knee_pain_nprs", "pre", group)
     (card,) = cl.client_cards(table, progress, nprs, band)
     assert 'class="expected-band"' in card["svg"] and "stroke-dasharray" in card["svg"]
-    assert "expected at the latest visit 3 (band 2 to 4)" in card["svg"]
+    assert "expected at the latest visit 3.0 (band 2.4 to 3.6)" in card["svg"]
     (plain,) = cl.client_cards(table, progress, nprs)
     assert "expected-band" not in plain["svg"]
 

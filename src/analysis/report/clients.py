@@ -123,7 +123,7 @@ def client_cards(
         )
         if math.isfinite(float(r.get("expected", math.nan))):
             low, high = r["expected_low"], r["expected_high"]
-            label += f"; expected at the latest visit {r['expected']:.0f} (band {low:.0f} to {high:.0f})"
+            label += f"; expected at the latest visit {r['expected']:.1f} (band {low:.1f} to {high:.1f})"
         cards.append(
             {
                 "client_id": r["client_id"],

@@ -207,6 +207,10 @@ def test_failed_primary_says_so_and_shows_no_estimate(built_failed):
     assert "Estimate −" not in html
     bundle = json.loads((root / "reports/peer/findings.json").read_text(encoding="utf-8"))
     assert bundle["primary"]["estimate"] is None and bundle["primary"]["status"] == "failed"
+    # no model, no expected-recovery band: the model step wrote an empty table and the page says why
+    assert pd.read_csv(root / "reports/results/expected.csv").empty
+    assert "No expected-recovery band: the primary model could not be fitted" in html
+    assert 'class="expected-band"' not in html and "behind expected recovery: 0" in html
 
 
 def test_privacy_gate_refusal_writes_nothing(tmp_path, monkeypatch, modelled):

@@ -10,6 +10,8 @@ import pytest
 from analysis.contract import load_registry
 from analysis.params_schema import Attention
 from analysis.report import clients as cl
+from analysis.report import recovery as rc
+from analysis.report import sheet as sh
 from analysis.report import therapist as th
 from analysis.report import worklist as wl
 
@@ -266,3 +268,79 @@ def test_sheet_counts_the_same_sessions_as_the_table(registry):
     assert "3 sessions from" in html and "(P1)" in html
     with pytest.raises(InputError, match="the client table 2"):
         client_sheet(d, registry, "A", "hip-focused", "Test", n_sessions=2)
+
+
+def _band(expected: dict[str, list[float]], sd: float = 0.5) -> pd.DataFrame:
+    """client -> expected score at weeks 0, 1, ... -> an expected.csv-like table (constant prediction SD)."""
+    rows = [
+        {"client_id": cid, "week": float(w), "expected": float(e), "sd": sd}
+        for cid, values in expected.items()
+        for w, e in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_behind_expected_recovery_when_the_latest_score_is_above_the_band(nprs):
+    # F: 6, 5, 5 -- one point better, too early by the MCID rule, but clients like F are expected at 3 by week 2
+    # G: the same scores, with an expected course they keep up with; H: improved by the MCID yet behind
+    d = _dataset(
+        [
+            ("F", "2025-03-03", [6, 5, 5], "hip", "T1"),
+            ("G", "2025-03-03", [6, 5, 5], "knee", "T1"),
+            ("H", "2025-03-03", [9, 8, 6], "hip", "T1"),
+        ]
+    )
+    band = rc.band_table(_band({"F": [6, 4.5, 3], "G": [6, 5.5, 5], "H": [9, 6, 3]}), 0.8)
+    group = th.assign_group(d, ("hip",), ("knee",))
+    table = wl.client_table(d, nprs, "pre", group, CFG, band=band).set_index("client_id")
+    assert table.loc["F", "status"] == "behind expected recovery"  # 5 > 3 + 1.28 * 0.5
+    assert table.loc["G", "status"] == "too early"  # 5 within 5 +/- 0.64
+    assert table.loc["H", "status"] == "behind expected recovery"  # reached the MCID, but far behind
+    assert table.loc["F", "on_worklist"] and not table.loc["G", "on_worklist"]
+    assert (table.loc["F", "expected"], table.loc["F", "expected_low"], table.loc["F", "expected_high"]) == (
+        3.0,
+        2.36,
+        3.64,
+    )
+    # without a band nobody is judged against one, and the expected columns are empty
+    plain = wl.client_table(d, nprs, "pre", group, CFG).set_index("client_id")
+    assert plain.loc["F", "status"] == "too early" and plain.loc["H", "status"] == "improved"
+    assert plain["expected"].isna().all()
+    # the band's order among the statuses: worse and relapsed come first
+    assert wl.classify(6, [6, 8], 2, 1.0, nprs, CFG, behind=True) == "worse"
+    assert wl.classify(9, [9, 6, 10], 3, 2.0, nprs, CFG, behind=True) == "relapsed"
+
+
+def test_behind_follows_the_measure_direction(registry):
+    lefs = registry["lefs"]  # higher is better: behind = below the band
+    point = rc.BandPoint(expected=50.0, low=45.0, high=55.0)
+    assert rc.is_behind(40.0, point, lefs) and not rc.is_behind(60.0, point, lefs)
+    nprs = registry["knee_pain_nprs"]
+    assert rc.is_behind(6.0, rc.BandPoint(3.0, 2.0, 4.0), nprs) and not rc.is_behind(
+        1.0, rc.BandPoint(3.0, 2.0, 4.0), nprs
+    )
+    assert rc.band_at(rc.band_table(_band({"A": [6, 4]}), 0.8), 1.5) is None  # no extrapolation past the band
+
+
+def test_card_draws_the_expected_band_and_says_it(nprs):
+    d = _dataset([("F", "2025-03-03", [6, 5, 5], "hip", "T1")])
+    group = th.assign_group(d, ("hip",), ("knee",))
+    band = rc.band_table(_band({"F": [6, 4.5, 3]}), 0.8)
+    table = wl.client_table(d, nprs, "pre", group, CFG, band=band)
+    progress = th.client_progress(d, "knee_pain_nprs", "pre", group)
+    (card,) = cl.client_cards(table, progress, nprs, band)
+    assert 'class="expected-band"' in card["svg"] and "stroke-dasharray" in card["svg"]
+    assert "expected at the latest visit 3.0 (band 2.4 to 3.6)" in card["svg"]
+    (plain,) = cl.client_cards(table, progress, nprs)
+    assert "expected-band" not in plain["svg"]
+
+
+def test_progress_sheet_draws_and_explains_the_band_only_when_there_is_one(registry):
+    d = _dataset([("F", "2025-03-03", [6, 5, 5], "hip", "T1")]).assign(focus="hip", techniques="stretching", minutes=45)
+    band = rc.by_client(rc.band_table(_band({"F": [6, 4.5, 3]}), 0.8))["F"]
+    with_band = sh.client_sheet(d, registry, "F", "hip-focused", "Test clinic", expected=band, band_level=0.8)
+    assert "where 80% of clients who started like you" in with_band
+    without = sh.client_sheet(d, registry, "F", "hip-focused", "Test clinic")
+    assert "clients who started like you" not in without
+    pain_chart = [page.split('src="')[1].split('"')[0] for page in (with_band, without)]
+    assert pain_chart[0] != pain_chart[1]  # the band is drawn on the pain chart

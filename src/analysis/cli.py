@@ -136,7 +136,7 @@ def validate(input: InputOpt = None) -> None:
     """Check the three tables against the contract; one line per problem."""
     from analysis.validate import run_validate  # lazy: +2.7 s
 
-    _echo(run_validate(_params(), input_dir=input))
+    _echo(run_validate(_params(), input_dir=input, progress=stderr_progress()))
 
 
 @app.command()

@@ -108,7 +108,11 @@ def run_clinic_view(params: Params, crosswalk_dir: Path, out_dir: Path, sheets: 
         "all": clients["client_id"],
     }
     ids = [str(x) for x in chosen.get(sheets, pd.Series(dtype=str))]
-    written = write_sheets(real.dataset, real.registry, params, ids, out / "sheets", refs) if ids else []
+    written = (
+        write_sheets(real.dataset, real.registry, params, ids, out / "sheets", refs, real.tables.get("expected"))
+        if ids
+        else []
+    )
     return (
         f"wrote {out / 'index.html'}, clients.csv and worklist.csv with real dates and the practice's references, "
         f"and {len(written)} progress sheet(s) in {out / 'sheets'} (key holder only; never share this folder)"

@@ -101,6 +101,8 @@ class Attention(_Section):
     min_sessions: int = Field(4, gt=0)
     min_weeks: float = Field(4, gt=0)
     active_weeks: float = Field(4, gt=0)
+    # level of the expected-recovery band (analysis.model.expected): a score beyond it = behind expected recovery
+    expected_band: float = Field(0.8, gt=0, lt=1)
 
 
 class ReportParams(_Section):

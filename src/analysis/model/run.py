@@ -51,11 +51,13 @@ for the same inputs and params):
     columns, floats written with ``store.SIGNIFICANT_DIGITS`` (6) significant digits -- the one
     rounding rule of :mod:`analysis.store`, also applied to every float in the JSON files and in
     ``diagnostics.parquet``, so the bytes do not depend on where the optimiser stopped.
-``diagnostics.parquet``, ``random_effects.csv``, ``analysed_clients.csv``
+``diagnostics.parquet``, ``random_effects.csv``, ``analysed_clients.csv``, ``expected.csv``
     Per-observation fitted values and residuals (client_id, week, y, fitted,
     residual), per-client predicted random effects (client_id, intercept,
-    slope), for the therapist-only diagnostics, and the clients the primary
-    comparison selected (client_id, group), which the reports describe. They
+    slope), for the therapist-only diagnostics, the clients the primary
+    comparison selected (client_id, group), which the reports describe, and
+    each analysed client's expected recovery under the primary model (client_id,
+    week, expected, sd; :mod:`analysis.model.expected`; no rows when the fit failed). They
     carry pseudonymous client ids and must not go into peer outputs.
 
 If the primary model cannot be fitted trustworthily, ``primary.status`` is
@@ -75,6 +77,7 @@ from analysis import lineage
 from analysis.contract import load_registry
 from analysis.errors import InputError, ModelError
 from analysis.groups import group_label
+from analysis.model.expected import expected_trajectories
 from analysis.model.prepare import PrimaryData, primary_data
 from analysis.model.primary import fit_diagnostics, primary_analysis
 from analysis.model.secondary import run_secondary
@@ -133,6 +136,7 @@ def run_model(params: Params, progress: Callable[[str], None] | None = None) -> 
         diagnostics = pd.DataFrame(columns=DIAGNOSTIC_COLUMNS)
         random_effects = pd.DataFrame(columns=RANDOM_EFFECT_COLUMNS)
     tables["random_effects"] = random_effects
+    tables["expected"] = expected_trajectories(fit, cfg.followup_weeks)
     tables["analysed_clients"] = analysed_clients(pdata)
 
     results = parse_results(

@@ -31,6 +31,7 @@ from analysis.report import paper as pa
 from analysis.report import paper_tables as pt
 from analysis.report import peer as pr
 from analysis.report import provenance as prov
+from analysis.report import recovery as rc
 from analysis.report import secondary_text as st
 from analysis.report import summary as sm
 from analysis.report import therapist as th
@@ -52,7 +53,8 @@ from analysis.report.render import GROUP_COLOURS, html_to_pdf, render
 
 def therapist_clients(inp: ReportInputs, c: ReportContext) -> pd.DataFrame:
     """The one client table behind the worklist, the finder, clients.csv and worklist.csv."""
-    clients = wl.client_table(inp.dataset, c.measure, c.model.timing, c.group, c.report.attention, inp.since_last)
+    band = rc.band_table(inp.tables.get("expected"), c.report.attention.expected_band)
+    clients = wl.client_table(inp.dataset, c.measure, c.model.timing, c.group, c.report.attention, inp.since_last, band)
     return wl.mark_new(clients, inp.previous_clients)
 
 
@@ -109,7 +111,8 @@ def build_therapist(
         true_period=inp.true_period,
         real_view=references is not None,
     )
-    cards = cl.client_cards(clients, progress, measure)
+    band = rc.band_table(inp.tables.get("expected"), attention.expected_band)
+    cards = cl.client_cards(clients, progress, measure, band)
     diag_figs = []
     diagnostics = inp.diagnostics
     if has_columns(diagnostics, {"fitted", "residual"}):
@@ -154,6 +157,9 @@ def build_therapist(
             validation=inp.validation.get("summary", {}),
             validation_href=inp.validation_href,
             diagnostics=diag_figs,
+            band_note=rc.band_note(attention.expected_band, c.primary_ok, not band.empty, measure),
+            band_level=attention.expected_band,
+            has_band=not band.empty,
             title="Therapist's report",
         ),
     )

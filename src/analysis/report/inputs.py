@@ -36,6 +36,7 @@ RESULT_TABLES = (
     "hip_ir_vs_pain",
     "random_effects",
     "analysed_clients",
+    "expected",
 )
 
 

@@ -4,9 +4,10 @@
 ``reports/sheets/``: git-ignored and outside the DVC outputs, so ``dvc repro`` keeps them; owner-only)
 from the analysis dataset, with the session count and visits of the same client table as the therapist
 page's finder (:func:`analysis.report.worklist.client_table`): pain over time with the band of a
-clinically important improvement, function (LEFS) where recorded, hip internal rotation (left and
-right), and every session with its focus, techniques and minutes. Outcome systems such as FOTO give
-clinicians such a sheet; clients like to see their own progress.
+clinically important improvement and the expected-recovery band of the primary model
+(:mod:`analysis.report.recovery`; none when the model could not be fitted), function (LEFS) where
+recorded, hip internal rotation (left and right), and every session with its focus, techniques and
+minutes. Outcome systems such as FOTO give clinicians such a sheet; clients like to see their own progress.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from analysis.contract import Registry, load_registry
 from analysis.errors import InputError
 from analysis.params_schema import Params
 from analysis.paths import resolve
+from analysis.report import recovery as rc
 from analysis.report.render import GROUP_COLOURS, data_uri, figure_style, html_to_pdf, render, svg_bytes
 from analysis.report.therapist import assign_group, at_timing
 from analysis.report.worklist import client_table
@@ -35,14 +37,26 @@ def _series(d: pd.DataFrame, measure: str, timing: str = "pre") -> pd.DataFrame:
 Panel = tuple[str, pd.DataFrame, tuple[float, float], tuple[float, float] | None, str]
 
 
-def _chart(panels: list[Panel], colour: str) -> bytes:
-    """One row of small charts: (title, data, y-limits, band or None, y label)."""
+def _chart(panels: list[Panel], colour: str, expected: pd.DataFrame | None = None) -> bytes:
+    """One row of small charts: (title, data, y-limits, band or None, y label); ``expected`` (week,
+    expected, low, high) is drawn on the first panel as the expected-recovery band."""
     with figure_style():
         fig = Figure(figsize=(3.0 * len(panels), 1.9))
         for i, (title, data, ylim, band, ylabel) in enumerate(panels, start=1):
             ax = fig.add_subplot(1, len(panels), i)
             if band:
                 ax.axhspan(*sorted(band), color="#e6e6e6", lw=0, label="clinically important improvement")
+            if i == 1 and expected is not None and not expected.empty:
+                lo, hi = ylim
+                ax.fill_between(
+                    expected["week"],
+                    expected["low"].clip(lo, hi),
+                    expected["high"].clip(lo, hi),
+                    color=colour,
+                    alpha=0.16,
+                    lw=0,
+                )
+                ax.plot(expected["week"], expected["expected"].clip(lo, hi), color=colour, lw=1, ls="--", alpha=0.8)
             if not data.empty:
                 ax.plot(data["weeks_since_first"], data["value"], color=colour, marker="o", ms=3, lw=1.5)
             else:
@@ -65,12 +79,15 @@ def client_sheet(
     timing: str = "pre",
     n_sessions: int | None = None,
     reference: str = "",
+    expected: pd.DataFrame | None = None,
+    band_level: float = 0.8,
 ) -> str:
     """The sheet's HTML (self-contained). Raises InputError for an unknown client id.
 
     ``pain`` and ``timing`` are the primary measure and its timing (params ``model.measure``/``timing``);
     ``n_sessions`` the client table's session count (checked against the sessions listed); ``reference`` the
-    practice's own patient reference (key holder's real-date view only).
+    practice's own patient reference (key holder's real-date view only); ``expected`` this client's rows of
+    the expected-recovery band (:func:`analysis.report.recovery.band_table`) at ``band_level``, or None.
     """
     d = dataset[dataset["client_id"] == client_id]
     if d.empty:
@@ -128,7 +145,8 @@ def client_sheet(
             first=first,
             last=last,
             n_sessions=len(rows),
-            pain_uri=data_uri(_chart(panels, colour)),
+            pain_uri=data_uri(_chart(panels, colour, expected)),
+            band_level=band_level if expected is not None and not expected.empty else None,
             ir_uri=data_uri(_chart(ir_panels, colour)) if ir_panels else None,
             sessions=rows,
             measure=m,
@@ -147,12 +165,17 @@ def write_sheets(
     client_ids: list[str],
     out: Path,
     references: dict[str, str] | None = None,
+    expected: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write one HTML + PDF per client into ``out`` (made owner-only), from the finder's client table."""
+    """Write one HTML + PDF per client into ``out`` (made owner-only), from the finder's client table;
+    ``expected`` is the model step's ``expected.csv`` (None: no expected-recovery band)."""
 
     model = params.model
+    level = params.report.attention.expected_band
+    band = rc.band_table(expected, level)
+    bands = rc.by_client(band)
     group = assign_group(dataset, tuple(model.exposure.hip_focused), tuple(model.exposure.comparator))
-    table = client_table(dataset, registry[model.measure], model.timing, group, params.report.attention)
+    table = client_table(dataset, registry[model.measure], model.timing, group, params.report.attention, band=band)
     counts = dict(zip(table["client_id"], table["sessions"], strict=True))
     unknown = [cid for cid in client_ids if not (dataset["client_id"] == cid).any()]
     if unknown:
@@ -174,6 +197,8 @@ def write_sheets(
             timing=model.timing,
             n_sessions=counts.get(cid),
             reference=(references or {}).get(cid, ""),
+            expected=bands.get(cid),
+            band_level=level,
         )
         write_text(out / f"{cid}.html", html, private=True)  # a person's record: owner-only from the first byte
         write_bytes(out / f"{cid}.pdf", html_to_pdf(html), private=True)
@@ -189,5 +214,7 @@ def run_sheet(params: Params, client_ids: list[str]) -> str:
         raise InputError(f"{path}: analysis dataset not found; run `outcomes join` first (or `dvc repro`)")
     dataset = pd.read_parquet(path)
     registry = load_registry(resolve(params.data.registry))
-    written = write_sheets(dataset, registry, params, client_ids, resolve(params.report.sheets_dir))
+    expected_path = resolve(params.model.out_dir) / "expected.csv"
+    expected = pd.read_csv(expected_path) if expected_path.is_file() else None
+    written = write_sheets(dataset, registry, params, client_ids, resolve(params.report.sheets_dir), expected=expected)
     return "\n".join(f"wrote {p} (and .html)" for p in written)

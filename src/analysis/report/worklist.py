@@ -9,11 +9,16 @@ Each client gets one status, the first that applies:
    detectable change (``mdc_points`` in the registry), so a change within test-retest error (3 -> 4 on
    the NPRS) is never called worse;
 2. ``relapsed``: an earlier value reached the MCID improvement, the latest no longer does;
-3. ``no important improvement``: at least ``min_sessions`` sessions or ``min_weeks`` weeks of care and no
+3. ``behind expected recovery``: the latest value (after the first, within the follow-up window) lies
+   beyond the expected-recovery band on the worse side -- above it when lower is better -- i.e. this
+   client recovers more slowly than the primary model expects for a client with the same first score,
+   group and covariates (:mod:`analysis.model.expected`, :mod:`analysis.report.recovery`; band level
+   params ``report.attention.expected_band``). Only where the model step wrote a band;
+4. ``no important improvement``: at least ``min_sessions`` sessions or ``min_weeks`` weeks of care and no
    value has reached the MCID improvement;
-4. ``low baseline``: the MCID improvement cannot be reached from this baseline (e.g. 1/10 on NPRS), so
+5. ``low baseline``: the MCID improvement cannot be reached from this baseline (e.g. 1/10 on NPRS), so
    the rule cannot judge progress -- shown as such, not as a failure;
-5. ``improved`` (reached the MCID and still there) or ``too early`` (fewer sessions and weeks than the
+6. ``improved`` (reached the MCID and still there) or ``too early`` (fewer sessions and weeks than the
    rule needs): not on the worklist.
 
 A client is *active* when seen within ``active_weeks`` of the end of the data. "Weeks since the last
@@ -34,9 +39,18 @@ import pandas as pd
 
 from analysis.contract import Measure
 from analysis.params_schema import Attention
+from analysis.report import recovery as rc
 
-STATUSES = ("worse", "relapsed", "no important improvement", "low baseline", "improved", "too early")
-ON_WORKLIST = STATUSES[:4]
+STATUSES = (
+    "worse",
+    "relapsed",
+    "behind expected recovery",
+    "no important improvement",
+    "low baseline",
+    "improved",
+    "too early",
+)
+ON_WORKLIST = STATUSES[:5]
 CLIENT_COLUMNS = [
     "client_id",
     "group",
@@ -52,6 +66,9 @@ CLIENT_COLUMNS = [
     "best",
     "change",
     "needed",
+    "expected",
+    "expected_low",
+    "expected_high",
     "values",
     "therapist_id",
     "weeks_since_last",
@@ -68,6 +85,9 @@ CSV_COLUMNS = {
     "baseline": "first_score",
     "latest": "latest_score",
     "best": "best_score",
+    "expected": "expected_score",
+    "expected_low": "expected_low",
+    "expected_high": "expected_high",
     "status": "status",
     "on_worklist": "on_worklist",
     "active": "active",
@@ -77,9 +97,16 @@ CSV_COLUMNS = {
 
 
 def classify(
-    baseline: float, values: list[float], sessions: int, weeks: float, measure: Measure, cfg: Attention
+    baseline: float,
+    values: list[float],
+    sessions: int,
+    weeks: float,
+    measure: Measure,
+    cfg: Attention,
+    behind: bool = False,
 ) -> str:
-    """One client's status (see the module docstring); ``values`` in time order, baseline first."""
+    """One client's status (see the module docstring); ``values`` in time order, baseline first; ``behind``:
+    the latest value lies beyond the expected-recovery band on the worse side."""
     needed = float(measure.mcid_needed(baseline))
     worse_by = max(needed, measure.mdc_points or 0.0)
     improvements = [float(measure.improvement(baseline, v)) for v in values[1:]]
@@ -88,8 +115,12 @@ def classify(
     reachable = float(measure.improvement(baseline, measure.minimum if measure.lower_is_better else measure.maximum))
     if improvements and latest <= -worse_by + 1e-9:
         return "worse"
+    if best >= needed - 1e-9 > latest:
+        return "relapsed"
+    if behind:
+        return "behind expected recovery"
     if best >= needed - 1e-9:
-        return "improved" if latest >= needed - 1e-9 else "relapsed"
+        return "improved"
     if reachable < needed - 1e-9:
         return "low baseline"
     if sessions >= cfg.min_sessions or weeks >= cfg.min_weeks:
@@ -114,21 +145,26 @@ def client_table(
     group: pd.Series,
     cfg: Attention,
     since_last: pd.Series | None = None,
+    band: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per client with the primary measure: status, visits, scores, and whether to look again.
 
     ``since_last`` maps client_id -> whole weeks from the client's last visit to the end of the data on the
-    real calendar (the de-identification's sidecar); without it the dataset's own dates are used.
+    real calendar (the de-identification's sidecar); without it the dataset's own dates are used. ``band`` is
+    the expected-recovery band (:func:`analysis.report.recovery.band_table`); None or empty: no client is
+    judged against it.
 
     Returns
     -------
     DataFrame with :data:`CLIENT_COLUMNS`: ``first_visit``/``last_visit`` (ISO dates of any session, as in
     the dataset), ``sessions`` (sessions attended), ``weeks`` (first to last value), ``baseline``,
     ``latest``, ``best`` (the best value), ``change`` (latest - baseline), ``needed`` (MCID in points for
-    this client), ``values`` (list, in time order, for the sparkline), ``therapist_id`` (the client's usual
-    therapist: most sessions), ``weeks_since_last`` (whole weeks since the last visit), ``active``
-    (``weeks_since_last < active_weeks``: seen within the last ``active_weeks`` weeks), ``new`` (False; see
-    :func:`mark_new`). Sorted by urgency (see the module docstring).
+    this client), ``expected``, ``expected_low``, ``expected_high`` (the expected score and the band at the
+    latest value's week, the band cut to the measure's range; NaN without a band there), ``values`` (list,
+    in time order, for the sparkline), ``therapist_id`` (the client's usual therapist: most sessions),
+    ``weeks_since_last`` (whole weeks since the last visit), ``active`` (``weeks_since_last < active_weeks``:
+    seen within the last ``active_weeks`` weeks), ``new`` (False; see :func:`mark_new`). Sorted by urgency
+    (see the module docstring).
     """
     d = dataset.assign(group=group)
     visits = d.groupby("client_id", sort=True).agg(
@@ -150,13 +186,17 @@ def client_table(
     )
     m = d[(d["measure"] == measure.key) & (d["timing"] == timing) & d["value"].notna()]
     m = m.sort_values(["client_id", "session_number"], kind="mergesort")
+    bands = rc.by_client(band) if band is not None and not band.empty else {}
+    nan = float("nan")
     rows = []
     for cid, g in m.groupby("client_id", sort=True):
         values = [float(v) for v in g["value"]]
         base = values[0]
-        weeks = float(g["weeks_since_first"].max() - g["weeks_since_first"].min())
+        at = g["weeks_since_first"].to_numpy(dtype=float)
+        weeks = float(at.max() - at.min())
         n_sessions = int(attended.get(cid, len(values)))
-        status = classify(base, values, n_sessions, weeks, measure, cfg)
+        point = rc.band_at(bands.get(str(cid)), float(at[-1])) if len(values) > 1 else None
+        status = classify(base, values, n_sessions, weeks, measure, cfg, rc.is_behind(values[-1], point, measure))
         v = visit_rows[cid]
         last = pd.Timestamp(v["last_visit"])
         since = int(gap.get(cid, 0))
@@ -177,6 +217,10 @@ def client_table(
                 best=better(values),
                 change=values[-1] - base,
                 needed=float(measure.mcid_needed(base)),
+                # two decimals: the scores are whole points, and the CSV's bytes must not carry float noise
+                expected=round(point.expected, 2) if point else nan,
+                expected_low=round(max(point.low, measure.minimum), 2) if point else nan,
+                expected_high=round(min(point.high, measure.maximum), 2) if point else nan,
                 values=values,
                 therapist_id=str(usual.get(cid, "")) if cid in usual.index else "",
                 weeks_since_last=since,

@@ -5,6 +5,7 @@ tables; rejected rows with their reasons; the typed tables of the rows that pass
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +82,12 @@ def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> 
     return out
 
 
-def validate_tables(inputs: Inputs, registry: Registry, today: dt.date | None = None) -> ValidationResult:
+def validate_tables(
+    inputs: Inputs,
+    registry: Registry,
+    today: dt.date | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ValidationResult:
     """Check the raw tables against the contract and split valid rows from rejects.
 
     Parameters
@@ -89,6 +95,8 @@ def validate_tables(inputs: Inputs, registry: Registry, today: dt.date | None = 
     inputs : raw string tables and file-level problems from :func:`analysis.load.load_inputs`.
     registry : the measures registry.
     today : latest allowed session date (default: today).
+    progress : optional; called with the name of each step (the suites, each table's checks, the privacy
+        scan) before it runs.
 
     Returns
     -------
@@ -109,15 +117,18 @@ def validate_tables(inputs: Inputs, registry: Registry, today: dt.date | None = 
     ('clean', 0, 150)
     """
     today = today or dt.date.today()
+    say = progress or (lambda step: None)
     raw = inputs.tables
     problems: list[Problem] = list(inputs.problems)
     outcomes: list[ExpectationOutcome] = []
+    say("preparing the contract's checks (Great Expectations suites)")
     suites = build_suites(registry, today)
     extra = cross_table_expectations(raw)
     links = cross_table_links(raw)
     context = make_context()
     for name, frame in raw.items():
         label = inputs.sources[name]
+        say(f"checking {name} ({len(frame)} rows)")
         staged = stage_table(TABLES[name], frame, links[name])
         run = run_suite(context, name, staged, list(suites[name].expectations) + extra[name])
         outcomes.extend(run)
@@ -125,6 +136,7 @@ def validate_tables(inputs: Inputs, registry: Registry, today: dt.date | None = 
             for row in o.rows:
                 value = " / ".join(str(frame.at[row, c]) for c in o.column.split(", ")) if o.column else None
                 problems.append(Problem(label, row, o.column or None, o.rule, _shown(value), o.severity))
+    say("scanning for identifying values, splitting valid rows from rejects")
     private = _privacy_problems(raw, inputs.sources)
     # never echo a value the privacy scan flagged, in any other problem line either
     hidden = {(p.file, p.row, p.column) for p in private}

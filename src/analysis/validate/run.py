@@ -5,6 +5,7 @@ atomically, record lineage; refuse (non-zero exit) when rows are rejected unless
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 from analysis import lineage
@@ -18,7 +19,12 @@ from analysis.validate.checks import validate_tables
 from analysis.validate.report import summary_text, validation_html, validation_json
 
 
-def run_validate(params: Params, input_dir: Path | None = None, today: dt.date | None = None) -> str:
+def run_validate(
+    params: Params,
+    input_dir: Path | None = None,
+    today: dt.date | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> str:
     """I/O edge of ``outcomes validate``: read, check, write reports, rejects and valid tables.
 
     Always writes ``<report_dir>/validation.json``, ``validation.html`` and
@@ -27,15 +33,19 @@ def run_validate(params: Params, input_dir: Path | None = None, today: dt.date |
 
     Returns the summary text. Raises :class:`ValidationFailed` (exit 1) when
     there are errors, unless params ``validate.allow_rejects`` is true and the
-    problems are all row-level.
+    problems are all row-level. ``progress`` (optional) is called with the name of each step before it
+    runs (loading, each table's checks, writing).
     """
 
     check_outputs_outside_inputs(params, "validate", input_dir)  # raw inputs are never written to
     data, v = params.data, params.validate_
     folder = resolve(input_dir) if input_dir else resolve(data.input)
+    say = progress or (lambda step: None)
+    say(f"loading {folder}")
     registry = load_registry(resolve(data.registry))
     inputs = load_inputs(folder, max_mb=v.max_file_mb)
-    result = validate_tables(inputs, registry, today)
+    result = validate_tables(inputs, registry, today, progress=say)
+    say("writing the validation report, rejects and valid tables")
     shown = str(input_dir) if input_dir else data.input
     report = validation_json(result, shown)
     report_dir, out_dir = resolve(v.report_dir), resolve(v.out_dir)

@@ -22,6 +22,7 @@ from analysis.model.prepare import primary_data
 from analysis.model.primary import GROUPS, RE_FORMULA, SLOPE_TERM, primary_formula
 from analysis.model.selfcheck import clinic_seeds, simulation_study
 from analysis.model.selfcheck.design import primary_design
+from analysis.model.selfcheck.design import primary_formula as bulk_formula
 from analysis.model.selfcheck.prepared import primary_batch
 from analysis.params import load_params
 from analysis.simulate import simulate_clinic
@@ -68,22 +69,25 @@ def test_bulk_prepare_equals_join_and_primary_data(case):
     batch, singles = case
     prepared = list(primary_batch(batch, PARAMS.model))
     assert len(prepared) == len(singles)
-    for got, single in zip(prepared, singles, strict=True):
+    for clinic, single in zip(prepared, singles, strict=True):
+        got = clinic.primary_data()
         want = primary_data(build_analysis_dataset(single.clients, single.sessions, single.measurements), PARAMS.model)
         pd.testing.assert_frame_equal(got.data, want.data, check_exact=True)
         pd.testing.assert_frame_equal(got.excluded, want.excluded, check_exact=True)
         assert got.covariates == want.covariates
         assert got.levels == want.levels
-        assert got.n_clients == want.n_clients
+        assert clinic.n_clients == got.n_clients == want.n_clients
 
 
 def test_design_and_fit_equal_patsy_and_fit_mixed(case):
-    batch, _ = case
+    batch, singles = case
     statuses = set()
-    for pdata in primary_batch(batch, PARAMS.model):
+    for clinic, single in zip(primary_batch(batch, PARAMS.model), singles, strict=True):
+        pdata = primary_data(build_analysis_dataset(single.clients, single.sessions, single.measurements), PARAMS.model)
         formula = primary_formula(pdata)
-        want = lmm.from_formula(pdata.data, formula, GROUPS, RE_FORMULA)
-        got = primary_design(pdata)
+        assert bulk_formula(clinic) == formula
+        want = lmm.from_formula(pdata.data, formula, GROUPS, RE_FORMULA)  # patsy, on the per-clinic pipeline's data
+        got = primary_design(clinic)
         for f in dataclasses.fields(want):
             a, b = getattr(got, f.name), getattr(want, f.name)
             if isinstance(b, np.ndarray):

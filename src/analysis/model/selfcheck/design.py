@@ -17,44 +17,46 @@ import re
 import numpy as np
 
 from analysis.model import lmm
-from analysis.model.prepare import PrimaryData
+from analysis.model.selfcheck.prepared import ClinicData
 from analysis.model.primary import GROUPS, RE_FORMULA
 
 _CATEGORICAL = re.compile(r"^C\((\w+)\)$")
 
 
-def primary_design(pdata: PrimaryData) -> lmm.Design:
-    """The design of the primary model (``primary_formula(pdata)``, random intercept and week slope by client).
+def primary_formula(clinic: ClinicData) -> str:
+    """:func:`analysis.model.primary.primary_formula` of the clinic (the fit's label)."""
+    return " + ".join(["y ~ week * hip", *clinic.covariates])
+
+
+def primary_design(clinic: ClinicData) -> lmm.Design:
+    """The design of the primary model (``primary_formula``, random intercept and week slope by client).
 
     Raises ``ValueError`` for a covariate term that is neither ``C(name)`` nor a column name.
     """
     if RE_FORMULA != "~week":
         raise ValueError(f"primary_design builds random effects ~week, not {RE_FORMULA}")
-    data = pdata.data
-    week = data["week"].to_numpy(dtype=np.float64)
-    hip = data["hip"].to_numpy(dtype=np.float64)
-    n = len(data)
+    data = clinic.columns
+    week = data["week"].astype(np.float64)
+    hip = data["hip"].astype(np.float64)
+    n = len(week)
     categorical: list[tuple[str, np.ndarray]] = []
     numeric: list[tuple[str, np.ndarray]] = [("week", week), ("hip", hip), ("week:hip", week * hip)]
-    for term in pdata.covariates:
+    for term in clinic.covariates:
         match = _CATEGORICAL.match(term)
-        if match:
+        if match and match.group(1) in clinic.levels:
             col = data[match.group(1)]
-            codes = col.cat.codes.to_numpy()
-            for j, level in enumerate(col.cat.categories[1:], start=1):
-                categorical.append((f"{term}[T.{level}]", (codes == j).astype(np.float64)))
-        elif term in data.columns and term.isidentifier():
-            numeric.append((term, data[term].to_numpy(dtype=np.float64)))
+            for level in clinic.levels[match.group(1)][1:]:
+                categorical.append((f"{term}[T.{level}]", (col == level).astype(np.float64)))
+        elif term in data and term.isidentifier():
+            numeric.append((term, data[term].astype(np.float64)))
         else:
             raise ValueError(f"primary_design: covariate term {term!r} is neither C(name) nor a column")
     columns = [("Intercept", np.ones(n)), *categorical, *numeric]
-    X = np.column_stack([v for _, v in columns])
-    Z = np.column_stack([np.ones(n), week])
     return lmm.from_arrays(
-        X,
-        Z,
-        data["y"].to_numpy(dtype=np.float64),
-        data[GROUPS].to_numpy(),
+        np.column_stack([v for _, v in columns]),
+        np.column_stack([np.ones(n), week]),
+        data["y"].astype(np.float64),
+        data[GROUPS],
         fixed_names=[name for name, _ in columns],
         re_names=["Intercept", "week"],
     )

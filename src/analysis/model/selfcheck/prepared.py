@@ -27,6 +27,8 @@ self-check analyses). tests/test_bulk.py checks clinic by clinic that ``data``, 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,7 +48,52 @@ def _str(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
     return pd.array(values.astype(object), dtype="str")
 
 
-def primary_batch(batch: ClinicBatch, cfg: ModelParams) -> Iterator[PrimaryData]:
+@dataclass(frozen=True)
+class ClinicData:
+    """One clinic's primary-model data as arrays, one entry per row of ``PrimaryData.data``.
+
+    Attributes
+    ----------
+    columns : the columns of ``PrimaryData.data`` except ``session_id`` (numbers as numpy arrays, text
+        and categorical covariates as object arrays of str).
+    session_index : each row's session number within the clinic (1, 2, ... over its sessions,
+        client by client); ``session_width`` the digits of its id (``S00001``).
+    covariates, levels : as in :class:`~analysis.model.prepare.PrimaryData`.
+    excluded : (client_id, reason) of each excluded client, in client order.
+    """
+
+    columns: dict[str, np.ndarray]
+    session_index: np.ndarray
+    session_width: int
+    covariates: list[str]
+    levels: dict[str, list[str]]
+    excluded: list[tuple[str, str]]
+
+    @property
+    def n_clients(self) -> int:
+        return len(np.unique(self.columns["client_id"]))
+
+    def primary_data(self) -> PrimaryData:
+        """As :func:`analysis.model.prepare.primary_data` returns it (``notes`` empty)."""
+        data: dict[str, Any] = {}
+        for name in DATA_COLUMNS:
+            if name == "session_id":
+                data[name] = _str(ids("S", self.session_index, self.session_width))
+                continue
+            values = self.columns[name]
+            if name in self.levels:
+                data[name] = pd.Categorical(values, categories=self.levels[name])
+            elif values.dtype == object:
+                data[name] = _str(values)
+            else:
+                data[name] = values
+        excluded = pd.DataFrame(self.excluded, columns=EXCLUDED_COLUMNS)
+        return PrimaryData(
+            data=pd.DataFrame(data), excluded=excluded, covariates=self.covariates, levels=self.levels, notes=[]
+        )
+
+
+def primary_batch(batch: ClinicBatch, cfg: ModelParams) -> Iterator[ClinicData]:
     """Each clinic's primary-model data, in clinic order (see the module docstring).
 
     Parameters
@@ -57,9 +104,10 @@ def primary_batch(batch: ClinicBatch, cfg: ModelParams) -> Iterator[PrimaryData]
 
     Yields
     ------
-    PrimaryData
-        Clinic ``k``'s, equal to ``primary_data(build_analysis_dataset(<clinic k's tables>), cfg)`` in
-        ``data``, ``excluded``, ``covariates`` and ``levels`` (``notes`` empty).
+    ClinicData
+        Clinic ``k``'s; its :meth:`~ClinicData.primary_data` equals
+        ``primary_data(build_analysis_dataset(<clinic k's tables>), cfg)`` in ``data``, ``excluded``,
+        ``covariates`` and ``levels``.
     """
     if (cfg.measure, cfg.timing) != (NPRS, "pre"):
         raise ValueError(f"the bulk path prepares {NPRS} (pre) only, not {cfg.measure} ({cfg.timing})")
@@ -81,8 +129,9 @@ def primary_batch(batch: ClinicBatch, cfg: ModelParams) -> Iterator[PrimaryData]
     # sessions are numbered client by client within each clinic
     session_no = np.cumsum(attend.ravel()).reshape(attend.shape)
     cum_hip = np.cumsum(np.isin(s.focus, JOIN_HIP_FOCI), axis=1).astype(np.int64)
+    hip = np.isin(base_focus, hip_foci).astype(np.int64)
     sw = c.symptom_weeks.astype(np.int64)
-    columns = {
+    client_columns = {
         "symptom_weeks": sw,
         "log_symptom_weeks": np.log(sw.astype(np.float64) + 1.0),
         "sitting_hours": np.where(c.sitting_missing, np.nan, c.sitting).astype(np.float64),
@@ -98,38 +147,33 @@ def primary_batch(batch: ClinicBatch, cfg: ModelParams) -> Iterator[PrimaryData]
         first_session = int(session_no[a - 1, -1]) if a > 0 else 0
         n_sessions = int(session_no[rows.stop - 1, -1]) - first_session
         kept = kept_all[rows]
-        out = {name: v[rows][kept] for name, v in columns.items()}
-        out["clinic_id"] = np.full(int(kept.sum()), clinic_id, dtype=object)
-        terms, levels = _covariates(out, list(cfg.covariates))
+        per_client = {name: v[rows][kept] for name, v in client_columns.items()}
+        per_client["clinic_id"] = np.full(int(kept.sum()), clinic_id, dtype=object)
+        terms, levels = _covariates(per_client, list(cfg.covariates))
         ci, ki = np.nonzero(obs[rows] & kept[:, None])  # row-major: client_id, then week and session number
-        pos = np.cumsum(kept) - 1  # client -> its row among the kept clients
+        pos = (np.cumsum(kept) - 1)[ci]  # each row's client among the kept clients
         g = a + ci
-        data = {
-            "client_id": _str(client_ids[ci]),
-            "session_id": _str(ids("S", session_no[g, ki] - first_session, max(5, len(str(n_sessions))))),
+        columns = {
+            "client_id": client_ids[ci],
             "session_number": (ki + 1).astype(np.int64),
             "week": cal.weeks[g, ki].astype(np.float64),
             "y": m.nprs_pre[g, ki].astype(np.float64),
             "baseline_y": m.nprs_pre[g, 0].astype(np.float64),
-            "hip": np.isin(base_focus[g], hip_foci).astype(np.int64),
-            "focus": _str(s.focus[g, ki]),
-            "baseline_focus": _str(base_focus[g]),
+            "hip": hip[g],
+            "focus": s.focus[g, ki],
+            "baseline_focus": base_focus[g],
             "cum_hip_sessions": cum_hip[g, ki],
+            **{name: values[pos] for name, values in per_client.items()},
         }
-        for name, values in out.items():
-            v = values[pos[ci]]
-            if name in levels:
-                data[name] = pd.Categorical(v.astype(object), categories=levels[name])
-            elif v.dtype == object:
-                data[name] = _str(v)
-            else:
-                data[name] = v
-        frame = pd.DataFrame(data)[[col for col in DATA_COLUMNS if col in data]]
         dropped = ~kept
-        excluded = pd.DataFrame(
-            list(zip(client_ids[dropped], reason[rows][dropped], strict=True)), columns=EXCLUDED_COLUMNS
+        yield ClinicData(
+            columns=columns,
+            session_index=session_no[g, ki] - first_session,
+            session_width=max(5, len(str(n_sessions))),
+            covariates=terms,
+            levels=levels,
+            excluded=list(zip(client_ids[dropped], reason[rows][dropped], strict=True)),
         )
-        yield PrimaryData(data=frame, excluded=excluded, covariates=terms, levels=levels, notes=[])
 
 
 def _covariates(out: dict[str, np.ndarray], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:

@@ -28,8 +28,8 @@ import pandas as pd
 
 from analysis.model.fit import MixedFit, fit_design_with_fallback, fit_options, linear_contrast
 from analysis.model.lmm import DF_METHODS
-from analysis.model.primary import RE_FORMULA, SLOPE_TERM, primary_formula
-from analysis.model.selfcheck.design import primary_design
+from analysis.model.primary import RE_FORMULA, SLOPE_TERM
+from analysis.model.selfcheck.design import primary_design, primary_formula
 from analysis.model.selfcheck.prepared import primary_batch
 from analysis.params_schema import ModelParams, Params
 from analysis.simulate.bulk import simulate_clinics
@@ -172,10 +172,10 @@ def _chunk(job: Job) -> list[dict[str, Any]]:
     prepared = list(primary_batch(batch, model_cfg))
     shared = (time.perf_counter() - t0) / len(seeds)
     rows: list[dict[str, Any]] = []
-    for k, pdata in enumerate(prepared):
+    for k, clinic_data in enumerate(prepared):
         t1 = time.perf_counter()
         fit = fit_design_with_fallback(
-            primary_design(pdata), primary_formula(pdata), RE_FORMULA, reml=True, **fit_options(model_cfg)
+            primary_design(clinic_data), primary_formula(clinic_data), RE_FORMULA, reml=True, **fit_options(model_cfg)
         )
         clinic = dict(
             scenario=scenario,
@@ -185,7 +185,7 @@ def _chunk(job: Job) -> list[dict[str, Any]]:
             chronicity_moderation=float(sim_cfg["chronicity_moderation"]),
             truth=week * float(batch.p["hip_slope_effect"]),
             truth_recorded=float(batch.truth_recorded[k]),
-            n_clients=pdata.n_clients,
+            n_clients=clinic_data.n_clients,
         )
         rows.extend(clinic_rows(fit, clinic, model_cfg, t1 - shared))
     return rows

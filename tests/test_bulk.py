@@ -137,6 +137,7 @@ def test_streams_refuse_a_draw_not_sized_by_the_batch():
     np.testing.assert_array_equal(drawn[3:], np.random.default_rng(2).random((4, 2)))
     one, two = np.random.default_rng(1), np.random.default_rng(2)
     one.random((3, 2)), two.random((4, 2))  # each clinic's stream goes on where it stopped
-    np.testing.assert_array_equal(streams.standard_normal(7), np.concatenate([one.standard_normal(3), two.standard_normal(4)]))
+    expected = np.concatenate([one.standard_normal(3), two.standard_normal(4)])
+    np.testing.assert_array_equal(streams.standard_normal(7), expected)
     with pytest.raises(ValueError, match="batch's 7 clients"):
         streams.random(6)

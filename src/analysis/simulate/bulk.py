@@ -176,9 +176,8 @@ def simulate_clinics(
     # the same steps in the same order as simulate_clinic: each clinic's stream sees the same draws
     clients = draw_clients(rng, p, total)
     exposure = draw_exposure(rng, p, clients)
-    centres = np.array(
-        [compared_centre(clients.log_sw[a:b], exposure.compared[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    )
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    centres = np.array([compared_centre(clients.log_sw[a:b], exposure.compared[a:b]) for a, b in spans])
     trajectories = draw_trajectories(rng, p, clients, exposure, centre=np.repeat(centres, sizes))
     calendar = draw_calendar(rng, p, total, k_max)
     details = draw_session_details(rng, p, exposure, k_max)
@@ -191,7 +190,7 @@ def simulate_clinics(
         t.level + t.slope_knee_cf * week, p["residual_sd"]
     )
     recorded = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in spans:
         compared = exposure.compared[a:b]
         recorded.append(float(gap[a:b][compared].mean()) if compared.any() else float("nan"))
     return ClinicBatch(
@@ -222,7 +221,7 @@ def _cut(obj: T, rows: slice, **replace: Any) -> T:
             v = tuple(x[rows] for x in v)
         values[f.name] = v
     values.update(replace)
-    return cast(T, type(obj)(**values))
+    return type(obj)(**values)
 
 
 def clinic_of(batch: ClinicBatch, k: int) -> Clinic:

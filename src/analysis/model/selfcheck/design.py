@@ -17,8 +17,8 @@ import re
 import numpy as np
 
 from analysis.model import lmm
-from analysis.model.selfcheck.prepared import ClinicData
 from analysis.model.primary import GROUPS, RE_FORMULA
+from analysis.model.selfcheck.prepared import ClinicData
 
 _CATEGORICAL = re.compile(r"^C\((\w+)\)$")
 

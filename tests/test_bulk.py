@@ -24,6 +24,7 @@ from analysis.model.selfcheck import clinic_seeds, simulation_study
 from analysis.model.selfcheck.design import primary_design
 from analysis.model.selfcheck.design import primary_formula as bulk_formula
 from analysis.model.selfcheck.prepared import primary_batch
+from analysis.model.selfcheck.study import blas_threads, study_pool
 from analysis.params import load_params
 from analysis.simulate import simulate_clinic
 from analysis.simulate.bulk import ClinicStreams, clinic_of, simulate_clinics
@@ -141,3 +142,11 @@ def test_streams_refuse_a_draw_not_sized_by_the_batch():
     np.testing.assert_array_equal(streams.standard_normal(7), expected)
     with pytest.raises(ValueError, match="batch's 7 clients"):
         streams.random(6)
+
+
+def test_study_pool_workers_use_one_blas_thread():
+    before = blas_threads()
+    with study_pool(2) as pool:
+        for counts in pool.map(blas_threads, [None, None]):
+            assert counts == [1] * len(counts)
+    assert blas_threads() == before  # this process keeps its own

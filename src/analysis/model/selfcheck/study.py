@@ -8,19 +8,19 @@ is ``simulate_clinic(cfg, seeds[k])``), joined and prepared in one pass
 ``primary_data`` clinic by clinic) and then each clinic's primary model is built
 (:func:`analysis.model.selfcheck.design.primary_design`, equal to patsy's) and fitted
 (:func:`analysis.model.fit.fit_design_with_fallback`, :func:`~analysis.model.fit.fit_mixed_with_fallback`'s
-verdict). Worker processes start fresh (``spawn``) with one BLAS thread each: the engine's matrices are
-small, and several BLAS threads per process on shared cores made each fit two to three times slower.
+verdict). Worker processes (forked, as before) use one BLAS thread each (:func:`blas_threads`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,27 +65,62 @@ def clinic_seeds(seed: int, n_clinics: int) -> list[int]:
     return [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=n_clinics)]
 
 
-#: BLAS thread settings of the worker processes (read by OpenBLAS, MKL and OpenMP when they load)
-SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: clinics simulated and prepared in one pass (larger chunks: less overhead, coarser progress)
 MAX_CHUNK = 50
+#: OpenBLAS's thread-count setters and getters, as exported by the numpy and scipy wheels and by a system OpenBLAS
+_OPENBLAS = (
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+)
+
+
+def _openblas_libraries() -> list[ctypes.CDLL]:
+    """The OpenBLAS libraries loaded in this process (Linux: from /proc/self/maps; elsewhere none)."""
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    paths = sorted({f[5] for f in (line.split(maxsplit=5) for line in maps.splitlines()) if len(f) == 6})
+    libraries = []
+    for path in paths:
+        if "openblas" in Path(path).name.lower():
+            try:
+                libraries.append(ctypes.CDLL(path))
+            except OSError:
+                continue
+    return libraries
+
+
+def blas_threads(n: int | None = None) -> list[int]:
+    """Threads of each OpenBLAS loaded in this process, after setting them to ``n`` (None: unchanged).
+
+    The self-check's workers call it with 1 (:func:`study_pool`): the engine's matrices are small, and two
+    BLAS threads per process on shared cores made each fit two to three times slower. Results do not depend
+    on it (it only changes speed); where no OpenBLAS is found it does nothing.
+    """
+    counts = []
+    for lib in _openblas_libraries():
+        for setter, getter in _OPENBLAS:
+            if hasattr(lib, setter) and hasattr(lib, getter):
+                if n is not None:
+                    getattr(lib, setter)(ctypes.c_int(n))
+                counts.append(int(getattr(lib, getter)()))
+                break
+    return counts
+
+
+def _one_blas_thread() -> None:
+    blas_threads(1)
 
 
 @contextmanager
 def study_pool(workers: int) -> Iterator[Executor]:
-    """Worker processes for :func:`simulation_study` (share one between scenarios: each start imports the
-    package). Fresh (``spawn``) processes with one BLAS thread each, the environment restored afterwards."""
-    saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
-    os.environ.update(SINGLE_THREAD_ENV)
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            yield pool
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """Worker processes for :func:`simulation_study`, shareable between scenarios; each uses one BLAS thread."""
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("fork"), initializer=_one_blas_thread
+    ) as pool:
+        yield pool
 
 
 def simulation_study(

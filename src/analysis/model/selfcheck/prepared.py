@@ -1,5 +1,7 @@
 """Join and prepare many simulated clinics at once: a batch's client x session grid -> each clinic's
-:class:`~analysis.model.prepare.PrimaryData`, as the per-clinic pipeline would make it.
+primary-model data as arrays (:class:`ClinicData`, from which the fit's design is built), whose
+:meth:`ClinicData.primary_data` is the :class:`~analysis.model.prepare.PrimaryData` the per-clinic
+pipeline makes.
 
 The per-clinic pipeline builds the contract tables (:func:`analysis.simulate.model.assemble_tables`),
 joins them (:func:`analysis.join.build_analysis_dataset`) and selects the primary model's data

@@ -40,10 +40,12 @@ test: $(STAMP) lint
 selfcheck: $(STAMP)
 	$(BIN)/outcomes selfcheck
 
-## Timings (not tests): validate + join on the demo and 20k clients; the primary fit at 1k, 5k, 20k clients.
+## Timings (not tests): validate + join on the demo and 20k clients; the primary fit at 1k, 5k, 20k clients;
+## `outcomes selfcheck` at its default size (3 runs, median and peak memory).
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_selfcheck.py
 
 ## Same bytes on any machine: the demo built twice from scratch in temporary copies (the second with another BLAS
 ## kernel, one font family, another time zone), every file of reports/ and data/processed/ compared, and dvc.lock.

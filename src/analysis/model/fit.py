@@ -207,6 +207,23 @@ def fit_mixed(
     if df_method not in lmm.DF_METHODS:
         raise ModelError(f"params model.df_method must be one of {', '.join(lmm.DF_METHODS)}, not {df_method!r}")
     design = lmm.from_formula(data, formula, groups, re_formula)
+    return fit_design(design, formula, re_formula, reml=reml, singular_tol=singular_tol, df_method=df_method)
+
+
+def fit_design(
+    design: lmm.Design,
+    formula: str,
+    re_formula: str | None,
+    *,
+    reml: bool = True,
+    singular_tol: float = 1e-4,
+    df_method: str = DF_METHOD_DEFAULT,
+) -> MixedFit:
+    """:func:`fit_mixed` on a design already built from ``formula`` and ``re_formula`` (for callers that
+    build many designs without patsy, such as the self-check; ``formula`` and ``re_formula`` only label
+    the result)."""
+    if df_method not in lmm.DF_METHODS:
+        raise ModelError(f"params model.df_method must be one of {', '.join(lmm.DF_METHODS)}, not {df_method!r}")
     base: dict[str, Any] = {
         "formula": formula,
         "re_formula": re_formula,
@@ -288,9 +305,31 @@ def fit_mixed_with_fallback(
         did not converge, or the fallback failed too).
     """
     fit = fit_mixed(data, formula, groups, re_formula, **kwargs)
-    if fit.ok or re_formula is None or re_formula.strip() in ("1", "~1") or not fit.checks.get("singular"):
+    if not _needs_fallback(fit, re_formula):
         return fit
-    simple = fit_mixed(data, formula, groups, None, **kwargs)
+    return _fallback(fit, fit_mixed(data, formula, groups, None, **kwargs), re_formula)
+
+
+def fit_design_with_fallback(design: lmm.Design, formula: str, re_formula: str | None, **kwargs: Any) -> MixedFit:
+    """:func:`fit_mixed_with_fallback` on a design already built (see :func:`fit_design`); the random-intercept
+    refit keeps the design's first random-effects column, which must be the intercept."""
+    fit = fit_design(design, formula, re_formula, **kwargs)
+    if not _needs_fallback(fit, re_formula):
+        return fit
+    if design.re_names[0] != "Intercept":
+        raise ModelError(f"random effects {design.re_names}: the fallback needs the intercept first")
+    d = design
+    simple = lmm.from_arrays(d.X, d.Z[:, :1], d.y, d.group_labels[d.group_codes], d.fixed_names, d.re_names[:1])
+    return _fallback(fit, fit_design(simple, formula, None, **kwargs), re_formula)
+
+
+def _needs_fallback(fit: MixedFit, re_formula: str | None) -> bool:
+    planned_slope = re_formula is not None and re_formula.strip() not in ("1", "~1")
+    return not fit.ok and planned_slope and bool(fit.checks.get("singular"))
+
+
+def _fallback(fit: MixedFit, simple: MixedFit, re_formula: str | None) -> MixedFit:
+    """The verdict after a singular planned fit ``fit`` and its random-intercept refit ``simple``."""
     simple.attempts = fit.attempts + simple.attempts
     if not simple.ok:
         simple.reason = (

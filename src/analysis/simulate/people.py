@@ -52,7 +52,7 @@ class Exposure:
 class Trajectories:
     """Each client's true pain level and slopes (both potential outcomes), and the hip IR slope."""
 
-    centre: float  # mean ln(symptom_weeks + 1) over the compared clients
+    centre: float | np.ndarray  # mean ln(symptom_weeks + 1) over the compared clients (per client in a batch)
     direct: float  # direct (non-mediated) slope effect
     indirect: float  # mediated slope effect
     gamma: float  # NPRS slope per unit of hip IR slope
@@ -107,14 +107,26 @@ def draw_exposure(rng: np.random.Generator, p: dict[str, Any], c: Clients) -> Ex
     return Exposure(hip=hip, base_focus=base_focus, compared=~is_other)
 
 
-def draw_trajectories(rng: np.random.Generator, p: dict[str, Any], c: Clients, e: Exposure) -> Trajectories:
+def compared_centre(log_sw: np.ndarray, compared: np.ndarray) -> float:
+    """The centre of the chronicity moderation: mean ln(symptom_weeks + 1) over the compared clients
+    (over all clients when none is compared)."""
+    return float(log_sw[compared].mean()) if compared.any() else float(log_sw.mean())
+
+
+def draw_trajectories(
+    rng: np.random.Generator, p: dict[str, Any], c: Clients, e: Exposure, centre: np.ndarray | None = None
+) -> Trajectories:
     """The linear mixed model: covariates on the level, the hip effect (direct, mediated through the hip
-    IR slope, moderated by chronicity) on the slope, correlated random intercepts and slopes."""
+    IR slope, moderated by chronicity) on the slope, correlated random intercepts and slopes.
+
+    ``centre`` (one value per client) is for many clinics drawn at once (:mod:`analysis.simulate.bulk`):
+    each client's own clinic's :func:`compared_centre`; None = this one clinic's.
+    """
     effect_total = float(p["hip_slope_effect"])
     indirect = float(p["mediated_share"]) * effect_total
     direct = effect_total - indirect
     gamma = indirect / p["hip_ir_gain_per_week"] if p["hip_ir_gain_per_week"] > 0 else 0.0
-    centre = float(c.log_sw[e.compared].mean()) if e.compared.any() else float(c.log_sw.mean())
+    centre_used: float | np.ndarray = compared_centre(c.log_sw, e.compared) if centre is None else centre
     cov_effect = (
         p["nprs_per_sitting_hour"] * (c.sitting - 7.0)
         + p["nprs_run_cycle"] * (c.run_cycle - 0.37)
@@ -129,11 +141,11 @@ def draw_trajectories(rng: np.random.Generator, p: dict[str, Any], c: Clients, e
     w_ir = p["hip_ir_gain_sd"] * rng.standard_normal(c.n)
     ir_slope = p["hip_ir_gain_knee"] + p["hip_ir_gain_per_week"] * e.hip.astype(float) + w_ir
     level = p["baseline_nprs_mean"] + cov_effect + u0
-    hip_term = direct + p["chronicity_moderation"] * (c.log_sw - centre)
+    hip_term = direct + p["chronicity_moderation"] * (c.log_sw - centre_used)
     slope_knee_cf = p["knee_slope"] + gamma * w_ir + u1  # counterfactual slope without hip focus
     slope_hip_cf = slope_knee_cf + hip_term + gamma * p["hip_ir_gain_per_week"]
     return Trajectories(
-        centre=centre,
+        centre=centre_used,
         direct=direct,
         indirect=indirect,
         gamma=gamma,

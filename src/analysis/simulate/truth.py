@@ -27,7 +27,7 @@ def clinic_truth(
     effect = float(p["hip_slope_effect"])
     mod = float(p["chronicity_moderation"])
     t = trajectories
-    centre = t.centre
+    centre = float(t.centre)
     hip, compared, log_sw = exposure.hip, exposure.compared, clients.log_sw
     week = float(primary_week)
     # The average over the compared clients of the client-level slope difference is exactly the

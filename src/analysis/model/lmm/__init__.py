@@ -189,15 +189,18 @@ def t_interval(estimate: float, se: float, df: float, alpha: float = 0.05) -> di
             ci_high=nan,
             p_value=nan,
         )
-    dist = stats.norm if not np.isfinite(df) else stats.t(df)
-    crit = float(dist.ppf(1 - alpha / 2))
+    # stats.t.ppf(q, df), not stats.t(df).ppf(q): the same numbers without building a frozen distribution
+    # (~0.4 ms each, which added up over the self-check's thousands of contrasts)
+    finite = bool(np.isfinite(df))
+    crit = float(stats.t.ppf(1 - alpha / 2, df) if finite else stats.norm.ppf(1 - alpha / 2))
+    z = abs(estimate / se)
     return dict(
         estimate=float(estimate),
         se=float(se),
         df=float(df),
         ci_low=float(estimate - crit * se),
         ci_high=float(estimate + crit * se),
-        p_value=float(2 * dist.sf(abs(estimate / se))),
+        p_value=float(2 * (stats.t.sf(z, df) if finite else stats.norm.sf(z))),
     )
 
 

@@ -4,7 +4,9 @@ Many clinics are simulated (:func:`analysis.simulate.simulate_clinic`, each
 with its own seed drawn from params ``selfcheck.seed``), joined
 (:func:`analysis.join.build_analysis_dataset`) and analysed exactly as a real
 clinic is (:func:`analysis.model.prepare.primary_data`, the primary model's formula and
-fit, :func:`analysis.model.fit.fit_mixed_with_fallback`). Each clinic's
+fit, :func:`analysis.model.fit.fit_mixed_with_fallback`). For speed they are simulated,
+joined and prepared in chunks by equivalent bulk code that gives the same data, value
+for value (``study``; tests/test_bulk.py). Each clinic's
 headline (difference in change at the primary week) is computed from the same
 fit with each df method -- Wald-z, Satterthwaite (lmerTest) and Kenward-Roger
 (pbkrtest) -- so their coverage and type-I error are compared side by side.
@@ -37,8 +39,9 @@ bias against the expected recorded-scale difference
 Failed fits are counted, never dropped silently: the rates are over fitted
 clinics and the number of failures is shown beside them.
 
-Layout: ``study`` (simulate and fit the clinics), ``summary`` (performance measures and their
-interpretation), ``run`` (the I/O edge and the figure).
+Layout: ``study`` (simulate and fit the clinics), ``prepared`` (join and prepare a chunk of
+simulated clinics at once), ``design`` (the primary model's matrices without patsy), ``summary``
+(performance measures and their interpretation), ``run`` (the I/O edge and the figure).
 """
 
 from __future__ import annotations

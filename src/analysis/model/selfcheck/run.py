@@ -4,6 +4,7 @@ summary, selfcheck.json and the figure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analysis.model.lmm import DF_METHODS
-from analysis.model.selfcheck.study import simulation_study
+from analysis.model.selfcheck.study import simulation_study, study_pool
 from analysis.model.selfcheck.summary import MC_FLAG, summarise
 from analysis.params_schema import Params
 from analysis.paths import resolve
@@ -79,7 +80,10 @@ def run_selfcheck(params: Params, n_clinics: int | None = None, seed: int | None
     ]
     t0 = time.perf_counter()
     parts = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+    with (
+        Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar,
+        study_pool(workers) if workers > 1 else contextlib.nullcontext() as pool,
+    ):
         for name, eff, size, s, mod in scenarios:
             task = bar.add_task(f"self-check: {name} ({size} clients, slope difference {eff:g})", total=n_clinics)
             parts.append(
@@ -93,6 +97,7 @@ def run_selfcheck(params: Params, n_clinics: int | None = None, seed: int | None
                     moderation=mod,
                     progress=functools.partial(bar.advance, task),
                     workers=workers,
+                    pool=pool,
                 )
             )
     runs = pd.concat(parts, ignore_index=True)

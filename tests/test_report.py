@@ -677,3 +677,12 @@ def test_findings_hash_is_over_the_published_numbers():
     again = json.loads(to_json_text(b))
     assert again == b and findings.integrity_hash(again) == b["integrity"]["sha256"]
     assert again["primary"]["estimate"] == -0.933989
+
+
+def test_peer_methods_state_the_registry_mdc(built):
+    # the registry has an MDC for NPRS (2 points): the methods and limitations must not say it has none
+    html = (built[0] / "reports/peer/report.html").read_text(encoding="utf-8")
+    assert "Minimal detectable change (a single client&#39;s change beyond measurement error): 2 points" in html or (
+        "Minimal detectable change (a single client's change beyond measurement error): 2 points" in html
+    )
+    assert "No minimal detectable change is recorded" not in html and "has no minimal detectable change" not in html

@@ -68,7 +68,7 @@ def main() -> None:
         sm_reps = args.sm_repeats[min(i, len(args.sm_repeats) - 1)]
         clinic = simulate_clinic(sim, args.seed, n_clients=n, primary_week=cfg.primary_week)
         pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), cfg)
-        formula, week = primary_formula(pdata), float(cfg["primary_week"])
+        formula, week = primary_formula(pdata), cfg.primary_week
 
         def engine(pdata=pdata, formula=formula, week=week):
             fit = fit_mixed(pdata.data, formula, GROUPS, RE_FORMULA, reml=True)

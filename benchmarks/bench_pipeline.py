@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.contract import load_registry
     from analysis.join import build_analysis_dataset
     from analysis.load import load_inputs
-    from analysis.params import load_params
+    from analysis.params import load_params, with_updates
     from analysis.simulate import run_simulate
     from analysis.validate import validate_tables
 
@@ -60,15 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     n_sessions, n_rows = validate_join(demo)
     rows.append(("demo (150 clients)", n_sessions, n_rows, _time(lambda: validate_join(demo), args.repeats)))
 
-    big = dict(params)
-    big["simulate"] = dict(
-        params["simulate"],
-        planned_sessions_mean=10,
-        sessions_max=10,
-        dropout_base=0.0,
-        dropout_no_progress=0.0,
-        dropout_recovered=0.0,
-        enrol_days=540,
+    big = with_updates(
+        params,
+        {
+            "simulate": dict(
+                planned_sessions_mean=10,
+                sessions_max=10,
+                dropout_base=0.0,
+                dropout_no_progress=0.0,
+                dropout_recovered=0.0,
+                enrol_days=540,
+            )
+        },
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "big"

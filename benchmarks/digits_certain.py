@@ -29,7 +29,7 @@ import pandas as pd
 from analysis.model import primary
 from analysis.model.lmm import optimize
 from analysis.model.prepare import primary_data
-from analysis.params import load_params, section
+from analysis.params import load_params
 from analysis.paths import resolve
 
 
@@ -56,8 +56,8 @@ def shared_digits(values: Sequence[float]) -> float:
 
 def run(out: Path, perturb: float) -> None:
     params = load_params()
-    cfg = section(params, "model")
-    dataset = pd.read_parquet(resolve(section(params, "join")["out"]))
+    cfg = params.model
+    dataset = pd.read_parquet(resolve(params.join.out))
     if perturb:
         original = optimize.moment_start
 

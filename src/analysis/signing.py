@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from analysis.errors import InputError
 from analysis.paths import check_outside_repositories, check_owner_only
+from analysis.store import make_dirs
 
 SIGNING_KEY_ENV = "OUTCOMES_SIGNING_KEY"
 SIG_SUFFIX = ".sig"
@@ -125,9 +126,7 @@ def run_signing_keygen(path: Path) -> str:
                 f"{p}: already exists; a new signing key would have to be registered again with the network "
                 "lead. Keep the old one, or move it away first if you really mean to start again"
             )
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
+    make_dirs(path.parent, private=True)  # missing folders 0700; an existing one (e.g. ~/.config) is left as it is
     key = Ed25519PrivateKey.generate()
     write_private_key(path, key)
     public = raw_public(key)

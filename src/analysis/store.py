@@ -107,7 +107,7 @@ def write_failure(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"{path}: cannot be written ({oserror_advice(exc)}); the previous version, if any, is unchanged")
 
 
-def _make_dir(folder: Path, private: bool) -> None:
+def make_dirs(folder: Path, private: bool) -> None:
     """Create ``folder`` and any missing parents; private ones owner-only (0700) from the start."""
     if not private:
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def private_dir(folder: Path) -> Path:
     """``folder`` owner-only (0700): created so (missing parents too), or tightened if it exists."""
     folder = Path(folder).expanduser()
     try:
-        _make_dir(folder, private=True)
+        make_dirs(folder, private=True)
         os.chmod(folder, 0o700)
     except OSError as exc:
         raise write_failure(folder, exc) from None
@@ -155,7 +155,7 @@ def atomic_path(path: Path, private: bool = False) -> Iterator[Path]:
     mode = 0o600 if private else 0o644
     tmp_path: Path | None = None
     try:
-        _make_dir(path.parent, private)
+        make_dirs(path.parent, private)
         _clean_stale(path)
         tmp_path = _new_temp(path, mode)
         yield tmp_path

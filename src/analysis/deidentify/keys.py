@@ -27,6 +27,7 @@ from pathlib import Path
 from analysis.deidentify.pseudonyms import key_fingerprint
 from analysis.errors import InputError
 from analysis.paths import check_outside_repositories, check_owner_only
+from analysis.store import make_dirs
 
 KEY_ENV = "OUTCOMES_KEY"
 KEY_FILE_ENV = "OUTCOMES_KEY_FILE"
@@ -140,9 +141,7 @@ def run_keygen(path: Path) -> str:
             f"{path}: already exists; a new key would change every pseudonym. Keep the old key, "
             "or move it away first if you really mean to start again"
         )
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
+    make_dirs(path.parent, private=True)  # missing folders 0700; an existing one (e.g. ~/.config) is left as it is
     key = secrets.token_bytes(KEY_BYTES)
     write_key_file(path, key)
     return (

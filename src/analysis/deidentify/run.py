@@ -21,7 +21,6 @@ from analysis.deidentify.pseudonyms import key_fingerprint
 from analysis.deidentify.state import (
     build_state,
     compare,
-    ensure_private_dir,
     merge_crosswalk,
     previous_shifts,
     read_state,
@@ -176,7 +175,7 @@ def run_deidentify(
         write_calendar(out, result.calendar)  # private: real weeks since each last visit (see .calendar)
     walk = ""
     if crosswalk_dir is not None and result.crosswalk is not None:
-        ensure_private_dir(check_private_dir(crosswalk_dir))
+        store.private_dir(check_private_dir(crosswalk_dir))
         old_walk = crosswalk_dir.expanduser() / "crosswalk.csv"
         earlier = pd.read_csv(old_walk, dtype=str, keep_default_na=False) if old_walk.is_file() else None
         merged = merge_crosswalk(earlier, result.crosswalk)

@@ -138,13 +138,8 @@ def read_state(folder: Path | None, fingerprint: str) -> dict[str, Any] | None:
     return state
 
 
-def ensure_private_dir(folder: Path) -> Path:
-    """Create the private folder owner-only (0700); tighten it if it exists."""
-    return store.private_dir(folder)
-
-
 def write_state(folder: Path, state: dict[str, Any]) -> Path:
     """Write the state atomically, owner read/write only (0600 from the first byte), in an owner-only folder."""
-    path = ensure_private_dir(folder) / FILENAME
+    path = store.private_dir(folder) / FILENAME
     store.write_text(path, json.dumps(state, indent=1, sort_keys=True) + "\n", private=True)
     return path

@@ -83,9 +83,34 @@ class Node(Protocol):
 
 
 class Transport(Protocol):
-    """Carries one request to every clinic and returns the sum of their answers."""
+    """Carries one request to every clinic still in the network and returns the sum of their answers.
+
+    ``ask`` raises :class:`ClinicLost` naming every clinic that gave no usable answer; ``drop`` takes
+    clinics out of every later round (the runner's rule decides whether the fit goes on without them).
+    """
 
     def ask(self, request: Request) -> Total: ...
+
+    def drop(self, labels: set[str]) -> None: ...
+
+
+class Driver(Protocol):
+    """The network lead's algorithm: the first request, then the next one from each round's total."""
+
+    def first(self) -> Request: ...
+
+    def next(self, total: Total) -> Request | None: ...
+
+
+def run(driver: Driver, transport: Transport) -> int:
+    """Ask until the driver stops; returns the number of rounds. :class:`ClinicLost` propagates."""
+    request: Request | None = driver.first()
+    rounds = 0
+    while request is not None:
+        total = transport.ask(request)
+        rounds += 1
+        request = driver.next(total)
+    return rounds
 
 
 @dataclass
@@ -98,11 +123,16 @@ class InProcess:
 
     nodes: Sequence[Node]
     log: list[dict[str, Any]] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)
+
+    def drop(self, labels: set[str]) -> None:
+        self.dropped |= set(labels)
 
     def ask(self, request: Request) -> Total:
         answers: list[np.ndarray] = []
         problems: dict[str, str] = {}
-        for node in self.nodes:
+        active = [n for n in self.nodes if n.label not in self.dropped]
+        for node in active:
             try:
                 vec = np.asarray(node.answer(request), dtype=float)
             except Refusal as exc:
@@ -127,4 +157,4 @@ class InProcess:
                 "clinics": len(answers),
             }
         )
-        return Total(vector=total, clinics=tuple(n.label for n in self.nodes))
+        return Total(vector=total, clinics=tuple(n.label for n in active))

@@ -131,9 +131,46 @@ def write_case(
     print(f"{name}: {len(frame)} rows, {meta['n_clients']} clients, {len(names)} fixed effects")
 
 
+def write_network_case(name: str, params: Params) -> None:
+    """The clinic network's reference: four simulated clinics (one of 12 clients) in one frame, with the clinic
+    intercepts and exactly the common columns the network fit keeps (analysis.network.pooled)."""
+    from analysis.network.clinic import ClinicNode
+    from analysis.network.engine import NetworkFit
+    from analysis.network.pooled import REFERENCE_NETWORK, pooled_design, simulate_datasets
+    from analysis.network.protocol import InProcess, run
+    from analysis.network.spec import Rules, primary_spec
+
+    spec = primary_spec(list(params.model.covariates), params.model.primary_week, params.model.alpha)
+    rules = Rules()
+    data = simulate_datasets(params, REFERENCE_NETWORK["seeds"], REFERENCE_NETWORK["sizes"])
+    nodes = [ClinicNode.from_dataset(label, ds, params.model, spec, rules, say=lambda _: None) for label, ds in data]
+    driver = NetworkFit(spec, rules)
+    run(driver, InProcess(nodes))
+    d = pooled_design(nodes, driver.spec)
+    names = {c: sanitise(c) for c in d.fixed_names}
+    frame = pd.concat(
+        [
+            pd.Series(d.group_labels[d.group_codes], name="group"),
+            pd.Series(d.y, name="y"),
+            pd.DataFrame(d.X, columns=[names[c] for c in d.fixed_names]),
+        ],
+        axis=1,
+    )
+    frame.to_csv(OUT / f"{name}.csv", index=False, lineterminator="\n", float_format="%.17g")
+    meta = {
+        "fixed_names": list(names.values()),
+        "re_names": [names["Intercept"], names["week"]],
+        "term_map": {v: k for k, v in names.items()},
+        "source": f"analysis.network.pooled.REFERENCE_NETWORK {REFERENCE_NETWORK}: the network's records in one frame",
+        "n_clients": int(frame["group"].nunique()),
+    }
+    (OUT / f"{name}.design.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{name}: {len(frame)} rows, {meta['n_clients']} clients, {len(names)} fixed effects")
+
+
 def main(only: list[str]) -> None:
     """Write every case, or only the cases named in ``only``."""
-    known = set(CASES) | set(PIECEWISE_CASES) | set(TOY_CASES)
+    known = set(CASES) | set(PIECEWISE_CASES) | set(TOY_CASES) | {"network_4"}
     unknown = set(only) - known
     if unknown:
         raise SystemExit(f"unknown cases {sorted(unknown)}; known: {sorted(known)}")
@@ -148,6 +185,8 @@ def main(only: list[str]) -> None:
     for name, seed in TOY_CASES.items():
         if not only or name in only:
             write_toy_case(name, seed)
+    if not only or "network_4" in only:
+        write_network_case("network_4", params)
 
 
 if __name__ == "__main__":

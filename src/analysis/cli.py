@@ -376,6 +376,11 @@ def pool(
     )
 
 
+from analysis.network.commands import network_app  # noqa: E402 - typer sub-app; its commands import lazily
+
+app.add_typer(network_app, name="network")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning expected errors into clear lines and exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from analysis.errors import OutcomesError
 from analysis.model.lmm import objective as ob
 from analysis.model.lmm.inference import ginv
 from analysis.model.lmm.optimize import (
@@ -45,8 +46,10 @@ POLISH_TOL = 1e-18
 MAX_HALVINGS = 30
 
 
-class NetworkFitError(Exception):
+class NetworkFitError(OutcomesError):
     """The network model cannot be fitted; the message says why (no partial result is written)."""
+
+    exit_code = 1
 
 
 def batch(theta: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:

@@ -40,8 +40,16 @@ def network():
     driver = NetworkFit(spec, Rules())
     transport = InProcess(nodes)
     rounds = run(driver, transport)
-    return {"params": params, "spec": spec, "nodes": nodes, "driver": driver, "rounds": rounds, "said": said,
-            "transport": transport, "data": data}
+    return {
+        "params": params,
+        "spec": spec,
+        "nodes": nodes,
+        "driver": driver,
+        "rounds": rounds,
+        "said": said,
+        "transport": transport,
+        "data": data,
+    }
 
 
 def _ref():
@@ -60,7 +68,9 @@ def test_federated_fit_equals_lme4_on_the_pooled_records(network):
     res = network["driver"].result
     assert res["status"] == "ok", res["reason"]
     # the network's design is the reference's, column for column
-    common = [ref["term_map"][n] for n in ref["fixed_names"] if not ref["term_map"][n].startswith(("Intercept", "C(clinic)"))]
+    common = [
+        ref["term_map"][n] for n in ref["fixed_names"] if not ref["term_map"][n].startswith(("Intercept", "C(clinic)"))
+    ]
     assert res["columns"] == common
     for sname in ref["fixed_names"]:
         term = ref["term_map"][sname]

@@ -27,7 +27,7 @@ from analysis.network.protocol import Refusal, Request
 from analysis.network.spec import N_THETA, Rules, Spec
 from analysis.params_schema import ModelParams
 
-DATASET_NAMES = ("analysis.parquet", "data/processed/analysis.parquet")
+DATASET_NAMES = ("analysis.parquet", "processed/analysis.parquet", "data/processed/analysis.parquet")
 
 
 def find_dataset(folder: Path) -> Path:
@@ -162,4 +162,6 @@ def summary_vector(d: dz.Design, frame: pd.DataFrame, spec: Spec) -> np.ndarray:
     nonzero = np.zeros((d.n_groups, X.shape[1]), dtype=bool)
     np.logical_or.at(nonzero, groups, X != 0)
     Xc = X - X.mean(axis=0)
-    return np.concatenate([[1.0, float(d.n_groups), float(d.n_obs)], nonzero.sum(axis=0).astype(float), (Xc.T @ Xc).ravel()])
+    return np.concatenate(
+        [[1.0, float(d.n_groups), float(d.n_obs)], nonzero.sum(axis=0).astype(float), (Xc.T @ Xc).ravel()]
+    )

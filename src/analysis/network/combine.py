@@ -69,7 +69,10 @@ class Evaluation:
 
     def vcov_jacobian(self, sigma: float) -> np.ndarray:
         """``d vcov(beta) / d varpar`` (k, pc, pc), as :func:`analysis.model.lmm.inference.satterthwaite`."""
-        jac = [sigma**2 * self.S_inv @ np.einsum("apbr,ab->pr", self.pieces.SPP, dG) @ self.S_inv for dG in d_G(self.T, self.T.shape[0])]
+        jac = [
+            sigma**2 * self.S_inv @ np.einsum("apbr,ab->pr", self.pieces.SPP, dG) @ self.S_inv
+            for dG in d_G(self.T, self.T.shape[0])
+        ]
         jac.append(2.0 * sigma * self.S_inv)
         return np.array(jac)
 

@@ -22,7 +22,9 @@ def simulate(
     clinics: Annotated[
         list[Path], typer.Argument(metavar="CLINIC_DIR", help="Each clinic's folder with its joined analysis.parquet.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for federated.json and federated.html.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for federated.json and federated.html.")
+    ],
     transport: Annotated[
         str, typer.Option("--transport", help="flower (real nodes on 127.0.0.1, SecAgg+) or in-process.")
     ] = "flower",
@@ -32,11 +34,11 @@ def simulate(
     params_file: Annotated[Path | None, typer.Option("--params", metavar="FILE", help="params.yaml to use.")] = None,
 ) -> None:
     """Run a whole federation on this machine: a lead and one node per CLINIC_DIR; write the network fit."""
-    from analysis.errors import OutcomesError  # noqa: PLC0415 - lazy, as every command
-    from analysis.network.engine import NetworkFitError  # noqa: PLC0415
-    from analysis.network.protocol import ClinicLost  # noqa: PLC0415
-    from analysis.network.run import fit_network, load_clinics, write_outputs  # noqa: PLC0415
-    from analysis.params import load_params  # noqa: PLC0415
+    from analysis.errors import OutcomesError
+    from analysis.network.engine import NetworkFitError
+    from analysis.network.protocol import ClinicLost
+    from analysis.network.run import fit_network, load_clinics, write_outputs
+    from analysis.params import load_params
 
     if transport not in TRANSPORTS:
         raise typer.BadParameter(f"{transport!r}: choose one of {', '.join(TRANSPORTS)}", param_hint="--transport")
@@ -51,7 +53,7 @@ def simulate(
 
     make = None
     if transport == "flower":
-        from analysis.network.flower_transport import transport_factory  # noqa: PLC0415 - Flower only here
+        from analysis.network.flower_transport import transport_factory
 
         make = transport_factory(out)
     try:
@@ -67,7 +69,10 @@ def simulate(
     status = "ok" if result["status"] == "ok" else f"failed: {result['reason']}"
     typer.echo(
         f"network fit {status}: {len(result['clinics'])} clinics, {result['exchange']['rounds']} rounds"
-        + (f"; difference in change {result['estimate']:+.2f} [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}]"
-           if result["status"] == "ok" else "")
+        + (
+            f"; difference in change {result['estimate']:+.2f} [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}]"
+            if result["status"] == "ok"
+            else ""
+        )
         + f" -> {out / 'federated.json'}"
     )

@@ -113,8 +113,13 @@ class NetworkFit:
             c = int(round(counts[j]))
             if c == 0:
                 continue
-            if name.startswith("C(") and (c < self.rules.min_level_clients or n_clients - c < self.rules.min_level_clients):
-                notes.append(f"{name}: fewer than {self.rules.min_level_clients} clients on one side in the network; merged into the reference")
+            if name.startswith("C(") and (
+                c < self.rules.min_level_clients or n_clients - c < self.rules.min_level_clients
+            ):
+                notes.append(
+                    f"{name}: fewer than {self.rules.min_level_clients} clients on one side in the network; "
+                    "merged into the reference"
+                )
                 continue
             keep.append(j)
         keep = _independent(xtx, keep)
@@ -130,8 +135,13 @@ class NetworkFit:
                 "(disclosure rule max_parameter_ratio)"
             )
         self.spec = self.spec.with_columns(columns)
-        self._network = {"clinics": n_clinics, "clients": n_clients, "observations": n_obs,
-                         "dropped_columns": dropped, "notes": notes}
+        self._network = {
+            "clinics": n_clinics,
+            "clients": n_clients,
+            "observations": n_obs,
+            "dropped_columns": dropped,
+            "notes": notes,
+        }
 
     # ---------------------------------------------------------------- Newton rounds
     def _ask(self, theta: np.ndarray) -> Request:
@@ -145,7 +155,9 @@ class NetworkFit:
         if total.vector.size != rows * k:
             raise NetworkFitError(f"round {self._round}: {total.vector.size} values, expected {rows * k}")
         thetas, _ = batch(self._theta, self.lower)  # type: ignore[arg-type]
-        return [cb.evaluate(pz.unpack(total.vector[i * k : (i + 1) * k], Q, pc), thetas[i], total.n) for i in range(rows)]
+        return [
+            cb.evaluate(pz.unpack(total.vector[i * k : (i + 1) * k], Q, pc), thetas[i], total.n) for i in range(rows)
+        ]
 
     def _newton(self, total: Total) -> Request | None:
         assert self._theta is not None
@@ -165,6 +177,7 @@ class NetworkFit:
             self._t /= 2.0  # the criterion rose: halve the step from the accepted point
             if self._t < 2.0**-MAX_HALVINGS:
                 return self._finish(self._cur, "no step lowers the REML criterion")
+            assert self._step is not None
             self._theta = np.maximum(self._cur["theta"] + self._t * self._step, self.lower)
             return self._ask(self._theta)
         self._cur = {"theta": self._theta, "f": f, "g": g, "H": H, "evs": evs, "where": self._where}
@@ -191,7 +204,7 @@ class NetworkFit:
         return self._ask(self._theta)
 
     # ---------------------------------------------------------------- the verdict and the numbers
-    def _finish(self, cur: dict[str, Any], stop_reason: str) -> None:
+    def _finish(self, cur: dict[str, Any], stop_reason: str) -> Request | None:
         theta, g, H, evs = cur["theta"], cur["g"], cur["H"], cur["evs"]
         problems = [stop_reason] if stop_reason else []
         pg = projected_gradient(theta, g, self.lower)
@@ -225,7 +238,9 @@ class NetworkFit:
             self.result |= {k: None for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")}
         return None
 
-    def _numbers(self, evs: list[cb.Evaluation], where: list[tuple[int, int, int]], checks: dict[str, Any]) -> dict[str, Any]:
+    def _numbers(
+        self, evs: list[cb.Evaluation], where: list[tuple[int, int, int]], checks: dict[str, Any]
+    ) -> dict[str, Any]:
         c = evs[0]
         sigma = float(np.sqrt(c.sigma2))
         Hvp = np.empty((N_THETA + 1, N_THETA + 1))
@@ -247,8 +262,14 @@ class NetworkFit:
             df = float(2.0 * var**2 / denom) if denom > 0 else float("inf")
             se = float(np.sqrt(var))
             tq = float(stats.t.ppf(1 - self.spec.alpha / 2, df))
-            return {"estimate": est, "se": se, "df": df, "ci_low": est - tq * se, "ci_high": est + tq * se,
-                    "p_value": float(2 * stats.t.sf(abs(est / se), df))}
+            return {
+                "estimate": est,
+                "se": se,
+                "df": df,
+                "ci_low": est - tq * se,
+                "ci_high": est + tq * se,
+                "p_value": float(2 * stats.t.sf(abs(est / se), df)),
+            }
 
         fixed = {name: contrast(np.eye(len(columns))[i]) for i, name in enumerate(columns)}
         weights = headline_weights(columns, self.spec.primary_week)
@@ -256,12 +277,17 @@ class NetworkFit:
         sd = np.sqrt(np.diag(cov_re))
         return contrast(weights["headline"]) | {
             "slope_difference": contrast(weights["slope_difference"]),
-            "change_by_group": {"comparator": contrast(weights["comparator_change"]),
-                                "hip_focused": contrast(weights["hip_focused_change"])},
+            "change_by_group": {
+                "comparator": contrast(weights["comparator_change"]),
+                "hip_focused": contrast(weights["hip_focused_change"]),
+            },
             "fixed_effects": fixed,
-            "random_effects": {"sd_intercept": float(sd[0]), "sd_week": float(sd[1]),
-                               "correlation": float(cov_re[0, 1] / (sd[0] * sd[1])) if sd.all() else None,
-                               "residual_variance": c.sigma2},
+            "random_effects": {
+                "sd_intercept": float(sd[0]),
+                "sd_week": float(sd[1]),
+                "correlation": float(cov_re[0, 1] / (sd[0] * sd[1])) if sd.all() else None,
+                "residual_variance": c.sigma2,
+            },
             "theta": c.theta.tolist(),
             "reml_criterion": c.deviance,
             "checks": checks,
@@ -272,9 +298,9 @@ class NetworkFit:
 
 def _column_names(spec: Spec) -> list[str]:
     """The common columns of the full spec, in patsy's order (built from a one-row frame of reference levels)."""
-    import pandas as pd  # noqa: PLC0415 - only here
+    import pandas as pd
 
-    from analysis.model.lmm import design as dz  # noqa: PLC0415
+    from analysis.model.lmm import design as dz
 
     row: dict[str, Any] = {"client_id": ["a", "a"], "y": [0.0, 1.0], "week": [0.0, 1.0], "hip": [0, 0]}
     for name, levels in spec.levels.items():

@@ -35,7 +35,7 @@ def load_clinics(folders: Sequence[Path]) -> list[tuple[str, pd.DataFrame]]:
     out = []
     for i, folder in enumerate(folders):
         dataset = pd.read_parquet(find_dataset(folder))
-        ids = dataset["clinic_id"].dropna().astype(str).unique() if "clinic_id" in dataset else []
+        ids: list[str] = sorted(dataset["clinic_id"].dropna().astype(str).unique()) if "clinic_id" in dataset else []
         out.append((str(ids[0]) if len(ids) == 1 else f"N{i + 1:02d}", dataset))
     labels = [lab for lab, _ in out]
     if len(set(labels)) != len(labels):
@@ -62,8 +62,15 @@ def fit_network(
     nodes = []
     for label, ds in datasets:
         try:
-            node = ClinicNode.from_dataset(label, ds, params.model, spec, rules, say=say,
-                                           log_path=(log_dir / f"{label}.jsonl") if log_dir else None)
+            node = ClinicNode.from_dataset(
+                label,
+                ds,
+                params.model,
+                spec,
+                rules,
+                say=say,
+                log_path=(log_dir / f"{label}.jsonl") if log_dir else None,
+            )
         except ModelError as exc:
             raise NetworkFitError(f"{label}: {exc}") from None
         nodes.append(node)
@@ -82,7 +89,9 @@ def fit_network(
             lost |= exc.problems
             nodes = [n for n in nodes if n.label not in exc.problems]
             if len(nodes) < MIN_CLINICS:
-                raise NetworkFitError(f"fewer than {MIN_CLINICS} clinics remain after losing {', '.join(sorted(lost))}") from None
+                raise NetworkFitError(
+                    f"fewer than {MIN_CLINICS} clinics remain after losing {', '.join(sorted(lost))}"
+                ) from None
             say(f"network: starting again without {', '.join(sorted(exc.problems))} (rule on_lost = continue)")
             continue
         break
@@ -98,14 +107,18 @@ def fit_network(
             "bytes": int(sum(e.get("bytes", 0) for e in log)) or None,
             "transport": type(transport).__name__,
         },
-        "model": {"formula": spec.formula().replace("y ~", "score ~ clinic +") + " + (week | client)",
-                  "method": "REML, profiled; Satterthwaite df (lmerTest)", "primary_week": spec.primary_week},
+        "model": {
+            "formula": spec.formula().replace("y ~", "score ~ clinic +") + " + (week | client)",
+            "method": "REML, profiled; Satterthwaite df (lmerTest)",
+            "primary_week": spec.primary_week,
+        },
     }
 
 
-def write_outputs(result: dict[str, Any], out: Path) -> None:
-    """``federated.json`` and ``federated.html`` (atomic writes), only after the fit finished."""
-    from analysis.network.report import render_page  # noqa: PLC0415 - the Jinja/report stack only here
+def write_outputs(result: dict[str, Any], out: Path, comparison: dict[str, Any] | None = None) -> None:
+    """``federated.json`` and ``federated.html`` (atomic writes), only after the fit finished; ``comparison``
+    (the demo network) adds the two-stage estimate and the truth to both."""
+    from analysis.network.report import render_page
 
-    write_json(out / "federated.json", result)
-    write_text(out / "federated.html", render_page(result))
+    write_json(out / "federated.json", result | ({"comparison": comparison} if comparison else {}))
+    write_text(out / "federated.html", render_page(result, comparison))

@@ -101,13 +101,18 @@ def primary_spec(covariates: list[str], primary_week: float, alpha: float) -> Sp
             terms.append(name)
             if name == "sitting_hours":
                 terms.append("sitting_hours_missing")
-    return Spec(terms=terms, levels={k: v for k, v in LEVELS.items() if k in covariates},
-                primary_week=float(primary_week), alpha=float(alpha))
+    return Spec(
+        terms=terms,
+        levels={k: v for k, v in LEVELS.items() if k in covariates},
+        primary_week=float(primary_week),
+        alpha=float(alpha),
+    )
 
 
 def headline_weights(columns: list[str], week: float) -> dict[str, np.ndarray]:
     """Contrast weights over the common columns: the headline (difference in change at ``week``),
     the slope difference, and each group's change."""
+
     def w(**terms: float) -> np.ndarray:
         v = np.zeros(len(columns))
         for name, value in terms.items():

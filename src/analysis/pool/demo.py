@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from analysis import signing
 from analysis.join import run_join
 from analysis.model.run import run_model
+from analysis.network.run import fit_network, load_clinics, write_outputs
 from analysis.params import load_params, with_updates
 from analysis.params_schema import Params
 from analysis.pool.run import run_pool
@@ -37,6 +38,9 @@ from analysis.store import write_json, write_text
 from analysis.validate import run_validate
 
 SIZES = (40, 70, 110, 160, 240, 380)
+#: solo practices: too small to fit the random-slope model alone, so they send no findings bundle and two-stage
+#: pooling leaves them out; the one-stage network model (analysis.network) uses their records
+SOLO_SIZES = (12, 18, 24, 30)
 
 
 def plan(
@@ -103,12 +107,21 @@ def run_network(
     tau: float = 0.05,
     seed: int = 20261124,
     sizes: Sequence[int] = SIZES,
+    solo_sizes: Sequence[int] = SOLO_SIZES,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Simulate, run and pool the network; returns the truth and the pooled estimate."""
+    """Simulate, run and pool the network, and fit it one-stage; returns the truth and both estimates."""
     mean_effect = float(params.simulate["hip_slope_effect"])
     week = params.model.primary_week
     network = plan(n_clinics, mean_effect, tau, seed, sizes)
+    solo = (
+        [
+            c | {"clinic": f"solo-{i + 1}"}
+            for i, c in enumerate(plan(len(solo_sizes), mean_effect, tau, seed + 1, solo_sizes))
+        ]
+        if solo_sizes
+        else []
+    )
     bundles = []
     keys = {c["clinic"]: demo_key(seed, c["clinic"]) for c in network}
     with tempfile.TemporaryDirectory(prefix="outcomes-demo-keys-") as key_dir:
@@ -122,6 +135,15 @@ def run_network(
             for stage in (run_validate, run_join, run_model, run_report):
                 stage(p)
             bundles.append(folder / "peer" / "findings.json")
+    for c in solo:
+        p = clinic_params(params, out / c["clinic"], c["clinic"])
+        say(
+            f"{c['clinic']}: {c['n_clients']} clients (solo practice, no bundle), "
+            f"true slope difference {c['effect']:+.3f}/week"
+        )
+        run_simulate(out / c["clinic"] / "data", p, seed=c["seed"], n_clients=c["n_clients"], effect=c["effect"])
+        run_validate(p)
+        run_join(p)
     write_text(out / "clinics.yaml", yaml.safe_dump(registry_doc(keys), sort_keys=True))
     min_cell = params.report.min_cell
     say(run_pool(bundles, out / "pooled", registry=out / "clinics.yaml", min_cell=min_cell))
@@ -131,7 +153,25 @@ def run_network(
         "clinics_mean_change_difference": float(week * np.mean([c["effect"] for c in network])),
         "between_clinic_sd_change": week * tau,
     }
+    one = one_stage(out, params, [c["clinic"] for c in network + solo], say)
+    two_stage_clinics = int(pooled.get("k", len(network)))
+    all_effects = [c["effect"] for c in network + solo]
+    truth["all_clinics_mean_change_difference"] = float(week * np.mean(all_effects))
+    comparison: dict[str, Any] = {
+        "one_stage": {k: one[k] for k in ("estimate", "ci_low", "ci_high")} | {"clinics": len(one["clinics"])},
+        "two_stage": {k: pooled["pooled"][k] for k in ("estimate", "ci_low", "ci_high")}
+        | {"clinics": two_stage_clinics},
+        "truth": truth["mean_change_difference"],
+        "note": (
+            f"The {len(solo)} solo practices ({', '.join(str(c['n_clients']) for c in solo)} clients) send no findings "
+            "bundle (too small to fit the model alone), so two-stage pooling leaves them out; the one-stage model uses "
+            "their records. The truth is the simulation's generating mean; clinics' own true effects vary around it."
+        ),
+    }
+    write_outputs(one, out / "federated", comparison)
     result = {
+        "one_stage": comparison["one_stage"] | {"se": one["se"], "df": one["df"], "rounds": one["exchange"]["rounds"]},
+        "solo_clinics": [{**c, "true_change_difference": week * c["effect"]} for c in solo],
         "clinics": [{**c, "true_change_difference": week * c["effect"]} for c in network],
         "truth": truth,
         "pooled": {k: pooled["pooled"][k] for k in ("estimate", "se", "ci_low", "ci_high")}
@@ -145,6 +185,13 @@ def run_network(
     }
     write_json(out / "network.json", result)
     return result
+
+
+def one_stage(out: Path, params: Params, clinics: Sequence[str], say: Callable[[str], None]) -> dict[str, Any]:
+    """The one-stage network fit over every clinic's joined records (in-process transport: the demo's clinics
+    share this machine; ``outcomes network simulate`` runs the same over Flower)."""
+    datasets = load_clinics([out / c for c in clinics])
+    return fit_network(datasets, params, say=say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{t['clinics_mean_change_difference']:.3f}, between-clinic SD {t['between_clinic_sd_change']:.3f}); "
         f"pooled {p['estimate']:.3f} (95% CI {p['ci_low']:.3f} to {p['ci_high']:.3f}; tau {p['tau']:.3f}) -> "
         f"{'covers' if r['covered'] else 'MISSES'} the generating mean"
+    )
+    o = r["one_stage"]
+    print(
+        f"one-stage network model over {o['clinics']} clinics (solo practices included): {o['estimate']:.3f} "
+        f"(95% CI {o['ci_low']:.3f} to {o['ci_high']:.3f})"
     )
     return 0
 

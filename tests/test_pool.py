@@ -186,7 +186,16 @@ def test_demo_network_recovers_the_generating_effect(tmp_path):
 
     params = load_params(ROOT / "params.yaml")
     # three small clinics and a tiny between-clinic SD: a fast end-to-end run of the whole pipeline per clinic
-    r = run_network(tmp_path / "net", params, n_clinics=3, tau=0.02, seed=7, sizes=(90, 120, 150), say=lambda s: None)
+    r = run_network(
+        tmp_path / "net",
+        params,
+        n_clinics=3,
+        tau=0.02,
+        seed=7,
+        sizes=(90, 120, 150),
+        solo_sizes=(12, 20),
+        say=lambda s: None,
+    )
     assert (tmp_path / "net" / "pooled" / "pooled.pdf").is_file()
     assert len(r["clinics"]) == 3 and r["pooled"]["ci_low"] < r["pooled"]["ci_high"]
     truth, p = r["truth"]["mean_change_difference"], r["pooled"]
@@ -196,6 +205,16 @@ def test_demo_network_recovers_the_generating_effect(tmp_path):
         for c in r["clinics"]
     }
     assert ids == {"clinic-a", "clinic-b", "clinic-c"}  # each clinic its own id, no shared default
+    # the one-stage network fit uses the solo practices that send no bundle, beside two-stage pooling
+    one = r["one_stage"]
+    assert one["clinics"] == 5 and not (tmp_path / "net" / "solo-1" / "peer").exists()
+    assert abs(one["estimate"] - truth) < 3 * one["se"] + 0.2
+    fed = json.loads((tmp_path / "net" / "federated" / "federated.json").read_text())
+    assert fed["comparison"]["two_stage"]["clinics"] == 3 and fed["comparison"]["one_stage"]["clinics"] == 5
+    assert (
+        "solo-1" in fed["clinics"]
+        and "One-stage and two-stage side by side" in (tmp_path / "net" / "federated" / "federated.html").read_text()
+    )
 
 
 def test_pool_reports_its_steps(tmp_path):

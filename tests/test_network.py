@@ -164,3 +164,15 @@ def test_too_many_parameters_for_the_network_fails_cleanly(network):
     nodes = [ClinicNode.from_dataset(lab, ds, params.model, spec, Rules()) for lab, ds in data]
     with pytest.raises(NetworkFitError, match="max_parameter_ratio"):
         run(NetworkFit(spec, Rules()), InProcess(nodes))
+
+
+def test_pack_sends_symmetric_pieces_once_and_round_trips(network):
+    spec = network["driver"].spec
+    node = network["nodes"][0]
+    p = pz.clinic_pieces(node._design(spec), np.array([0.9, 0.1, 0.3]))
+    vec = pz.pack(p)
+    pc = len(spec.columns)
+    assert vec.size == pz.size(2, pc) < 0.6 * sum(np.size(getattr(p, f)) for f in pz.shapes(2, pc))
+    back = pz.unpack(vec, 2, pc)
+    for name in pz.shapes(2, pc):
+        assert np.allclose(getattr(back, name), getattr(p, name), rtol=1e-13, atol=1e-10), name

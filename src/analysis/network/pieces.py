@@ -76,22 +76,53 @@ def shapes(q: int, pc: int) -> dict[str, tuple[int, ...]]:
     }
 
 
+#: fields that are symmetric matrices (SPP as a (q pc) x (q pc) matrix): only their upper triangle is sent
+SYMMETRIC = {"S", "A", "Baa", "Saa", "SPP"}
+
+
+def _square(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape[: len(shape) // 2]))
+
+
+def _length(name: str, shape: tuple[int, ...]) -> int:
+    if name in SYMMETRIC:
+        m = _square(shape)
+        return m * (m + 1) // 2
+    return int(np.prod(shape))
+
+
 def size(q: int, pc: int) -> int:
     """Length of one packed :class:`Pieces`."""
-    return int(sum(np.prod(s) for s in shapes(q, pc).values()))
+    return sum(_length(name, shape) for name, shape in shapes(q, pc).items())
 
 
 def pack(p: Pieces) -> np.ndarray:
-    """Flatten in the order of :func:`shapes`."""
-    return np.concatenate([np.ravel(getattr(p, name)) for name in shapes(p.A.shape[0], p.r.size)])
+    """Flatten in the order of :func:`shapes`; symmetric fields by their upper triangle (row-major)."""
+    parts = []
+    for name, shape in shapes(p.A.shape[0], p.r.size).items():
+        value = np.asarray(getattr(p, name), dtype=float)
+        if name in SYMMETRIC:
+            m = _square(shape)
+            parts.append(value.reshape(m, m)[np.triu_indices(m)])
+        else:
+            parts.append(np.ravel(value))
+    return np.concatenate(parts)
 
 
 def unpack(vec: np.ndarray, q: int, pc: int) -> Pieces:
-    """Inverse of :func:`pack`."""
+    """Inverse of :func:`pack` (symmetric fields filled from their upper triangle)."""
     out, at = {}, 0
     for name, shape in shapes(q, pc).items():
-        k = int(np.prod(shape))
-        out[name] = np.asarray(vec[at : at + k], dtype=float).reshape(shape)
+        k = _length(name, shape)
+        chunk = np.asarray(vec[at : at + k], dtype=float)
+        if name in SYMMETRIC:
+            m = _square(shape)
+            full = np.zeros((m, m))
+            full[np.triu_indices(m)] = chunk
+            full = full + np.triu(full, 1).T
+            out[name] = full.reshape(shape)
+        else:
+            out[name] = chunk.reshape(shape)
         at += k
     if at != vec.size:
         raise ValueError(f"pieces vector has length {vec.size}, expected {at}")

@@ -41,6 +41,27 @@ def find_dataset(folder: Path) -> Path:
     )
 
 
+def node_from_config(config: dict[str, Any]) -> ClinicNode:
+    """A clinic's node from its Flower node config (``clinic-dir``; optional ``label``, ``params``, ``log``).
+
+    The analysis the clinic accepts is its own ``params.yaml``'s primary model (``params`` or the project's):
+    a lead asking for any other is refused. The label is the one given, else the dataset's clinic id.
+    """
+    from analysis.network.spec import primary_spec
+    from analysis.params import load_params
+
+    params = load_params(Path(str(config["params"]))) if config.get("params") else load_params()
+    folder = Path(str(config["clinic-dir"]))
+    dataset = pd.read_parquet(find_dataset(folder))
+    label = str(config.get("label") or dataset["clinic_id"].dropna().astype(str).iloc[0])
+    spec = primary_spec(list(params.model.covariates), params.model.primary_week, params.model.alpha)
+    rules = Rules.from_min_cell(params.report.min_cell)
+    log = Path(str(config["log"])) if config.get("log") else None
+    node = ClinicNode.from_dataset(label, dataset, params.model, spec, rules, log_path=log)
+    node.accepted = spec.key()
+    return node
+
+
 def network_frame(dataset: pd.DataFrame, cfg: ModelParams, spec: Spec) -> pd.DataFrame:
     """The primary model's rows with the network's harmonised categorical levels."""
     data = primary_data(dataset, cfg).data.copy()

@@ -20,6 +20,7 @@ A network fit thus costs one round per Newton iteration (typically 6-12), each w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -294,6 +295,16 @@ class NetworkFit:
             "network": self._network,
             "columns": columns,
         }
+
+
+def driver_from_config(config: dict[str, Any]) -> NetworkFit:
+    """The lead's driver from a Flower run config (optional ``params``: the network's params.yaml)."""
+    from analysis.network.spec import primary_spec
+    from analysis.params import load_params
+
+    params = load_params(Path(str(config["params"]))) if config.get("params") else load_params()
+    spec = primary_spec(list(params.model.covariates), params.model.primary_week, params.model.alpha)
+    return NetworkFit(spec, Rules.from_min_cell(params.report.min_cell))
 
 
 def _column_names(spec: Spec) -> list[str]:

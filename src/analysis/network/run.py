@@ -98,14 +98,27 @@ def fit_network(
     assert driver.result is not None
     say(f"network: {len(nodes)} clinics, {rounds} rounds, {time.perf_counter() - t0:.1f} s")
     log = getattr(transport, "log", [])
-    return driver.result | {
-        "clinics": [n.label for n in nodes],
-        "clinics_lost": lost,
+    return network_result(driver.result, [n.label for n in nodes], lost, log, rounds, type(transport).__name__, spec)
+
+
+def network_result(
+    result: dict[str, Any],
+    clinics: Sequence[str],
+    lost: dict[str, str],
+    log: Sequence[dict[str, Any]],
+    rounds: int,
+    transport: str,
+    spec: Spec,
+) -> dict[str, Any]:
+    """The driver's numbers with who took part, what was exchanged and the model, as federated.json has them."""
+    return result | {
+        "clinics": list(clinics),
+        "clinics_lost": dict(lost),
         "exchange": {
             "rounds": rounds,
             "values_per_clinic": int(sum(e.get("values", 0) for e in log)),
             "bytes": int(sum(e.get("bytes", 0) for e in log)) or None,
-            "transport": type(transport).__name__,
+            "transport": transport,
         },
         "model": {
             "formula": spec.formula().replace("y ~", "score ~ clinic +") + " + (week | client)",

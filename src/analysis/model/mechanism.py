@@ -62,6 +62,27 @@ def _ols_coefs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return beta
 
 
+def _boot_coefs(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """OLS coefficients of bootstrap resamples given as row counts (n_boot, n), from the weighted cross-products.
+
+    The rows drawn with replacement enter OLS only through ``X'WX`` and ``X'Wy`` (W = the counts), so each
+    resample costs O(n p^2) once, not a least-squares solve of an n x p matrix. A resample whose ``X'WX`` is
+    singular (a covariate level not drawn) falls back to ``lstsq`` on its rows, as before.
+    """
+    xx = np.einsum("np,nq->npq", x, x).reshape(len(x), -1)
+    cross = (counts @ xx).reshape(len(counts), x.shape[1], x.shape[1])
+    xty = counts @ (x * y[:, None])
+    out = np.empty((len(counts), x.shape[1]))
+    for k in range(len(counts)):
+        try:
+            np.linalg.cholesky(cross[k])
+            out[k] = np.linalg.solve(cross[k], xty[k])
+        except np.linalg.LinAlgError:
+            idx = np.repeat(np.arange(len(x)), counts[k].astype(int))
+            out[k] = _ols_coefs(x[idx], y[idx])
+    return out
+
+
 def mediation_analysis(
     pdata: PrimaryData, dataset: pd.DataFrame, cfg: ModelParams
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
@@ -103,10 +124,12 @@ def mediation_analysis(
     rng = np.random.default_rng(cfg.seed)
     n, n_boot = len(df), cfg.mediation_boot
     boots = np.empty((n_boot, 3))
-    for k in range(n_boot):
-        idx = rng.integers(0, n, n)
-        bm, by = _ols_coefs(xm[idx], ym[idx]), _ols_coefs(xy[idx], yy[idx])
-        boots[k] = (bm[ia] * by[ib], by[idir], bm[ia])
+    chunk = max(1, 2_000_000 // max(n, 1))  # resamples per block: bounds the (block, n) count matrix
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        counts = np.array([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(start, stop)], dtype=float)
+        bm, by = _boot_coefs(xm, ym, counts), _boot_coefs(xy, yy, counts)
+        boots[start:stop] = np.column_stack([bm[:, ia] * by[:, ib], by[:, idir], bm[:, ia]])
     indirect_b, direct_b = boots[:, 0], boots[:, 1]
     total_b = indirect_b + direct_b
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +99,7 @@ def _supernode(argv: list[str], poll_s: float) -> None:
 
 def _succeeded(stdout: bytes) -> bool:
     """``flwr run --format json`` exits 0 also when it failed; its JSON says."""
-    try:
-        return bool(json.loads(stdout.decode("utf-8", "replace")).get("success"))
-    except ValueError:
-        return False
+    return b'"success": true' in stdout
 
 
 def _descendants(pid: int) -> list[int]:
@@ -117,57 +116,119 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM, then SIGKILL, to the processes started here and their descendants (some detach: the SuperLink's
-    SuperExec runs in its own session), and to nothing else."""
-    pids = [q for p in procs for q in (p.pid, *_descendants(p.pid))]
+def _exited(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    return True
+
+
+def _stop(pids: list[int]) -> None:
+    """SIGTERM, then SIGKILL, to the processes started here and their descendants, and to nothing else."""
+    everyone = [q for p in pids for q in (p, *_descendants(p))]
+    alive = list(pids)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
+        for pid in everyone:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         end = time.monotonic() + 10
-        while time.monotonic() < end and any(p.poll() is None for p in procs):
+        while alive and time.monotonic() < end:
+            alive = [p for p in alive if not _exited(p)]
             time.sleep(0.05)
-        if all(p.poll() is not None for p in procs):
+        if not alive:
             break
-    for p in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            p.wait(timeout=1)
 
 
 def _warm_superexec(argv: list[str], poll_s: float) -> None:
-    """``flower-superexec`` for ClientApps that forks a warm process per message instead of starting one."""
+    """``flower-superexec`` that forks a warm process per task (a ServerApp or one message of a ClientApp)
+    instead of starting ``flwr-serverapp``/``flwr-clientapp`` afresh."""
     import flwr.supercore.superexec.executor.subprocess_executor as se
+    from flwr.superlink.cli import flwr_serverapp
     from flwr.supercore.cli.flower_superexec import flower_superexec
     from flwr.supercore.constant import TaskType
     from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
-    from flwr.supernode.runtime.run_clientapp import run_clientapp
+    from flwr.supernode.cli import flwr_clientapp
 
     from . import flower_apps  # noqa: F401 - imported once, before the forks
 
     set_pull_backoff(poll_s)
     original = se.SubprocessExecutor.launch
+    mains = {TaskType.CLIENT_APP: flwr_clientapp, TaskType.SERVER_APP: flwr_serverapp}
 
     def launch(self: se.SubprocessExecutor, spec: ExecutionSpec) -> LaunchResult:
-        if spec.task_type != TaskType.CLIENT_APP or not spec.insecure:
+        if spec.task_type not in mains or not spec.insecure:
             return original(self, spec)
-        pid = os.fork()
-        if pid == 0:  # the child: one ClientApp task, then exit without running the parent's cleanup
+        args = [str(spec.task_type), "--runtime-api-address", spec.runtime_api_address, "--token", spec.token]
+        args += ["--insecure"] + (["--parent-pid", str(spec.parent_pid)] if spec.parent_pid is not None else [])
+        if os.fork() == 0:  # the child: one task, then exit without running the parent's cleanup
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            code = 1
-            try:
-                run_clientapp(spec.runtime_api_address, spec.token, insecure=True, parent_pid=spec.parent_pid)
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            finally:
-                os._exit(code)
+            _run_main(mains[spec.task_type], args)
         return LaunchResult.accepted()
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the forks are reaped automatically
     se.SubprocessExecutor.launch = launch  # type: ignore[method-assign]
-    sys.argv = ["flower-superexec", *argv]
-    flower_superexec()
+    _run_main(flower_superexec, ["flower-superexec", *argv], exit_=False)
+
+
+def _cli(which: str, argv: list[str]) -> None:
+    """``flower-superlink`` or ``flwr`` (imported in the child: the CLI's import warns, which a test runner
+    in the parent may treat as an error)."""
+    if which == "superlink":
+        from flwr.superlink.cli import flower_superlink as main
+    else:
+        from flwr.cli.app import app as main
+    _run_main(main, argv)
+
+
+def _run_main(main: Any, argv: list[str], exit_: bool = True) -> None:
+    """Call a console-script main with ``argv``; in a fork (``exit_``), leave with its exit code."""
+    code = 1
+    try:
+        sys.argv = list(argv)
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        if exit_:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def _fork(target: Any, args: tuple[Any, ...], log: Path, env: dict[str, str], cwd: Path) -> int:
+    """A new process (its own session) running ``target(*args)`` with output to ``log``; returns its PID.
+
+    Forked from this process, so Flower's imports are already done (starting each process afresh costs
+    seconds on a small machine).
+    """
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        for handler in logging.getLogger("flwr").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+        warnings.resetwarnings()  # a test runner's "warnings are errors" is for its own process
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        target(*args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def simulate_federation(
@@ -198,16 +259,12 @@ def simulate_federation(
     env = {**os.environ, **_QUIET_ENV, "FLWR_HOME": str(work / "flwr-home")}
     env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(max(poll_s, 0.01))
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
-    bindir = Path(sys.executable).parent
-    env["PATH"] = os.pathsep.join([str(bindir), env.get("PATH", "")])  # the SuperLink/SuperNode start flwr's tools
-    procs: list[subprocess.Popen[bytes]] = []
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    pids: list[int] = []
 
-    def start(cmd: list[str], name: str) -> None:
-        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed when the process ends
-        procs.append(
-            subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
-        )
-        log.close()
+    def start(target: Any, args: tuple[Any, ...], name: str) -> int:
+        pids.append(_fork(target, args, work / f"{name}.log", env, work))
+        return pids[-1]
 
     cfg = {
         "clinics": len(node_configs),
@@ -229,36 +286,28 @@ def simulate_federation(
         encoding="utf-8",
     )
     try:
-        start(
-            [str(bindir / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--disable-runtime-dependency-installation"],
-            "superlink",
-        )
+        link = ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port), "--isolation", "process"]
+        link_pid = start(_cli, ("superlink", [*link, "--disable-runtime-dependency-installation"]), "superlink")
+        link_exec = ["--insecure", "--runtime-api-address", f"127.0.0.1:{port}", "--parent-pid", str(link_pid)]
+        start(_warm_superexec, (link_exec, poll_s), "superexec-link")
         for i, node in enumerate(node_configs):
             node_cfg = " ".join(f"{k}={toml_value(v)}" for k, v in node.items())
             node_port = _free_port()
             args = ["--insecure", "--superlink", f"127.0.0.1:{port}", "--port", str(node_port)]
             args += ["--node-config", node_cfg, "--max-wait-time", str(total_timeout_s), "--isolation", "process"]
-            code = f"from analysis.network.flower_local import _supernode; _supernode({args!r}, {poll_s!r})"
-            start([sys.executable, "-c", code], f"supernode-{i}")
-            exec_args = ["--insecure", "--runtime-api-address", f"127.0.0.1:{node_port}"]
-            exec_args += ["--parent-pid", str(procs[-1].pid)]
-            code = f"from analysis.network.flower_local import _warm_superexec; _warm_superexec({exec_args!r}, {poll_s!r})"
-            start([sys.executable, "-c", code], f"superexec-{i}")
+            node_pid = start(_supernode, (args, poll_s), f"supernode-{i}")
+            node_exec = ["--insecure", "--runtime-api-address", f"127.0.0.1:{node_port}", "--parent-pid", str(node_pid)]
+            start(_warm_superexec, (node_exec, poll_s), f"superexec-{i}")
         deadline = time.monotonic() + total_timeout_s
         submitted = False
         while time.monotonic() < deadline:
             if not submitted:
-                sub = subprocess.run(
-                    [str(bindir / "flwr"), "run", str(app), "local-net", "--format", "json"],
-                    env=env,
-                    cwd=work,
-                    capture_output=True,
-                    timeout=max(1.0, deadline - time.monotonic()),
-                )
-                with open(work / "flwr-run.log", "ab") as fh:
-                    fh.write(sub.stdout + sub.stderr)
-                submitted = sub.returncode == 0 and _succeeded(sub.stdout)
+                sub_log = work / "flwr-run.log"
+                cli = ["flwr", "run", str(app), "local-net", "--format", "json"]
+                sub = _fork(_cli, ("flwr", cli), sub_log, env, work)
+                while not _exited(sub) and time.monotonic() < deadline:
+                    time.sleep(poll_s)
+                submitted = _succeeded(sub_log.read_bytes())
                 if not submitted:
                     time.sleep(0.5)  # the SuperLink may still be starting
                     continue
@@ -267,11 +316,11 @@ def simulate_federation(
             lost = Path(f"{out}.lost.json")
             if lost.exists():
                 raise ClinicLost(json.loads(lost.read_text(encoding="utf-8"))["lost"])
-            if any(p.poll() is not None for p in procs):
+            if any(_exited(p) for p in pids):
                 raise RuntimeError(f"a Flower process ended early; logs in {work}")
             time.sleep(poll_s * 4)
         raise RuntimeError(f"the network run did not finish in {total_timeout_s:g} s; logs in {work}")
     finally:
-        _stop(procs)
+        _stop(pids)
         if tmp is not None:
             tmp.cleanup()

@@ -134,39 +134,44 @@ def test_secure_federation_equals_in_process_and_drops_lost_clinics(tmp_path):
     out = tmp_path / "result.json"
     start = time.monotonic()
     res = simulate_federation(
-        configs, "test_network_flower:toy_driver", {"on-lost": "drop", "min-clinics": 2}, out, timeout_s=20
+        configs, "test_network_flower:toy_driver", {"on-lost": "drop", "min-clinics": 2, "rounds": 3}, out, timeout_s=20
     )
     elapsed = time.monotonic() - start
     assert json.loads(out.read_text()) == res
-    assert res["secure"] is True and res["rounds"] == 4 and res["clinics"] == ["A", "B"]
-    assert res["dropped"]["R"] == "refused: round 1 asks for more than was agreed"
-    assert res["dropped"]["M"] == "malformed answer: length 4, expected 5"
-
-    reference = ToyDriver({})
+    assert res["secure"] is True and res["rounds"] == 3 and res["clinics"] == ["A", "B"]
+    assert res["dropped"] == {
+        "R": "refused: round 1 asks for more than was agreed",
+        "M": "malformed answer: length 4, expected 5",
+    }
+    reference = ToyDriver({"rounds": 3})
     run(reference, _ExactSecure([toy_node(c) for c in configs]))
-    assert res["result"]["clinics"] == reference.clinics == [["A", "B", "M", "R"], ["A", "B", "M"]] + [["A", "B"]] * 2
+    assert res["result"]["clinics"] == reference.clinics == [["A", "B", "M", "R"], ["A", "B", "M"], ["A", "B"]]
     assert res["result"]["totals"] == reference.totals  # bit for bit: JSON keeps every float64 exactly
 
     log = res["log"]
-    assert [e["kind"] for e in log] == ["hello", "summary", "pieces", "pieces", "pieces"]
+    assert [e["kind"] for e in log] == ["hello", "summary", "pieces", "pieces"]
     assert all(e["bytes_to_clinics"] > 0 and e["bytes_from_clinics"] > 0 for e in log)
     assert log[1]["values"] == 3 and log[2]["values"] == 5 and log[1]["clinics"] == 4
-    print(f"\nsecure federation: {elapsed:.1f} s;", [(e["kind"], e["seconds"], e["bytes_from_clinics"]) for e in log])
+    print(f"\nsecure federation: {elapsed:.1f} s;", [(e["kind"], e["exchanges_s"], e["bytes_from_clinics"]) for e in log])
 
 
-def test_plain_federation_names_a_clinic_that_times_out(tmp_path):
-    """Plain mode, stop on a lost clinic: T sleeps through round 1 and is named; no result file is written."""
+def test_plain_federation_drops_a_malformed_clinic_and_stops_on_a_timeout(tmp_path):
+    """Plain mode, drop down to 3 clinics: N's NaN in round 1 drops it; T then sleeps through round 2, which
+    would leave 2: the run stops, T is named, and no result file is written."""
     configs = _configs(
-        [{"label": "A", "allow-plain": True}, {"label": "B", "allow-plain": True}]
-        + [{"label": "T", "allow-plain": True, "mode": "sleep", "from": 1}]
+        [{"label": "A"}, {"label": "B"}, {"label": "N", "mode": "nan", "from": 1}]
+        + [{"label": "T", "mode": "sleep", "from": 2}]
     )
+    configs = [{**c, "allow-plain": True} for c in configs]
     out = tmp_path / "result.json"
+    rules = {"on-lost": "drop", "min-clinics": 3}
     with pytest.raises(ClinicLost) as caught:
-        simulate_federation(configs, "test_network_flower:toy_driver", {}, out, secure=False, timeout_s=4)
+        simulate_federation(configs, "test_network_flower:toy_driver", rules, out, secure=False, timeout_s=4)
     assert set(caught.value.problems) == {"T"} and "timed out" in caught.value.problems["T"]
     assert not out.exists()
     lost = json.loads(Path(f"{out}.lost.json").read_text())
-    assert [e["kind"] for e in lost["log"]] == ["hello", "summary"] and lost["clinics"] == ["A", "B", "T"]
+    assert [e["kind"] for e in lost["log"]] == ["hello", "summary", "pieces"] and lost["clinics"] == ["A", "B", "N", "T"]
+    assert [e["clinics"] for e in lost["log"]] == [4, 4, 3]
 
 
 # -- the clinic's side, in process ----------------------------------------------------------------------------

@@ -239,7 +239,7 @@ def simulate_federation(
     secure: bool = True,
     timeout_s: float = 30.0,
     total_timeout_s: float = 300.0,
-    poll_s: float = 0.05,
+    poll_s: float = 0.2,
     workdir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the network with one real SuperNode per node config; returns the result (also written to ``out``).

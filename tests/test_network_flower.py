@@ -17,14 +17,14 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
-from flwr.compat.common import recorddict_compat as compat  # noqa: E402
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.compat.common import recorddict_compat as compat
 
-from analysis.network import flower_apps  # noqa: E402
-from analysis.network.fixedpoint import FixedPoint  # noqa: E402
-from analysis.network.flower_local import simulate_federation  # noqa: E402
-from analysis.network.flower_transport import request_to_fitins  # noqa: E402
-from analysis.network.protocol import ClinicLost, InProcess, Refusal, Request, Total, run  # noqa: E402
+from analysis.network import flower_apps
+from analysis.network.fixedpoint import FixedPoint
+from analysis.network.flower_local import simulate_federation
+from analysis.network.flower_transport import request_to_fitins
+from analysis.network.protocol import ClinicLost, InProcess, Refusal, Request, Total, run
 
 CODEC = FixedPoint()
 
@@ -122,7 +122,9 @@ class _ExactSecure:
 
 
 def _configs(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"node-factory": "test_network_flower:toy_node", "seed": i, "weight": i + 1, **s} for i, s in enumerate(specs)]
+    return [
+        {"node-factory": "test_network_flower:toy_node", "seed": i, "weight": i + 1, **s} for i, s in enumerate(specs)
+    ]
 
 
 def test_secure_federation_equals_in_process_and_drops_lost_clinics(tmp_path):
@@ -152,7 +154,9 @@ def test_secure_federation_equals_in_process_and_drops_lost_clinics(tmp_path):
     assert [e["kind"] for e in log] == ["hello", "summary", "pieces", "pieces"]
     assert all(e["bytes_to_clinics"] > 0 and e["bytes_from_clinics"] > 0 for e in log)
     assert log[1]["values"] == 3 and log[2]["values"] == 5 and log[1]["clinics"] == 4
-    print(f"\nsecure federation: {elapsed:.1f} s;", [(e["kind"], e["exchanges_s"], e["bytes_from_clinics"]) for e in log])
+    print(
+        f"\nsecure federation: {elapsed:.1f} s;", [(e["kind"], e["exchanges_s"], e["bytes_from_clinics"]) for e in log]
+    )
 
 
 def test_plain_federation_drops_a_malformed_clinic_and_stops_on_a_timeout(tmp_path):
@@ -170,7 +174,12 @@ def test_plain_federation_drops_a_malformed_clinic_and_stops_on_a_timeout(tmp_pa
     assert set(caught.value.problems) == {"T"} and "timed out" in caught.value.problems["T"]
     assert not out.exists()
     lost = json.loads(Path(f"{out}.lost.json").read_text())
-    assert [e["kind"] for e in lost["log"]] == ["hello", "summary", "pieces"] and lost["clinics"] == ["A", "B", "N", "T"]
+    assert [e["kind"] for e in lost["log"]] == ["hello", "summary", "pieces"] and lost["clinics"] == [
+        "A",
+        "B",
+        "N",
+        "T",
+    ]
     assert [e["clinics"] for e in lost["log"]] == [4, 4, 3]
 
 

@@ -78,7 +78,8 @@ class FixedPoint:
     def round(self, values: np.ndarray) -> np.ndarray:
         """The values on the fixed-point grid (what a clinic's answer becomes once encoded)."""
         vals = self._checked(values)
-        return np.ldexp(np.rint(np.ldexp(vals, self.frac_bits)), -self.frac_bits)
+        rounded: np.ndarray = np.ldexp(np.rint(np.ldexp(vals, self.frac_bits)), -self.frac_bits)
+        return rounded
 
     def _checked(self, values: np.ndarray) -> np.ndarray:
         vals = np.asarray(values, dtype=np.float64).ravel()

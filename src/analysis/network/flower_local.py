@@ -91,7 +91,7 @@ def _supernode(argv: list[str], poll_s: float) -> None:
         def sleep(seconds: float) -> None:
             time.sleep(min(seconds, poll_s))
 
-    sci.time = _Time()  # type: ignore[assignment]
+    sci.time = _Time()  # type: ignore[assignment,attr-defined]
     set_pull_backoff(poll_s)
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
@@ -142,10 +142,10 @@ def _warm_superexec(argv: list[str], poll_s: float) -> None:
     """``flower-superexec`` that forks a warm process per task (a ServerApp or one message of a ClientApp)
     instead of starting ``flwr-serverapp``/``flwr-clientapp`` afresh."""
     import flwr.supercore.superexec.executor.subprocess_executor as se
-    from flwr.superlink.cli import flwr_serverapp
     from flwr.supercore.cli.flower_superexec import flower_superexec
     from flwr.supercore.constant import TaskType
     from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
+    from flwr.superlink.cli import flwr_serverapp
     from flwr.supernode.cli import flwr_clientapp
 
     from . import flower_apps  # noqa: F401 - imported once, before the forks

@@ -147,7 +147,7 @@ def answer_problem(res: FitRes) -> str | None:
     for key in ("refused", "error", "malformed"):
         if key in res.metrics:
             prefix = {"refused": "refused", "error": "failed", "malformed": "malformed answer"}[key]
-            return f"{prefix}: {res.metrics[key]}"
+            return f"{prefix}: {str(res.metrics[key])}"
     return None
 
 
@@ -219,7 +219,9 @@ class FlowerTransport:
             time.sleep(self.grid.poll_s)
             ids = sorted(self.grid.get_node_ids())
         if len(ids) < expected:
-            raise ClinicLost({"(network)": f"only {len(ids)} of {expected} clinics connected in {connect_timeout_s:g} s"})
+            raise ClinicLost(
+                {"(network)": f"only {len(ids)} of {expected} clinics connected in {connect_timeout_s:g} s"}
+            )
         info = {"secure": self.secure, **(run_info or {})}
         content = RecordDict({"hello": ConfigRecord({"run": json.dumps(info)})})
         self.grid.reset()
@@ -235,7 +237,7 @@ class FlowerTransport:
             if label in self.labels.values():
                 problems[label] = "another clinic announced the same label"
             elif cfg.get("refused"):
-                problems[label] = f"refused: {cfg['refused']}"
+                problems[label] = f"refused: {str(cfg['refused'])}"
             self.labels[reply.metadata.src_node_id] = label
         self.labels = dict(sorted(self.labels.items(), key=lambda kv: kv[1]))
         self._log(Request(0, "hello", {}), 0, len(replies), t0)
@@ -288,7 +290,9 @@ class FlowerTransport:
         ]
 
         def check(replies: list[Message]) -> dict[int, str]:
-            verdicts = {r.metadata.src_node_id: answer_problem(compat.recorddict_to_fitres(r.content, True)) for r in replies}
+            verdicts = {
+                r.metadata.src_node_id: answer_problem(compat.recorddict_to_fitres(r.content, True)) for r in replies
+            }
             return {nid: why for nid, why in verdicts.items() if why}
 
         self.grid.check = check
@@ -317,6 +321,7 @@ class FlowerTransport:
         run_id = self.context.run_id
         proxies: list[ClientProxy] = [GridClientProxy(nid, cast(Grid, self.grid), run_id) for nid in active]
         strategy = _RequestStrategy(request, proxies, self.codec)
+
         def check(replies: list[Message]) -> dict[int, str]:
             verdicts: dict[int, str] = {}
             lengths: dict[int, int] = {}

@@ -65,7 +65,7 @@ def test_the_reference_has_a_solo_clinic_of_12(network):
 
 def test_federated_fit_equals_lme4_on_the_pooled_records(network):
     ref, names = _ref()
-    res = network["driver"].result
+    res = network["driver"].result()
     assert res["status"] == "ok", res["reason"]
     # the network's design is the reference's, column for column
     common = [
@@ -94,7 +94,7 @@ def test_federated_fit_equals_lme4_on_the_pooled_records(network):
 
 
 def test_the_fit_is_proved_converged_in_few_rounds(network):
-    res = network["driver"].result
+    res = network["driver"].result()
     assert res["converged"] and not res["singular"]
     assert res["checks"]["gradient_max"] < 1e-6 and res["checks"]["hessian_min_eig"] > 0
     assert network["rounds"] <= 20

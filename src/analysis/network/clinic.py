@@ -101,6 +101,24 @@ class ClinicNode:
     ) -> ClinicNode:
         return cls(label, network_frame(dataset, cfg, spec), rules, **kwargs)
 
+    def hello(self, run: dict[str, Any]) -> None:
+        """The handshake: refuse the whole run at once when the clinic is below the disclosure threshold."""
+        if self.n_clients < self.rules.min_clients:
+            reason = (
+                f"{self.n_clients} analysable clients, fewer than the minimum of {self.rules.min_clients} "
+                "(disclosure rule min_clients)"
+            )
+            self.say(f"{self.label}: refused the run: {reason}")
+            raise Refusal(reason)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the node must remember between requests (Flower rebuilds it for every message)."""
+        return {"rounds": self.rounds, "accepted": self.accepted or ""}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rounds = int(state.get("rounds", 0))
+        self.accepted = str(state.get("accepted") or "") or self.accepted
+
     # ------------------------------------------------------------------ answering
     def answer(self, request: Request) -> np.ndarray:
         try:

@@ -51,14 +51,13 @@ def simulate(
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    make = None
-    if transport == "flower":
-        from analysis.network.flower_transport import transport_factory
-
-        make = transport_factory(out)
     try:
-        kwargs = {"make_transport": make} if make else {}
-        result = fit_network(load_clinics(clinics), params, on_lost=on_lost, say=say, log_dir=None, **kwargs)
+        if transport == "flower":
+            from analysis.network.run import fit_network_flower  # Flower only here
+
+            result = fit_network_flower(clinics, params_file, on_lost=on_lost, say=say)
+        else:
+            result = fit_network(load_clinics(clinics), params, on_lost=on_lost, say=say)
     except ClinicLost as exc:
         raise NetworkFitError(
             "\n".join(f"clinic {k}: {v}" for k, v in sorted(exc.problems.items())) + "\nnothing was written"

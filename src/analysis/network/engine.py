@@ -79,7 +79,7 @@ class NetworkFit:
     spec: Spec
     rules: Rules
     log: list[str] = field(default_factory=list)
-    result: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
     _round: int = 0
     _theta: np.ndarray | None = None
     _cur: dict[str, Any] | None = None
@@ -88,6 +88,12 @@ class NetworkFit:
     _clinics: int = 0
     _network: dict[str, Any] = field(default_factory=dict)
     lower: np.ndarray = field(default_factory=lambda: ob.lower_bounds(Q))
+
+    def result(self) -> dict[str, Any]:
+        """The fit's numbers, verdict and checks (after the last round)."""
+        if self.outcome is None:
+            raise NetworkFitError("the network fit has not finished")
+        return self.outcome
 
     def first(self) -> Request:
         self._round = 0
@@ -228,7 +234,7 @@ class NetworkFit:
         singular = bool(np.any(theta[[0, 2]] < SINGULAR_TOL))
         if singular:
             problems.append("singular fit: a random-effect standard deviation is estimated at zero")
-        self.result = self._numbers(evs, cur["where"], checks) | {
+        self.outcome = self._numbers(evs, cur["where"], checks) | {
             "status": "failed" if problems else "ok",
             "reason": "; ".join(problems),
             "converged": not problems,
@@ -236,7 +242,7 @@ class NetworkFit:
             "rounds": self._round,
         }
         if problems:
-            self.result |= {k: None for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")}
+            self.outcome |= {k: None for k in ("estimate", "se", "df", "ci_low", "ci_high", "p_value")}
         return None
 
     def _numbers(

@@ -11,8 +11,9 @@ Both are built from configuration, so one Flower App serves every analysis:
   :class:`~.protocol.Driver` with a ``result() -> dict`` method), ``out`` (the result file, written once at
   the end, atomically), ``clinics`` (how many SuperNodes to wait for), ``secure`` (default true),
   ``timeout-s`` (per message exchange), ``connect-timeout-s``, ``poll-s``, ``on-lost`` (``stop``: a lost
-  clinic ends the run; ``drop``: it is dropped and the round asked again of the others, down to
-  ``min-clinics``), and optionally the fixed-point layout ``frac-bits``, ``limbs``, ``limb-bits``.
+  clinic ends the run; ``drop``: it is dropped and the driver starts again over the others, down to
+  ``min-clinics``: every round of one fit must be a sum over the same clinics), and optionally the
+  fixed-point layout ``frac-bits``, ``limbs``, ``limb-bits``.
 
 If the run ends with a lost clinic, nothing is written to ``out``; ``out`` + ``.lost.json`` names the
 clinics and what happened (with the round log), and the ServerApp fails.
@@ -38,7 +39,7 @@ from flwr.serverapp import Grid, ServerApp
 from ..store import write_text
 from .fixedpoint import FixedPoint, FixedPointRangeError
 from .flower_transport import FlowerTransport, fitins_to_request, set_pull_backoff
-from .protocol import ClinicLost, Driver, Node, Refusal, Request, Total, run
+from .protocol import ClinicLost, Driver, Node, Refusal, run
 
 
 def load_factory(spec: str) -> Any:
@@ -67,8 +68,18 @@ client_app = ClientApp()
 
 
 def _node(context: Context) -> Node:
+    """The clinic's node, rebuilt for each message (Flower runs a ClientApp per message); a node with
+    ``snapshot() -> dict`` and ``restore(dict)`` keeps its state (e.g. rounds answered) in the run's context."""
     node: Node = load_factory(str(context.node_config["node-factory"]))(dict(context.node_config))
+    saved = context.state.config_records.get("node-state")
+    if saved is not None and callable(getattr(node, "restore", None)):
+        node.restore(dict(saved))  # type: ignore[attr-defined]
     return node
+
+
+def _keep(node: Node, context: Context) -> None:
+    if callable(getattr(node, "snapshot", None)):
+        context.state.config_records["node-state"] = ConfigRecord(node.snapshot())  # type: ignore[attr-defined]
 
 
 def _say(label: str, text: str) -> None:
@@ -120,6 +131,7 @@ def _answer(msg: Message, context: Context, secure: bool) -> Message:
     except Exception as exc:  # the details stay on the clinic's console; the lead learns only the type
         traceback.print_exc()
         metrics["error"] = f"{type(exc).__name__} (details on the clinic's console)"
+    _keep(node, context)
     if len(metrics) > 1 or "length" not in metrics:
         payload = np.zeros(0)
     res = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters([payload]), num_examples=1, metrics=metrics)
@@ -137,30 +149,6 @@ def plain_round(msg: Message, context: Context) -> Message:
 
 
 # -- the network lead's side --------------------------------------------------------------------------------
-class DropLost:
-    """The ``on-lost=drop`` rule: a lost clinic is dropped and the same request asked again of the others."""
-
-    def __init__(self, inner: FlowerTransport, min_clinics: int) -> None:
-        self.inner = inner
-        self.min_clinics = min_clinics
-        self.lost: dict[str, str] = {}
-
-    def drop(self, labels: set[str]) -> None:
-        self.inner.drop(labels)
-
-    def ask(self, request: Request) -> Total:
-        while True:
-            try:
-                return self.inner.ask(request)
-            except ClinicLost as exc:
-                named = {lab for lab in exc.problems if lab in self.inner.active().values()}
-                left = len(self.inner.active()) - len(named)
-                if not named or left < self.min_clinics:
-                    raise
-                self.lost.update({lab: exc.problems[lab] for lab in named})
-                self.inner.drop(named)
-
-
 def run_network(grid: Grid, context: Context) -> dict[str, Any]:
     """The ServerApp's work: hello, the driver's rounds, the result written once. Returns what was written."""
     cfg = dict(context.run_config)
@@ -176,13 +164,31 @@ def run_network(grid: Grid, context: Context) -> dict[str, Any]:
         poll_s=float(cfg.get("poll-s", 0.1)),
         codec=codec_from(cfg),
     )
-    carrier: FlowerTransport | DropLost = transport
-    if str(cfg.get("on-lost", "stop")) == "drop":
-        carrier = DropLost(transport, int(cfg.get("min-clinics", 2)))
+    drop = str(cfg.get("on-lost", "stop")) == "drop"
+    min_clinics = int(cfg.get("min-clinics", 2))
+    dropped: dict[str, str] = {}
+
+    def lose(exc: ClinicLost) -> None:
+        """The ``on-lost=drop`` rule: drop the clinics named, or re-raise when the rule or the count forbids it."""
+        named = {lab for lab in exc.problems if lab in transport.active().values()}
+        if not drop or not named or len(transport.active()) - len(named) < min_clinics:
+            raise exc
+        dropped.update({lab: exc.problems[lab] for lab in named})
+        transport.drop(named)
+
     try:
-        transport.hello(int(cfg["clinics"]), float(cfg.get("connect-timeout-s", 60.0)))
-        driver: Driver = load_factory(str(cfg["driver-factory"]))(cfg)
-        rounds = run(driver, carrier)
+        try:
+            transport.hello(int(cfg["clinics"]), float(cfg.get("connect-timeout-s", 60.0)))
+        except ClinicLost as exc:
+            lose(exc)
+        while True:
+            # a fit's rounds must all be sums over the same clinics: after a loss the driver starts again
+            driver: Driver = load_factory(str(cfg["driver-factory"]))(cfg)
+            try:
+                rounds = run(driver, transport)
+                break
+            except ClinicLost as exc:
+                lose(exc)
     except ClinicLost as exc:
         lost = {"lost": exc.problems, "log": transport.log, "clinics": sorted(transport.labels.values())}
         write_text(Path(f"{out}.lost.json"), json.dumps(lost, indent=2, sort_keys=True) + "\n", private=True)
@@ -192,7 +198,7 @@ def run_network(grid: Grid, context: Context) -> dict[str, Any]:
         "rounds": rounds,
         "secure": secure,
         "clinics": sorted(transport.active().values()),
-        "dropped": carrier.lost if isinstance(carrier, DropLost) else {},
+        "dropped": dropped,
         "log": transport.log,
     }
     write_text(out, json.dumps(result, indent=2, sort_keys=True) + "\n", private=True)

@@ -95,10 +95,55 @@ def fit_network(
             say(f"network: starting again without {', '.join(sorted(exc.problems))} (rule on_lost = continue)")
             continue
         break
-    assert driver.result is not None
     say(f"network: {len(nodes)} clinics, {rounds} rounds, {time.perf_counter() - t0:.1f} s")
     log = getattr(transport, "log", [])
-    return network_result(driver.result, [n.label for n in nodes], lost, log, rounds, type(transport).__name__, spec)
+    return network_result(driver.result(), [n.label for n in nodes], lost, log, rounds, type(transport).__name__, spec)
+
+
+def fit_network_flower(
+    folders: Sequence[Path],
+    params_file: Path | None,
+    *,
+    on_lost: str = "fail",
+    secure: bool = True,
+    say: Callable[[str], None] = print,
+    timeout_s: float = 120.0,
+    total_timeout_s: float = 900.0,
+) -> dict[str, Any]:
+    """The same fit over Flower: one SuperNode per clinic folder on 127.0.0.1, SecAgg+ rounds.
+
+    The clinics' labels are announced by the nodes; each node applies its own params' analysis and rules.
+    """
+    import tempfile
+
+    from analysis.network.flower_local import simulate_federation  # Flower only here
+    from analysis.params import load_params
+
+    labels = [label for label, _ in load_clinics(folders)]
+    common = {"params": str(params_file.resolve())} if params_file else {}
+    nodes = [
+        {"node-factory": "analysis.network.clinic:node_from_config", "clinic-dir": str(f.resolve()), "label": lab}
+        | common
+        for f, lab in zip(folders, labels, strict=True)
+    ]
+    run_config = common | {"on-lost": "drop" if on_lost == "continue" else "stop", "min-clinics": MIN_CLINICS}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="outcomes-network-") as tmp:
+        out = simulate_federation(
+            nodes,
+            "analysis.network.engine:driver_from_config",
+            run_config,
+            Path(tmp) / "result.json",
+            secure=secure,
+            timeout_s=timeout_s,
+            total_timeout_s=total_timeout_s,
+        )
+    rounds = int(out["rounds"])
+    say(f"network: {len(out['clinics'])} clinics over Flower, {rounds} rounds, {time.perf_counter() - t0:.1f} s")
+    log = [e | {"bytes": int(e.get("bytes_to_clinics", 0)) + int(e.get("bytes_from_clinics", 0))} for e in out["log"]]
+    params = load_params(params_file)
+    transport = "Flower, SecAgg+" if secure else "Flower, plain"
+    return network_result(out["result"], out["clinics"], out["dropped"], log, rounds, transport, network_spec(params))
 
 
 def network_result(

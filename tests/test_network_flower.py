@@ -239,3 +239,40 @@ def test_clinic_answers_are_limbs_and_problems_are_reported_not_values(capsys, i
     assert dict(failed.metrics) == {"error": "RuntimeError (details on the clinic's console)"}
     assert "private detail" in capsys.readouterr().err  # on the clinic's console only
     assert "refused" in _answer(cfg, req, secure=False).metrics
+
+
+# -- the real network model over Flower ------------------------------------------------------------------------
+def test_network_simulate_over_flower_equals_lme4_and_a_small_clinic_refuses(tmp_path, capsys):
+    """`outcomes network simulate` on the four reference clinics (one of 12 clients) plus a clinic of 4:
+    the small clinic refuses at the handshake (named, left out by --on-lost continue) and the fit over
+    real Flower nodes with SecAgg+ equals lme4 on the pooled records (tests/reference/lmm/network_4)."""
+    from analysis.cli import main
+    from analysis.network.pooled import REFERENCE_NETWORK, simulate_datasets
+    from analysis.params import load_params
+
+    params = load_params()
+    folders = []
+    data = simulate_datasets(params, REFERENCE_NETWORK["seeds"], REFERENCE_NETWORK["sizes"])
+    data += [("N05", simulate_datasets(params, [9001], [4])[0][1])]
+    for label, ds in data:
+        (tmp_path / label).mkdir()
+        ds.to_parquet(tmp_path / label / "analysis.parquet")
+        folders.append(str(tmp_path / label))
+    out = tmp_path / "out"
+    rc = main(["network", "simulate", *folders, "--out", str(out), "--on-lost", "continue"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    doc = json.loads((out / "federated.json").read_text())
+    assert doc["clinics"] == ["N01", "N02", "N03", "N04"] and "min_clients" in doc["clinics_lost"]["N05"]
+    assert doc["exchange"]["transport"] == "Flower, SecAgg+" and doc["exchange"]["bytes"] > 0
+    ref = json.loads((Path(__file__).parent / "reference" / "lmm" / "network_4.json").read_text())
+    head = next(c for c in ref["contrasts"] if c["name"].startswith("headline"))
+    # federated.json is written at 6 significant digits (analysis.store): equal to lme4 at that resolution
+    assert doc["estimate"] == pytest.approx(head["estimate"], rel=1e-5)
+    assert doc["se"] == pytest.approx(head["se"], rel=1e-5)
+    assert doc["df"] == pytest.approx(head["satterthwaite_df"], rel=3e-5)
+    for sname, term in ref["term_map"].items():
+        if term in doc["fixed_effects"]:
+            assert doc["fixed_effects"][term]["estimate"] == pytest.approx(ref["beta"][sname], rel=1e-5, abs=1e-6)
+            assert doc["fixed_effects"][term]["se"] == pytest.approx(ref["se"][sname], rel=1e-5)
+    assert doc["random_effects"]["residual_variance"] == pytest.approx(ref["varcorr"]["residual"], rel=1e-5)

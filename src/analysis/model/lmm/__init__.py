@@ -126,7 +126,7 @@ class LmmFit:
 
     @cached_property
     def satterthwaite(self) -> Satterthwaite:
-        return satterthwaite(self.design, self.theta, self.reml)
+        return satterthwaite(self.design, self.theta, self.reml, self.optimum.evaluator, self.pls)
 
     @cached_property
     def kenward_roger(self) -> KenwardRoger:

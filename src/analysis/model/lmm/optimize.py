@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import time
+
 import numpy as np
 from scipy import optimize
 
@@ -81,6 +83,10 @@ class Optimum:
     singular: bool
     reason: str
     checks: dict[str, Any] = field(default_factory=dict)
+    #: wall seconds by piece: ``lbfgsb``, ``polish``, ``proof`` (benchmarks/bench_fit.py prints them)
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
+    #: the points solved during the fit, reused by the Satterthwaite df (same finite-difference steps)
+    evaluator: ob.Evaluator | None = field(default=None, repr=False, compare=False)
 
 
 def hessian_fd(grad: Callable[[np.ndarray], np.ndarray], x: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
@@ -116,16 +122,16 @@ def projected_gradient(theta: np.ndarray, g: np.ndarray, lower: np.ndarray) -> n
 
 
 def _newton_polish(
-    d: Design, theta: np.ndarray, reml: bool, lower: np.ndarray, stop: float = DECREMENT_TOL * 1e-2
+    ev: ob.Evaluator, theta: np.ndarray, lower: np.ndarray, stop: float = DECREMENT_TOL * 1e-2
 ) -> tuple[np.ndarray, float, int]:
     """Projected Newton steps with backtracking; stops when the decrement is below ``stop``."""
-    f, g = ob.deviance_and_gradient(d, theta, reml)
+    f, g = ev.deviance_and_gradient(theta)
     n_eval = 1
     for _ in range(NEWTON_STEPS):
         free = _free(theta, g, lower)
         if not free.any():
             break
-        H = hessian_fd(lambda t: ob.gradient(d, t, reml), theta, lower)[np.ix_(free, free)]
+        H = hessian_fd(ev.gradient, theta, lower)[np.ix_(free, free)]
         n_eval += 2 * theta.size
         try:
             eig = np.linalg.eigvalsh(H)
@@ -140,7 +146,7 @@ def _newton_polish(
         t = 1.0
         while t > 1e-8:
             cand = np.maximum(theta + t * step, lower)
-            fc, gc = ob.deviance_and_gradient(d, cand, reml)
+            fc, gc = ev.deviance_and_gradient(cand)
             n_eval += 1
             if fc <= f + 1e-12 * max(1.0, abs(f)):
                 break
@@ -151,11 +157,17 @@ def _newton_polish(
     return theta, f, n_eval
 
 
-def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, dict[str, Any]]:
-    """Is ``theta`` a provable local minimum of the deviance? (converged, reason, checks)."""
+def check_optimum(
+    d: Design, theta: np.ndarray, reml: bool, ev: ob.Evaluator | None = None
+) -> tuple[bool, str, dict[str, Any]]:
+    """Is ``theta`` a provable local minimum of the deviance? (converged, reason, checks).
+
+    ``ev``: the fit's :class:`~.objective.Evaluator`, so points already solved are not solved again.
+    """
     q = d.q
     lower = ob.lower_bounds(q)
-    f, g = ob.deviance_and_gradient(d, theta, reml)
+    ev = ev if ev is not None else ob.Evaluator(d, reml)
+    f, g = ev.deviance_and_gradient(theta)
     checks: dict[str, Any] = {"deviance": f}
     if not np.isfinite(f):
         return False, "the deviance is not finite at the estimate", checks
@@ -165,7 +177,7 @@ def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, 
     problems = []
     if checks["gradient_max"] > GRAD_TOL:
         problems.append(f"projected gradient {checks['gradient_max']:.3g} > {GRAD_TOL:g}")
-    H = hessian_fd(lambda t: ob.gradient(d, t, reml), theta, lower)
+    H = hessian_fd(ev.gradient, theta, lower)
     if free.any():
         Hf = H[np.ix_(free, free)]
         eig = np.linalg.eigvalsh(Hf)
@@ -192,7 +204,7 @@ def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, 
         for h in (1e-3, 1e-2, 1e-1):
             t2 = theta.copy()
             t2[k] = lower[k] + h
-            f2 = ob.deviance(d, t2, reml)
+            f2 = ev.deviance(t2)
             if f2 < best_f - 1e-8 * max(1.0, abs(f)):
                 boundary_ok, best_f = False, f2
                 checks["escape"] = t2
@@ -222,14 +234,20 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
     best: Optimum | None = None
     queue: list[np.ndarray] = [np.asarray(t, dtype=float) for t in starts if t is not None]
     i = 0
+    ev = ob.Evaluator(d, reml)
+    seconds = {"lbfgsb": 0.0, "polish": 0.0, "proof": 0.0}
+    clock = time.perf_counter()
 
-    def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
-        return ob.deviance_and_gradient(d, t, reml)
+    def lap(piece: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[piece] += now - clock
+        clock = now
 
     while i < len(queue) and i < MAX_STARTS:
         start = queue[i]
         res = optimize.minimize(
-            objective,
+            ev.deviance_and_gradient,
             start,
             jac=True,
             method="L-BFGS-B",
@@ -237,20 +255,26 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
             options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-6, "maxcor": 20},
         )
         theta = np.maximum(np.asarray(res.x, dtype=float), lower)
+        lap("lbfgsb")
         n_newton = 0
-        ok, reason, checks = check_optimum(d, theta, reml)
+        ok, reason, checks = check_optimum(d, theta, reml, ev)
+        lap("proof")
         if not ok and "escape" not in checks:
             # polish only when L-BFGS-B stopped short of a provable optimum
-            theta, _, n_newton = _newton_polish(d, theta, reml, lower)
-            ok, reason, checks = check_optimum(d, theta, reml)
+            theta, _, n_newton = _newton_polish(ev, theta, lower)
+            lap("polish")
+            ok, reason, checks = check_optimum(d, theta, reml, ev)
+            lap("proof")
         if ok:
             # Converge to the float limit: L-BFGS-B stops where its tolerances pass, and where that is
             # depends on rounding inside the BLAS (another CPU kernel) and on the start, moving the
             # estimates in the 6th-8th significant digit. Newton steps converge quadratically to the
             # one fixed point, so the published digits (store.SIGNIFICANT_DIGITS) do not depend on them.
-            polished, _, n_more = _newton_polish(d, theta, reml, lower, stop=POLISH_TOL)
+            polished, _, n_more = _newton_polish(ev, theta, lower, stop=POLISH_TOL)
+            lap("polish")
             n_newton += n_more
-            ok2, reason2, checks2 = check_optimum(d, polished, reml)
+            ok2, reason2, checks2 = check_optimum(d, polished, reml, ev)
+            lap("proof")
             if ok2:
                 theta, ok, reason, checks = polished, ok2, reason2, checks2
         escape = checks.pop("escape", None)
@@ -259,6 +283,7 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
         checks.update(
             iterations=int(res.nit),
             evaluations=int(res.nfev) + n_newton,
+            pls_solves=ev.solves,
             optimizer="L-BFGS-B + projected Newton",
             start=i,
         )
@@ -269,6 +294,8 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
             singular=is_singular(theta, q),
             reason=reason,
             checks=checks,
+            seconds=dict(seconds),
+            evaluator=ev,
         )
         if ok:
             return opt

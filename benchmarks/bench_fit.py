@@ -148,7 +148,7 @@ def main() -> None:
             note = ""
             if not why:
                 r = run_lme4(data, formula, reps, Path(tmpdir))
-                r_med = statistics.median(r["seconds"])
+                r_med = statistics.median(np.atleast_1d(r["seconds"]).tolist())
                 ours_fe = {r_name(k): v for k, v in fit.result.fe_params.items()} if fit.ok else {}
                 if set(ours_fe) == set(r["fixef"]):
                     diff = max(abs(ours_fe[k] - r["fixef"][k]) for k in ours_fe)

@@ -24,9 +24,9 @@ for (i in seq_len(spec$repeats)) {
 }
 fe <- fixef(fit)
 out <- list(
-  seconds = seconds,
+  seconds = I(seconds),
   fixef = as.list(fe),
-  theta = unname(getME(fit, "theta")),
+  theta = I(unname(getME(fit, "theta"))),
   reml = unname(REMLcrit(fit)),
   lme4 = as.character(packageVersion("lme4")),
   messages = fit@optinfo$conv$lme4$messages

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.model.lmm import objective as ob
+from analysis.model.lmm.blas import single_threaded
 from analysis.model.lmm.design import Design
 from analysis.model.lmm.optimize import hessian_fd
 
@@ -88,6 +89,7 @@ def ginv(H: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(H, rcond=np.sqrt(np.finfo(float).eps))
 
 
+@single_threaded
 def satterthwaite(
     d: Design, theta: np.ndarray, reml: bool, ev: ob.Evaluator | None = None, s: ob.PLS | None = None
 ) -> Satterthwaite:
@@ -151,6 +153,7 @@ class KenwardRoger:
         return float(4 + (q + 2) / (q * rho - 1))
 
 
+@single_threaded
 def kenward_roger(d: Design, theta: np.ndarray) -> KenwardRoger:
     """pbkrtest's ``vcovAdj`` at the REML estimate ``theta``, from per-group blocks."""
     q, p = d.q, d.p

@@ -104,6 +104,33 @@ def congruence(A: np.ndarray, T: np.ndarray) -> np.ndarray:
     return out
 
 
+def _chol_inv(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse lower Cholesky factors ``L_g^-1`` (``M_g = L_g L_g'``) and log-determinants of a stack of SPD
+    matrices; closed form for q = 1, 2. Raises LinAlgError if a matrix is not positive definite."""
+    q = M.shape[-1]
+    if q == 1:
+        m = M[:, 0, 0]
+        if np.any(m <= 0):
+            raise np.linalg.LinAlgError("matrix not positive definite")
+        return (1.0 / np.sqrt(m))[:, None, None], np.log(m)
+    if q == 2:
+        a, b, c = M[:, 0, 0], M[:, 1, 0], M[:, 1, 1]
+        if np.any(a <= 0):
+            raise np.linalg.LinAlgError("matrix not positive definite")
+        l00 = np.sqrt(a)
+        l10 = b / l00
+        s = c - l10 * l10
+        if np.any(s <= 0):
+            raise np.linalg.LinAlgError("matrix not positive definite")
+        l11 = np.sqrt(s)
+        Linv = np.zeros_like(M)
+        Linv[:, 0, 0], Linv[:, 1, 1] = 1.0 / l00, 1.0 / l11
+        Linv[:, 1, 0] = -l10 / (l00 * l11)
+        return Linv, np.log(a) + np.log(s)
+    L = np.linalg.cholesky(M)
+    return np.linalg.inv(L), 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+
+
 def gsum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """``sum_g A_g' B_g`` for stacks (G, q, m) and (G, q, k) as one BLAS product -> (m, k)."""
     out: np.ndarray = A.reshape(-1, A.shape[-1]).T @ B.reshape(-1, B.shape[-1])
@@ -160,21 +187,22 @@ def solve_pls(d: Design, theta: np.ndarray) -> PLS:
     ------
     numpy.linalg.LinAlgError : X'V^-1 X is not positive definite (rank-deficient X).
     """
-    q = d.q
+    q, g = d.q, d.n_groups
     theta = np.asarray(theta, dtype=float)
     T = make_T(theta, q)
     M = congruence(d.ZtZ, T.T) + np.eye(q)
-    Minv, logdet = inv_logdet(M)
-    H = congruence(Minv, T)
-    HZtX = H @ d.ZtX
-    HZty = (H @ d.Zty[..., None])[..., 0]
-    C = d.XtX - gsum(d.ZtX, HZtX)
+    Linv, logdet = _chol_inv(M)
+    Ut = (Linv.reshape(g * q, q) @ T.T).reshape(g, q, q)  # U_g' = L_g^-1 T', so H_g = U_g U_g'
+    H = Ut.transpose(0, 2, 1) @ Ut
+    K = (Ut @ d.ZtX).reshape(g * q, -1)  # lme4's R_ZX: U_g' Z_g'X_g, stacked (G q, p)
+    ku = (Ut @ d.Zty[..., None]).ravel()  # lme4's c_u: U_g' Z_g'y
+    C = d.XtX - K.T @ K
     C = (C + C.T) / 2.0
     C_chol = np.linalg.cholesky(C)
-    rhs = d.Xty - gsum(d.ZtX, HZty[..., None])[:, 0]
+    rhs = d.Xty - K.T @ ku
     cbeta = np.linalg.solve(C_chol, rhs)
     beta = np.linalg.solve(C_chol.T, cbeta)
-    r2 = float(d.yty - np.sum(d.Zty * HZty) - cbeta @ cbeta)
+    r2 = float(d.yty - ku @ ku - cbeta @ cbeta)
     Zte = d.Zty - d.ZtX @ beta
     return PLS(
         theta=theta,
@@ -253,16 +281,18 @@ def sums(d: Design, s: PLS, reml: bool) -> Sums:
     ``P_g = N_g Z_g'X_g``, so ``P_g C^-1 P_g' = N_g D_g N_g'`` with ``D_g = Y_g Y_g'``,
     ``Y_g = Z_g'X_g R^-1`` (``C = R'R``): one (G q, p) x (p, p) product per theta.
     """
-    q, p = d.q, d.p
-    ZtZH = d.ZtZ @ s.H
-    N = np.eye(q) - ZtZH
+    q, p, g = d.q, d.p, d.n_groups
+    N = np.eye(q) - d.ZtZ @ s.H
     A = (N @ d.ZtZ).sum(axis=0)
-    w = (N @ s.Zte[..., None])[..., 0]
+    w = np.einsum("gar,gr->ga", N, s.Zte)
     W = w.T @ w
     if reml:
-        Y = (d.ZtX.reshape(-1, p) @ np.linalg.inv(s.C_chol).T).reshape(-1, q, p)
-        ND = N @ (Y @ Y.transpose(0, 2, 1))
-        B = np.einsum("gab,gcb->ac", ND, N)
+        Y = (d.ZtX.reshape(g * q, p) @ np.linalg.inv(s.C_chol).T).reshape(g, q, p)
+        D = np.empty((g, q, q))
+        for a in range(q):
+            for b in range(a, q):
+                D[:, a, b] = D[:, b, a] = np.einsum("gj,gj->g", Y[:, a], Y[:, b])
+        B = (N @ D @ N.transpose(0, 2, 1)).sum(axis=0)
     else:
         B = np.zeros((q, q))
     return Sums(A=A, W=W, B=B, r2=s.r2)

@@ -90,7 +90,9 @@ def run_lme4(data: pd.DataFrame, formula: str, repeats: int, tmp: Path) -> dict[
     """lme4 on ``data`` (same formula, factor levels in the engine's order); the R script's JSON output."""
     used = [c for c in data.columns if re.search(rf"(?<![\w.]){re.escape(c)}(?![\w.])", formula) or c == GROUPS]
     frame = data[used]
-    factors = {c: [str(v) for v in frame[c].cat.categories] for c in used if isinstance(frame[c].dtype, pd.CategoricalDtype)}
+    factors = {
+        c: [str(v) for v in frame[c].cat.categories] for c in used if isinstance(frame[c].dtype, pd.CategoricalDtype)
+    }
     csv, spec, out = tmp / "data.csv", tmp / "spec.json", tmp / "out.json"
     frame.to_csv(csv, index=False)
     r_formula = re.sub(r"C\((\w+)\)", r"\1", formula) + f" + ({RE_FORMULA.lstrip('~ ')} | {GROUPS})"
@@ -137,7 +139,7 @@ def main() -> None:
             pdata = primary_data(build_analysis_dataset(clinic.clients, clinic.sessions, clinic.measurements), cfg)
             data, formula, week = pdata.data, primary_formula(pdata), cfg.primary_week
 
-            def engine(data: pd.DataFrame = data, formula: str = formula) -> Any:
+            def engine(data: pd.DataFrame = data, formula: str = formula, week: float = week) -> Any:
                 fit = fit_mixed_with_fallback(data, formula, GROUPS, RE_FORMULA, reml=True)
                 return fit, linear_contrast(fit, {SLOPE_TERM: week}) if fit.ok else {}
 

@@ -36,11 +36,10 @@ A fit is *singular* as in lme4's ``isSingular``: some diagonal element of T
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import time
 
 import numpy as np
 from scipy import optimize

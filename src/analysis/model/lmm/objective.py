@@ -131,6 +131,14 @@ def _chol_inv(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.inv(L), 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
 
 
+#: groups per block of the per-group sums (a (CHUNK, 2, 25) block of doubles is 0.8 MB: it stays in cache)
+CHUNK = 2048
+
+
+def _chunks(g: int) -> list[slice]:
+    return [slice(i, min(i + CHUNK, g)) for i in range(0, g, CHUNK)]
+
+
 def gsum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """``sum_g A_g' B_g`` for stacks (G, q, m) and (G, q, k) as one BLAS product -> (m, k)."""
     out: np.ndarray = A.reshape(-1, A.shape[-1]).T @ B.reshape(-1, B.shape[-1])
@@ -193,13 +201,18 @@ def solve_pls(d: Design, theta: np.ndarray) -> PLS:
     M = congruence(d.ZtZ, T.T) + np.eye(q)
     Linv, logdet = _chol_inv(M)
     Ut = (Linv.reshape(g * q, q) @ T.T).reshape(g, q, q)  # U_g' = L_g^-1 T', so H_g = U_g U_g'
-    H = Ut.transpose(0, 2, 1) @ Ut
-    K = (Ut @ d.ZtX).reshape(g * q, -1)  # lme4's R_ZX: U_g' Z_g'X_g, stacked (G q, p)
-    ku = (Ut @ d.Zty[..., None]).ravel()  # lme4's c_u: U_g' Z_g'y
-    C = d.XtX - K.T @ K
+    H = congruence(np.linalg.inv(M) if q > 2 else inv_logdet(M)[0], T)  # T M^-1 T' (faster than U U')
+    ku = (Ut @ d.Zty[..., None]).reshape(g, q)  # lme4's c_u: U_g' Z_g'y
+    # lme4's R_ZX = U_g' Z_g'X_g, (q, p) per group, summed as R_ZX'R_ZX and R_ZX'c_u chunk by chunk so
+    # that each block stays in cache (at 10^5 clients whole-array temporaries made each solve 10x slower)
+    C, rhs = d.XtX.copy(), d.Xty.copy()
+    for sl in _chunks(g):
+        K = (Ut[sl] @ d.ZtX[sl]).reshape(-1, d.p)
+        C -= K.T @ K
+        rhs -= K.T @ ku[sl].ravel()
     C = (C + C.T) / 2.0
     C_chol = np.linalg.cholesky(C)
-    rhs = d.Xty - K.T @ ku
+    ku = ku.ravel()
     cbeta = np.linalg.solve(C_chol, rhs)
     beta = np.linalg.solve(C_chol.T, cbeta)
     r2 = float(d.yty - ku @ ku - cbeta @ cbeta)
@@ -287,11 +300,13 @@ def sums(d: Design, s: PLS, reml: bool) -> Sums:
     w = np.einsum("gar,gr->ga", N, s.Zte)
     W = w.T @ w
     if reml:
-        Y = (d.ZtX.reshape(g * q, p) @ np.linalg.inv(s.C_chol).T).reshape(g, q, p)
+        Rinv_t = np.linalg.inv(s.C_chol).T
         D = np.empty((g, q, q))
-        for a in range(q):
-            for b in range(a, q):
-                D[:, a, b] = D[:, b, a] = np.einsum("gj,gj->g", Y[:, a], Y[:, b])
+        for sl in _chunks(g):
+            Y = (d.ZtX[sl].reshape(-1, p) @ Rinv_t).reshape(-1, q, p)  # one product, not one per group
+            for a in range(q):
+                for b in range(a, q):
+                    D[sl, a, b] = D[sl, b, a] = np.einsum("gj,gj->g", Y[:, a], Y[:, b])
         B = (N @ D @ N.transpose(0, 2, 1)).sum(axis=0)
     else:
         B = np.zeros((q, q))

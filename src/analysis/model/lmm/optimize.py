@@ -333,10 +333,10 @@ def moment_start(d: Design) -> np.ndarray | None:
     except np.linalg.LinAlgError:
         return None
     Zte = d.Zty - d.ZtX @ beta
-    ok = (d.n_per_group > q) & (np.linalg.matrix_rank(d.ZtZ) == q)
+    ok = (d.n_per_group > q) & _full_rank(d.ZtZ)
     if ok.sum() < 3:
         return None
-    ZtZ_inv = np.linalg.inv(d.ZtZ[ok])
+    ZtZ_inv = ob.inv_logdet(d.ZtZ[ok])[0]
     coefs = (ZtZ_inv @ Zte[ok][..., None])[..., 0]
     resid = d.y - d.X @ beta
     ete = np.bincount(d.group_codes, weights=resid * resid, minlength=d.n_groups)[ok]
@@ -349,3 +349,22 @@ def moment_start(d: Design) -> np.ndarray | None:
     eig = np.clip(eig, max(eig.max(), 1e-6) * 1e-3, None)
     T = np.linalg.cholesky((vec * eig) @ vec.T)
     return np.array([T[r, c] for r, c in ob.theta_index(q)])
+
+
+def _full_rank(A: np.ndarray) -> np.ndarray:
+    """Per matrix of a stack of small symmetric PSD matrices: rank full (``np.linalg.matrix_rank``'s
+    tolerance, closed form for 1 x 1 and 2 x 2: LAPACK's per-matrix SVD took 0.2 s at 10^5 clients)."""
+    q = A.shape[-1]
+    eps = np.finfo(float).eps
+    if q == 1:
+        full: np.ndarray = A[:, 0, 0] > 0
+        return full
+    if q == 2:
+        a, b, c = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
+        half_gap = np.hypot((a - c) / 2.0, b)
+        big, small = (a + c) / 2.0 + half_gap, (a + c) / 2.0 - half_gap
+        full = (big > 0) & (small > big * 2 * eps)
+        return full
+    full = np.linalg.matrix_rank(A) == q
+    return full
+

@@ -367,4 +367,3 @@ def _full_rank(A: np.ndarray) -> np.ndarray:
         return full
     full = np.linalg.matrix_rank(A) == q
     return full
-

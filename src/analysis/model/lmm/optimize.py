@@ -1,10 +1,14 @@
 """Optimiser: minimise the profiled deviance over theta, then prove the optimum.
 
 lme4's ``optimizeLmer`` step. L-BFGS-B (scipy) works on theta with the exact
-gradient of :mod:`.objective` and lme4's bounds (diagonal of T >= 0); if its
+gradient of :mod:`.objective` and lme4's bounds (diagonal of T >= 0), from a
+moment estimate, until its projected gradient is below ``GRAD_TOL``; if its
 result does not pass the checks below, a few projected Newton steps polish it,
-using a Hessian obtained by central differences of the exact gradient. A
-component stuck at its bound on a saddle is restarted from the interior.
+using a Hessian obtained by central differences of the exact gradient (and if
+even that cannot be proven, L-BFGS-B goes on to a tight tolerance). A
+component stuck at its bound on a saddle is restarted from the interior. Every
+point is solved once per fit (:class:`.objective.Evaluator`): the proof, the
+polish and the Satterthwaite df step to the same ``theta +/- h e_k``.
 
 Convergence is *declared*, not assumed from the optimiser's flag
 (:func:`check_optimum`):

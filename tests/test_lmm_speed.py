@@ -15,6 +15,7 @@ from analysis.model.lmm import blas
 from analysis.model.lmm import design as ds
 from analysis.model.lmm import objective as ob
 from analysis.model.lmm import optimize as op
+from analysis.model.lmm.evaluator import Evaluator
 from analysis.model.lmm.inference import satterthwaite
 
 
@@ -97,7 +98,7 @@ def test_pls_matches_dense_solution(design):
 
 
 def test_evaluator_gives_the_plain_functions_values_and_solves_each_point_once(design):
-    ev = ob.Evaluator(design, True)
+    ev = Evaluator(design, True)
     theta = np.array([0.7, 0.0, 0.2])
     f, g = ev.deviance_and_gradient(theta)
     assert f == ob.deviance(design, theta, True)

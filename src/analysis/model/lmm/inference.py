@@ -35,6 +35,7 @@ import numpy as np
 from analysis.model.lmm import objective as ob
 from analysis.model.lmm.blas import single_threaded
 from analysis.model.lmm.design import Design
+from analysis.model.lmm.evaluator import Evaluator
 from analysis.model.lmm.optimize import hessian_fd
 
 
@@ -73,7 +74,7 @@ class Satterthwaite:
         return float(2.0 * var**2 / denom) if denom > 0 else float("inf")
 
 
-def _vp_gradient(ev: ob.Evaluator, vp: np.ndarray) -> np.ndarray:
+def _vp_gradient(ev: Evaluator, vp: np.ndarray) -> np.ndarray:
     d, reml = ev.d, ev.reml
     theta, sigma = vp[:-1], float(vp[-1])
     sm, T = ev.sums(theta)
@@ -91,14 +92,14 @@ def ginv(H: np.ndarray) -> np.ndarray:
 
 @single_threaded
 def satterthwaite(
-    d: Design, theta: np.ndarray, reml: bool, ev: ob.Evaluator | None = None, s: ob.PLS | None = None
+    d: Design, theta: np.ndarray, reml: bool, ev: Evaluator | None = None, s: ob.PLS | None = None
 ) -> Satterthwaite:
     """lmerTest's vcov(varpar) and the Jacobian of vcov(beta), at the estimate ``theta``.
 
-    ``ev``: the fit's :class:`~.objective.Evaluator` (its points theta +/- h e_k are the ones this
+    ``ev``: the fit's :class:`~.evaluator.Evaluator` (its points theta +/- h e_k are the ones this
     Hessian steps to); ``s``: the PLS solution at ``theta`` if already at hand.
     """
-    ev = ev if ev is not None and ev.d is d and ev.reml == reml else ob.Evaluator(d, reml)
+    ev = ev if ev is not None and ev.d is d and ev.reml == reml else Evaluator(d, reml)
     s = s if s is not None else ob.solve_pls(d, theta)
     sigma = float(np.sqrt(sigma2_hat(d, s, reml)))
     vp = np.r_[theta, sigma]

@@ -7,7 +7,7 @@ result does not pass the checks below, a few projected Newton steps polish it,
 using a Hessian obtained by central differences of the exact gradient (and if
 even that cannot be proven, L-BFGS-B goes on to a tight tolerance). A
 component stuck at its bound on a saddle is restarted from the interior. Every
-point is solved once per fit (:class:`.objective.Evaluator`): the proof, the
+point is solved once per fit (:class:`.evaluator.Evaluator`): the proof, the
 polish and the Satterthwaite df step to the same ``theta +/- h e_k``.
 
 Convergence is *declared*, not assumed from the optimiser's flag
@@ -51,6 +51,7 @@ from scipy import optimize
 from analysis.model.lmm import objective as ob
 from analysis.model.lmm.blas import single_threaded
 from analysis.model.lmm.design import Design
+from analysis.model.lmm.evaluator import Evaluator
 
 GRAD_TOL = 1e-2
 SCALED_GRAD_TOL = 1e-3
@@ -94,7 +95,7 @@ class Optimum:
     #: wall seconds by piece: ``lbfgsb``, ``polish``, ``proof`` (benchmarks/bench_fit.py prints them)
     seconds: dict[str, float] = field(default_factory=dict, compare=False)
     #: the points solved during the fit, reused by the Satterthwaite df (same finite-difference steps)
-    evaluator: ob.Evaluator | None = field(default=None, repr=False, compare=False)
+    evaluator: Evaluator | None = field(default=None, repr=False, compare=False)
 
 
 def hessian_fd(grad: Callable[[np.ndarray], np.ndarray], x: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
@@ -130,7 +131,7 @@ def projected_gradient(theta: np.ndarray, g: np.ndarray, lower: np.ndarray) -> n
 
 
 def _newton_polish(
-    ev: ob.Evaluator, theta: np.ndarray, lower: np.ndarray, stop: float = DECREMENT_TOL * 1e-2
+    ev: Evaluator, theta: np.ndarray, lower: np.ndarray, stop: float = DECREMENT_TOL * 1e-2
 ) -> tuple[np.ndarray, float, int]:
     """Projected Newton steps with backtracking; stops when the decrement is below ``stop``."""
     f, g = ev.deviance_and_gradient(theta)
@@ -166,15 +167,15 @@ def _newton_polish(
 
 
 def check_optimum(
-    d: Design, theta: np.ndarray, reml: bool, ev: ob.Evaluator | None = None
+    d: Design, theta: np.ndarray, reml: bool, ev: Evaluator | None = None
 ) -> tuple[bool, str, dict[str, Any]]:
     """Is ``theta`` a provable local minimum of the deviance? (converged, reason, checks).
 
-    ``ev``: the fit's :class:`~.objective.Evaluator`, so points already solved are not solved again.
+    ``ev``: the fit's :class:`~.evaluator.Evaluator`, so points already solved are not solved again.
     """
     q = d.q
     lower = ob.lower_bounds(q)
-    ev = ev if ev is not None else ob.Evaluator(d, reml)
+    ev = ev if ev is not None else Evaluator(d, reml)
     f, g = ev.deviance_and_gradient(theta)
     checks: dict[str, Any] = {"deviance": f}
     if not np.isfinite(f):
@@ -243,7 +244,7 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
     best: Optimum | None = None
     queue: list[np.ndarray] = [np.asarray(t, dtype=float) for t in starts if t is not None]
     i = 0
-    ev = ob.Evaluator(d, reml)
+    ev = Evaluator(d, reml)
     seconds = {"lbfgsb": 0.0, "polish": 0.0, "proof": 0.0}
     clock = time.perf_counter()
 

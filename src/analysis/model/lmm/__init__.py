@@ -12,7 +12,8 @@ lme4 uses, and every stage is tested against committed R reference numbers
 - :mod:`.design`    setup (``lFormula``): matrices and per-client sufficient statistics;
 - :mod:`.objective` the profiled REML/ML deviance of theta and its exact gradient (``mkLmerDevfun``);
 - :mod:`.optimize`  bounded optimiser with a provable-optimum check (``optimizeLmer``);
-- :mod:`.inference` vcov, Satterthwaite and Kenward-Roger df (``mkMerMod``, lmerTest, pbkrtest).
+- :mod:`.inference` vcov, Satterthwaite and Kenward-Roger df (``mkMerMod``, lmerTest, pbkrtest);
+- :mod:`.blas`      one OpenBLAS thread while the optimiser and the df run (see there why).
 
 :func:`fit` ties them together and returns an :class:`LmmFit`.
 """
@@ -126,7 +127,7 @@ class LmmFit:
 
     @cached_property
     def satterthwaite(self) -> Satterthwaite:
-        return satterthwaite(self.design, self.theta, self.reml)
+        return satterthwaite(self.design, self.theta, self.reml, self.optimum.evaluator, self.pls)
 
     @cached_property
     def kenward_roger(self) -> KenwardRoger:

@@ -13,18 +13,20 @@ section 3; MixedModels.jl keeps the same blocks):
 - ``ZtZ[g]`` (q x q), ``ZtX[g]`` (q x p), ``Zty[g]`` (q), ``n[g]``;
 - the totals ``XtX`` (p x p), ``Xty`` (p), ``yty``, ``n_obs``.
 
-They are built once, in O(observations), with ``np.add.reduceat`` over rows
-sorted by group: no Python loop over clients.
+They are built once, in O(observations), as products of a sparse group-indicator matrix with
+the rows sorted by group: no Python loop over clients.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import patsy
+from scipy import sparse
 
 from analysis.errors import ModelError
 
@@ -106,10 +108,13 @@ def from_arrays(
     X, Z, y, codes = X[order], Z[order], y[order], codes[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     n_g = np.diff(np.r_[starts, len(codes)])
-    q, p = Z.shape[1], X.shape[1]
-    ZtZ = np.add.reduceat(Z[:, :, None] * Z[:, None, :], starts, axis=0).reshape(-1, q, q)
-    ZtX = np.add.reduceat(Z[:, :, None] * X[:, None, :], starts, axis=0).reshape(-1, q, p)
-    Zty = np.add.reduceat(Z * y[:, None], starts, axis=0).reshape(-1, q)
+    q, p, n = Z.shape[1], X.shape[1], y.shape[0]
+    # per-group sums as one sparse (G x n) indicator product per column of Z: a third of the time of
+    # np.add.reduceat over (n, q, p) products, and no (n, q, p) temporary
+    S = sparse.csr_array((np.ones(n), np.arange(n), np.r_[starts, n]), shape=(len(starts), n))
+    ZtZ = np.stack([S @ (Z[:, [r]] * Z) for r in range(q)], axis=1)
+    ZtX = np.stack([S @ (Z[:, [r]] * X) for r in range(q)], axis=1)
+    Zty = S @ (Z * y[:, None])
     return Design(
         X=X,
         Z=Z,
@@ -147,8 +152,9 @@ def from_formula(data: pd.DataFrame, formula: str, groups: str, re_formula: str 
     if groups not in data.columns:
         raise ModelError(f"grouping column {groups!r} is not in the data")
     re_formula = "~1" if re_formula is None or re_formula.strip() in ("1", "~1") else re_formula
+    fast_formula, categoricals = _bare_categoricals(data, formula)
     try:
-        y, X = patsy.dmatrices(formula, data, return_type="dataframe", NA_action=patsy.NAAction("raise"))
+        y, X = patsy.dmatrices(fast_formula, data, return_type="dataframe", NA_action=patsy.NAAction("raise"))
         Z = patsy.dmatrix(re_formula, data, return_type="dataframe", NA_action=patsy.NAAction("raise"))
     except (patsy.PatsyError, KeyError, ValueError, TypeError) as exc:
         raise ModelError(
@@ -163,9 +169,35 @@ def from_formula(data: pd.DataFrame, formula: str, groups: str, re_formula: str 
         Z.to_numpy(),
         y.to_numpy(),
         data[groups].to_numpy(),
-        fixed_names=list(X.columns),
+        fixed_names=[_c_name(name, categoricals) for name in X.columns],
         re_names=list(Z.columns),
     )
+
+
+def _bare_categoricals(data: pd.DataFrame, formula: str) -> tuple[str, list[str]]:
+    """``formula`` with ``C(col)`` written ``col`` for every pandas categorical column ``col``, and those columns.
+
+    patsy codes a pandas categorical column the same either way (levels = its categories, first = reference,
+    treatment contrasts), but inside ``C()`` it converts the values one by one in Python (0.6 s per 10^5
+    rows); bare, it takes the categorical's integer codes. :func:`_c_name` restores the ``C(col)`` names.
+    """
+    cats: list[str] = []
+
+    def bare(m: re.Match[str]) -> str:
+        col = m.group(1)
+        if col in data.columns and isinstance(data[col].dtype, pd.CategoricalDtype):
+            cats.append(col)
+            return col
+        return m.group(0)
+
+    return re.sub(r"(?<![\w.])C\(\s*(\w+)\s*\)", bare, formula), cats
+
+
+def _c_name(name: str, categoricals: list[str]) -> str:
+    """patsy's column name of a bare categorical term (``sex[T.M]``) as it names ``C(sex)`` (``C(sex)[T.M]``)."""
+    for col in categoricals:
+        name = re.sub(rf"(?<![\w.]){re.escape(col)}\[", f"C({col})[", name)
+    return name
 
 
 def independent_columns(d: Design, tol: float = 1e-7) -> list[int]:

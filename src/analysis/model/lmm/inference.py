@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.model.lmm import objective as ob
+from analysis.model.lmm.blas import single_threaded
 from analysis.model.lmm.design import Design
+from analysis.model.lmm.evaluator import Evaluator
 from analysis.model.lmm.optimize import hessian_fd
 
 
@@ -72,13 +74,14 @@ class Satterthwaite:
         return float(2.0 * var**2 / denom) if denom > 0 else float("inf")
 
 
-def _vp_gradient(d: Design, vp: np.ndarray, reml: bool) -> np.ndarray:
+def _vp_gradient(ev: Evaluator, vp: np.ndarray) -> np.ndarray:
+    d, reml = ev.d, ev.reml
     theta, sigma = vp[:-1], float(vp[-1])
-    s = ob.solve_pls(d, theta)
-    S = ob.s_matrix(d, s, ob.blocks(d, s), reml, scale=sigma**2)
+    sm, T = ev.sums(theta)
+    S = ob.s_from_sums(d, sm, reml, scale=sigma**2)
     m = d.n_obs - (d.p if reml else 0)
-    g_sigma = -2.0 * s.r2 / sigma**3 + 2.0 * m / sigma
-    grad: np.ndarray = np.r_[ob.grad_from_s(S, s.T, d.q), g_sigma]
+    g_sigma = -2.0 * sm.r2 / sigma**3 + 2.0 * m / sigma
+    grad: np.ndarray = np.r_[ob.grad_from_s(S, T, d.q), g_sigma]
     return grad
 
 
@@ -87,12 +90,20 @@ def ginv(H: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(H, rcond=np.sqrt(np.finfo(float).eps))
 
 
-def satterthwaite(d: Design, theta: np.ndarray, reml: bool) -> Satterthwaite:
-    """lmerTest's vcov(varpar) and the Jacobian of vcov(beta), at the estimate ``theta``."""
-    s = ob.solve_pls(d, theta)
+@single_threaded
+def satterthwaite(
+    d: Design, theta: np.ndarray, reml: bool, ev: Evaluator | None = None, s: ob.PLS | None = None
+) -> Satterthwaite:
+    """lmerTest's vcov(varpar) and the Jacobian of vcov(beta), at the estimate ``theta``.
+
+    ``ev``: the fit's :class:`~.evaluator.Evaluator` (its points theta +/- h e_k are the ones this
+    Hessian steps to); ``s``: the PLS solution at ``theta`` if already at hand.
+    """
+    ev = ev if ev is not None and ev.d is d and ev.reml == reml else Evaluator(d, reml)
+    s = s if s is not None else ob.solve_pls(d, theta)
     sigma = float(np.sqrt(sigma2_hat(d, s, reml)))
     vp = np.r_[theta, sigma]
-    H = hessian_fd(lambda v: _vp_gradient(d, v, reml), vp)
+    H = hessian_fd(lambda v: _vp_gradient(ev, v), vp)
     A = 2.0 * ginv(H)
     bl = ob.blocks(d, s)
     Cinv = s.unscaled_cov()
@@ -143,6 +154,7 @@ class KenwardRoger:
         return float(4 + (q + 2) / (q * rho - 1))
 
 
+@single_threaded
 def kenward_roger(d: Design, theta: np.ndarray) -> KenwardRoger:
     """pbkrtest's ``vcovAdj`` at the REML estimate ``theta``, from per-group blocks."""
     q, p = d.q, d.p

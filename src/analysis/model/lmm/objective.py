@@ -93,6 +93,52 @@ def inv_logdet(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.inv(M), logdet
 
 
+def congruence(A: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``T A_g T'`` for a stack ``A`` (G, q, q) and one q x q ``T``, as one (G, q^2) x (q^2, q^2) product.
+
+    ``(T A T')_ab = sum_rs A_rs T_ar T_bs``, so the flattened stack times ``kron(T, T)'`` gives all of them
+    at once (a batched matmul of 2 x 2 matrices costs ~5x more in numpy's per-matrix loop).
+    """
+    g, q = A.shape[0], A.shape[-1]
+    out: np.ndarray = (A.reshape(g, q * q) @ np.kron(T, T).T).reshape(g, q, q)
+    return out
+
+
+def _chol_inv(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse lower Cholesky factors ``L_g^-1`` (``M_g = L_g L_g'``) and log-determinants of a stack of SPD
+    matrices; closed form for q = 1, 2. Raises LinAlgError if a matrix is not positive definite."""
+    q = M.shape[-1]
+    if q == 1:
+        m = M[:, 0, 0]
+        if np.any(m <= 0):
+            raise np.linalg.LinAlgError("matrix not positive definite")
+        return (1.0 / np.sqrt(m))[:, None, None], np.log(m)
+    if q == 2:
+        a, b, c = M[:, 0, 0], M[:, 1, 0], M[:, 1, 1]
+        if np.any(a <= 0):
+            raise np.linalg.LinAlgError("matrix not positive definite")
+        l00 = np.sqrt(a)
+        l10 = b / l00
+        s = c - l10 * l10
+        if np.any(s <= 0):
+            raise np.linalg.LinAlgError("matrix not positive definite")
+        l11 = np.sqrt(s)
+        Linv = np.zeros_like(M)
+        Linv[:, 0, 0], Linv[:, 1, 1] = 1.0 / l00, 1.0 / l11
+        Linv[:, 1, 0] = -l10 / (l00 * l11)
+        return Linv, np.log(a) + np.log(s)
+    L = np.linalg.cholesky(M)
+    return np.linalg.inv(L), 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+
+
+#: groups per block of the per-group sums (a (CHUNK, 2, 25) block of doubles is 0.8 MB: it stays in cache)
+CHUNK = 2048
+
+
+def _chunks(g: int) -> list[slice]:
+    return [slice(i, min(i + CHUNK, g)) for i in range(0, g, CHUNK)]
+
+
 def gsum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """``sum_g A_g' B_g`` for stacks (G, q, m) and (G, q, k) as one BLAS product -> (m, k)."""
     out: np.ndarray = A.reshape(-1, A.shape[-1]).T @ B.reshape(-1, B.shape[-1])
@@ -149,21 +195,27 @@ def solve_pls(d: Design, theta: np.ndarray) -> PLS:
     ------
     numpy.linalg.LinAlgError : X'V^-1 X is not positive definite (rank-deficient X).
     """
-    q = d.q
+    q, g = d.q, d.n_groups
     theta = np.asarray(theta, dtype=float)
     T = make_T(theta, q)
-    M = T.T @ d.ZtZ @ T + np.eye(q)
-    Minv, logdet = inv_logdet(M)
-    H = T @ Minv @ T.T
-    HZtX = H @ d.ZtX
-    HZty = (H @ d.Zty[..., None])[..., 0]
-    C = d.XtX - gsum(d.ZtX, HZtX)
+    M = congruence(d.ZtZ, T.T) + np.eye(q)
+    Linv, logdet = _chol_inv(M)
+    Ut = (Linv.reshape(g * q, q) @ T.T).reshape(g, q, q)  # U_g' = L_g^-1 T', so H_g = U_g U_g'
+    H = congruence(np.linalg.inv(M) if q > 2 else inv_logdet(M)[0], T)  # T M^-1 T' (faster than U U')
+    ku = (Ut @ d.Zty[..., None]).reshape(g, q)  # lme4's c_u: U_g' Z_g'y
+    # lme4's R_ZX = U_g' Z_g'X_g, (q, p) per group, summed as R_ZX'R_ZX and R_ZX'c_u chunk by chunk so
+    # that each block stays in cache (at 10^5 clients whole-array temporaries made each solve 10x slower)
+    C, rhs = d.XtX.copy(), d.Xty.copy()
+    for sl in _chunks(g):
+        K = (Ut[sl] @ d.ZtX[sl]).reshape(-1, d.p)
+        C -= K.T @ K
+        rhs -= K.T @ ku[sl].ravel()
     C = (C + C.T) / 2.0
     C_chol = np.linalg.cholesky(C)
-    rhs = d.Xty - gsum(d.ZtX, HZty[..., None])[:, 0]
+    ku = ku.ravel()
     cbeta = np.linalg.solve(C_chol, rhs)
     beta = np.linalg.solve(C_chol.T, cbeta)
-    r2 = float(d.yty - np.sum(d.Zty * HZty) - cbeta @ cbeta)
+    r2 = float(d.yty - ku @ ku - cbeta @ cbeta)
     Zte = d.Zty - d.ZtX @ beta
     return PLS(
         theta=theta,
@@ -221,18 +273,55 @@ def blocks(d: Design, s: PLS) -> Blocks:
     return Blocks(H=s.H, ZVZ=ZVZ, P=P, w=w)
 
 
-def s_matrix(d: Design, s: PLS, bl: Blocks, reml: bool, scale: float | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class Sums:
+    """The q x q sums over groups that the gradient is assembled from, at one theta (relative to sigma^2 = 1).
+
+    ``A = sum_g Z_g'V_g^-1 Z_g``, ``W = sum_g w_g w_g'`` with ``w_g = Z_g'V_g^-1 e_g``, and the REML term
+    ``B = sum_g P_g (X'V^-1 X)^-1 P_g'`` (zeros for ML); ``r2`` the penalised RSS.
+    """
+
+    A: np.ndarray
+    W: np.ndarray
+    B: np.ndarray
+    r2: float
+
+
+def sums(d: Design, s: PLS, reml: bool) -> Sums:
+    """:class:`Sums` from the sufficient statistics, never forming a (G, q, p) block other than one product.
+
+    With ``N_g = I - Z_g'Z_g H_g``: ``Z_g'V_g^-1 Z_g = N_g Z_g'Z_g``, ``w_g = N_g Z_g'e_g`` and
+    ``P_g = N_g Z_g'X_g``, so ``P_g C^-1 P_g' = N_g D_g N_g'`` with ``D_g = Y_g Y_g'``,
+    ``Y_g = Z_g'X_g R^-1`` (``C = R'R``): one (G q, p) x (p, p) product per theta.
+    """
+    q, p, g = d.q, d.p, d.n_groups
+    N = np.eye(q) - d.ZtZ @ s.H
+    A = (N @ d.ZtZ).sum(axis=0)
+    w = np.einsum("gar,gr->ga", N, s.Zte)
+    W = w.T @ w
+    if reml:
+        Rinv_t = np.linalg.inv(s.C_chol).T
+        D = np.empty((g, q, q))
+        for sl in _chunks(g):
+            Y = (d.ZtX[sl].reshape(-1, p) @ Rinv_t).reshape(-1, q, p)  # one product, not one per group
+            for a in range(q):
+                for b in range(a, q):
+                    D[sl, a, b] = D[sl, b, a] = np.einsum("gj,gj->g", Y[:, a], Y[:, b])
+        B = (N @ D @ N.transpose(0, 2, 1)).sum(axis=0)
+    else:
+        B = np.zeros((q, q))
+    return Sums(A=A, W=W, B=B, r2=s.r2)
+
+
+def s_from_sums(d: Design, sm: Sums, reml: bool, scale: float | None = None) -> np.ndarray:
     """The q x q matrix S with d deviance / d theta_k = tr(S dG_k).
 
     ``scale`` None profiles sigma^2 (the criterion optimised); a value gives the
     derivative of the deviance at that fixed sigma^2 (``m / r2`` becomes ``1 / scale``).
     """
-    A = bl.ZVZ.sum(axis=0)
-    W = bl.w.T @ bl.w
-    S = A - (W * (d.n_obs - (d.p if reml else 0)) / s.r2 if scale is None else W / scale)
+    S = sm.A - (sm.W * (d.n_obs - (d.p if reml else 0)) / sm.r2 if scale is None else sm.W / scale)
     if reml:
-        PC = (bl.P.reshape(-1, d.p) @ s.unscaled_cov()).reshape(bl.P.shape)
-        S = S - np.einsum("gap,gbp->ab", bl.P, PC)
+        S = S - sm.B
     sym: np.ndarray = (S + S.T) / 2.0
     return sym
 
@@ -246,7 +335,7 @@ def grad_from_s(S: np.ndarray, T: np.ndarray, q: int) -> np.ndarray:
 def gradient(d: Design, theta: np.ndarray, reml: bool) -> np.ndarray:
     """Exact gradient of :func:`deviance` with respect to theta."""
     s = solve_pls(d, theta)
-    return grad_from_s(s_matrix(d, s, blocks(d, s), reml), s.T, d.q)
+    return grad_from_s(s_from_sums(d, sums(d, s, reml), reml), s.T, d.q)
 
 
 def deviance_and_gradient(d: Design, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
@@ -258,4 +347,4 @@ def deviance_and_gradient(d: Design, theta: np.ndarray, reml: bool) -> tuple[flo
     dev = deviance_from_pls(d, s, reml)
     if not np.isfinite(dev):
         return dev, np.zeros_like(s.theta)
-    return dev, grad_from_s(s_matrix(d, s, blocks(d, s), reml), s.T, d.q)
+    return dev, grad_from_s(s_from_sums(d, sums(d, s, reml), reml), s.T, d.q)

@@ -1,10 +1,14 @@
 """Optimiser: minimise the profiled deviance over theta, then prove the optimum.
 
 lme4's ``optimizeLmer`` step. L-BFGS-B (scipy) works on theta with the exact
-gradient of :mod:`.objective` and lme4's bounds (diagonal of T >= 0); if its
+gradient of :mod:`.objective` and lme4's bounds (diagonal of T >= 0), from a
+moment estimate, until its projected gradient is below ``GRAD_TOL``; if its
 result does not pass the checks below, a few projected Newton steps polish it,
-using a Hessian obtained by central differences of the exact gradient. A
-component stuck at its bound on a saddle is restarted from the interior.
+using a Hessian obtained by central differences of the exact gradient (and if
+even that cannot be proven, L-BFGS-B goes on to a tight tolerance). A
+component stuck at its bound on a saddle is restarted from the interior. Every
+point is solved once per fit (:class:`.evaluator.Evaluator`): the proof, the
+polish and the Satterthwaite df step to the same ``theta +/- h e_k``.
 
 Convergence is *declared*, not assumed from the optimiser's flag
 (:func:`check_optimum`):
@@ -36,6 +40,7 @@ A fit is *singular* as in lme4's ``isSingular``: some diagonal element of T
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +49,9 @@ import numpy as np
 from scipy import optimize
 
 from analysis.model.lmm import objective as ob
+from analysis.model.lmm.blas import single_threaded
 from analysis.model.lmm.design import Design
+from analysis.model.lmm.evaluator import Evaluator
 
 GRAD_TOL = 1e-2
 SCALED_GRAD_TOL = 1e-3
@@ -59,6 +66,10 @@ PUBLISHED_RESOLUTION = {"gradient_max": 1e-8, "scaled_gradient_max": 1e-8, "newt
 #: significant digits of the published smallest Hessian eigenvalue (finite differences: ~8 digits certain)
 PUBLISHED_HESSIAN_DIGITS = 4
 MAX_STARTS = 6
+#: L-BFGS-B's projected-gradient tolerances, tried in turn: first ``GRAD_TOL`` (the Newton steps
+#: that follow converge quadratically from there, while L-BFGS-B's line search spent ~15 more evaluations
+#: in the deviance's rounding noise), then, if no optimum could be proven from that point, lme4-tight
+LBFGSB_GTOL = (GRAD_TOL, 1e-6)
 
 
 @dataclass
@@ -81,6 +92,10 @@ class Optimum:
     singular: bool
     reason: str
     checks: dict[str, Any] = field(default_factory=dict)
+    #: wall seconds by piece: ``lbfgsb``, ``polish``, ``proof`` (benchmarks/bench_fit.py prints them)
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
+    #: the points solved during the fit, reused by the Satterthwaite df (same finite-difference steps)
+    evaluator: Evaluator | None = field(default=None, repr=False, compare=False)
 
 
 def hessian_fd(grad: Callable[[np.ndarray], np.ndarray], x: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
@@ -116,16 +131,16 @@ def projected_gradient(theta: np.ndarray, g: np.ndarray, lower: np.ndarray) -> n
 
 
 def _newton_polish(
-    d: Design, theta: np.ndarray, reml: bool, lower: np.ndarray, stop: float = DECREMENT_TOL * 1e-2
+    ev: Evaluator, theta: np.ndarray, lower: np.ndarray, stop: float = DECREMENT_TOL * 1e-2
 ) -> tuple[np.ndarray, float, int]:
     """Projected Newton steps with backtracking; stops when the decrement is below ``stop``."""
-    f, g = ob.deviance_and_gradient(d, theta, reml)
+    f, g = ev.deviance_and_gradient(theta)
     n_eval = 1
     for _ in range(NEWTON_STEPS):
         free = _free(theta, g, lower)
         if not free.any():
             break
-        H = hessian_fd(lambda t: ob.gradient(d, t, reml), theta, lower)[np.ix_(free, free)]
+        H = hessian_fd(ev.gradient, theta, lower)[np.ix_(free, free)]
         n_eval += 2 * theta.size
         try:
             eig = np.linalg.eigvalsh(H)
@@ -140,7 +155,7 @@ def _newton_polish(
         t = 1.0
         while t > 1e-8:
             cand = np.maximum(theta + t * step, lower)
-            fc, gc = ob.deviance_and_gradient(d, cand, reml)
+            fc, gc = ev.deviance_and_gradient(cand)
             n_eval += 1
             if fc <= f + 1e-12 * max(1.0, abs(f)):
                 break
@@ -151,11 +166,17 @@ def _newton_polish(
     return theta, f, n_eval
 
 
-def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, dict[str, Any]]:
-    """Is ``theta`` a provable local minimum of the deviance? (converged, reason, checks)."""
+def check_optimum(
+    d: Design, theta: np.ndarray, reml: bool, ev: Evaluator | None = None
+) -> tuple[bool, str, dict[str, Any]]:
+    """Is ``theta`` a provable local minimum of the deviance? (converged, reason, checks).
+
+    ``ev``: the fit's :class:`~.evaluator.Evaluator`, so points already solved are not solved again.
+    """
     q = d.q
     lower = ob.lower_bounds(q)
-    f, g = ob.deviance_and_gradient(d, theta, reml)
+    ev = ev if ev is not None else Evaluator(d, reml)
+    f, g = ev.deviance_and_gradient(theta)
     checks: dict[str, Any] = {"deviance": f}
     if not np.isfinite(f):
         return False, "the deviance is not finite at the estimate", checks
@@ -165,7 +186,7 @@ def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, 
     problems = []
     if checks["gradient_max"] > GRAD_TOL:
         problems.append(f"projected gradient {checks['gradient_max']:.3g} > {GRAD_TOL:g}")
-    H = hessian_fd(lambda t: ob.gradient(d, t, reml), theta, lower)
+    H = hessian_fd(ev.gradient, theta, lower)
     if free.any():
         Hf = H[np.ix_(free, free)]
         eig = np.linalg.eigvalsh(Hf)
@@ -192,7 +213,7 @@ def check_optimum(d: Design, theta: np.ndarray, reml: bool) -> tuple[bool, str, 
         for h in (1e-3, 1e-2, 1e-1):
             t2 = theta.copy()
             t2[k] = lower[k] + h
-            f2 = ob.deviance(d, t2, reml)
+            f2 = ev.deviance(t2)
             if f2 < best_f - 1e-8 * max(1.0, abs(f)):
                 boundary_ok, best_f = False, f2
                 checks["escape"] = t2
@@ -208,6 +229,7 @@ def is_singular(theta: np.ndarray, q: int, tol: float = SINGULAR_TOL) -> bool:
     return bool(np.any(theta[np.isfinite(lower)] < tol))
 
 
+@single_threaded
 def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | None = None) -> Optimum:
     """Minimise the profiled deviance from each start in turn; return the first provable optimum.
 
@@ -222,43 +244,62 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
     best: Optimum | None = None
     queue: list[np.ndarray] = [np.asarray(t, dtype=float) for t in starts if t is not None]
     i = 0
+    ev = Evaluator(d, reml)
+    seconds = {"lbfgsb": 0.0, "polish": 0.0, "proof": 0.0}
+    clock = time.perf_counter()
 
-    def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
-        return ob.deviance_and_gradient(d, t, reml)
+    def lap(piece: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[piece] += now - clock
+        clock = now
 
     while i < len(queue) and i < MAX_STARTS:
         start = queue[i]
-        res = optimize.minimize(
-            objective,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-6, "maxcor": 20},
-        )
-        theta = np.maximum(np.asarray(res.x, dtype=float), lower)
-        n_newton = 0
-        ok, reason, checks = check_optimum(d, theta, reml)
-        if not ok and "escape" not in checks:
-            # polish only when L-BFGS-B stopped short of a provable optimum
-            theta, _, n_newton = _newton_polish(d, theta, reml, lower)
-            ok, reason, checks = check_optimum(d, theta, reml)
+        x0, nit, nfev, n_newton = start, 0, 0, 0
+        for gtol in LBFGSB_GTOL:
+            res = optimize.minimize(
+                ev.deviance_and_gradient,
+                x0,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options={"maxiter": 1000, "ftol": 1e-13, "gtol": gtol, "maxcor": 20},
+            )
+            nit, nfev = nit + int(res.nit), nfev + int(res.nfev)
+            theta = np.maximum(np.asarray(res.x, dtype=float), lower)
+            lap("lbfgsb")
+            ok, reason, checks = check_optimum(d, theta, reml, ev)
+            lap("proof")
+            if not ok and "escape" not in checks:
+                # polish only when L-BFGS-B stopped short of a provable optimum
+                theta, _, n_more = _newton_polish(ev, theta, lower)
+                n_newton += n_more
+                lap("polish")
+                ok, reason, checks = check_optimum(d, theta, reml, ev)
+                lap("proof")
+            if ok or "escape" in checks:
+                break
+            x0 = theta  # Newton could not finish from there: let L-BFGS-B go on to its tight tolerance
         if ok:
             # Converge to the float limit: L-BFGS-B stops where its tolerances pass, and where that is
             # depends on rounding inside the BLAS (another CPU kernel) and on the start, moving the
             # estimates in the 6th-8th significant digit. Newton steps converge quadratically to the
             # one fixed point, so the published digits (store.SIGNIFICANT_DIGITS) do not depend on them.
-            polished, _, n_more = _newton_polish(d, theta, reml, lower, stop=POLISH_TOL)
+            polished, _, n_more = _newton_polish(ev, theta, lower, stop=POLISH_TOL)
+            lap("polish")
             n_newton += n_more
-            ok2, reason2, checks2 = check_optimum(d, polished, reml)
+            ok2, reason2, checks2 = check_optimum(d, polished, reml, ev)
+            lap("proof")
             if ok2:
                 theta, ok, reason, checks = polished, ok2, reason2, checks2
         escape = checks.pop("escape", None)
         if escape is not None:
             queue.insert(i + 1, escape)  # restart from the better interior point
         checks.update(
-            iterations=int(res.nit),
-            evaluations=int(res.nfev) + n_newton,
+            iterations=nit,
+            evaluations=nfev + n_newton,
+            pls_solves=ev.solves,
             optimizer="L-BFGS-B + projected Newton",
             start=i,
         )
@@ -269,6 +310,8 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
             singular=is_singular(theta, q),
             reason=reason,
             checks=checks,
+            seconds=dict(seconds),
+            evaluator=ev,
         )
         if ok:
             return opt
@@ -280,10 +323,14 @@ def optimize_theta(d: Design, reml: bool, starts: Sequence[np.ndarray | None] | 
 
 
 def moment_start(d: Design) -> np.ndarray | None:
-    """theta from the covariance of per-group least-squares fits of OLS residuals on Z (relative to sigma^2).
+    """theta from a method-of-moments estimate of the random-effects covariance, relative to sigma^2.
 
-    Groups with fewer than q + 1 observations or a rank-deficient Z are skipped;
-    None if under 3 remain (then lme4's identity start is used).
+    Per-group least-squares fits of the OLS residuals on Z give coefficients whose covariance is the
+    random-effects covariance plus their sampling covariance; the within-group residual variance
+    ``s_w^2`` (pooled over groups) estimates sigma^2, so ``cov(coefs) - s_w^2 mean((Z_g'Z_g)^-1)``
+    estimates sigma^2 T T' (eigenvalues clipped to be positive). On clinic data it starts L-BFGS-B
+    within a few deviance units of the optimum. Groups with fewer than q + 1 observations or a
+    rank-deficient Z are skipped; None if under 3 remain (then lme4's identity start is used).
     """
     q = d.q
     try:
@@ -291,16 +338,37 @@ def moment_start(d: Design) -> np.ndarray | None:
     except np.linalg.LinAlgError:
         return None
     Zte = d.Zty - d.ZtX @ beta
-    ok = (d.n_per_group > q) & (np.linalg.matrix_rank(d.ZtZ) == q)
+    ok = (d.n_per_group > q) & _full_rank(d.ZtZ)
     if ok.sum() < 3:
         return None
-    coefs = np.linalg.solve(d.ZtZ[ok], Zte[ok][..., None])[..., 0]
+    ZtZ_inv = ob.inv_logdet(d.ZtZ[ok])[0]
+    coefs = (ZtZ_inv @ Zte[ok][..., None])[..., 0]
     resid = d.y - d.X @ beta
-    scale = float(resid @ resid / max(d.n_obs - d.p, 1))
+    ete = np.bincount(d.group_codes, weights=resid * resid, minlength=d.n_groups)[ok]
+    rss_within = float(np.sum(ete - np.sum(Zte[ok] * coefs, axis=1)))
+    scale = rss_within / float(np.sum(d.n_per_group[ok] - q))
     if not scale > 0:
         return None
-    cov = np.atleast_2d(np.cov(coefs, rowvar=False)) / scale
-    eig, vec = np.linalg.eigh((cov + cov.T) / 2.0)
+    cov = np.atleast_2d(np.cov(coefs, rowvar=False)) - scale * ZtZ_inv.mean(axis=0)
+    eig, vec = np.linalg.eigh((cov + cov.T) / 2.0 / scale)
     eig = np.clip(eig, max(eig.max(), 1e-6) * 1e-3, None)
     T = np.linalg.cholesky((vec * eig) @ vec.T)
     return np.array([T[r, c] for r, c in ob.theta_index(q)])
+
+
+def _full_rank(A: np.ndarray) -> np.ndarray:
+    """Per matrix of a stack of small symmetric PSD matrices: rank full (``np.linalg.matrix_rank``'s
+    tolerance, closed form for 1 x 1 and 2 x 2: LAPACK's per-matrix SVD took 0.2 s at 10^5 clients)."""
+    q = A.shape[-1]
+    eps = np.finfo(float).eps
+    if q == 1:
+        full: np.ndarray = A[:, 0, 0] > 0
+        return full
+    if q == 2:
+        a, b, c = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
+        half_gap = np.hypot((a - c) / 2.0, b)
+        big, small = (a + c) / 2.0 + half_gap, (a + c) / 2.0 - half_gap
+        full = (big > 0) & (small > big * 2 * eps)
+        return full
+    full = np.linalg.matrix_rank(A) == q
+    return full

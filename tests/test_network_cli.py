@@ -85,3 +85,28 @@ def test_usage_errors_exit_2(clinics, tmp_path):
         )
         != 0
     )
+
+
+def test_node_and_lead_commands_say_which_flower_commands_they_run(clinics, tmp_path, capsys):
+    _, folders = clinics
+    ca, key = tmp_path / "ca.crt", tmp_path / "clinic.key"
+    ca.write_text("x")
+    key.write_text("x")
+    key.chmod(0o644)
+    argv = ["network", "node", str(folders[0]), "--lead", "link.example.org:9092", "--ca", str(ca), "--key", str(key)]
+    assert main([*argv, "--print"]) == 2  # a key others can read is refused
+    assert "chmod 600" in capsys.readouterr().err
+    key.chmod(0o600)
+    assert main([*argv, "--label", "clinic-07", "--print"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("flower-supernode --superlink link.example.org:9092 --root-certificates")
+    assert "--auth-supernode-private-key" in line and 'node-factory="analysis.network.clinic:node_from_config"' in line
+    assert 'label="clinic-07"' in line
+    assert main(["network", "node", str(tmp_path), "--lead", "h:1", "--ca", str(ca), "--key", str(key), "--print"]) != 0
+
+    out = tmp_path / "lead"
+    assert main(["network", "lead", "--out", str(out), "--clinics", "6", "--print"]) == 0
+    assert capsys.readouterr().out.strip() == f"flwr run {out / 'flower-app'} network --stream"
+    app = (out / "flower-app" / "pyproject.toml").read_text()
+    assert 'serverapp = "analysis.network.flower_apps:server_app"' in app and '"clinics" = 6' in app
+    assert '"driver-factory" = "analysis.network.engine:driver_from_config"' in app and '"secure" = true' in app

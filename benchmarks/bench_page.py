@@ -95,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         root = _modelled(args.project or tmp / "project", args.clients, args.seed)
         os.environ["OUTCOMES_ROOT"] = str(root)
         sys.path.insert(0, str(ROOT / "tests"))
-        from fixtures.real_project import project_params
-
         from analysis.report import provenance as prov
         from analysis.report.build import build_therapist, therapist_clients
         from analysis.report.context import common_context
         from analysis.report.inputs import load_report_inputs
+        from fixtures.real_project import project_params
 
         params = project_params(root)
         inp, read = load_report_inputs(params, root)

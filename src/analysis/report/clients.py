@@ -134,7 +134,10 @@ class Bands:
         """``[curve, week, expected, week, expected, ...]`` (the expected line at its knots), or []."""
         if rows is None:
             return []
-        weeks, expected, half = rows
+        ok = np.isfinite(rows[0]) & np.isfinite(rows[1]) & np.isfinite(rows[2])
+        weeks, expected, half = (a[ok] for a in rows)
+        if not len(weeks):
+            return []
         curve = _r1(np.column_stack([weeks, half]).ravel())
         key = tuple(curve)
         if key not in self._index:

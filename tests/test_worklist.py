@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -104,16 +105,25 @@ def test_client_table_orders_by_urgency_and_marks_active(nprs):
     assert table.set_index("client_id").loc["A", "therapist_id"] == "T1"
 
 
-def test_cards_have_anchors_legend_text_and_small_svg(nprs):
+def _card_data(table, progress, nprs, band=None) -> dict:
+    data = json.loads(str(cl.client_cards(table, progress, nprs, band).json))
+    return {row[0]: dict(zip(data["fields"], row, strict=False)) for row in data["clients"]} | {"": data}
+
+
+def test_card_data_has_one_compact_row_per_client(nprs):
     d = _dataset([("A", "2025-01-06", [6, 6, 5, 6, 6], "hip", "T1"), ("B", "2025-03-03", [6, 4, 8], "knee", "T2")])
     group = th.assign_group(d, ("hip",), ("knee",))
     table = wl.client_table(d, nprs, "pre", group, CFG)
-    progress = th.client_progress(d.assign(weeks_since_first=d["weeks_since_first"]), "knee_pain_nprs", "pre", group)
-    cards = cl.client_cards(table, progress, nprs)
-    assert [c["anchor"] for c in cards] == ["client-A", "client-B"]
-    svg = cards[1]["svg"]
-    assert svg.startswith("<svg") and "client B" in svg and "<polyline" in svg and len(svg) < 1200
-    assert "#D55E00" in svg  # knee-focused colour, as in every other chart
+    progress = th.client_progress(d, "knee_pain_nprs", "pre", group)
+    cards = _card_data(table, progress, nprs)
+    data = cards.pop("")
+    assert list(cards) == table["client_id"].tolist()  # the client table's order (most urgent first)
+    b = cards["B"]
+    assert data["groups"][b["group"]] == "knee-focused" and data["statuses"][b["status"]] == "worse"
+    assert data["colours"][b["group"]] == "#D55E00"  # knee-focused colour, as in every other chart
+    assert b["days"] == [0, 7, 14] and b["values"] == [6, 4, 8] and b["mcid_target"] == 4.2  # 6 - 30%
+    assert data["day0"] == "2025-01-06" and b["first_visit"] == 56  # 2025-03-03
+    assert "band" not in b  # no band: the trailing empty entries are left out
     spark = cl.sparkline_svg([6, 4, 8], nprs)
     assert spark.count("<circle") == 1 and "polyline" in spark
 
@@ -322,17 +332,18 @@ def test_behind_follows_the_measure_direction(registry):
     assert rc.band_at(rc.band_table(_band({"A": [6, 4]}), 0.8), 1.5) is None  # no extrapolation past the band
 
 
-def test_card_draws_the_expected_band_and_says_it(nprs):
+def test_card_data_carries_the_expected_band(nprs):
     d = _dataset([("F", "2025-03-03", [6, 5, 5], "hip", "T1")])
     group = th.assign_group(d, ("hip",), ("knee",))
     band = rc.band_table(_band({"F": [6, 4.5, 3]}), 0.8)
     table = wl.client_table(d, nprs, "pre", group, CFG, band=band)
     progress = th.client_progress(d, "knee_pain_nprs", "pre", group)
-    (card,) = cl.client_cards(table, progress, nprs, band)
-    assert 'class="expected-band"' in card["svg"] and "stroke-dasharray" in card["svg"]
-    assert "expected at the latest visit 3.0 (band 2.4 to 3.6)" in card["svg"]
-    (plain,) = cl.client_cards(table, progress, nprs)
-    assert "expected-band" not in plain["svg"]
+    cards = _card_data(table, progress, nprs, band)
+    f, data = cards["F"], cards[""]
+    # a straight expected line: two knots; the half-width curve (1.28 x sd 0.5) is shared
+    assert f["band"] == [0, 0, 6, 2, 3] and data["band_curves"] == [[0, 0.6, 1, 0.6, 2, 0.6]]
+    assert f["expected_at_latest"] == [3, 2.4, 3.6]  # as the worklist says it
+    assert _card_data(table, progress, nprs)["F"]["band"] == []  # no band given: none drawn
 
 
 def test_progress_sheet_draws_and_explains_the_band_only_when_there_is_one(registry):

@@ -1,91 +1,246 @@
-"""The client finder: one small chart per client with its own anchor, and a searchable, sortable table.
+"""The client finder's data: one compact array per client, embedded in the therapist page as JSON.
 
-Charts are written as compact inline SVG text (no matplotlib: at 2,000 clients a figure library
-would make one 11 MB image that Ctrl-F cannot search). Each chart carries its legend in words, its
-client id as text, the MCID band, the expected-recovery band where the model gave one
-(:mod:`analysis.report.recovery`: a shaded band in the group's colour around a dashed expected line),
-and the axis scale; colours follow the reports' group colours.
+At 50,000 clients one inline SVG chart per client made a 64 MB page. Instead the page carries every
+client's numbers once, rounded, in a ``<script type="application/json" id="client-data">`` block
+(:func:`client_cards`), and its script (``templates/therapist.js``) draws a client's chart -- the
+values by week, the MCID band, the expected-recovery band where the model gave one
+(:mod:`analysis.report.recovery`), with the last score and change in words -- only when the client is
+opened or shown by the finder. The worklist's trend lines (:func:`sparkline_svg`) stay as server-drawn
+SVG for the active clients, so that list reads without JavaScript.
+
+The block's layout (``fields`` in the JSON says it too), one array per client in the client table's
+order (most urgent first)::
+
+    [id, group, status, sessions, first_visit, last_visit, weeks_since_last, therapist, flags,
+     mcid_target, days, values, band, expected_at_latest]
+
+(first, latest and best are the first, last and best of ``values``: not repeated).
+
+``group``, ``status`` and ``therapist`` index the lists ``groups``, ``statuses`` and ``therapists``;
+visit dates are whole days after ``day0``; ``flags`` is 1 for active plus 2 for new on the worklist;
+``days`` are each value's days since the client's first (weeks x 7); scores have one decimal (whole
+numbers are written without one); ``band`` is the expected-recovery band as ``[curve, week, expected,
+week, expected, ...]``: the expected line at its knots (weeks where a straight line between knots would
+be more than :data:`BAND_TOLERANCE` points off are kept) and the index of its half-width curve in
+``band_curves`` (``[week, half-width, ...]`` at every week, one decimal; ``low/high = expected -/+
+half-width``, cut to the measure's range when drawn); ``expected_at_latest`` is
+``[expected, low, high]`` at the latest value's week (as on the worklist). Trailing empty entries are
+left out. Same inputs, same bytes: fixed rounding, no dict-order or float-repr surprises.
 """
 
 from __future__ import annotations
 
-import html
+import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from analysis.contract import Measure
-from analysis.report import recovery as rc
+from analysis.report import worklist as wl
 from analysis.report.render import GROUP_COLOURS
 
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 240, 96, 26, 8, 8, 18
+FIELDS = (
+    "id",
+    "group",
+    "status",
+    "sessions",
+    "first_visit",
+    "last_visit",
+    "weeks_since_last",
+    "therapist",
+    "flags",
+    "mcid_target",
+    "days",
+    "values",
+    "band",
+    "expected_at_latest",
+)
+#: the drawn band may be this many points off the model's band between knots (the chart is ~7 px a point)
+BAND_TOLERANCE = 0.05
+ACTIVE, NEW = 1, 2
 
 
-def _xy(weeks: list[float], values: list[float], lo: float, hi: float, w_max: float) -> list[tuple[float, float]]:
-    span = (hi - lo) or 1.0
-    wx = w_max or 1.0
-    return [
-        (PAD_L + (W - PAD_L - PAD_R) * (wk / wx), PAD_T + (H - PAD_T - PAD_B) * (1 - (v - lo) / span))
-        for wk, v in zip(weeks, values, strict=True)
-    ]
+@dataclass(frozen=True)
+class ClientData:
+    """The finder's data block: ``json`` (safe inside ``<script type="application/json">``) and ``count``."""
+
+    json: Markup
+    count: int
 
 
-def chart_svg(
-    weeks: list[float],
-    values: list[float],
+def _r1(a: np.ndarray) -> list[Any]:
+    """One decimal, whole numbers as ints, NaN as None (JSON null): fixed text for the same numbers."""
+    a = np.asarray(a, dtype=float)
+    r = np.round(a * 10.0) / 10.0 + 0.0  # + 0.0: no "-0"
+    out: list[Any] = r.tolist()
+    for i, v in enumerate(out):
+        if not math.isfinite(v):
+            out[i] = None
+        elif v.is_integer():
+            out[i] = int(v)
+    return out
+
+
+def _by_client(frame: pd.DataFrame, cols: list[str]) -> dict[str, list[np.ndarray]]:
+    """client_id -> its rows' ``cols`` as float arrays, in the frame's order within the client."""
+    if frame is None or frame.empty:
+        return {}
+    ids = frame["client_id"].astype(str).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    arrays = [frame[c].to_numpy(dtype=float)[order] for c in cols]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    return {str(ids[s]): [a[s:e] for a in arrays] for s, e in zip(starts, ends, strict=True)}
+
+
+def band_knots(weeks: np.ndarray, series: np.ndarray, tol: float = BAND_TOLERANCE) -> list[int]:
+    """Indices of the weeks to keep so that straight lines between them stay within ``tol`` of every
+    column of ``series`` (rows = weeks); the first and last are always kept (greedy, left to right).
+
+    Examples
+    --------
+    >>> band_knots(np.arange(5.0), np.array([[0.0], [1.0], [2.0], [2.0], [2.0]]))
+    [0, 2, 4]
+    """
+    n = len(weeks)
+    if n <= 2:
+        return list(range(n))
+    keep, a = [0], 0
+    for j in range(2, n):
+        t = (weeks[a + 1 : j] - weeks[a]) / (weeks[j] - weeks[a])
+        line = series[a] + t[:, None] * (series[j] - series[a])
+        if np.abs(series[a + 1 : j] - line).max() > tol:
+            keep.append(j - 1)
+            a = j - 1
+    keep.append(n - 1)
+    return keep
+
+
+class Bands:
+    """The expected-recovery bands in compact form: each client's expected line at its knots, and the
+    band's half-width as one of a few shared curves (it depends on the model's variances and little on the
+    client, so after rounding most clients share one)."""
+
+    def __init__(self) -> None:
+        self.curves: list[list[Any]] = []
+        self._index: dict[tuple[Any, ...], int] = {}
+
+    def client(self, rows: list[np.ndarray] | None) -> list[Any]:
+        """``[curve, week, expected, week, expected, ...]`` (the expected line at its knots), or []."""
+        if rows is None:
+            return []
+        ok = np.isfinite(rows[0]) & np.isfinite(rows[1]) & np.isfinite(rows[2])
+        weeks, expected, half = (a[ok] for a in rows)
+        if not len(weeks):
+            return []
+        curve = _r1(np.column_stack([weeks, half]).ravel())
+        key = tuple(curve)
+        if key not in self._index:
+            self._index[key] = len(self.curves)
+            self.curves.append(curve)
+        keep = band_knots(weeks, expected[:, None])
+        return [self._index[key], *_r1(np.column_stack([weeks[keep], expected[keep]]).ravel())]
+
+
+def client_cards(
+    clients: pd.DataFrame,
+    progress: pd.DataFrame,
     measure: Measure,
-    group: str,
-    needed: float,
-    label: str,
-    expected: pd.DataFrame | None = None,
-) -> str:
-    """A small chart of one client's values by week, with the MCID band (baseline to the needed improvement)
-    and, when ``expected`` (this client's rows of :func:`analysis.report.recovery.band_table`) is given, the
-    expected-recovery band over its weeks (the axis then spans at least the band's weeks)."""
-    lo, hi = float(measure.minimum), float(measure.maximum)
-    has_band = expected is not None and not expected.empty
-    band_end = float(expected["week"].max()) if expected is not None and has_band else 0.0
-    w_max = max(1.0, max(weeks) if weeks else 1.0, band_end)
-    colour = GROUP_COLOURS.get(group, "#555555")
-    base = values[0] if values else lo
-    target = measure.mcid_target(base)
-    band = sorted([min(max(base, lo), hi), min(max(target, lo), hi)]) if math.isfinite(needed) else None
-    parts = [f'<svg class="spark" viewBox="0 0 {W} {H}" role="img" aria-label="{html.escape(label)}">']
-    if band:
-        (x0, y0), (_, y1) = _xy([0, 0], [band[1], band[0]], lo, hi, w_max)
-        parts.append(
-            f'<rect x="{PAD_L}" y="{y0:.0f}" width="{W - PAD_L - PAD_R}" height="{max(y1 - y0, 1):.0f}" '
-            'fill="#e6e6e6"/>'
-        )
-    if expected is not None and has_band:
-        bw = [float(x) for x in expected["week"]]
-        clip = [[min(max(float(v), lo), hi) for v in expected[c]] for c in ("low", "high", "expected")]
-        upper = _xy(bw, clip[1], lo, hi, w_max)
-        lower = _xy(bw, clip[0], lo, hi, w_max)
-        ring = " ".join(f"{x:.1f},{y:.1f}" for x, y in [*upper, *reversed(lower)])
-        mid = " ".join(f"{x:.1f},{y:.1f}" for x, y in _xy(bw, clip[2], lo, hi, w_max))
-        parts.append(f'<polygon class="expected-band" points="{ring}" fill="{colour}" fill-opacity="0.16"/>')
-        parts.append(
-            f'<polyline points="{mid}" fill="none" stroke="{colour}" stroke-width="1" stroke-dasharray="3 2" '
-            'stroke-opacity="0.8"/>'
-        )
-    for tick in (lo, (lo + hi) / 2, hi):
-        ((_, ty),) = _xy([0], [tick], lo, hi, w_max)
-        parts.append(f'<text x="{PAD_L - 3}" y="{ty + 3:.0f}" text-anchor="end">{tick:g}</text>')
-    parts.append(
-        f'<text x="{W - PAD_R}" y="{H - 4}" text-anchor="end">week {w_max:.0f}</text>'
-        f'<text x="{PAD_L}" y="{H - 4}">0</text>'
+    band: pd.DataFrame | None = None,
+) -> ClientData:
+    """The finder's data block for every client of ``clients`` (:func:`analysis.report.worklist.client_table`
+    rows, with ``reference`` in the clinic's real-date view), in that table's order.
+
+    ``progress`` is :func:`analysis.report.therapist.client_progress` (week, value per session); ``band``
+    is :func:`analysis.report.recovery.band_table` (expected, low, high by week; symmetric about expected)
+    or None.
+    """
+    values = _by_client(progress, ["week", "value"])
+    bands, compact = {}, Bands()
+    if band is not None and not band.empty:
+        bands = _by_client(band.assign(half=(band["high"] - band["low"]) / 2.0), ["week", "expected", "half"])
+    groups = sorted({str(g) for g in clients["group"]} | set(GROUP_COLOURS))
+    therapists = sorted({str(t) for t in clients["therapist_id"]})
+    g_ix = {g: i for i, g in enumerate(groups)}
+    t_ix = {t: i for i, t in enumerate(therapists)}
+    s_ix = {s: i for i, s in enumerate(wl.STATUSES)}
+    first_days = pd.to_datetime(clients["first_visit"])
+    day0 = first_days.min() if len(clients) else pd.Timestamp("2000-01-01")
+    first = ((first_days - day0).dt.days).to_numpy()
+    last = ((pd.to_datetime(clients["last_visit"]) - day0).dt.days).to_numpy()
+    target = _r1(np.array([measure.mcid_target(float(b)) for b in clients["baseline"]], dtype=float))
+    at = clients[["expected", "expected_low", "expected_high"]].to_numpy(dtype=float)
+    has_at = np.isfinite(at).all(axis=1)
+    flags = np.where(clients["active"].to_numpy(dtype=bool), ACTIVE, 0) + np.where(
+        clients["new"].to_numpy(dtype=bool), NEW, 0
     )
-    pts = _xy(weeks, values, lo, hi, w_max)
-    # one path: the line and a dot at every session (a zero-length segment with a round cap)
-    line = " ".join(f"{x:.0f},{y:.0f}" for x, y in pts)
-    dots = "".join(f"M{x:.0f} {y:.0f}h0" for x, y in pts)
-    if len(pts) > 1:
-        parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
-    parts.append(f'<path d="{dots}" stroke="{colour}" stroke-width="4" stroke-linecap="round"/>')
-    parts.append("</svg>")
-    return "".join(parts)
+    cols = zip(
+        clients["client_id"].astype(str),
+        [g_ix[str(g)] for g in clients["group"]],
+        [s_ix[str(x)] for x in clients["status"]],
+        clients["sessions"].astype(int),
+        first.tolist(),
+        last.tolist(),
+        clients["weeks_since_last"].astype(int),
+        [t_ix[str(t)] for t in clients["therapist_id"]],
+        flags.tolist(),
+        target,
+        strict=True,
+    )
+    rows = []
+    for i, (cid, g, st, n_sessions, d0, d1, since, ther, flag, tgt) in enumerate(cols):
+        wv = values.get(cid)
+        # first, latest and best are the first, last and best of the values: not repeated
+        row: list[Any] = [
+            cid,
+            g,
+            st,
+            int(n_sessions),
+            int(d0),
+            int(d1),
+            int(since),
+            ther,
+            int(flag),
+            tgt,
+            np.rint(wv[0] * 7).astype(int).tolist() if wv else [],
+            _r1(wv[1]) if wv else [],
+            compact.client(bands.get(cid)),
+            _r1(at[i]) if has_at[i] else [],
+        ]
+        while row and row[-1] == []:
+            row.pop()
+        rows.append(row)
+    refs = [str(x) for x in clients["reference"]] if "reference" in clients.columns else []
+    data: dict[str, Any] = {
+        "fields": list(FIELDS),
+        "day0": day0.date().isoformat(),
+        "groups": groups,
+        "colours": [GROUP_COLOURS.get(g, "#555555") for g in groups],
+        "statuses": list(wl.STATUSES),
+        "therapists": therapists,
+        "measure": {
+            "label": measure.label,
+            "min": _r1(np.array([measure.minimum]))[0],
+            "max": _r1(np.array([measure.maximum]))[0],
+            "lower_is_better": measure.lower_is_better,
+        },
+        "band_curves": compact.curves,
+        "clients": rows,
+    }
+    if any(refs):
+        data["refs"] = refs
+    return ClientData(json=Markup(script_json(data)), count=len(rows))
+
+
+def script_json(data: Any) -> str:
+    """Compact JSON that cannot end its ``<script>`` element early (``<``, ``>``, ``&`` escaped)."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def sparkline_svg(values: list[float], measure: Measure) -> str:
@@ -103,36 +258,3 @@ def sparkline_svg(values: list[float], measure: Measure) -> str:
         f'<polyline points="{path}" fill="none" stroke="#333" stroke-width="1.2"/>'
         f'<circle cx="{xs[-1]:.1f}" cy="{ys[-1]:.1f}" r="2" fill="#c0392b"/></svg>'
     )
-
-
-def client_cards(
-    clients: pd.DataFrame, progress: pd.DataFrame, measure: Measure, band: pd.DataFrame | None = None
-) -> list[dict[str, Any]]:
-    """One card per client: id, anchor, group, status and the chart SVG (in the client table's order);
-    ``band`` is the expected-recovery band (:func:`analysis.report.recovery.band_table`) or None."""
-    by_client = {cid: g for cid, g in progress.groupby("client_id", sort=False)}
-    bands = rc.by_client(band) if band is not None and not band.empty else {}
-    cards = []
-    for r in clients.sort_values("client_id", kind="mergesort").to_dict("records"):
-        g = by_client.get(r["client_id"])
-        weeks = [float(x) for x in g["week"]] if g is not None else []
-        values = [float(x) for x in g["value"]] if g is not None else []
-        label = (
-            f"{measure.label} of client {r['client_id']} by week: first {r['baseline']:g}, latest {r['latest']:g}; "
-            f"status {r['status']}"
-        )
-        if math.isfinite(float(r.get("expected", math.nan))):
-            low, high = r["expected_low"], r["expected_high"]
-            label += f"; expected at the latest visit {r['expected']:.1f} (band {low:.1f} to {high:.1f})"
-        cards.append(
-            {
-                "client_id": r["client_id"],
-                "anchor": f"client-{r['client_id']}",
-                "group": r["group"],
-                "status": r["status"],
-                "svg": chart_svg(
-                    weeks, values, measure, str(r["group"]), float(r["needed"]), label, bands.get(str(r["client_id"]))
-                ),
-            }
-        )
-    return cards

@@ -33,6 +33,7 @@ shows the same number).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -167,13 +168,12 @@ def client_table(
     (see the module docstring).
     """
     d = dataset.assign(group=group)
-    visits = d.groupby("client_id", sort=True).agg(
-        first_visit=("session_date", "min"), last_visit=("session_date", "max")
-    )
-    visit_rows = visits.to_dict("index")
-    attended = d.drop_duplicates("session_id").groupby("client_id", sort=True).size()
+    dates = pd.to_datetime(d["session_date"]).groupby(d["client_id"], sort=True)
+    first_visit = dates.min().dt.strftime("%Y-%m-%d").to_dict()
+    last_visit = dates.max().dt.strftime("%Y-%m-%d").to_dict()
+    attended = d.drop_duplicates("session_id").groupby("client_id", sort=True).size().to_dict()
     own = weeks_since_last(d)
-    gap = own if since_last is None else since_last.reindex(own.index).fillna(own)
+    gap = (own if since_last is None else since_last.reindex(own.index).fillna(own)).to_dict()
     usual = (
         d.drop_duplicates("session_id")
         .dropna(subset=["therapist_id"])
@@ -183,33 +183,33 @@ def client_table(
         .sort_values(["client_id", "n", "therapist_id"], ascending=[True, False, True], kind="mergesort")
         .drop_duplicates("client_id")
         .set_index("client_id")["therapist_id"]
+        .to_dict()
     )
     m = d[(d["measure"] == measure.key) & (d["timing"] == timing) & d["value"].notna()]
     m = m.sort_values(["client_id", "session_number"], kind="mergesort")
-    bands = rc.by_client(band) if band is not None and not band.empty else {}
+    bands = _split(band, ["week", "expected", "low", "high"]) if band is not None and not band.empty else {}
+    per_client = _split(m, ["value", "weeks_since_first"])
+    groups = m.drop_duplicates("client_id").set_index("client_id")["group"].to_dict()
     nan = float("nan")
+    better = min if measure.lower_is_better else max
     rows = []
-    for cid, g in m.groupby("client_id", sort=True):
-        values = [float(v) for v in g["value"]]
+    for cid, (value_arr, at) in per_client.items():
+        values = value_arr.tolist()
         base = values[0]
-        at = g["weeks_since_first"].to_numpy(dtype=float)
         weeks = float(at.max() - at.min())
         n_sessions = int(attended.get(cid, len(values)))
-        point = rc.band_at(bands.get(str(cid)), float(at[-1])) if len(values) > 1 else None
+        point = _band_at(bands.get(str(cid)), float(at[-1])) if len(values) > 1 else None
         status = classify(base, values, n_sessions, weeks, measure, cfg, rc.is_behind(values[-1], point, measure))
-        v = visit_rows[cid]
-        last = pd.Timestamp(v["last_visit"])
         since = int(gap.get(cid, 0))
-        better = min if measure.lower_is_better else max
         rows.append(
             dict(
                 client_id=str(cid),
-                group=str(g["group"].iloc[0]),
+                group=str(groups[cid]),
                 status=status,
                 on_worklist=status in ON_WORKLIST,
                 active=bool(since < cfg.active_weeks),
-                first_visit=pd.Timestamp(v["first_visit"]).date().isoformat(),
-                last_visit=last.date().isoformat(),
+                first_visit=first_visit[cid],
+                last_visit=last_visit[cid],
                 sessions=n_sessions,
                 weeks=weeks,
                 baseline=base,
@@ -222,7 +222,7 @@ def client_table(
                 expected_low=round(max(point.low, measure.minimum), 2) if point else nan,
                 expected_high=round(min(point.high, measure.maximum), 2) if point else nan,
                 values=values,
-                therapist_id=str(usual.get(cid, "")) if cid in usual.index else "",
+                therapist_id=str(usual.get(cid, "")),
                 weeks_since_last=since,
                 new=False,
             )
@@ -234,6 +234,27 @@ def client_table(
     recency = out["weeks_since_last"].to_numpy()
     order = np.lexsort((out["client_id"].to_numpy(), recency, rank.to_numpy(), ~out["active"].to_numpy()))
     return out.iloc[order].reset_index(drop=True)
+
+
+def _split(frame: pd.DataFrame, cols: list[str]) -> dict[Any, list[np.ndarray]]:
+    """client_id -> its rows' ``cols`` as float arrays, in the frame's order (the frame sorted by client_id)."""
+    ids = frame["client_id"].to_numpy()
+    if not len(ids):
+        return {}
+    arrays = [frame[c].to_numpy(dtype=float) for c in cols]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    return {ids[a]: [x[a:b] for x in arrays] for a, b in zip(starts, ends, strict=True)}
+
+
+def _band_at(rows: list[np.ndarray] | None, week: float) -> rc.BandPoint | None:
+    """:func:`analysis.report.recovery.band_at` on one client's band arrays (week, expected, low, high)."""
+    if rows is None:
+        return None
+    weeks = rows[0]
+    if not weeks[0] - 1e-9 <= week <= weeks[-1] + 1e-9:
+        return None
+    return rc.BandPoint(*(float(np.interp(week, weeks, x)) for x in rows[1:]))
 
 
 def worklist(clients: pd.DataFrame) -> pd.DataFrame:

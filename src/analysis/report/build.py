@@ -101,7 +101,12 @@ def build_therapist(
     clients = therapist_clients(inp, c) if clients is None else clients
     refs = references or {}
     clients = clients.assign(reference=[refs.get(str(x), "") for x in clients["client_id"]])
-    worklist = wl.worklist(clients).assign(spark=lambda t: [cl.sparkline_svg(v, measure) for v in t["values"]])
+    # the trend line is drawn inline for the active rows only (the full worklist draws its own on demand)
+    worklist = wl.worklist(clients).assign(
+        spark=lambda t: [
+            cl.sparkline_svg(v, measure) if a else "" for v, a in zip(t["values"], t["active"], strict=True)
+        ]
+    )
     glance = th.glance(inp.dataset, c.group)
     dates = th.dates_note(
         glance["first_date"],

@@ -1,7 +1,8 @@
 """dvc.yaml lists every module a stage runs, derived from the import graph (read statically, nothing imported).
 
 A stage's ``cmd`` is ``outcomes <command>``: it runs :mod:`analysis.cli` (its module-level imports) and the
-command function of that name, with the stage modules that function imports. From there every ``analysis.*``
+command function of that name, with the stage modules that function imports; the command functions of
+sub-apps (``outcomes network ...``) run only for their own commands, so their imports are not followed. From there every ``analysis.*``
 import is followed, at module level and inside functions alike (a function-level import runs when the stage
 calls it), plus the ``__init__.py`` of every package on the way (importing ``a.b.c`` runs ``a`` and ``a.b``).
 Each module file of that closure must be a dep of the stage: listed itself, or inside a listed folder.
@@ -63,7 +64,9 @@ def closure(start: set[str], modules: dict[str, Path], read: frozenset[str] = fr
             continue
         seen.add(name)
         tree = ast.parse(modules[name].read_text(encoding="utf-8"))
-        todo |= with_parents(imported_modules(tree.body, modules)) - seen
+        # a CLI command function (e.g. a sub-app's `outcomes network ...`) runs only when that command runs
+        body = [n for n in tree.body if not _is_command(n)]
+        todo |= with_parents(imported_modules(body, modules)) - seen
     return seen
 
 

@@ -82,9 +82,10 @@ DRIVER_FACTORY = "analysis.network.engine:driver_from_config"
 
 
 def _toml(value: object) -> str:
-    from analysis.network.flower_local import toml_value
+    """A string as a TOML basic string, for ``--node-config`` (JSON's escapes are TOML's)."""
+    import json
 
-    return toml_value(value)
+    return json.dumps(str(value))
 
 
 @network_app.command("node")

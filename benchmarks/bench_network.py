@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from analysis.network.pooled import simulate_datasets
 from analysis.network.protocol import InProcess
-from analysis.network.run import fit_network
+from analysis.network.run import fit_network, fit_network_flower
 from analysis.params import load_params
 
 SIZES = (12, 40, 70, 18, 110, 160, 24, 240, 30, 380)
@@ -41,19 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     for k in args.clinics:
         sizes = [SIZES[i % len(SIZES)] for i in range(k)]
         data = simulate_datasets(params, [5000 + i for i in range(k)], sizes)
+        folders = []
         if args.transport == "flower":
-            import tempfile
-            from pathlib import Path
-
-            from analysis.network.flower_transport import transport_factory
-
-            make = transport_factory(Path(tempfile.mkdtemp(prefix="bench-network-")))
-        else:
-            make = InProcess
+            tmp = Path(tempfile.mkdtemp(prefix="bench-network-"))
+            for label, ds in data:
+                (tmp / label).mkdir()
+                ds.to_parquet(tmp / label / "analysis.parquet")
+                folders.append(tmp / label)
         times, res = [], None
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            res = fit_network(data, params, make_transport=make, say=lambda _: None)
+            if args.transport == "flower":
+                res = fit_network_flower(folders, None, say=lambda _: None)
+            else:
+                res = fit_network(data, params, make_transport=InProcess, say=lambda _: None)
             times.append(time.perf_counter() - t0)
         assert res is not None
         ex = res["exchange"]

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.contract import DEFAULT_CLINIC, TABLES, Registry
 from analysis.errors import Problem
 from analysis.load import ROW_INDEX, Inputs
 from analysis.privacy import scan_values
-from analysis.validate.gx_run import ExpectationOutcome, make_context, run_suite, stage_table
+from analysis.validate.gx_run import ExpectationOutcome, make_context, run_table
 from analysis.validate.suites import build_suites, cross_table_expectations, cross_table_links
 
 REJECTING = ("error", "privacy")  # severities that keep a row out of the typed tables
@@ -78,7 +79,17 @@ def _shown(value: object) -> str | None:
 def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> list[Problem]:
     out: list[Problem] = []
     for name, frame in raw.items():
-        out.extend(scan_values(frame, sources[name], max_rows_per_rule=None))
+        for column in frame.columns:
+            # the scan looks at each distinct value once; its hits are mapped back to every row holding them
+            codes, uniques = pd.factorize(frame[column])
+            distinct = pd.DataFrame({column: np.asarray(uniques, dtype=object)})
+            hits = scan_values(distinct, sources[name], max_rows_per_rule=None)
+            by_rule: dict[tuple[str, str], list[int]] = {}
+            for p in hits:
+                by_rule.setdefault((p.rule, p.severity), []).append(int(p.row or 0))
+            for (rule, severity), found in by_rule.items():
+                where = np.isin(codes, found)
+                out += [Problem(sources[name], int(r), column, rule, None, severity) for r in frame.index[where]]
     return out
 
 
@@ -128,13 +139,13 @@ def validate_tables(
     context = make_context()
     for name, frame in raw.items():
         label = inputs.sources[name]
-        say(f"checking {name} ({len(frame)} rows)")
-        staged = stage_table(TABLES[name], frame, links[name])
-        run = run_suite(context, name, staged, list(suites[name].expectations) + extra[name])
+        say(f"checking {name} ({len(frame):,} rows)")
+        run = run_table(context, TABLES[name], frame, list(suites[name].expectations) + extra[name], links[name])
         outcomes.extend(run)
         for o in run:
-            for row in o.rows:
-                value = " / ".join(str(frame.at[row, c]) for c in o.column.split(", ")) if o.column else None
+            cells = frame.loc[list(o.rows), o.column.split(", ")] if o.column else None
+            for i, row in enumerate(o.rows):
+                value = " / ".join(str(v) for v in cells.iloc[i]) if cells is not None else None
                 problems.append(Problem(label, row, o.column or None, o.rule, _shown(value), o.severity))
     say("scanning for identifying values, splitting valid rows from rejects")
     private = _privacy_problems(raw, inputs.sources)

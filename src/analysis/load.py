@@ -17,10 +17,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
+import time
 import re
 import unicodedata
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +68,18 @@ class Inputs:
     rejected_rows: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
+def load_inputs(
+    folder: Path,
+    max_mb: float = DEFAULT_MAX_MB,
+    progress: Callable[[str], None] | None = None,
+    memory_limit_mb: float | None = None,
+) -> Inputs:
     """Read the contract tables from ``folder``.
 
-    Raises :class:`InputError` only when the folder itself is unusable; every
-    other problem is collected in ``Inputs.problems``.
+    Raises :class:`InputError` only when the folder itself is unusable, or before anything is read when the
+    tables would need more memory than ``memory_limit_mb`` (default: the memory available now; see
+    :func:`check_memory`); every other problem is collected in ``Inputs.problems``. ``progress`` (optional)
+    is called with one line per table read (rows, seconds).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -81,7 +91,10 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
         raise InputError(f"{folder}: is a file, not a folder; pass the folder that holds the three tables")
     out = Inputs(folder=folder)
     workbooks = sorted(p for p in folder.glob("*.xlsx") if p.stem not in TABLES and not p.name.startswith("~$"))
+    files = [folder / t.filename for t in TABLES.values()] + [folder / f"{t}.xlsx" for t in TABLES] + workbooks
+    check_memory([f for f in files if f.is_file()], memory_limit_mb)
     for table in TABLES.values():
+        t0 = time.perf_counter()
         csv_path = folder / table.filename
         xlsx_path = folder / f"{table.name}.xlsx"
         if csv_path.exists():
@@ -102,7 +115,49 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
                         f"file not found in {folder}; add {table.filename} (see `outcomes template`)",
                     )
                 )
+        if progress and table.name in out.tables:
+            rows = len(out.tables[table.name])
+            progress(f"{out.sources[table.name]}: {rows:,} rows read ({time.perf_counter() - t0:.1f} s)")
     return out
+
+
+#: memory a validation needs per byte of input tables, and on top of that (start-up, great-expectations);
+#: measured with benchmarks/bench_validate.py (peak RSS 1.0-1.5 GB for 350 MB of CSV at 200,000 clients)
+MEMORY_PER_INPUT_BYTE = 4.0
+MEMORY_BASE_MB = 450.0
+
+
+def available_memory_mb() -> float:
+    """Memory available to a new process (Linux MemAvailable; elsewhere the free physical memory)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def check_memory(paths: list[Path], limit_mb: float | None = None) -> None:
+    """Refuse, before reading anything, tables that would need more memory than ``limit_mb``.
+
+    The need is estimated from the file sizes (:data:`MEMORY_PER_INPUT_BYTE`, :data:`MEMORY_BASE_MB`);
+    the limit defaults to the memory available now. Raises :class:`InputError` naming the largest file,
+    its size, the estimated need and the limit.
+    """
+    if not paths:
+        return
+    sizes = {p: p.stat().st_size for p in paths}
+    need = MEMORY_BASE_MB + MEMORY_PER_INPUT_BYTE * sum(sizes.values()) / 2**20
+    limit = available_memory_mb() if limit_mb is None else limit_mb
+    if need > limit:
+        big = max(sizes, key=lambda p: sizes[p])
+        raise InputError(
+            f"{big}: {sizes[big] / 2**20:,.0f} MB ({sum(sizes.values()) / 2**20:,.0f} MB of tables in all) needs "
+            f"about {need:,.0f} MB of memory to validate, over the {limit:,.0f} MB limit (memory available); "
+            "nothing was read: split the export (by clinic or by year) or use a machine with more memory"
+        )
 
 
 def _sheet_names(path: Path) -> list[str]:

@@ -285,24 +285,28 @@ def typed_tables(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         table = TABLES[name]
         cols: dict[str, pd.Series] = {}
         for c in table.columns:
-            text = frame[c.name].astype(object)
-            text = text.where(text.notna() & (text != ""), None)
-            if c.default is not None:
-                text = text.fillna(c.default)
-            if c.kind == "integer":
-                cols[c.name] = pd.to_numeric(text, errors="raise").astype("float64").round().astype("int64")
-            elif c.kind in ("number", "value"):
-                cols[c.name] = pd.to_numeric(text, errors="raise").astype("float64")
-            elif c.kind == "date":
-                cols[c.name] = pd.to_datetime(text, format="%Y-%m-%d", errors="raise").astype("datetime64[ns]")
-            elif c.kind == "multi_category":
-                cols[c.name] = text.map(
-                    lambda v: ";".join(part.strip() for part in v.split(";")) if isinstance(v, str) else None
-                ).astype("str")
-            else:
-                cols[c.name] = text.astype("str")
-        out[name] = pd.DataFrame(cols).reset_index(drop=True)[table.column_names]
+            # each distinct value is converted once, then spread over its rows (a column repeats its values)
+            codes, uniques = pd.factorize(frame[c.name], use_na_sentinel=False)
+            cols[c.name] = _typed(c.kind, c.default, pd.Series(np.asarray(uniques, dtype=object))).take(codes)
+        out[name] = pd.DataFrame({k: v.reset_index(drop=True) for k, v in cols.items()})[table.column_names]
     return out
+
+
+def _typed(kind: str, default: str | None, text: pd.Series) -> pd.Series:
+    text = text.where(text.notna() & (text != ""), None)
+    if default is not None:
+        text = text.fillna(default)
+    if kind == "integer":
+        return pd.to_numeric(text, errors="raise").astype("float64").round().astype("int64")
+    if kind in ("number", "value"):
+        return pd.to_numeric(text, errors="raise").astype("float64")
+    if kind == "date":
+        return pd.to_datetime(text, format="%Y-%m-%d", errors="raise").astype("datetime64[ns]")
+    if kind == "multi_category":
+        return text.map(
+            lambda v: ";".join(part.strip() for part in v.split(";")) if isinstance(v, str) else None
+        ).astype("str")
+    return text.astype("str")
 
 
 def _notes(valid: dict[str, pd.DataFrame]) -> list[str]:

@@ -239,7 +239,7 @@ def run_table(
         found.update(zip(whole, run_suite(context, table.name, stage_table(table, raw, helpers), chosen), strict=True))
     # the report lists the rules in the order GX gives them for the whole suite: asked of GX on one row
     probe = raw.iloc[:1]
-    helpers = {h: member(probe[c], pool) for h, (c, pool) in links.items()}
+    helpers = {h: member(probe[c], pool[:1]) for h, (c, pool) in links.items()}
     ordered = run_suite(context, table.name, stage_table(table, probe, helpers), expectations, gx_order=True)
     position = {(o.expectation, o.column, o.rule, o.row_condition): i for i, o in enumerate(ordered)}
     return sorted(found.values(), key=lambda o: position[(o.expectation, o.column, o.rule, o.row_condition)])

@@ -24,6 +24,7 @@ def run_validate(
     input_dir: Path | None = None,
     today: dt.date | None = None,
     progress: Callable[[str], None] | None = None,
+    memory_limit_mb: float | None = None,
 ) -> str:
     """I/O edge of ``outcomes validate``: read, check, write reports, rejects and valid tables.
 
@@ -34,7 +35,9 @@ def run_validate(
     Returns the summary text. Raises :class:`ValidationFailed` (exit 1) when
     there are errors, unless params ``validate.allow_rejects`` is true and the
     problems are all row-level. ``progress`` (optional) is called with the name of each step before it
-    runs (loading, each table's checks, writing).
+    runs (loading, each table's checks, writing) and with each table's rows read. Raises
+    :class:`~analysis.errors.InputError` before reading when the tables would need more memory than
+    ``memory_limit_mb`` (default: the memory available; see :func:`analysis.load.check_memory`).
     """
 
     check_outputs_outside_inputs(params, "validate", input_dir)  # raw inputs are never written to
@@ -43,7 +46,7 @@ def run_validate(
     say = progress or (lambda step: None)
     say(f"loading {folder}")
     registry = load_registry(resolve(data.registry))
-    inputs = load_inputs(folder, max_mb=v.max_file_mb)
+    inputs = load_inputs(folder, max_mb=v.max_file_mb, progress=say, memory_limit_mb=memory_limit_mb)
     result = validate_tables(inputs, registry, today, progress=say)
     say("writing the validation report, rejects and valid tables")
     shown = str(input_dir) if input_dir else data.input

@@ -15,7 +15,10 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analysis.contract import DATE_PATTERN, EARLIEST_DATE, ID_PATTERN, ID_RULE, TABLES, Column, Registry, Table
 
@@ -253,8 +256,11 @@ def cross_table_links(raw: dict[str, pd.DataFrame]) -> dict[str, dict[str, tuple
 def member(values: pd.Series, pool: pd.Series) -> pd.Series:
     """True/False: is each value one of ``pool``'s; None where the value is blank (index kept)."""
     blank = values.isna() | (values == "")
-    found = values.isin(pool.unique())
-    return found.astype(object).where(~blank, None)
+    # in Arrow (C++): pandas' isin on Arrow-backed strings loops in Python
+    text = pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.string())
+    ids = pc.unique(pa.array(pool.to_numpy(dtype=object, na_value=None), type=pa.string()))
+    found = np.asarray(pc.is_in(text, value_set=ids).to_numpy(zero_copy_only=False), dtype=bool)
+    return pd.Series(found, index=values.index).astype(object).where(~blank, None)
 
 
 def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list[Expectation]]:

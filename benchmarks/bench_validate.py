@@ -95,7 +95,10 @@ def generate(folder: Path, n_clients: int, sessions_per_client: int = 10, seed: 
     gaps = rng.integers(2, 15, s).reshape(n, sessions_per_client)
     gaps[:, 0] = 0
     days = (np.repeat(first, sessions_per_client) + gaps.cumsum(axis=1).ravel()).astype("int32")
-    dates = pc.cast(pa.array(days + np.int32((np.datetime64("2023-06-01") - np.datetime64("1970-01-01")).astype(int)), pa.date32()), pa.string())
+    dates = pc.cast(
+        pa.array(days + np.int32((np.datetime64("2023-06-01") - np.datetime64("1970-01-01")).astype(int)), pa.date32()),
+        pa.string(),
+    )
     combos = ["", *TECHNIQUES[:5], *(";".join(TECHNIQUES[i : i + k]) for k in (2, 3) for i in range(4))]
     therapist = _pick(rng, ["", *(f"T{i}" for i in range(1, 201))], s)
     sessions = pa.table(
@@ -259,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = [_run_child(folder, Path(tmp) / f"out{i}", args.quiet) for i in range(args.repeats)]
 
     keys = [k for k in runs[0] if k not in ("wall", "peak_rss_mb", "validate total", "cpu")]
-    print(f"\nvalidate: {args.clients:,} clients, {counts['sessions']:,} sessions, {counts['measurements']:,} measurements")
+    print(
+        f"\nvalidate: {args.clients:,} clients, {counts['sessions']:,} sessions, "
+        f"{counts['measurements']:,} measurements"
+    )
     print(f"  wall (median of {len(runs)}): {statistics.median(r['wall'] for r in runs):7.1f} s")
     print(f"  CPU time (median):     {statistics.median(r['cpu'] for r in runs):7.1f} s")
     print(f"  peak RSS (max):        {max(r['peak_rss_mb'] for r in runs):7.0f} MB")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import valid_text_tables, write_params, write_tables
 
 import analysis.load as load
 from analysis.cli import main
 from analysis.contract import TABLES
 from analysis.errors import InputError
+from conftest import valid_text_tables, write_params, write_tables
 
 
 def test_refuses_inputs_beyond_the_memory_limit_before_reading(input_dir):

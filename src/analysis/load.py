@@ -18,8 +18,8 @@ import csv
 import datetime as dt
 import io
 import os
-import time
 import re
+import time
 import unicodedata
 import warnings
 import zipfile
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import openpyxl
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
+import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from analysis.contract import TABLES, Table, identifier_reason
 from analysis.errors import InputError, Problem
@@ -471,9 +471,7 @@ def _clean(values: pa.ChunkedArray) -> pd.Series:
     col = pd.Series(values, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
     todo = ~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
     if todo.any():  # non-ASCII, padded or datetime-looking cells: exactly the exact reader's steps
-        fixed = (
-            col[todo].astype(object).str.normalize("NFKC").str.strip().str.replace(_MIDNIGHT, r"\1", regex=True)
-        )
+        fixed = col[todo].astype(object).str.normalize("NFKC").str.strip().str.replace(_MIDNIGHT, r"\1", regex=True)
         col = col.where(~todo, fixed.reindex(col.index))
     return col
 
@@ -519,7 +517,9 @@ def _fast_csv(
             pa.BufferReader(pa.py_buffer(body)[end + 1 :]),
             read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False, invalid_row_handler=invalid),
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from analysis.contract import DATE_PATTERN, EARLIEST_DATE, ID_PATTERN, ID_RULE, TABLES, Column, Registry, Table
 
@@ -257,8 +257,8 @@ def member(values: pd.Series, pool: pd.Series) -> pd.Series:
     """True/False: is each value one of ``pool``'s; None where the value is blank (index kept)."""
     blank = values.isna() | (values == "")
     # in Arrow (C++): pandas' isin on Arrow-backed strings loops in Python
-    text = pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.string())
-    ids = pc.unique(pa.array(pool.to_numpy(dtype=object, na_value=None), type=pa.string()))
+    text = pa.array(np.asarray(values.astype(object).where(values.notna(), None)), type=pa.string())
+    ids = pc.unique(pa.array(np.asarray(pool.astype(object)), type=pa.string()))
     found = np.asarray(pc.is_in(text, value_set=ids).to_numpy(zero_copy_only=False), dtype=bool)
     return pd.Series(found, index=values.index).astype(object).where(~blank, None)
 

@@ -78,17 +78,24 @@ def _shown(value: object) -> str | None:
 
 def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> list[Problem]:
     out: list[Problem] = []
+    tables_with: dict[str, list[str]] = {}
     for name, frame in raw.items():
         for column in frame.columns:
-            # the scan looks at each distinct value once; its hits are mapped back to every row holding them
-            codes, uniques = pd.factorize(frame[column])
-            distinct = pd.DataFrame({column: np.asarray(uniques, dtype=object)})
-            hits = scan_values(distinct, sources[name], max_rows_per_rule=None)
-            by_rule: dict[tuple[str, str], list[int]] = {}
-            for p in hits:
-                by_rule.setdefault((p.rule, p.severity), []).append(int(p.row or 0))
-            for (rule, severity), found in by_rule.items():
-                where = np.isin(codes, found)
+            tables_with.setdefault(str(column), []).append(name)
+    for column, names in tables_with.items():
+        # the scan looks at each distinct value of a column once, even when the column is in two tables
+        # (session_id, client_id); its hits are mapped back to every row holding them
+        coded = {name: pd.factorize(raw[name][column]) for name in names}
+        pool = pd.unique(np.concatenate([np.asarray(uniques, dtype=object) for _, uniques in coded.values()]))
+        hits = scan_values(pd.DataFrame({column: pool}), "", max_rows_per_rule=None)
+        by_rule: dict[tuple[str, str], list[int]] = {}
+        for p in hits:
+            by_rule.setdefault((p.rule, p.severity), []).append(int(p.row or 0))
+        for (rule, severity), found in by_rule.items():
+            bad = pool[found]
+            for name, (codes, uniques) in coded.items():
+                frame = raw[name]
+                where = np.isin(codes, np.flatnonzero(pd.Index(np.asarray(uniques, dtype=object)).isin(bad)))
                 out += [Problem(sources[name], int(r), column, rule, None, severity) for r in frame.index[where]]
     return out
 

@@ -219,7 +219,7 @@ def scan_values(frame: pd.DataFrame, file_label: str, *, max_rows_per_rule: int 
 
 def _letters_then_digits(values: pd.Series) -> np.ndarray:
     """True where a value has the harmless shape :data:`LETTERS_THEN_DIGITS` (a vectorised pre-filter)."""
-    text = pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.string())
+    text = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
     found = pc.match_substring_regex(text, LETTERS_THEN_DIGITS).fill_null(False)
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 

@@ -169,8 +169,10 @@ def validate_tables(
     file_level = any(p.row is None and p.severity in REJECTING for p in problems) or len(raw) < len(TABLES)
     valid: dict[str, pd.DataFrame] = {}
     if not file_level:
+        drop = {name: rejected[name] | set(child_reasons[name]) for name in raw}
+        # no copy of a table without rejects (the usual case): at network scale a copy is hundreds of MB
         keep = {
-            name: frame.loc[~frame.index.isin(sorted(rejected[name] | set(child_reasons[name])))]
+            name: frame.loc[~frame.index.isin(sorted(drop[name]))] if drop[name] else frame
             for name, frame in raw.items()
         }
         valid = typed_tables(keep)

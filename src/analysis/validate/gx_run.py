@@ -10,9 +10,11 @@ reports back for every failing row.
 At network scale (millions of rows) GX does not see every row (:func:`run_table`): a rule about one value
 (blank, pattern, set, range, date format) is checked once per *distinct* value - of the column together
 with the column its row condition reads (``value`` with ``measure``) - and the failing values are mapped
-back to every row that holds them; a rule about several rows (unique, unique together) is checked by GX on
-integer codes of the values (equal codes = equal values). Same rules, same failing rows, same counts
-(``checked`` and ``failed`` are counted in rows), a small fraction of the time and memory.
+back to every row that holds them; the millions of distinct ids of an id column are grouped further by
+shape, and GX checks one id of each shape (:func:`_id_shapes`). A rule about several rows (unique, unique
+together) is checked by GX on integer codes of the values (equal codes = equal values). Same rules, same
+failing rows, same counts (``checked`` and ``failed`` are counted in rows), a small fraction of the time and
+memory.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-from analysis.contract import Table
+from analysis.contract import ID_PATTERN, Table
 from analysis.load import ROW_INDEX
 from analysis.validate.suites import DATE_SUFFIX, NUM_SUFFIX, NUMBER_PATTERN, import_gx, member
 
@@ -224,8 +228,14 @@ def run_table(
     for group, which in groups.items():
         cols = list(group)
         codes, first = _distinct(raw, list(cols))
-        distinct = raw.iloc[first][list(cols)].set_axis(pd.RangeIndex(len(first)))
+        distinct = raw[cols].iloc[first].set_axis(pd.RangeIndex(len(first)))
         helpers = {h: member(distinct[c], pool) for h, (c, pool) in links.items() if c in cols}
+        if _id_rules_only(table, cols, [expectations[i] for i in which], links):
+            # millions of distinct ids, few shapes: GX checks one id of each shape (see _id_shapes)
+            shape_codes, reps = _id_shapes(distinct[cols[0]], helpers)
+            codes, first = shape_codes[codes], first[reps]
+            distinct = distinct.iloc[reps].set_axis(pd.RangeIndex(len(reps)))
+            helpers = {h: flags.iloc[reps].set_axis(distinct.index) for h, flags in helpers.items()}
         staged = stage_table(table, distinct, helpers)
         counts = np.bincount(codes, minlength=len(first))
         chosen = [expectations[i] for i in which]
@@ -246,6 +256,38 @@ def run_table(
     ordered = run_suite(context, table.name, stage_table(table, probe, helpers), expectations, gx_order=True)
     position = {(o.expectation, o.column, o.rule, o.row_condition): i for i, o in enumerate(ordered)}
     return sorted(found.values(), key=lambda o: position[(o.expectation, o.column, o.rule, o.row_condition)])
+
+
+def _id_rules_only(table: Table, cols: list[str], chosen: list[Expectation], links: dict[str, Any]) -> bool:
+    """True when ``chosen`` are one id column's value rules: required, the contract's id pattern, and
+    membership through a link helper column - rules whose verdict :func:`_id_shapes` keeps."""
+    if len(cols) != 1 or table.column(cols[0]).kind != "id":
+        return False
+    for e in chosen:
+        if getattr(e, "row_condition", None) is not None:
+            return False
+        kind = e.expectation_type
+        if kind == "expect_column_values_to_match_regex" and getattr(e, "regex", None) == ID_PATTERN:
+            continue
+        if kind == "expect_column_values_to_not_be_null" or (
+            kind == "expect_column_values_to_be_in_set" and getattr(e, "column", None) in links
+        ):
+            continue
+        return False
+    return True
+
+
+def _id_shapes(values: pd.Series, helpers: dict[str, pd.Series]) -> tuple[np.ndarray, np.ndarray]:
+    """Group distinct ids by shape: each ASCII letter and digit read as ``a``, every other character kept,
+    together with the id's link flags. The contract's :data:`~analysis.contract.ID_PATTERN` treats every
+    ASCII letter and digit alike (one character class), so two ids of one shape pass or fail it together,
+    as they do "required" and the membership rules (the flags are part of the shape). Returns the shape of
+    each value (codes) and the position of the first value of each shape, whose real id GX checks.
+    """
+    text = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    shape = pc.replace_substring_regex(text, "[A-Za-z0-9]", "a").to_numpy(zero_copy_only=False)
+    parts = pd.DataFrame({"shape": shape, **{h: flags.to_numpy(dtype=object) for h, flags in helpers.items()}})
+    return _distinct(parts, list(parts.columns))
 
 
 def _columns(e: Expectation) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import openpyxl
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
 
 from analysis.contract import TABLES, Table
 from analysis.errors import InputError, Problem
@@ -110,6 +111,7 @@ def load_inputs(
                         f"file not found in {folder}; add {table.filename} (see `outcomes template`)",
                     )
                 )
+        release_unused_memory()  # the file's bytes and the parser's buffers
         if progress and table.name in out.tables:
             rows = len(out.tables[table.name])
             progress(f"{out.sources[table.name]}: {rows:,} rows read ({time.perf_counter() - t0:.1f} s)")
@@ -120,6 +122,13 @@ def load_inputs(
 #: measured with benchmarks/bench_validate.py (peak RSS 1.0-1.5 GB for 350 MB of CSV at 200,000 clients)
 MEMORY_PER_INPUT_BYTE = 4.0
 MEMORY_BASE_MB = 450.0
+
+
+def release_unused_memory() -> None:
+    """Hand memory freed by the last step back to the system (Arrow's pool; with the system allocator, that is
+    ``malloc_trim``, which also returns what numpy and Python freed). Called between the steps of a validation:
+    the peak is what the machine must have, and a freed but retained buffer counts in it."""
+    pa.default_memory_pool().release_unused()
 
 
 def available_memory_mb() -> float:
@@ -146,11 +155,12 @@ def check_memory(paths: list[Path], limit_mb: float | None = None) -> None:
     sizes = {p: p.stat().st_size for p in paths}
     need = MEMORY_BASE_MB + MEMORY_PER_INPUT_BYTE * sum(sizes.values()) / 2**20
     limit = available_memory_mb() if limit_mb is None else limit_mb
+    source = "memory available" if limit_mb is None else "params validate.max_memory_mb"
     if need > limit:
         big = max(sizes, key=lambda p: sizes[p])
         raise InputError(
             f"{big}: {sizes[big] / 2**20:,.0f} MB ({sum(sizes.values()) / 2**20:,.0f} MB of tables in all) needs "
-            f"about {need:,.0f} MB of memory to validate, over the {limit:,.0f} MB limit (memory available); "
+            f"about {need:,.0f} MB of memory to validate, over the {limit:,.0f} MB limit ({source}); "
             "nothing was read: split the export (by clinic or by year) or use a machine with more memory"
         )
 

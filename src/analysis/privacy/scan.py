@@ -181,7 +181,8 @@ def scan_values(frame: pd.DataFrame, file_label: str, *, max_rows_per_rule: int 
             continue
         # Distinct values first: a long table repeats the same few categories and numbers.
         uniques = pd.Series(pd.unique(col.to_numpy()), dtype="string").dropna()
-        uniques = uniques[~_letters_then_digits(uniques)].reset_index(drop=True)
+        text = pa.array(uniques.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        uniques = uniques[~letters_then_digits(text)].reset_index(drop=True)
         trivial = uniques.str.fullmatch(_TRIVIAL.pattern, na=True)
         if column in _ID_COLUMNS:  # an id of lower-case words ("olivia_whitfield") is not trivial
             trivial &= ~uniques.str.fullmatch(r"[a-z]{2,}(?:[_.-][a-z]{2,})+", na=False)
@@ -217,9 +218,8 @@ def scan_values(frame: pd.DataFrame, file_label: str, *, max_rows_per_rule: int 
     return problems
 
 
-def _letters_then_digits(values: pd.Series) -> np.ndarray:
-    """True where a value has the harmless shape :data:`LETTERS_THEN_DIGITS` (a vectorised pre-filter)."""
-    text = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+def letters_then_digits(text: pa.Array) -> np.ndarray:
+    """True where a value has the harmless shape :data:`LETTERS_THEN_DIGITS` (null: False), vectorised in Arrow."""
     found = pc.match_substring_regex(text, LETTERS_THEN_DIGITS).fill_null(False)
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 

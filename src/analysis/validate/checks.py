@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from analysis.contract import DEFAULT_CLINIC, TABLES, Registry
 from analysis.errors import Problem
-from analysis.load import ROW_INDEX, Inputs
+from analysis.load import ROW_INDEX, Inputs, release_unused_memory
 from analysis.privacy import scan_values
+from analysis.privacy.scan import letters_then_digits
 from analysis.validate.gx_run import ExpectationOutcome, make_context, run_table
 from analysis.validate.suites import build_suites, cross_table_expectations, cross_table_links
 
@@ -84,20 +87,34 @@ def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> 
             tables_with.setdefault(str(column), []).append(name)
     for column, names in tables_with.items():
         # the scan looks at each distinct value of a column once, even when the column is in two tables
-        # (session_id, client_id); its hits are mapped back to every row holding them
-        coded = {name: pd.factorize(raw[name][column]) for name in names}
-        pool = pd.unique(np.concatenate([np.asarray(uniques, dtype=object) for _, uniques in coded.values()]))
-        hits = scan_values(pd.DataFrame({column: pool}), "", max_rows_per_rule=None)
+        # (session_id, client_id), and only at values that are not plainly harmless (a pseudonym such as
+        # S0000001): both found in Arrow, so millions of ids never become Python strings; its hits are
+        # mapped back to every row holding them
+        encoded = {name: pc.dictionary_encode(_arrow_text(raw[name][column])) for name in names}
+        pool = pc.unique(pa.chunked_array([e.dictionary for e in encoded.values()], type=pa.string()))
+        pool = pool.filter(pa.array(~letters_then_digits(pool)))
+        hits = scan_values(pd.DataFrame({column: np.array(pool.to_pylist(), dtype=object)}), "", max_rows_per_rule=None)
         by_rule: dict[tuple[str, str], list[int]] = {}
         for p in hits:
             by_rule.setdefault((p.rule, p.severity), []).append(int(p.row or 0))
         for (rule, severity), found in by_rule.items():
-            bad = pool[found]
-            for name, (codes, uniques) in coded.items():
-                frame = raw[name]
-                where = np.isin(codes, np.flatnonzero(pd.Index(np.asarray(uniques, dtype=object)).isin(bad)))
-                out += [Problem(sources[name], int(r), column, rule, None, severity) for r in frame.index[where]]
+            bad = pool.take(pa.array(found, type=pa.int64()))
+            for name, e in encoded.items():
+                hit = np.flatnonzero(np.asarray(pc.is_in(e.dictionary, value_set=bad).to_numpy(zero_copy_only=False)))
+                where = np.isin(e.indices.fill_null(-1).to_numpy(zero_copy_only=False), hit)
+                out += [Problem(sources[name], int(r), column, rule, None, severity) for r in raw[name].index[where]]
     return out
+
+
+def _arrow_text(col: pd.Series) -> pa.Array:
+    """A text column as one Arrow string array (the fast reader's Arrow-backed columns are not copied)."""
+    data = col.array
+    if hasattr(data, "__arrow_array__"):
+        text = pa.array(data)
+    else:
+        text = pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    return text.cast(pa.string())
 
 
 def validate_tables(
@@ -154,8 +171,10 @@ def validate_tables(
             for i, row in enumerate(o.rows):
                 value = " / ".join(str(v) for v in cells.iloc[i]) if cells is not None else None
                 problems.append(Problem(label, row, o.column or None, o.rule, _shown(value), o.severity))
+        release_unused_memory()  # the staged frames of this table
     say("scanning for identifying values, splitting valid rows from rejects")
     private = _privacy_problems(raw, inputs.sources)
+    release_unused_memory()
     # never echo a value the privacy scan flagged, in any other problem line either
     hidden = {(p.file, p.row, p.column) for p in private}
     problems = [

@@ -99,3 +99,13 @@ def test_id_shapes_group_by_shape_and_link_flag():
     codes, reps = _id_shapes(values, {"session_id__in_sessions": flags})
     assert codes.tolist() == [0, 0, 0, 1, 2, 3, 1]
     assert np.asarray(reps).tolist() == [0, 3, 4, 5]
+
+
+def test_params_max_memory_mb_is_the_limit(tmp_path, input_dir, monkeypatch, capsys):
+    monkeypatch.setenv("OUTCOMES_ROOT", str(tmp_path))
+    monkeypatch.setattr(load, "available_memory_mb", lambda: 1e9)  # plenty available: the setting decides
+    params = write_params(tmp_path, input_dir, max_memory_mb=1)
+    assert main(["--params", str(params), "validate"]) == 2
+    err = capsys.readouterr().err
+    assert "over the 1 MB limit (params validate.max_memory_mb)" in err and "Traceback" not in err
+    assert main(["--params", str(write_params(tmp_path, input_dir, max_memory_mb=100_000)), "validate"]) == 0

@@ -313,11 +313,25 @@ def typed_tables(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         table = TABLES[name]
         cols: dict[str, pd.Series] = {}
         for c in table.columns:
+            if c.kind in TEXT_KINDS:  # the text itself, blank -> missing: no conversion, no copy of the strings
+                cols[c.name] = _typed_text(frame[c.name], c.default)
+                continue
             # each distinct value is converted once, then spread over its rows (a column repeats its values)
             codes, uniques = pd.factorize(frame[c.name], use_na_sentinel=False)
             cols[c.name] = _typed(c.kind, c.default, pd.Series(np.asarray(uniques, dtype=object))).take(codes)
         out[name] = pd.DataFrame({k: v.reset_index(drop=True) for k, v in cols.items()})[table.column_names]
     return out
+
+
+TEXT_KINDS = frozenset({"id", "category", "measure"})  # typed as ``str``: the cell's text, blank = missing
+
+
+def _typed_text(col: pd.Series, default: str | None) -> pd.Series:
+    """What :func:`_typed` gives for a text kind, on the whole column at once (the fast reader's Arrow-backed
+    strings are kept as they are: millions of ids never become Python strings)."""
+    text = col.astype("str")
+    blank = text.isna() | (text == "")
+    return text.where(~blank) if default is None else text.where(~blank, default)
 
 
 def _typed(kind: str, default: str | None, text: pd.Series) -> pd.Series:

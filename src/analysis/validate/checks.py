@@ -20,7 +20,7 @@ from analysis.load import ROW_INDEX, Inputs, release_unused_memory
 from analysis.privacy import scan_values
 from analysis.privacy.scan import letters_then_digits
 from analysis.validate.gx_run import ExpectationOutcome, make_context, run_table
-from analysis.validate.suites import build_suites, cross_table_expectations, cross_table_links
+from analysis.validate.suites import arrow_text, build_suites, cross_table_expectations, cross_table_links
 
 REJECTING = ("error", "privacy")  # severities that keep a row out of the typed tables
 PARENT_REJECTED = "parent rejected"
@@ -90,7 +90,7 @@ def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> 
         # (session_id, client_id), and only at values that are not plainly harmless (a pseudonym such as
         # S0000001): both found in Arrow, so millions of ids never become Python strings; its hits are
         # mapped back to every row holding them
-        encoded = {name: pc.dictionary_encode(_arrow_text(raw[name][column])) for name in names}
+        encoded = {name: pc.dictionary_encode(arrow_text(raw[name][column])) for name in names}
         pool = pc.unique(pa.chunked_array([e.dictionary for e in encoded.values()], type=pa.string()))
         pool = pool.filter(pa.array(~letters_then_digits(pool)))
         hits = scan_values(pd.DataFrame({column: np.array(pool.to_pylist(), dtype=object)}), "", max_rows_per_rule=None)
@@ -104,17 +104,6 @@ def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> 
                 where = np.isin(e.indices.fill_null(-1).to_numpy(zero_copy_only=False), hit)
                 out += [Problem(sources[name], int(r), column, rule, None, severity) for r in raw[name].index[where]]
     return out
-
-
-def _arrow_text(col: pd.Series) -> pa.Array:
-    """A text column as one Arrow string array (the fast reader's Arrow-backed columns are not copied)."""
-    data = col.array
-    if hasattr(data, "__arrow_array__"):
-        text = pa.array(data)
-    else:
-        text = pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
-    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    return text.cast(pa.string())
 
 
 def validate_tables(

@@ -243,7 +243,7 @@ def run_table(
             found[i] = _to_rows(o, expectations[i], staged, codes, counts, raw.index)
     if coded:
         names = list(dict.fromkeys(c for i in coded for c in _columns(expectations[i])))
-        frame = pd.DataFrame({ROW_INDEX: raw.index.to_numpy(), **{c: _codes(raw[c]) for c in names}})
+        frame = pd.DataFrame({ROW_INDEX: _row_numbers(raw.index), **{c: _codes(raw[c]) for c in names}})
         chosen = [expectations[i] for i in coded]
         found.update(zip(coded, run_suite(context, table.name, frame, chosen), strict=True))
     if whole:
@@ -294,6 +294,12 @@ def _columns(e: Expectation) -> list[str]:
     return [c.strip() for c in str((e.meta or {})["column"]).split(",")]
 
 
+def _row_numbers(index: pd.Index) -> np.ndarray:
+    """Spreadsheet row numbers in 4 bytes each when they fit (they do, up to 2 billion rows)."""
+    rows = index.to_numpy()
+    return rows.astype("int32") if len(rows) and rows.max() < 2**31 else rows
+
+
 def _blank_to_na(col: pd.Series) -> pd.Series:
     return col.where(col.notna() & (col != ""))
 
@@ -301,7 +307,10 @@ def _blank_to_na(col: pd.Series) -> pd.Series:
 def _codes(col: pd.Series) -> np.ndarray:
     """Equal values get equal codes, blank gets NaN: what uniqueness rules compare, in 8 bytes a row."""
     codes, _ = pd.factorize(_blank_to_na(col))
-    return np.where(codes < 0, np.nan, codes.astype("float64"))
+    # float32 holds every whole number below 2**24 exactly: half the memory on a long table, same equalities
+    out = codes.astype("float32" if len(codes) < 2**24 else "float64")
+    out[codes < 0] = np.nan
+    return out
 
 
 def _distinct(raw: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, np.ndarray]:

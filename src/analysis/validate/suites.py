@@ -257,10 +257,22 @@ def member(values: pd.Series, pool: pd.Series) -> pd.Series:
     """True/False: is each value one of ``pool``'s; None where the value is blank (index kept)."""
     blank = values.isna() | (values == "")
     # in Arrow (C++): pandas' isin on Arrow-backed strings loops in Python
-    text = pa.array(np.asarray(values.astype(object).where(values.notna(), None)), type=pa.string())
-    ids = pc.unique(pa.array(np.asarray(pool.astype(object)), type=pa.string()))
+    text = arrow_text(values)
+    ids = pc.unique(arrow_text(pool))
     found = np.asarray(pc.is_in(text, value_set=ids).to_numpy(zero_copy_only=False), dtype=bool)
     return pd.Series(found, index=values.index).astype(object).where(~blank, None)
+
+
+def arrow_text(col: pd.Series) -> pa.Array:
+    """A text column as one Arrow string array, missing = null (the fast reader's Arrow-backed columns are not
+    copied into Python strings)."""
+    data = col.array
+    if hasattr(data, "__arrow_array__"):
+        text = pa.array(data)
+    else:
+        text = pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    return text.cast(pa.string())
 
 
 def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list[Expectation]]:

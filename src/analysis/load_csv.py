@@ -176,7 +176,7 @@ def fast_csv(
         blank[i] = not "".join(str(parsed[name][int(i)]) for name in names).strip()
     if blank.all():
         return None, None, [Problem(label, None, None, "has a header but no data rows")]
-    index = pd.Index(np.arange(2, n + 2, dtype="int64"), name=ROW_INDEX)
+    index = pd.RangeIndex(2, n + 2, name=ROW_INDEX)  # the same numbers as the exact reader's, in no memory
     frame = pd.DataFrame({h: _clean(parsed[name]).set_axis(index) for h, name in zip(header, names, strict=True)})
     del parsed
     if blank.any():

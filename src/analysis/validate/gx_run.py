@@ -31,7 +31,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from analysis.contract import ID_PATTERN, Table
-from analysis.load import ROW_INDEX
+from analysis.load import ROW_INDEX, release_unused_memory
 from analysis.validate.suites import DATE_SUFFIX, NUM_SUFFIX, NUMBER_PATTERN, import_gx, member
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -242,6 +242,7 @@ def run_table(
         for i, o in zip(which, run_suite(context, table.name, staged, chosen), strict=True):
             found[i] = _to_rows(o, expectations[i], staged, codes, counts, raw.index)
     if coded:
+        release_unused_memory()  # what the distinct-value checks freed: GX's uniqueness on a long table is the peak
         names = list(dict.fromkeys(c for i in coded for c in _columns(expectations[i])))
         frame = pd.DataFrame({ROW_INDEX: _row_numbers(raw.index), **{c: _codes(raw[c]) for c in names}})
         chosen = [expectations[i] for i in coded]

@@ -109,3 +109,22 @@ def test_params_max_memory_mb_is_the_limit(tmp_path, input_dir, monkeypatch, cap
     err = capsys.readouterr().err
     assert "over the 1 MB limit (params validate.max_memory_mb)" in err and "Traceback" not in err
     assert main(["--params", str(write_params(tmp_path, input_dir, max_memory_mb=100_000)), "validate"]) == 0
+
+
+def test_uniqueness_in_parts_finds_the_same_rows(tmp_path, monkeypatch, registry):
+    import datetime as dt
+
+    import analysis.validate.gx_run as gx_run
+    from analysis.validate.checks import validate_tables
+
+    tables = valid_text_tables()
+    s, m = tables["sessions"], tables["measurements"]
+    tables["sessions"] = pd.concat([s, s.iloc[[0, 2]], s.iloc[[1]].assign(session_id="")], ignore_index=True)
+    tables["measurements"] = pd.concat([m, m.iloc[[0, 5, 5]], m.iloc[[1]].assign(session_id="")], ignore_index=True)
+    folder = write_tables(tmp_path / "in", tables)
+    whole = validate_tables(load.load_inputs(folder), registry, dt.date(2026, 1, 1))
+    monkeypatch.setattr(gx_run, "UNIQUE_PART_ROWS", 2)  # many parts, each checked by GX on its own
+    parts = validate_tables(load.load_inputs(folder), registry, dt.date(2026, 1, 1))
+    assert parts.problems == whole.problems and parts.expectations == whole.expectations
+    unique = [o for o in whole.expectations if "unique" in o.expectation and o.table != "clients"]
+    assert len(unique) == 2 and all(o.unexpected_count >= 4 for o in unique)

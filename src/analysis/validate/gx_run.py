@@ -245,8 +245,8 @@ def run_table(
         release_unused_memory()  # what the distinct-value checks freed: GX's uniqueness on a long table is the peak
         names = list(dict.fromkeys(c for i in coded for c in _columns(expectations[i])))
         frame = pd.DataFrame({ROW_INDEX: _row_numbers(raw.index), **{c: _codes(raw[c]) for c in names}})
-        chosen = [expectations[i] for i in coded]
-        found.update(zip(coded, run_suite(context, table.name, frame, chosen), strict=True))
+        for i in coded:  # each rule on its own, in parts small enough for GX's memory (see _in_parts)
+            found[i] = _in_parts(context, table.name, frame, expectations[i])
     if whole:
         helpers = {h: member(raw[c], pool) for h, (c, pool) in links.items()}
         chosen = [expectations[i] for i in whole]
@@ -257,6 +257,34 @@ def run_table(
     ordered = run_suite(context, table.name, stage_table(table, probe, helpers), expectations, gx_order=True)
     position = {(o.expectation, o.column, o.rule, o.row_condition): i for i, o in enumerate(ordered)}
     return sorted(found.values(), key=lambda o: position[(o.expectation, o.column, o.rule, o.row_condition)])
+
+
+#: rows per part when GX checks a uniqueness rule on a long table (its duplicate search copies the frame)
+UNIQUE_PART_ROWS = 2_000_000
+
+
+def _in_parts(context: Any, table: str, frame: pd.DataFrame, e: Expectation) -> ExpectationOutcome:
+    """A uniqueness rule checked by GX on parts of ``frame`` that cannot share a duplicate: rows are split by
+    the code of the rule's first column, and equal values (or combinations) have equal codes, so every pair of
+    equal rows lands in the same part. Rows checked and failed add up; the rule passes if every part does."""
+    parts = -(-len(frame) // UNIQUE_PART_ROWS)
+    if parts <= 1:
+        return run_suite(context, table, frame, [e])[0]
+    part = np.nan_to_num(frame[_columns(e)[0]].to_numpy(dtype="float64"), nan=0.0).astype("int64") % parts
+    outs = [run_suite(context, table, frame[part == k], [e])[0] for k in range(parts)]
+    first = outs[0]
+    return ExpectationOutcome(
+        table=first.table,
+        expectation=first.expectation,
+        column=first.column,
+        rule=first.rule,
+        severity=first.severity,
+        element_count=sum(o.element_count for o in outs),
+        unexpected_count=sum(o.unexpected_count for o in outs),
+        success=all(o.success for o in outs),
+        rows=tuple(sorted(r for o in outs for r in o.rows)),
+        row_condition=first.row_condition,
+    )
 
 
 def _id_rules_only(table: Table, cols: list[str], chosen: list[Expectation], links: dict[str, Any]) -> bool:

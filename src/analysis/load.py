@@ -120,8 +120,8 @@ def load_inputs(
 
 #: memory a validation needs per byte of input tables, and on top of that (start-up, great-expectations);
 #: measured with benchmarks/bench_validate.py: peak RSS 723 MB for 95 MB of CSV (50,000 clients) and 1,804 MB
-#: for 397 MB (200,000 clients), i.e. about 380 MB + 3.6 x the input; set 25% above that slope, so a refusal
-#: is never needed to protect a run that would have fitted by a small margin only
+#: for 397 MB (200,000 clients), i.e. about 380 MB + 3.6 x the input; set 25% above that slope, a
+#: margin for inputs unlike the generated ones (longer cells, more distinct values)
 MEMORY_PER_INPUT_BYTE = 4.5
 MEMORY_BASE_MB = 450.0
 

@@ -140,6 +140,32 @@ def test_scan_is_fast_on_long_tables():
     assert elapsed < 5, elapsed  # measured ~0.5 s; 800k rows ~1 s
 
 
+def test_letters_then_digits_can_match_no_rule():
+    # the shortcut that skips pseudonyms such as S0000001 is safe only if none of the eleven patterns can
+    # match a letters-then-digits token, anywhere in it (before any post-filter)
+    import re
+
+    from analysis.privacy import scan
+
+    rng = np.random.default_rng(7)
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    tokens = ["S0000001", "C000001", "T1", "M1", "SW1", "Dr1", "Mr12345678901", "D10115", "K1", "a0000000000"]
+    tokens += ["A" + "0" * k for k in range(1, 20)] + ["Smith" + "07700900123", "JANE" + "9434765919"]
+    for _ in range(3000):
+        head = "".join(rng.choice(list(letters), rng.integers(1, 6)))
+        tokens.append(head + "".join(rng.choice(list("0123456789"), rng.integers(1, 16))))
+    assert all(re.fullmatch(scan.LETTERS_THEN_DIGITS, t) for t in tokens)
+    assert len(scan._RULES) == 11
+    for kind, pattern, ci, _ in scan._RULES:
+        compiled = re.compile(pattern, re.IGNORECASE if ci else 0)
+        assert not [t for t in tokens if compiled.search(t)], kind
+    frame = pd.DataFrame({"session_id": tokens, "focus": tokens}, index=pd.RangeIndex(2, len(tokens) + 2))
+    assert scan_values(frame, "x.csv") == []
+    # and what it must not swallow: a bare number can be a phone, letters after digits a postcode
+    assert scan.LETTERS_THEN_DIGITS and not re.fullmatch(scan.LETTERS_THEN_DIGITS, "07700900123")
+    assert [p.row for p in scan_values(pd.DataFrame({"x": ["S0001", "M11AE"]}, index=[2, 3]), "x.csv")] == [3]
+
+
 # ----------------------------------------------------------------------------- peer gate
 
 IDS = {"C0001", "S00017", "clinic-1"}

@@ -17,29 +17,32 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
 import re
+import time
 import unicodedata
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openpyxl
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
 
-from analysis.contract import TABLES, Table, identifier_reason
+from analysis.contract import TABLES, Table
 from analysis.errors import InputError, Problem
+from analysis.load_csv import MIDNIGHT, fast_csv, finish_frame, header_problems
+from analysis.load_csv import ROW_INDEX as ROW_INDEX  # the index name of every raw frame, imported from here
 
 XLSX_MAGIC = b"PK\x03\x04"
 DEFAULT_MAX_MB = 512
-ROW_INDEX = "row"
 #: bounds for spreadsheets: a tiny .xlsx can declare a used range of 16,384 x 1,048,576 cells
 MAX_XLSX_COLUMNS = 64  # contract tables have a handful of columns; cells beyond are not read
 MAX_ROWS = 2_000_000  # data rows per table
 MAX_UNCOMPRESSED_MB = 1024  # an .xlsx is a zip: its unpacked size is checked before it is opened
-MAX_CELL_CHARS = 10_000  # no contract value is longer; a longer cell is reported with its column
-_MIDNIGHT = r"^(\d{4}-\d{2}-\d{2})[ T]00:00(?::00(?:\.0+)?)?$"
 
 
 @dataclass
@@ -61,11 +64,18 @@ class Inputs:
     rejected_rows: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
+def load_inputs(
+    folder: Path,
+    max_mb: float = DEFAULT_MAX_MB,
+    progress: Callable[[str], None] | None = None,
+    memory_limit_mb: float | None = None,
+) -> Inputs:
     """Read the contract tables from ``folder``.
 
-    Raises :class:`InputError` only when the folder itself is unusable; every
-    other problem is collected in ``Inputs.problems``.
+    Raises :class:`InputError` only when the folder itself is unusable, or before anything is read when the
+    tables would need more memory than ``memory_limit_mb`` (default: the memory available now; see
+    :func:`check_memory`); every other problem is collected in ``Inputs.problems``. ``progress`` (optional)
+    is called with one line per table read (rows, seconds).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -77,7 +87,10 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
         raise InputError(f"{folder}: is a file, not a folder; pass the folder that holds the three tables")
     out = Inputs(folder=folder)
     workbooks = sorted(p for p in folder.glob("*.xlsx") if p.stem not in TABLES and not p.name.startswith("~$"))
+    files = [folder / t.filename for t in TABLES.values()] + [folder / f"{t}.xlsx" for t in TABLES] + workbooks
+    check_memory([f for f in files if f.is_file()], memory_limit_mb)
     for table in TABLES.values():
+        t0 = time.perf_counter()
         csv_path = folder / table.filename
         xlsx_path = folder / f"{table.name}.xlsx"
         if csv_path.exists():
@@ -98,7 +111,60 @@ def load_inputs(folder: Path, max_mb: float = DEFAULT_MAX_MB) -> Inputs:
                         f"file not found in {folder}; add {table.filename} (see `outcomes template`)",
                     )
                 )
+        release_unused_memory()  # the file's bytes and the parser's buffers
+        if progress and table.name in out.tables:
+            rows = len(out.tables[table.name])
+            progress(f"{out.sources[table.name]}: {rows:,} rows read ({time.perf_counter() - t0:.1f} s)")
     return out
+
+
+#: memory a validation needs per byte of input tables, and on top of that (start-up, great-expectations);
+#: measured with benchmarks/bench_validate.py: peak RSS 723 MB for 95 MB of CSV (50,000 clients) and 1,804 MB
+#: for 397 MB (200,000 clients), i.e. about 380 MB + 3.6 x the input; set 25% above that slope, a
+#: margin for inputs unlike the generated ones (longer cells, more distinct values)
+MEMORY_PER_INPUT_BYTE = 4.5
+MEMORY_BASE_MB = 450.0
+
+
+def release_unused_memory() -> None:
+    """Hand memory freed by the last step back to the system (Arrow's pool; with the system allocator, that is
+    ``malloc_trim``, which also returns what numpy and Python freed). Called between the steps of a validation:
+    the peak is what the machine must have, and a freed but retained buffer counts in it."""
+    pa.default_memory_pool().release_unused()
+
+
+def available_memory_mb() -> float:
+    """Memory available to a new process (Linux MemAvailable; elsewhere the free physical memory)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def check_memory(paths: list[Path], limit_mb: float | None = None) -> None:
+    """Refuse, before reading anything, tables that would need more memory than ``limit_mb``.
+
+    The need is estimated from the file sizes (:data:`MEMORY_PER_INPUT_BYTE`, :data:`MEMORY_BASE_MB`);
+    the limit defaults to the memory available now. Raises :class:`InputError` naming the largest file,
+    its size, the estimated need and the limit.
+    """
+    if not paths:
+        return
+    sizes = {p: p.stat().st_size for p in paths}
+    need = MEMORY_BASE_MB + MEMORY_PER_INPUT_BYTE * sum(sizes.values()) / 2**20
+    limit = available_memory_mb() if limit_mb is None else limit_mb
+    source = "memory available" if limit_mb is None else "params validate.max_memory_mb"
+    if need > limit:
+        big = max(sizes, key=lambda p: sizes[p])
+        raise InputError(
+            f"{big}: {sizes[big] / 2**20:,.0f} MB ({sum(sizes.values()) / 2**20:,.0f} MB of tables in all) needs "
+            f"about {need:,.0f} MB of memory to validate, over the {limit:,.0f} MB limit ({source}); "
+            "nothing was read: split the export (by clinic or by year) or use a machine with more memory"
+        )
 
 
 def _sheet_names(path: Path) -> list[str]:
@@ -147,6 +213,13 @@ def _read_one(
                     f"is an Excel workbook named .csv; save it as 'CSV UTF-8' or rename it to {table.name}.xlsx",
                 )
             )
+            return
+        fast = fast_csv(data, table, label)
+        if fast is not None:  # the common, plain file: read in C, same result as the exact reader below
+            frame, rejected, problems = fast
+            out.problems.extend(problems)
+            if frame is not None:
+                out.tables[table.name], out.sources[table.name] = frame, label
             return
         rows, problems = _parse_csv(data, label)
     else:
@@ -287,43 +360,7 @@ def _to_frame(
         rows = [(i, r[: len(header)] if len(r) > len(header) else r) for i, r in rows]
     # "".join(...).strip(): one C call per row, so 800k-row files stay fast
     data_rows = [(i, r) for i, r in rows[1:] if "".join(r).strip()]
-    if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
-        sep = next(s for s in (";", "\t", "|") if s in header[0])
-        return (
-            None,
-            None,
-            [
-                Problem(
-                    label,
-                    header_line,
-                    None,
-                    f"uses {'tab' if sep == chr(9) else repr(sep)} as delimiter; "
-                    "the contract needs comma-separated values (save as 'CSV UTF-8')",
-                )
-            ],
-        )
-    seen: set[str] = set()
-    for h in header:
-        if h == "":
-            problems.append(Problem(label, header_line, None, "header has an empty column name"))
-        elif h in seen:
-            problems.append(Problem(label, header_line, h, "column appears more than once in the header"))
-        seen.add(h)
-    for h in header:
-        if h and h not in table.column_names:
-            reason = identifier_reason(h)
-            problems.append(
-                Problem(
-                    label,
-                    header_line,
-                    h,
-                    reason or f"unknown column; allowed: {', '.join(table.column_names)}",
-                    severity="privacy" if reason else "error",
-                )
-            )
-    for name in table.required_columns:
-        if name not in header:
-            problems.append(Problem(label, header_line, name, "required column is missing from the header"))
+    problems += header_problems(header, header_line, table, label)
     if problems:
         return None, None, problems
     if not data_rows:
@@ -351,32 +388,6 @@ def _to_frame(
     # trimmed, and a date with a midnight time (a spreadsheet's datetime) reduced to the date
     if len(frame):
         frame = frame.apply(
-            lambda col: col.str.normalize("NFKC").str.strip().str.replace(_MIDNIGHT, r"\1", regex=True)
+            lambda col: col.str.normalize("NFKC").str.strip().str.replace(MIDNIGHT, r"\1", regex=True)
         ).astype(object)
-    too_long = set()
-    for name in frame.columns:
-        long = frame[name].str.len() > MAX_CELL_CHARS
-        for line in frame.index[long.fillna(False).to_numpy(dtype=bool)]:
-            problems.append(
-                Problem(
-                    label,
-                    int(line),
-                    name,
-                    f"value is {len(str(frame.at[line, name])):,} characters long, over the "
-                    f"{MAX_CELL_CHARS:,} a contract value can have (a broken quote can swallow "
-                    "many lines into one cell); the row is rejected",
-                )
-            )
-            too_long.add(line)
-    if too_long:  # the row goes to the rejects, its content cut to a readable length
-        bad += [
-            {ROW_INDEX: int(line), "raw": ",".join(frame.loc[line].astype(str))[:200] + " ..."}
-            for line in sorted(too_long)
-        ]
-        frame = frame.drop(index=sorted(too_long))
-    for c in table.columns:
-        if c.name not in frame.columns:
-            frame[c.name] = ""
-    frame = frame[table.column_names]
-    rejected = pd.DataFrame(bad) if bad else None
-    return frame, rejected, problems
+    return finish_frame(frame, bad, problems, table, label)

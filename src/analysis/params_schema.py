@@ -35,6 +35,8 @@ class ValidateParams(_Section):
     report_dir: str
     allow_rejects: bool = False
     max_file_mb: float = Field(512, gt=0)
+    #: refuse inputs whose validation would need more memory than this (MB); None: the memory available
+    max_memory_mb: float | None = Field(None, gt=0)
 
 
 class JoinParams(_Section):

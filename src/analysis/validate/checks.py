@@ -9,14 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from analysis.contract import DEFAULT_CLINIC, TABLES, Registry
 from analysis.errors import Problem
-from analysis.load import ROW_INDEX, Inputs
+from analysis.load import ROW_INDEX, Inputs, release_unused_memory
 from analysis.privacy import scan_values
-from analysis.validate.gx_run import ExpectationOutcome, make_context, run_suite, stage_table
-from analysis.validate.suites import build_suites, cross_table_expectations, cross_table_links
+from analysis.privacy.scan import letters_then_digits
+from analysis.validate.gx_run import ExpectationOutcome, make_context, run_table
+from analysis.validate.suites import arrow_text, build_suites, cross_table_expectations, cross_table_links
 
 REJECTING = ("error", "privacy")  # severities that keep a row out of the typed tables
 PARENT_REJECTED = "parent rejected"
@@ -77,8 +81,28 @@ def _shown(value: object) -> str | None:
 
 def _privacy_problems(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> list[Problem]:
     out: list[Problem] = []
+    tables_with: dict[str, list[str]] = {}
     for name, frame in raw.items():
-        out.extend(scan_values(frame, sources[name], max_rows_per_rule=None))
+        for column in frame.columns:
+            tables_with.setdefault(str(column), []).append(name)
+    for column, names in tables_with.items():
+        # the scan looks at each distinct value of a column once, even when the column is in two tables
+        # (session_id, client_id), and only at values that are not plainly harmless (a pseudonym such as
+        # S0000001): both found in Arrow, so millions of ids never become Python strings; its hits are
+        # mapped back to every row holding them
+        encoded = {name: pc.dictionary_encode(arrow_text(raw[name][column])) for name in names}
+        pool = pc.unique(pa.chunked_array([e.dictionary for e in encoded.values()], type=pa.string()))
+        pool = pool.filter(pa.array(~letters_then_digits(pool)))
+        hits = scan_values(pd.DataFrame({column: np.array(pool.to_pylist(), dtype=object)}), "", max_rows_per_rule=None)
+        by_rule: dict[tuple[str, str], list[int]] = {}
+        for p in hits:
+            by_rule.setdefault((p.rule, p.severity), []).append(int(p.row or 0))
+        for (rule, severity), found in by_rule.items():
+            bad = pool.take(pa.array(found, type=pa.int64()))
+            for name, e in encoded.items():
+                hit = np.flatnonzero(np.asarray(pc.is_in(e.dictionary, value_set=bad).to_numpy(zero_copy_only=False)))
+                where = np.isin(e.indices.fill_null(-1).to_numpy(zero_copy_only=False), hit)
+                out += [Problem(sources[name], int(r), column, rule, None, severity) for r in raw[name].index[where]]
     return out
 
 
@@ -128,16 +152,18 @@ def validate_tables(
     context = make_context()
     for name, frame in raw.items():
         label = inputs.sources[name]
-        say(f"checking {name} ({len(frame)} rows)")
-        staged = stage_table(TABLES[name], frame, links[name])
-        run = run_suite(context, name, staged, list(suites[name].expectations) + extra[name])
+        say(f"checking {name} ({len(frame):,} rows)")
+        run = run_table(context, TABLES[name], frame, list(suites[name].expectations) + extra[name], links[name])
         outcomes.extend(run)
         for o in run:
-            for row in o.rows:
-                value = " / ".join(str(frame.at[row, c]) for c in o.column.split(", ")) if o.column else None
+            cells = frame.loc[list(o.rows), o.column.split(", ")] if o.column else None
+            for i, row in enumerate(o.rows):
+                value = " / ".join(str(v) for v in cells.iloc[i]) if cells is not None else None
                 problems.append(Problem(label, row, o.column or None, o.rule, _shown(value), o.severity))
+        release_unused_memory()  # the staged frames of this table
     say("scanning for identifying values, splitting valid rows from rejects")
     private = _privacy_problems(raw, inputs.sources)
+    release_unused_memory()
     # never echo a value the privacy scan flagged, in any other problem line either
     hidden = {(p.file, p.row, p.column) for p in private}
     problems = [
@@ -151,8 +177,10 @@ def validate_tables(
     file_level = any(p.row is None and p.severity in REJECTING for p in problems) or len(raw) < len(TABLES)
     valid: dict[str, pd.DataFrame] = {}
     if not file_level:
+        drop = {name: rejected[name] | set(child_reasons[name]) for name in raw}
+        # no copy of a table without rejects (the usual case): at network scale a copy is hundreds of MB
         keep = {
-            name: frame.loc[~frame.index.isin(sorted(rejected[name] | set(child_reasons[name])))]
+            name: frame.loc[~frame.index.isin(sorted(drop[name]))] if drop[name] else frame
             for name, frame in raw.items()
         }
         valid = typed_tables(keep)
@@ -274,24 +302,42 @@ def typed_tables(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         table = TABLES[name]
         cols: dict[str, pd.Series] = {}
         for c in table.columns:
-            text = frame[c.name].astype(object)
-            text = text.where(text.notna() & (text != ""), None)
-            if c.default is not None:
-                text = text.fillna(c.default)
-            if c.kind == "integer":
-                cols[c.name] = pd.to_numeric(text, errors="raise").astype("float64").round().astype("int64")
-            elif c.kind in ("number", "value"):
-                cols[c.name] = pd.to_numeric(text, errors="raise").astype("float64")
-            elif c.kind == "date":
-                cols[c.name] = pd.to_datetime(text, format="%Y-%m-%d", errors="raise").astype("datetime64[ns]")
-            elif c.kind == "multi_category":
-                cols[c.name] = text.map(
-                    lambda v: ";".join(part.strip() for part in v.split(";")) if isinstance(v, str) else None
-                ).astype("str")
-            else:
-                cols[c.name] = text.astype("str")
-        out[name] = pd.DataFrame(cols).reset_index(drop=True)[table.column_names]
+            if c.kind in TEXT_KINDS:  # the text itself, blank -> missing: no conversion, no copy of the strings
+                cols[c.name] = _typed_text(frame[c.name], c.default)
+                continue
+            # each distinct value is converted once, then spread over its rows (a column repeats its values)
+            codes, uniques = pd.factorize(frame[c.name], use_na_sentinel=False)
+            cols[c.name] = _typed(c.kind, c.default, pd.Series(np.asarray(uniques, dtype=object))).take(codes)
+        out[name] = pd.DataFrame({k: v.reset_index(drop=True) for k, v in cols.items()})[table.column_names]
     return out
+
+
+TEXT_KINDS = frozenset({"id", "category", "measure"})  # typed as ``str``: the cell's text, blank = missing
+
+
+def _typed_text(col: pd.Series, default: str | None) -> pd.Series:
+    """What :func:`_typed` gives for a text kind, on the whole column at once (the fast reader's Arrow-backed
+    strings are kept as they are: millions of ids never become Python strings)."""
+    text = col.astype("str")
+    blank = text.isna() | (text == "")
+    return text.where(~blank) if default is None else text.where(~blank, default)
+
+
+def _typed(kind: str, default: str | None, text: pd.Series) -> pd.Series:
+    text = text.where(text.notna() & (text != ""), None)
+    if default is not None:
+        text = text.fillna(default)
+    if kind == "integer":
+        return pd.to_numeric(text, errors="raise").astype("float64").round().astype("int64")
+    if kind in ("number", "value"):
+        return pd.to_numeric(text, errors="raise").astype("float64")
+    if kind == "date":
+        return pd.to_datetime(text, format="%Y-%m-%d", errors="raise").astype("datetime64[ns]")
+    if kind == "multi_category":
+        return text.map(
+            lambda v: ";".join(part.strip() for part in v.split(";")) if isinstance(v, str) else None
+        ).astype("str")
+    return text.astype("str")
 
 
 def _notes(valid: dict[str, pd.DataFrame]) -> list[str]:

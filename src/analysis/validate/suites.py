@@ -15,7 +15,10 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from analysis.contract import DATE_PATTERN, EARLIEST_DATE, ID_PATTERN, ID_RULE, TABLES, Column, Registry, Table
 
@@ -220,13 +223,13 @@ def link_column(column: str, parent: str) -> str:
     return f"{column}__in_{parent}"
 
 
-def cross_table_links(raw: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Series]]:
+def cross_table_links(raw: dict[str, pd.DataFrame]) -> dict[str, dict[str, tuple[str, pd.Series]]]:
     """Foreign-key membership for every contract ``references``, plus "client has a session".
 
-    The membership is computed here with pandas, and the rule itself is a GX
-    expectation on the resulting column (see :func:`cross_table_expectations`):
-    putting tens of thousands of ids into an expectation's ``value_set`` makes
-    GX re-serialise them for every metric, which takes minutes on a large clinic.
+    The membership is computed with pandas (:func:`member`), and the rule itself is a GX expectation on
+    the resulting helper column (see :func:`cross_table_expectations`): putting tens of thousands of ids
+    into an expectation's ``value_set`` makes GX re-serialise them for every metric, which takes minutes on a
+    large clinic.
 
     Parameters
     ----------
@@ -234,29 +237,42 @@ def cross_table_links(raw: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Se
 
     Returns
     -------
-    dict table name -> {helper column name -> Series (index = row) of True/False,
-    None where the id is blank}.
+    dict table name -> {helper column name -> (the table's column whose ids are looked up, the pool of ids
+    they must be in)}; :func:`member` turns a column's values into the helper column.
     """
-    links: dict[str, dict[str, pd.Series]] = {name: {} for name in raw}
+    links: dict[str, dict[str, tuple[str, pd.Series]]] = {name: {} for name in raw}
     for table in TABLES.values():
         if table.name not in raw:
             continue
-        frame = raw[table.name]
         for c in table.columns:
             if c.references and c.references[0] in raw:
                 parent, key = c.references
-                links[table.name][link_column(c.name, parent)] = _member(frame[c.name], raw[parent][key])
+                links[table.name][link_column(c.name, parent)] = (c.name, raw[parent][key])
     if "clients" in raw and "sessions" in raw:
-        links["clients"][link_column("client_id", "sessions")] = _member(
-            raw["clients"]["client_id"], raw["sessions"]["client_id"]
-        )
+        links["clients"][link_column("client_id", "sessions")] = ("client_id", raw["sessions"]["client_id"])
     return links
 
 
-def _member(values: pd.Series, pool: pd.Series) -> pd.Series:
-    text = values.astype(object)
-    blank = text.isna() | (text == "")
-    return text.isin(set(pool.astype(object))).astype(object).where(~blank, None)
+def member(values: pd.Series, pool: pd.Series) -> pd.Series:
+    """True/False: is each value one of ``pool``'s; None where the value is blank (index kept)."""
+    blank = values.isna() | (values == "")
+    # in Arrow (C++): pandas' isin on Arrow-backed strings loops in Python
+    text = arrow_text(values)
+    ids = pc.unique(arrow_text(pool))
+    found = np.asarray(pc.is_in(text, value_set=ids).to_numpy(zero_copy_only=False), dtype=bool)
+    return pd.Series(found, index=values.index).astype(object).where(~blank, None)
+
+
+def arrow_text(col: pd.Series) -> pa.Array:
+    """A text column as one Arrow string array, missing = null (the fast reader's Arrow-backed columns are not
+    copied into Python strings)."""
+    data = col.array
+    if hasattr(data, "__arrow_array__"):
+        text = pa.array(data)
+    else:
+        text = pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    return text.cast(pa.string())
 
 
 def cross_table_expectations(raw: dict[str, pd.DataFrame]) -> dict[str, list[Expectation]]:

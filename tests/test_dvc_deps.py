@@ -4,7 +4,8 @@ A stage's ``cmd`` is ``outcomes <command>``: it runs :mod:`analysis.cli` (its mo
 command function of that name, with the stage modules that function imports; the command functions of
 sub-apps (``outcomes network ...``) run only for their own commands, so their imports are not followed.
 From there every ``analysis.*`` import is followed, at module level and inside functions alike (a
-function-level import runs when the stage calls it), plus the ``__init__.py`` of every package on the way (importing ``a.b.c`` runs ``a`` and ``a.b``).
+function-level import runs when the stage calls it), plus the ``__init__.py`` of every package on the way
+(importing ``a.b.c`` runs ``a`` and ``a.b``).
 Each module file of that closure must be a dep of the stage: listed itself, or inside a listed folder.
 Otherwise editing it would not re-run the stage and ``dvc repro`` would keep stale results.
 """

@@ -187,18 +187,25 @@ def exclusion_flow(
     The last two rows split the analysed clients by group.
     """
     rows: list[dict[str, Any]] = []
+    # sessions and measurements per client, counted once (each step then sums them over its clients)
+    session_client = sessions.drop_duplicates("session_id").set_index("session_id")["client_id"]
+    per_client = {
+        "sessions": sessions["client_id"].value_counts(),
+        "measurements": measurements["session_id"].map(session_client).value_counts(),
+    }
+
+    def count(table: str, ids: pd.Index) -> int:
+        return int(per_client[table].reindex(ids).fillna(0).sum())
 
     def add(step: str, client_ids: pd.Index | pd.Series, reason: str) -> None:
         ids = pd.Index(client_ids).unique()
-        sess = sessions[sessions["client_id"].isin(ids)]
-        meas = measurements[measurements["session_id"].isin(sess["session_id"])]
         previous = rows[-1]["clients"] if rows else len(ids)
         rows.append(
             dict(
                 step=step,
                 clients=len(ids),
-                sessions=len(sess),
-                measurements=len(meas),
+                sessions=count("sessions", ids),
+                measurements=count("measurements", ids),
                 excluded_clients=previous - len(ids),
                 reason=reason,
             )
@@ -248,9 +255,8 @@ def exclusion_flow(
     hip = [c for c in in_comparison if focus.get(c) in config.hip_focused]
     knee = [c for c in in_comparison if focus.get(c) in config.comparator]
     for step, ids in (("analysed: hip-focused", hip), ("analysed: knee-focused", knee)):
-        sess = sessions[sessions["client_id"].isin(ids)]
-        meas = measurements[measurements["session_id"].isin(sess["session_id"])]
-        rows.append(dict(zip(FLOW_COLUMNS, [step, len(ids), len(sess), len(meas), 0, "group"], strict=True)))
+        n_sess, n_meas = count("sessions", pd.Index(ids)), count("measurements", pd.Index(ids))
+        rows.append(dict(zip(FLOW_COLUMNS, [step, len(ids), n_sess, n_meas, 0, "group"], strict=True)))
     return pd.DataFrame(rows, columns=FLOW_COLUMNS)
 
 

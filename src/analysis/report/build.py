@@ -15,6 +15,7 @@ import datetime as dt
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.contract import Measure
@@ -73,7 +74,10 @@ def build_therapist(
     measure: Measure = c.measure
     progress = th.client_progress(inp.dataset, measure.key, c.model.timing, c.group)
     individual = progress.loc[progress["week"] <= c.model.followup_weeks, ["client_id", "group", "week", "value"]]
-    progress = progress.assign(needed=[th.mcid_needed(measure, b) for b in progress["baseline_value"]])
+    # the MCID target depends on the first score only: computed once per distinct first score, not per session
+    first = pd.Index(pd.unique(progress["baseline_value"]))
+    needed = np.array([th.mcid_needed(measure, b) for b in first], dtype=object)
+    progress = progress.assign(needed=needed[first.get_indexer(progress["baseline_value"])].tolist())
     figs = shared_figures(inp, c, individual)
     hip = inp.tables.get("hip_ir_vs_pain")
     if has_columns(hip, {"group"}) and hip.select_dtypes("number").shape[1] >= 2:

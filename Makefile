@@ -40,12 +40,16 @@ test: $(STAMP) lint
 selfcheck: $(STAMP)
 	$(BIN)/outcomes selfcheck
 
-## Timings (not tests): validate + join on the demo and 20k clients; the primary fit at 1k, 5k, 20k clients;
-## `outcomes selfcheck` at its default size (3 runs, median and peak memory).
+## Timings (not tests; benchmarks/README.md): validate at 200k clients; the whole pipeline at 50k clients stage by
+## stage; the primary fit at 1k-100k clients beside lme4 (when R is present); the therapist page at 50k clients
+## (size, first screen in Chromium); `outcomes selfcheck`; the network fit for 6 and 50 clinics. Medians, peak memory.
 benchmark: $(STAMP)
-	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_validate.py
+	$(BIN)/python benchmarks/bench_stages.py
 	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_page.py
 	$(BIN)/python benchmarks/bench_selfcheck.py
+	$(BIN)/python benchmarks/bench_network.py
 
 ## Same bytes on any machine: the demo built twice from scratch in temporary copies (the second with another BLAS
 ## kernel, one font family, another time zone), every file of reports/ and data/processed/ compared, and dvc.lock.

@@ -77,7 +77,7 @@ def build_therapist(
     # the MCID target depends on the first score only: computed once per distinct first score, not per session
     first = pd.Index(pd.unique(progress["baseline_value"]))
     needed = np.array([th.mcid_needed(measure, b) for b in first], dtype=object)
-    progress = progress.assign(needed=needed[first.get_indexer(progress["baseline_value"])].tolist())
+    progress = progress.assign(needed=needed[first.get_indexer(pd.Index(progress["baseline_value"]))].tolist())
     figs = shared_figures(inp, c, individual)
     hip = inp.tables.get("hip_ir_vs_pain")
     if has_columns(hip, {"group"}) and hip.select_dtypes("number").shape[1] >= 2:

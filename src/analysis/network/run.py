@@ -126,7 +126,13 @@ def fit_network_flower(
         | common
         for f, lab in zip(folders, labels, strict=True)
     ]
-    run_config = common | {"on-lost": "drop" if on_lost == "continue" else "stop", "min-clinics": MIN_CLINICS}
+    run_config = common | {
+        "on-lost": "drop" if on_lost == "continue" else "stop",
+        "min-clinics": MIN_CLINICS,
+        # every node must have connected before the handshake: one machine starting 2 processes per clinic
+        # needs longer for many clinics (at 50 clinics the default 60 s was not enough on 2 cores)
+        "connect-timeout-s": 60.0 + 10.0 * len(folders),
+    }
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="outcomes-network-") as tmp:
         out = simulate_federation(

@@ -152,8 +152,8 @@ def lead(
     import shlex
     import subprocess
 
-    from analysis.network.flower_local import _app_pyproject
-    from analysis.network.run import network_result, network_spec, write_outputs
+    from analysis.network.flower_local import app_pyproject
+    from analysis.network.run import flower_result, network_spec, write_outputs
     from analysis.params import load_params
     from analysis.store import make_dirs, write_text
 
@@ -177,7 +177,7 @@ def lead(
         "min-clinics": min_clinics,
     }
     cfg |= {"params": str(params_file.resolve())} if params_file else {}
-    write_text(app / "pyproject.toml", _app_pyproject(cfg))
+    write_text(app / "pyproject.toml", app_pyproject(cfg))
     argv = ["flwr", "run", str(app), superlink, "--stream"]
     if dry_run:
         typer.echo(shlex.join(argv))
@@ -188,10 +188,5 @@ def lead(
 
         raise NetworkFitError(f"the run wrote no result (see {run_file.name}.lost.json or the SuperLink's log)")
     raw = json.loads(run_file.read_text(encoding="utf-8"))
-    log = [e | {"bytes": int(e.get("bytes_to_clinics", 0)) + int(e.get("bytes_from_clinics", 0))} for e in raw["log"]]
-    spec = network_spec(load_params(params_file))
-    write_outputs(
-        network_result(raw["result"], raw["clinics"], raw["dropped"], log, int(raw["rounds"]), "Flower, SecAgg+", spec),
-        out,
-    )
+    write_outputs(flower_result(raw, network_spec(load_params(params_file))), out)
     typer.echo(f"network fit written -> {out / 'federated.json'}")

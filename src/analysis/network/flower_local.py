@@ -53,7 +53,7 @@ def toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a TOML basic string (JSON's escapes are TOML's)
 
 
-def _app_pyproject(run_config: dict[str, Any]) -> str:
+def app_pyproject(run_config: dict[str, Any]) -> str:
     cfg = "\n".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in sorted(run_config.items()))
     return f"""[build-system]
 requires = ["hatchling"]
@@ -278,7 +278,7 @@ def simulate_federation(
     }
     app = work / "app"
     app.mkdir(exist_ok=True)
-    (app / "pyproject.toml").write_text(_app_pyproject(cfg), encoding="utf-8")
+    (app / "pyproject.toml").write_text(app_pyproject(cfg), encoding="utf-8")
     home = work / "flwr-home"
     home.mkdir(exist_ok=True)
     (home / "config.toml").write_text(

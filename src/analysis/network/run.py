@@ -144,12 +144,15 @@ def fit_network_flower(
             timeout_s=timeout_s,
             total_timeout_s=total_timeout_s,
         )
-    rounds = int(out["rounds"])
-    say(f"network: {len(out['clinics'])} clinics over Flower, {rounds} rounds, {time.perf_counter() - t0:.1f} s")
+    say(f"network: {len(out['clinics'])} clinics over Flower, {out['rounds']} rounds, {time.perf_counter() - t0:.1f} s")
+    return flower_result(out, network_spec(load_params(params_file)), secure)
+
+
+def flower_result(out: dict[str, Any], spec: Spec, secure: bool = True) -> dict[str, Any]:
+    """:func:`network_result` from the Flower ServerApp's result file (its log counts bytes each way)."""
     log = [e | {"bytes": int(e.get("bytes_to_clinics", 0)) + int(e.get("bytes_from_clinics", 0))} for e in out["log"]]
-    params = load_params(params_file)
     transport = "Flower, SecAgg+" if secure else "Flower, plain"
-    return network_result(out["result"], out["clinics"], out["dropped"], log, rounds, transport, network_spec(params))
+    return network_result(out["result"], out["clinics"], out["dropped"], log, int(out["rounds"]), transport, spec)
 
 
 def network_result(
